@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv if missing and install StarEdge with constraints.txt (torch pinned
+# to the CPU wheel: a looser spec pulls several GB of CUDA packages).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= all,dev
+STAMP  := $(VENV)/.staredge-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast clean docs
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/staredge models
+
+test: install
+	$(BIN)/python -m pytest -n 2 -ra $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (for a quick local loop).
+test-fast: install
+	$(BIN)/python -m pytest -n 2 -ra -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

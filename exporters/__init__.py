@@ -1,0 +1,1 @@
+"""staredge.exporters"""

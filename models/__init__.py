@@ -1,0 +1,31 @@
+"""``staredge.models``: the model zoo (StarNet, DemoNet, ...), the registry and safe checkpoint loading.
+
+>>> from staredge.models import create, list_models
+>>> model = create("starnet_s1")                       # random weights, eval mode
+>>> model = create("starnet_s1", checkpoint="starnet_s1.pth.tar")
+"""
+
+from staredge.models.checkpoint import load_checkpoint, load_state_dict, read_state_dict, save_safetensors
+from staredge.models.registry import (
+    ModelEntry,
+    PaperFigures,
+    PretrainedConfig,
+    create,
+    get_entry,
+    imagenet_class_names,
+    list_models,
+)
+
+__all__ = [
+    "ModelEntry",
+    "PaperFigures",
+    "PretrainedConfig",
+    "create",
+    "get_entry",
+    "imagenet_class_names",
+    "list_models",
+    "load_checkpoint",
+    "load_state_dict",
+    "read_state_dict",
+    "save_safetensors",
+]

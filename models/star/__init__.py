@@ -1,0 +1,1 @@
+"""STAR language models: genomes, LIV operators, backbone and LM (see docs/star-lm.md)."""

@@ -1,0 +1,11 @@
+"""StarEdge: take efficient networks from PyTorch to the edge and run them there.
+
+What users call lives here: :func:`profile`, the ``staredge`` CLI and (in later modules)
+the Predictor and the latency harness. The model zoo is :mod:`staredge.models`.
+"""
+
+from staredge._version import __version__
+from staredge.errors import StarEdgeError
+from staredge.profiler import ProfileResult, profile
+
+__all__ = ["ProfileResult", "StarEdgeError", "__version__", "profile"]

@@ -1,0 +1,1 @@
+"""The latency harness behind `staredge bench` (see docs/benchmarks.md)."""

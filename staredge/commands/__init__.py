@@ -1,0 +1,1 @@
+"""Subcommands of the ``staredge`` CLI, one module each (see :mod:`staredge.cli`)."""

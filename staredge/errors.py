@@ -1,0 +1,51 @@
+"""Typed errors. Every error StarEdge raises on purpose derives from :class:`StarEdgeError`.
+
+Catch ``StarEdgeError`` to handle anything the SDK reports about bad input, missing
+optional runtimes or failed validation; anything else escaping the SDK is a bug.
+"""
+
+from __future__ import annotations
+
+
+class StarEdgeError(Exception):
+    """Base class of every error StarEdge raises on purpose."""
+
+
+class UnknownModelError(StarEdgeError, KeyError):
+    """A model name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(StarEdgeError):
+    """A checkpoint cannot be read safely, or does not fit the model it is loaded into."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holds pickled objects outside the allow-list; nothing of it was executed."""
+
+
+class ConfigError(StarEdgeError, ValueError):
+    """An argument or configuration value is invalid."""
+
+
+class MissingDependencyError(StarEdgeError, ImportError):
+    """An optional dependency (a runtime or converter) is not installed.
+
+    The message names the pip extra that provides it.
+    """
+
+
+def require(module: str, extra: str, what: str | None = None):
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        thing = what or module
+        raise MissingDependencyError(
+            f"{thing} needs the Python package '{module.split('.')[0]}', which is not installed "
+            f"({exc}). Install it with: pip install -c constraints.txt 'staredge[{extra}]'"
+        ) from exc
