@@ -83,3 +83,45 @@ class ArtifactMetadata:
 
 class MetadataError(StarEdgeError):
     """An artifact has no StarEdge metadata, or it cannot be parsed."""
+
+
+#: Artifact formats by file suffix (a directory is inspected by :func:`detect_format`).
+SUFFIX_FORMATS = {
+    ".onnx": "onnx",
+    ".xml": "openvino",
+    ".tflite": "tflite",
+    ".mlpackage": "coreml",
+    ".pt": "pytorch",
+    ".pth": "pytorch",
+    ".tar": "pytorch",
+    ".safetensors": "pytorch",
+}
+
+
+def detect_format(path) -> str:
+    """The artifact format of ``path`` ("onnx", "openvino", "tflite", "coreml", "pytorch").
+
+    Uses the suffix; a directory is an ``.mlpackage`` if it holds ``Manifest.json`` and an
+    OpenVINO IR if it holds exactly one ``.xml`` with its ``.bin``. Raises
+    :class:`MetadataError` for anything else.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise MetadataError(f"no such file or directory: {p}")
+    if p.is_dir():
+        if (p / "Manifest.json").is_file():
+            return "coreml"
+        xmls = [x for x in p.glob("*.xml") if x.with_suffix(".bin").is_file()]
+        if len(xmls) == 1:
+            return "openvino"
+        raise MetadataError(
+            f"{p} is a directory but neither a CoreML .mlpackage (no Manifest.json) nor an "
+            f"OpenVINO IR folder (one .xml with its .bin); point at the artifact file itself"
+        )
+    fmt = SUFFIX_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(SUFFIX_FORMATS))
+        raise MetadataError(f"unknown artifact suffix '{p.suffix}' for {p}; known suffixes: {known}")
+    return fmt
