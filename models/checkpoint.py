@@ -71,10 +71,13 @@ def _torch_load_safe(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         msg = str(exc)
         if "Weights only load failed" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
-            first = next((ln.strip() for ln in msg.splitlines() if "Unsupported" in ln or "GLOBAL" in ln), msg[:200])
+            import re
+
+            found = re.search(r"GLOBAL ([\w.]+)", msg)
+            what = f"it needs '{found.group(1)}'" if found else "it needs an object outside the allow-list"
             raise UnsafeCheckpointError(
-                f"refused to load {path}: it contains pickled objects outside StarEdge's allow-list "
-                f"({first}). Nothing from it was executed. If you trust the file, re-save its "
+                f"refused to load {path}: {what}, which is outside StarEdge's allow-list of pickled "
+                f"objects. Nothing from it was executed. If you trust the file, re-save its "
                 f"tensors as safetensors; only tensors, containers and argparse.Namespace are accepted."
             ) from exc
         raise CheckpointError(f"cannot read checkpoint {path}: {msg.splitlines()[0] if msg else exc}") from exc

@@ -140,7 +140,7 @@ _VARIANTS = {
         4,
         PaperFigures(
             7.5, 1075, 78.4, "StarNet Table 5/6",
-            note="outlier: paper 1075M is 2.4% above our count (other variants are within 1%)",
+            note="outlier: paper 1075M is 2.4% above our count (the other variants are within 1.6%)",
         ),
     ),
     "starnet_s050": (16, (1, 1, 3, 1), 3, PaperFigures(0.54, 92.8, 55.7, "StarNet supp. Table 13/14")),

@@ -1,0 +1,80 @@
+"""Packaging: one import package, mapped folders, package data, no generic top-level names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPED = {"staredge": "staredge", "staredge.models": "models", "staredge.exporters": "exporters", "staredge.runtimes": "runtimes"}
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _folder_of(package: str) -> Path:
+    best = max((k for k in MAPPED if package == k or package.startswith(k + ".")), key=len)
+    rest = package[len(best):].lstrip(".")
+    return ROOT / MAPPED[best] / Path(*rest.split(".")) if rest else ROOT / MAPPED[best]
+
+
+def test_package_dir_mapping():
+    tool = _pyproject()["tool"]["setuptools"]
+    assert tool["package-dir"] == MAPPED
+
+
+def test_every_package_folder_is_listed():
+    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    on_disk = set()
+    for top, folder in MAPPED.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            on_disk.add(".".join([top, *rel.parts]) if rel.parts else top)
+    assert on_disk == listed, f"pyproject packages out of date: {sorted(on_disk ^ listed)}"
+    for pkg in listed:
+        assert (_folder_of(pkg) / "__init__.py").is_file()
+
+
+def test_torch_pinned_and_constraints():
+    deps = _pyproject()["project"]["dependencies"]
+    assert "torch==2.13.0" in deps
+    assert not any(d.startswith(("torchvision", "timm")) for d in deps)
+    cons = (ROOT / "constraints.txt").read_text()
+    assert "torch==2.13.0" in cons and "numpy>=2,<2.4" in cons
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {"onnx", "openvino", "tflite", "coreml", "gpu", "all", "dev"} <= set(extras)
+
+
+def test_generic_names_not_importable_from_elsewhere(tmp_path):
+    code = "import importlib.util as u; print([n for n in ('models','exporters','runtimes') if u.find_spec(n)])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_imagenet_labels_are_package_data():
+    from staredge.models import imagenet_class_names
+
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[0] == "tench" and names[1] == "goldfish"
+
+
+@pytest.mark.slow
+def test_wheel_contents(tmp_path):
+    """A normal (non-editable) build puts everything under staredge/ only."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    wheel = next(tmp_path.glob("staredge-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"staredge"}
+    assert "staredge/models/starnet.py" in names
+    assert "staredge/models/data/imagenet_classes.txt" in names
+    assert "staredge/exporters/__init__.py" in names and "staredge/runtimes/__init__.py" in names
