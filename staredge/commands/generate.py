@@ -1,0 +1,76 @@
+"""``staredge generate [MODEL] PROMPT``: stream text from a STAR language model to the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from staredge.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``generate`` subcommand."""
+    p = sub.add_parser(
+        "generate",
+        help="stream text from a STAR language model (default: the shipped star_lm_pydoc)",
+        description="Stream text from a STAR language model. MODEL is a shipped model name "
+                    "(default star_lm_pydoc) or a path saved with staredge.generation.save_lm.",
+    )
+    p.add_argument("model_and_prompt", nargs="+", metavar="[MODEL] PROMPT",
+                   help="optional model name or path, then the prompt text")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="at most this many tokens (bytes) (default 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default off)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    p.add_argument("--stop", action="append", default=None, metavar="STR",
+                   help="stop at this string (not printed); may be repeated")
+    p.add_argument("--truncate", choices=["left"], default=None,
+                   help="drop the oldest prompt bytes when the prompt is longer than the context")
+    p.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt")
+    p.add_argument("--stats", action="store_true", help="print token counts and tokens/s to stderr at the end")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, stream the continuation to stdout as it is generated."""
+    from staredge.generation import load_lm
+
+    parts = args.model_and_prompt
+    if len(parts) > 2:
+        raise ConfigError(
+            f"expected [MODEL] PROMPT, got {len(parts)} positional arguments; quote the prompt: "
+            "staredge generate \"your prompt here\""
+        )
+    model_name, prompt = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    lm = load_lm(model_name)
+    text_stream = lm.stream(
+        prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop,
+        truncate=args.truncate,
+    )
+    out = sys.stdout
+    last = prompt if not args.no_echo else ""
+    if not args.no_echo:
+        out.write(prompt)
+        out.flush()
+    try:
+        for piece in text_stream:
+            out.write(piece)
+            out.flush()  # show each piece as soon as it is complete
+            last = piece
+    finally:
+        text_stream.close()
+    if not last.endswith("\n"):
+        out.write("\n")
+    out.flush()
+    if args.stats:
+        st = text_stream.stats
+        print(
+            f"[{lm.name}: prompt {st.prompt_tokens} tokens ({st.prefill_tokens_per_s:.0f} tok/s prefill), "
+            f"generated {st.generated_tokens} tokens ({st.decode_tokens_per_s:.1f} tok/s decode), "
+            f"finish: {st.finish_reason}]",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,682 @@
+"""Streaming text generation for STAR language models (PyTorch runtime).
+
+Three layers, each usable on its own:
+
+* :class:`ByteTokenizer` and :class:`IncrementalUTF8Decoder`: the byte-level vocabulary
+  (256 byte values plus ``BOS``/``EOS``/``PAD``) and a decoder that turns a stream of byte
+  tokens into text without ever emitting half of a multi-byte character.
+* :class:`SamplingConfig` and :func:`sample_next_token`: repetition penalty, temperature,
+  top-k and top-p over one row of logits, drawing from a private ``torch.Generator`` so that
+  a seed fixes the result (temperature 0 is greedy).
+* :func:`stream` / :func:`generate`: prefill the prompt through ``model.step`` in chunks,
+  then decode one token per step, yielding text pieces as they become printable. Each call
+  owns its own decode state and generator, so any number of streams can be interleaved on
+  one model; closing a stream cancels it.
+
+:class:`LanguageModel` (``staredge.LanguageModel``, built by :func:`load_lm`) bundles a
+model with the tokenizer: ``lm.stream(prompt, ...)`` and ``lm.generate(prompt, ...)``.
+
+The model contract (``staredge.models.star.STARLanguageModel`` implements it):
+``init_state(batch_size) -> state``, ``step(input_ids [B, T], state) -> (logits [B, T, V],
+new_state)`` and an integer ``max_seq_len``. The state is an explicit value; the model keeps
+none of its own, which is what makes concurrent sessions safe.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import os
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from staredge.errors import CheckpointError, ConfigError, StarEdgeError
+
+#: Token ids of the byte-level vocabulary: ids 0..255 are the byte values themselves.
+BOS_ID = 256
+EOS_ID = 257
+PAD_ID = 258
+VOCAB_SIZE = 259
+SPECIAL_IDS = (BOS_ID, EOS_ID, PAD_ID)
+
+#: Name of the STAR model shipped inside the package (files ``staredge/data/<name>.*``).
+DEFAULT_LM_NAME = "star_lm_pydoc"
+
+#: How many prompt tokens one prefill call to ``model.step`` consumes. Chunking bounds the
+#: memory of attention and long-convolution prefill without changing the result (the model's
+#: step form is tested against its parallel form).
+DEFAULT_PREFILL_CHUNK = 128
+
+#: Values of ``truncate`` that :func:`stream` understands.
+TRUNCATE_MODES = (None, "left")
+
+
+class ContextLengthError(StarEdgeError, ValueError):
+    """A prompt does not fit in the model's context window."""
+
+
+# --------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------
+
+
+class IncrementalUTF8Decoder:
+    """Turns byte tokens into text one token at a time, never emitting half a character.
+
+    A multi-byte UTF-8 character is held back until its last byte arrives. Bytes that can
+    never form a valid character become U+FFFD as soon as that is certain; an incomplete
+    character still pending when the stream ends becomes U+FFFD in :meth:`flush`.
+    Special tokens (BOS/EOS/PAD) produce no text.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token_id: int) -> str:
+        """Add one token; return the text that became complete (possibly ``""``)."""
+        token_id = int(token_id)
+        if token_id in SPECIAL_IDS:
+            return ""
+        if not 0 <= token_id < 256:
+            raise ConfigError(f"token id {token_id} is outside the byte vocabulary (0..{VOCAB_SIZE - 1})")
+        return self._decoder.decode(bytes((token_id,)))
+
+    def flush(self) -> str:
+        """End the stream: return the replacement for any incomplete trailing character."""
+        return self._decoder.decode(b"", final=True)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Number of bytes held back because they start a character not yet complete."""
+        return len(self._decoder.getstate()[0])
+
+
+class ByteTokenizer:
+    """Byte-level tokenizer: UTF-8 bytes are token ids 0..255; BOS=256, EOS=257, PAD=258."""
+
+    bos_id = BOS_ID
+    eos_id = EOS_ID
+    pad_id = PAD_ID
+    vocab_size = VOCAB_SIZE
+
+    def encode(self, text: str | bytes, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text`` (UTF-8 bytes), preceded by BOS unless ``add_bos=False``."""
+        data = text if isinstance(text, (bytes, bytearray)) else str(text).encode("utf-8")
+        return ([BOS_ID] if add_bos else []) + list(data)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``: special tokens are skipped, invalid UTF-8 becomes U+FFFD."""
+        return bytes(int(i) for i in ids if int(i) not in SPECIAL_IDS).decode("utf-8", errors="replace")
+
+    def decoder(self) -> IncrementalUTF8Decoder:
+        """A fresh incremental decoder for one stream."""
+        return IncrementalUTF8Decoder()
+
+
+# --------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the next token is chosen from the logits.
+
+    ``temperature`` 0 means greedy (argmax; the generator is not used). ``top_k`` 0 or None
+    and ``top_p`` 1.0 switch those filters off; ``repetition_penalty`` 1.0 switches the
+    penalty off. The order is the usual one: penalty, temperature, top-k, top-p.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+            raise ConfigError(f"top_k must be a non-negative integer (0 or None = off), got {self.top_k!r}")
+        if not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
+            raise ConfigError(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
+        if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty)
+                and self.repetition_penalty > 0):
+            raise ConfigError(f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the next token is the argmax (temperature 0)."""
+        return self.temperature == 0
+
+
+def apply_repetition_penalty(logits: torch.Tensor, previous_ids: Iterable[int], penalty: float) -> torch.Tensor:
+    """Make every token already seen less likely (the CTRL rule, as in Hugging Face).
+
+    A seen token's positive logit is divided by ``penalty`` and its negative logit multiplied
+    by it, so ``penalty > 1`` always lowers it. Each seen token is penalised once, however
+    often it occurred. Returns a new tensor; ``logits`` is a 1-D row.
+    """
+    if penalty == 1.0:
+        return logits
+    seen = sorted({int(i) for i in previous_ids if 0 <= int(i) < logits.shape[-1]})
+    if not seen:
+        return logits
+    out = logits.clone()
+    idx = torch.tensor(seen, dtype=torch.long)
+    vals = out[idx]
+    out[idx] = torch.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the ``k`` highest logits (ties with the k-th are kept too); the rest become -inf."""
+    if not k or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k).values[-1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``p``.
+
+    A token is dropped when the tokens ranked above it already hold probability >= ``p``;
+    the most likely token is always kept.
+    """
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    drop_sorted = mass_before >= p
+    drop_sorted[0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_token_distribution(logits: torch.Tensor, config: SamplingConfig,
+                            previous_ids: Sequence[int] = ()) -> torch.Tensor:
+    """Probabilities the sampler draws from, after penalty, temperature, top-k and top-p.
+
+    With ``temperature == 0`` this is one-hot on the argmax of the penalised logits.
+    """
+    row = logits.detach().float().reshape(-1)
+    row = apply_repetition_penalty(row, previous_ids, config.repetition_penalty)
+    if config.greedy:
+        return torch.nn.functional.one_hot(torch.argmax(row), row.shape[-1]).float()
+    row = row / config.temperature
+    row = filter_top_k(row, config.top_k)
+    row = filter_top_p(row, config.top_p)
+    return torch.softmax(row, dim=-1)
+
+
+def sample_next_token(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None = None,
+                      previous_ids: Sequence[int] = ()) -> int:
+    """One token id drawn from ``logits`` (shape [V]) with ``config``, using ``generator``.
+
+    Greedy (temperature 0) takes the argmax (the first one on ties) and draws nothing.
+    """
+    row = logits.detach().float().reshape(-1)
+    if config.greedy:
+        row = apply_repetition_penalty(row, previous_ids, config.repetition_penalty)
+        return int(torch.argmax(row))
+    probs = next_token_distribution(row, config, previous_ids)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    """A private CPU generator: seeded from ``seed``, or from the OS when it is None."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
+    return gen
+
+
+# --------------------------------------------------------------------------------------
+# Stop conditions
+# --------------------------------------------------------------------------------------
+
+
+def _split_stop(stop: str | int | Iterable[str | int] | None) -> tuple[tuple[str, ...], frozenset[int]]:
+    """Separate ``stop`` into stop strings and stop token ids (EOS is always a stop id)."""
+    if stop is None:
+        items: list[Any] = []
+    elif isinstance(stop, (str, int)):
+        items = [stop]
+    else:
+        items = list(stop)
+    strings, ids = [], {EOS_ID}
+    for item in items:
+        if isinstance(item, bool):
+            raise ConfigError(f"stop entries must be strings or token ids, got {item!r}")
+        if isinstance(item, str):
+            if item == "":
+                raise ConfigError("a stop string must not be empty")
+            strings.append(item)
+        elif isinstance(item, int):
+            if not 0 <= item < VOCAB_SIZE:
+                raise ConfigError(f"stop token id {item} is outside the vocabulary (0..{VOCAB_SIZE - 1})")
+            ids.add(item)
+        else:
+            raise ConfigError(f"stop entries must be strings or token ids, got {type(item).__name__}")
+    return tuple(strings), frozenset(ids)
+
+
+def _held_back_length(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could still grow into a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest occurrence of any stop string in ``text``, or -1."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else -1
+
+
+# --------------------------------------------------------------------------------------
+# Streaming
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamStats:
+    """What one stream did: token counts, why it ended and how long each phase took."""
+
+    prompt_tokens: int = 0
+    truncated_tokens: int = 0
+    generated_tokens: int = 0
+    finish_reason: str | None = None  # "length" | "eos" | "stop" | "context" | "cancelled"
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    generated_ids: list[int] = field(default_factory=list)
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        """Prompt tokens consumed per second of prefill."""
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else float("nan")
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Generated tokens per second of decoding (the first token comes from prefill and is
+        not counted)."""
+        n = self.generated_tokens - 1
+        return n / self.decode_s if n > 0 and self.decode_s > 0 else float("nan")
+
+
+class TextStream(Iterator[str]):
+    """Iterator over the text pieces of one generation (see :func:`stream`).
+
+    Each piece is complete characters (never half of one). ``close()`` (or leaving a
+    ``with`` block, or ``break`` followed by garbage collection) cancels the generation and
+    frees its decode state. ``stats`` tells how many tokens were produced and why it ended.
+    """
+
+    def __init__(self, gen: Iterator[str], stats: StreamStats) -> None:
+        self._gen = gen
+        self.stats = stats
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Cancel the generation; later ``next()`` calls raise StopIteration."""
+        self._gen.close()
+        if self.stats.finish_reason is None:
+            self.stats.finish_reason = "cancelled"
+
+    def __enter__(self) -> "TextStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def text(self) -> str:
+        """Consume the rest of the stream and return it as one string."""
+        return "".join(self)
+
+
+def _model_context(model: Any) -> int:
+    n = getattr(model, "max_seq_len", None)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{type(model).__name__} has no positive integer max_seq_len; it cannot be streamed")
+    return n
+
+
+def _prepare_prompt(prompt: str | bytes | Sequence[int], tokenizer: ByteTokenizer, add_bos: bool,
+                    max_seq_len: int, max_new_tokens: int, truncate: str | None) -> tuple[list[int], int]:
+    """Prompt token ids that fit the context window, and how many were dropped."""
+    if truncate not in TRUNCATE_MODES:
+        raise ConfigError(f"truncate must be one of {TRUNCATE_MODES}, got {truncate!r}")
+    if isinstance(prompt, (str, bytes, bytearray)):
+        ids = tokenizer.encode(prompt, add_bos=add_bos)
+    else:
+        ids = [int(i) for i in prompt]
+        bad = [i for i in ids if not 0 <= i < VOCAB_SIZE]
+        if bad:
+            raise ConfigError(f"prompt token ids must be in 0..{VOCAB_SIZE - 1}; got {bad[:5]}")
+        if add_bos and (not ids or ids[0] != BOS_ID):
+            ids = [BOS_ID] + ids
+    if not ids:
+        raise ConfigError("the prompt is empty and add_bos=False: there is nothing to condition on")
+    if truncate == "left":
+        # Keep room for every requested token: the last generated token is never fed back,
+        # so prompt + max_new_tokens - 1 positions must fit.
+        keep = max(1, max_seq_len - max(max_new_tokens, 1) + 1)
+        if len(ids) > keep:
+            head = ids[:1] if ids[0] == BOS_ID and keep > 1 else []
+            tail = ids[len(ids) - (keep - len(head)):]
+            return head + tail, len(ids) - len(head) - len(tail)
+        return ids, 0
+    if len(ids) > max_seq_len:
+        raise ContextLengthError(
+            f"the prompt is {len(ids)} tokens (bytes, BOS included) but the model's context is "
+            f"{max_seq_len} tokens; shorten the prompt or pass truncate='left' to drop its oldest bytes"
+        )
+    return ids, 0
+
+
+def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens: int = 128,
+           temperature: float = 0.8, top_k: int | None = None, top_p: float = 0.95,
+           repetition_penalty: float = 1.0, seed: int | None = None,
+           stop: str | int | Iterable[str | int] | None = None, *, truncate: str | None = None,
+           add_bos: bool = True, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+           tokenizer: ByteTokenizer | None = None) -> TextStream:
+    """Generate text from ``model`` after ``prompt``, yielding pieces as they become printable.
+
+    Args:
+        model: anything with ``init_state``, ``step`` and ``max_seq_len`` (see the module doc).
+        prompt: text (encoded as UTF-8 bytes after a BOS token), bytes, or token ids.
+        max_new_tokens: at most this many tokens are generated.
+        temperature, top_k, top_p, repetition_penalty: see :class:`SamplingConfig`.
+        seed: seeds this stream's private generator; the same seed gives the same text.
+            None draws a seed from the OS.
+        stop: a stop string, a stop token id, or a list of both. Generation ends at the first
+            stop string (which is not emitted) or stop id; EOS always stops.
+        truncate: None raises :class:`ContextLengthError` for a prompt longer than the
+            context; ``"left"`` drops the oldest prompt bytes (keeping BOS) so that the
+            prompt and ``max_new_tokens`` fit.
+        add_bos: put BOS in front of the prompt (the shipped model was trained that way).
+        prefill_chunk: prompt tokens per prefill step.
+
+    A stream that reaches the end of the context stops with ``finish_reason == "context"``.
+    Arguments are checked when this is called, not on the first ``next()``.
+    """
+    tokenizer = tokenizer or ByteTokenizer()
+    config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not isinstance(prefill_chunk, int) or prefill_chunk < 1:
+        raise ConfigError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
+    stop_strings, stop_ids = _split_stop(stop)
+    max_seq_len = _model_context(model)
+    ids, dropped = _prepare_prompt(prompt, tokenizer, add_bos, max_seq_len, max_new_tokens, truncate)
+    stats = StreamStats(prompt_tokens=len(ids), truncated_tokens=dropped)
+    gen = _stream_pieces(model, ids, max_new_tokens, config, make_generator(seed), stop_strings, stop_ids,
+                         max_seq_len, prefill_chunk, tokenizer, stats)
+    return TextStream(gen, stats)
+
+
+def _stream_pieces(model: Any, ids: list[int], max_new_tokens: int, config: SamplingConfig,
+                   rng: torch.Generator, stop_strings: tuple[str, ...], stop_ids: frozenset[int],
+                   max_seq_len: int, prefill_chunk: int, tokenizer: ByteTokenizer,
+                   stats: StreamStats) -> Iterator[str]:
+    # Grad mode is entered around each model call, never across a ``yield``: a generator
+    # suspended inside ``torch.no_grad()`` would leak that mode into the caller's code.
+    if max_new_tokens == 0:
+        stats.finish_reason = "length"
+        return
+    history = list(ids)  # what the repetition penalty looks at: prompt and generated tokens
+    decoder = tokenizer.decoder()
+    pending = ""  # decoded text held back because it might be the start of a stop string
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        state = model.init_state(1)
+        logits = None
+        for start in range(0, len(ids), prefill_chunk):
+            chunk = torch.tensor([ids[start:start + prefill_chunk]], dtype=torch.long)
+            logits, state = model.step(chunk, state)
+        last = logits[0, -1]
+    stats.prefill_s = time.perf_counter() - t0
+    fed = len(ids)
+    t_decode = time.perf_counter()
+    stopped_by_string = False
+    try:
+        while True:
+            token = sample_next_token(last, config, rng, history)
+            stats.generated_ids.append(token)
+            stats.generated_tokens += 1
+            history.append(token)
+            if token in stop_ids:
+                stats.finish_reason = "eos" if token == EOS_ID else "stop"
+                break
+            piece = decoder.feed(token)
+            if piece and stop_strings:
+                pending += piece
+                cut = _first_stop(pending, stop_strings)
+                if cut >= 0:
+                    pending, stopped_by_string = pending[:cut], True
+                    stats.finish_reason = "stop"
+                    break
+                keep = _held_back_length(pending, stop_strings)
+                piece, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
+            if piece:
+                yield piece
+            if stats.generated_tokens >= max_new_tokens:
+                stats.finish_reason = "length"
+                break
+            if fed >= max_seq_len:
+                stats.finish_reason = "context"
+                break
+            with torch.no_grad():
+                logits, state = model.step(torch.tensor([[token]], dtype=torch.long), state)
+            fed += 1
+            last = logits[0, -1]
+        # Text held back for a stop string that never completed is real output; so is the
+        # replacement for an incomplete final character. After a stop string, bytes that
+        # follow it are dropped with it.
+        tail = pending if stopped_by_string else pending + decoder.flush()
+        if not stopped_by_string and stop_strings:
+            cut = _first_stop(tail, stop_strings)
+            if cut >= 0:
+                tail, stats.finish_reason = tail[:cut], "stop"
+        if tail:
+            yield tail
+    finally:
+        stats.decode_s = time.perf_counter() - t_decode
+        if stats.finish_reason is None:
+            stats.finish_reason = "cancelled"
+        del state
+
+
+def generate(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens: int = 128,
+             temperature: float = 0.8, top_k: int | None = None, top_p: float = 0.95,
+             repetition_penalty: float = 1.0, seed: int | None = None,
+             stop: str | int | Iterable[str | int] | None = None, **kwargs: Any) -> str:
+    """The whole generated text (without the prompt); same arguments as :func:`stream`."""
+    return stream(model, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
+                  **kwargs).text()
+
+
+# --------------------------------------------------------------------------------------
+# Saved models and the user-facing class
+# --------------------------------------------------------------------------------------
+
+#: ``format`` value of the JSON file that sits next to a saved STAR LM's weights.
+LM_FORMAT = "staredge-star-lm"
+LM_FORMAT_VERSION = 1
+
+
+def _data_dir() -> Path:
+    return Path(__file__).resolve().parent / "data"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_lm(model: Any, path: str | os.PathLike, info: dict[str, Any] | None = None, force: bool = False) -> tuple[Path, Path]:
+    """Save a ``STARLanguageModel`` as ``<path>.safetensors`` plus ``<path>.json``.
+
+    ``path`` is the common stem (a ``.safetensors``/``.json`` suffix is dropped). The JSON
+    holds ``model.config_dict()``, the weights' SHA-256 and ``info`` (anything JSON-able, e.g.
+    training settings and results). Both files are written atomically; existing files are
+    only replaced with ``force=True``. Returns (weights path, config path).
+    """
+    from staredge.models.checkpoint import file_sha256, save_safetensors
+
+    stem = Path(path)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    weights, config = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+    for p in (weights, config):
+        if p.exists() and not force:
+            raise ConfigError(f"{p} already exists; pass force=True to replace it")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, weights, metadata={"format": LM_FORMAT})
+    doc = {
+        "format": LM_FORMAT,
+        "format_version": LM_FORMAT_VERSION,
+        "name": stem.name,
+        "weights": weights.name,
+        "weights_sha256": file_sha256(weights),
+        "model": model.config_dict(),
+        "info": info or {},
+    }
+    _atomic_write_bytes(config, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    return weights, config
+
+
+def _resolve_lm_files(name_or_path: str | os.PathLike | None) -> tuple[Path, Path]:
+    """(weights, config) for a shipped model name, a stem, either file, or a folder."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_LM_NAME
+    raw = str(name_or_path)
+    shipped = _data_dir() / raw
+    if not any(sep in raw for sep in ("/", os.sep)) and shipped.with_name(raw + ".json").is_file():
+        stem = shipped
+    else:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = sorted(p.glob("*.json"))
+            found = [f for f in found if f.with_suffix(".safetensors").is_file()]
+            if len(found) != 1:
+                raise CheckpointError(
+                    f"{p} must hold exactly one <name>.json + <name>.safetensors pair (found {len(found)})")
+            stem = found[0].with_suffix("")
+        elif p.suffix in (".json", ".safetensors"):
+            stem = p.with_suffix("")
+        else:
+            stem = p
+    config = stem.with_name(stem.name + ".json")
+    if not config.is_file():
+        shipped_names = sorted(f.stem for f in _data_dir().glob("star_lm*.json"))
+        raise CheckpointError(
+            f"no language model at {raw!r}: expected {config} (and its .safetensors). "
+            f"Shipped models: {', '.join(shipped_names) or 'none'}; or pass a path saved with save_lm()."
+        )
+    return stem.with_name(stem.name + ".safetensors"), config
+
+
+def load_lm(name_or_path: str | os.PathLike | None = None) -> "LanguageModel":
+    """Load a saved STAR language model; None (or ``"star_lm_pydoc"``) is the shipped one.
+
+    Accepts a shipped model's name, the stem of a ``save_lm`` pair, either of its two files,
+    or a folder holding exactly one pair. Weights are read with safetensors (no pickle).
+    """
+    from staredge.models.checkpoint import file_sha256, load_checkpoint
+    from staredge.models.star import STARLanguageModel
+
+    weights, config = _resolve_lm_files(name_or_path)
+    try:
+        doc = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read the model config {config}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != LM_FORMAT or "model" not in doc:
+        raise CheckpointError(f"{config} is not a StarEdge STAR-LM config (expected \"format\": \"{LM_FORMAT}\")")
+    if not weights.is_file():
+        raise CheckpointError(f"the weights file {weights} named by {config} is missing")
+    expected = doc.get("weights_sha256")
+    if expected and file_sha256(weights) != expected:
+        raise CheckpointError(f"{weights} does not match the SHA-256 recorded in {config}; the file is corrupt or was replaced")
+    try:
+        model = STARLanguageModel.from_config_dict(doc["model"])
+    except StarEdgeError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"the model config in {config} is invalid: {exc}") from exc
+    load_checkpoint(model, weights)
+    model.eval()
+    return LanguageModel(model, name=doc.get("name", config.stem), info=doc.get("info", {}))
+
+
+class LanguageModel:
+    """A language model ready to generate: ``lm.stream(prompt, ...)`` / ``lm.generate(prompt, ...)``.
+
+    Wraps any model with the step contract (see the module doc) and the byte tokenizer.
+    The model is shared and stateless; each call to :meth:`stream` has its own decode state
+    and random generator, so several streams can run interleaved.
+    """
+
+    def __init__(self, model: Any, name: str | None = None, info: dict[str, Any] | None = None,
+                 tokenizer: ByteTokenizer | None = None) -> None:
+        _model_context(model)
+        if hasattr(model, "eval"):
+            model.eval()
+        self.model = model
+        self.name = name or type(model).__name__
+        self.info = dict(info or {})
+        self.tokenizer = tokenizer or ByteTokenizer()
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike | None = None) -> "LanguageModel":
+        """Same as :func:`load_lm`."""
+        return load_lm(name_or_path)
+
+    @property
+    def max_seq_len(self) -> int:
+        """The model's context window in tokens (bytes, BOS included)."""
+        return _model_context(self.model)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        params = getattr(self.model, "parameters", None)
+        return sum(p.numel() for p in params()) if callable(params) else 0
+
+    def stream(self, prompt: str | bytes | Sequence[int] = "", max_new_tokens: int = 128,
+               temperature: float = 0.8, top_k: int | None = None, top_p: float = 0.95,
+               repetition_penalty: float = 1.0, seed: int | None = None,
+               stop: str | int | Iterable[str | int] | None = None, **kwargs: Any) -> TextStream:
+        """Iterator over generated text pieces; see :func:`stream` for every argument."""
+        return stream(self.model, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
+                      stop, tokenizer=self.tokenizer, **kwargs)
+
+    def generate(self, prompt: str | bytes | Sequence[int] = "", max_new_tokens: int = 128,
+                 temperature: float = 0.8, top_k: int | None = None, top_p: float = 0.95,
+                 repetition_penalty: float = 1.0, seed: int | None = None,
+                 stop: str | int | Iterable[str | int] | None = None, **kwargs: Any) -> str:
+        """The generated text as one string; see :func:`stream` for every argument."""
+        return self.stream(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
+                           **kwargs).text()
+
+    def __repr__(self) -> str:
+        return f"LanguageModel({self.name!r}, params={self.num_parameters:,}, max_seq_len={self.max_seq_len})"
