@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models with params/MACs beside the papers' figures")
     p.add_argument("--family", help="only this family (starnet, demonet, ...)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
     p.set_defaults(func=run)
 
 
@@ -23,7 +24,13 @@ def model_rows(family: str | None = None) -> list[dict]:
 
     rows = []
     names = list_models(family)
-    with Progress(TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+    from rich.console import Console
+
+    progress = Progress(
+        TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(),
+        transient=True, console=Console(stderr=True),
+    )
+    with progress as bar:
         task = bar.add_task("", total=len(names))
         for name in names:
             bar.update(task, description=name)
@@ -33,7 +40,8 @@ def model_rows(family: str | None = None) -> list[dict]:
             row = {
                 "name": name,
                 "family": entry.family,
-                "input": "x".join(map(str, res.input_size[1:])),
+                "input": "2-D points" if entry.family == "demonet" and res.input_size[0] == 2
+                else "x".join(map(str, res.input_size[1:])),
                 "params_m": res.params_m,
                 "paper_params_m": paper.params_m,
                 "macs_m": res.macs_m,
@@ -52,11 +60,31 @@ def _f(v: float | None, fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The model table as Markdown, with the counting convention underneath."""
+    lines = [
+        "| model | input | params (M) | paper | MACs (M) | paper | Δ MACs | top-1 (paper) | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        delta = "—" if r["macs_delta_pct"] is None else f"{r['macs_delta_pct']:+.1f}%"
+        lines.append(
+            f"| {r['name']} | {r['input']} | {_f(r['params_m'], '.3f')} | {_f(r['paper_params_m'], 'g')} "
+            f"| {_f(r['macs_m'], '.1f')} | {_f(r['paper_macs_m'], 'g')} | {delta} | {_f(r['top1'], '.1f')} | {r['note']} |"
+        )
+    lines.append("")
+    lines.append(f"Convention: {MAC_CONVENTION}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the model table (or JSON)."""
     rows = model_rows(args.family)
     if args.json:
         print(json.dumps({"convention": MAC_CONVENTION, "models": rows}, indent=2))
+        return 0
+    if args.markdown:
+        print(markdown_table(rows))
         return 0
     from rich.console import Console
     from rich.table import Table
