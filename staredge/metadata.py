@@ -125,3 +125,172 @@ def detect_format(path) -> str:
         known = ", ".join(sorted(SUFFIX_FORMATS))
         raise MetadataError(f"unknown artifact suffix '{p.suffix}' for {p}; known suffixes: {known}")
     return fmt
+
+
+# --------------------------------------------------------------------------- readers
+# Each reader returns the raw JSON text stored under METADATA_KEY, or None when the
+# artifact has none. They parse only the metadata slot (no weights, no runtime needed).
+
+
+def read_metadata(path) -> ArtifactMetadata:
+    """The :class:`ArtifactMetadata` embedded in the artifact at ``path``.
+
+    Dispatches on :func:`detect_format`: ONNX ``metadata_props``, OpenVINO ``rt_info``
+    (read from the ``.xml``; a folder holding one IR works too), the ``staredge`` metadata
+    entry of a ``.tflite`` flatbuffer, CoreML user-defined metadata. Raises
+    :class:`MetadataError` if the artifact has no StarEdge metadata or it is damaged.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    fmt = detect_format(p)
+    readers = {"onnx": _read_onnx, "openvino": _read_openvino, "tflite": _read_tflite}
+    coreml_reader = globals().get("_read_coreml")
+    if coreml_reader is not None:
+        readers["coreml"] = coreml_reader
+    reader = readers.get(fmt)
+    if reader is None:
+        raise MetadataError(f"{p} is a {fmt} file; StarEdge metadata is read from exported artifacts only")
+    try:
+        text = reader(p)
+    except MetadataError:
+        raise
+    except (OSError, ValueError, IndexError, KeyError) as exc:
+        raise MetadataError(f"cannot read the metadata of {p} ({fmt}): the file is damaged or truncated ({exc})") from exc
+    if text is None:
+        raise MetadataError(
+            f"{p} carries no StarEdge metadata (key '{METADATA_KEY}'); export it with `staredge export`"
+        )
+    if isinstance(text, ArtifactMetadata):
+        return text
+    return ArtifactMetadata.from_json(text)
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated protobuf varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _protobuf_fields(buf: bytes):
+    """(field number, wire type, value) for each top-level field of a protobuf message."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+            if pos > len(buf):
+                raise ValueError("truncated protobuf field")
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def _read_onnx(path) -> str | None:
+    """``metadata_props[staredge]`` of an ONNX ModelProto (field 14), without the onnx package."""
+    data = open(path, "rb").read()
+    for number, wire, value in _protobuf_fields(data):
+        if number == 14 and wire == 2:  # StringStringEntryProto {key = 1, value = 2}
+            entry = {n: v for n, w, v in _protobuf_fields(value) if w == 2}
+            if entry.get(1, b"").decode("utf-8") == METADATA_KEY:
+                return entry.get(2, b"").decode("utf-8")
+    return None
+
+
+def _read_openvino(path) -> str | None:
+    """``rt_info/staredge@value`` of an OpenVINO IR ``.xml`` (the ``.bin`` is not opened)."""
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        xmls = [x for x in sorted(p.glob("*.xml")) if x.with_suffix(".bin").is_file()]
+        if len(xmls) != 1:
+            raise MetadataError(f"{p} must hold exactly one OpenVINO .xml with its .bin")
+        p = xmls[0]
+    try:
+        root = ET.parse(p).getroot()
+    except ET.ParseError as exc:
+        raise MetadataError(f"{p} is not a readable OpenVINO IR .xml: {exc}") from exc
+    node = root.find(f"rt_info/{METADATA_KEY}")
+    return None if node is None else node.get("value")
+
+
+def _read_tflite(path) -> str | None:
+    """The ``staredge`` entry of ``Model.metadata`` in a ``.tflite`` flatbuffer.
+
+    A small reader of the TFLite schema: Model field 4 = buffers, field 6 = metadata
+    (Metadata: name = field 0, buffer = field 1); Buffer: data = field 0, or offset/size
+    (fields 1, 2) for data stored after the flatbuffer.
+    """
+    import struct
+
+    buf = open(path, "rb").read()
+    if len(buf) < 8:
+        raise ValueError("file too short for a flatbuffer")
+
+    def u32(pos: int) -> int:
+        return struct.unpack_from("<I", buf, pos)[0]
+
+    def field(table: int, index: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", buf, table)[0]
+        vt_size = struct.unpack_from("<H", buf, vtable)[0]
+        slot = 4 + 2 * index
+        if slot >= vt_size:
+            return None
+        off = struct.unpack_from("<H", buf, vtable + slot)[0]
+        return table + off if off else None
+
+    def deref(pos: int) -> int:
+        return pos + u32(pos)
+
+    def vector(table: int, index: int) -> tuple[int, int]:
+        pos = field(table, index)
+        if pos is None:
+            return 0, 0
+        vec = deref(pos)
+        return vec + 4, u32(vec)
+
+    if buf[4:8] != b"TFL3":
+        raise ValueError("not a TFLite flatbuffer (file identifier is not TFL3)")
+    model = deref(0)
+    meta_start, meta_len = vector(model, 6)
+    for i in range(meta_len):
+        entry = deref(meta_start + 4 * i)
+        name_pos = field(entry, 0)
+        if name_pos is None:
+            continue
+        s = deref(name_pos)
+        name = buf[s + 4 : s + 4 + u32(s)].decode("utf-8")
+        if name != METADATA_KEY:
+            continue
+        buf_pos = field(entry, 1)
+        buffer_index = u32(buf_pos) if buf_pos is not None else 0
+        buffers_start, buffers_len = vector(model, 4)
+        if buffer_index >= buffers_len:
+            raise ValueError(f"metadata buffer index {buffer_index} out of range")
+        buffer = deref(buffers_start + 4 * buffer_index)
+        data_start, data_len = vector(buffer, 0)
+        if data_len:
+            return buf[data_start : data_start + data_len].decode("utf-8")
+        off_pos, size_pos = field(buffer, 1), field(buffer, 2)
+        if off_pos is not None and size_pos is not None:
+            offset, size = struct.unpack_from("<Q", buf, off_pos)[0], struct.unpack_from("<Q", buf, size_pos)[0]
+            return buf[offset : offset + size].decode("utf-8")
+        return ""
+    return None
