@@ -1,0 +1,240 @@
+"""The benchmark loop: every model × variant × protocol × backend, into one document.
+
+Failures of one backend (a missing package, no GPU, a runtime error) are recorded as that
+result's status and message, and the loop goes on. Ctrl-C stops the loop but keeps what
+was measured, including the timed part of an interrupted run; ``checkpoint(doc)`` is
+called after every result so a caller can write partial results as they come.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import nullcontext
+from typing import Any, Callable, Sequence
+
+from staredge.bench.backends import BackendSpec, BackendUnavailable, RunnerFactory
+from staredge.bench.device import DeviceUnavailableError
+from staredge.bench.machine import machine_info
+from staredge.bench.measure import RunInterrupted, time_run
+from staredge.bench.protocols import Protocol
+from staredge.bench.results import BenchDocument, BenchResult, compute_speedups
+from staredge.bench.stats import RunStats, mean
+from staredge.errors import ConfigError, StarEdgeError
+
+VARIANTS = ("star", "sum")
+
+
+def reported_latency(runs: Sequence[RunStats], protocol: Protocol) -> tuple[float, int | None]:
+    """The figure a protocol reports from its runs, and the index of the reported run.
+
+    ``reduce="last"`` reports the last run's statistic (the StarNet iOS practice: the first
+    runs are discarded, all are shown); ``"mean"`` the mean of the per-run statistic
+    (ModelBench's mean over rounds), with no single reported run (index None).
+    """
+    if not runs:
+        raise ConfigError("no runs to report")
+    if protocol.reduce == "last":
+        return runs[-1].statistic(protocol.statistic), len(runs) - 1
+    return mean([r.statistic(protocol.statistic) for r in runs]), None
+
+
+def build_model(name: str, variant: str = "star") -> Any:
+    """The registered model ``name``; ``variant="sum"`` replaces every star with a sum (StarNet only)."""
+    from staredge.models import create, get_entry
+
+    if variant not in VARIANTS:
+        raise ConfigError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant == "sum":
+        entry = get_entry(name)
+        if entry.family != "starnet":
+            raise ConfigError(f"the star→sum comparison applies to StarNet only, not '{name}' ({entry.family})")
+        return create(name, mode="sum")
+    return create(name)
+
+
+def measure_backend(
+    factory: RunnerFactory,
+    spec: BackendSpec,
+    protocol: Protocol,
+    *,
+    keep_samples: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[list[RunStats], Any]:
+    """All runs of one backend under ``protocol``; returns (runs, the last runner).
+
+    On Ctrl-C raises :class:`RunInterrupted` whose ``runs`` attribute holds the finished
+    runs plus the partial one.
+    """
+    runner = factory.build(spec, protocol.threads)
+    runs: list[RunStats] = []
+    done = 0
+    try:
+        for index in range(protocol.repeats):
+            if index and protocol.recreate_per_run:
+                runner.close()
+                runner = factory.build(spec, protocol.threads)
+
+            def progress(k: int, base: int = done) -> None:
+                if on_progress is not None:
+                    on_progress(base + k)
+
+            try:
+                runs.append(
+                    time_run(
+                        runner.infer, protocol.warmup, protocol.iters, sync=runner.sync, trim=protocol.trim,
+                        keep_samples=keep_samples, on_progress=progress,
+                    )
+                )
+            except KeyboardInterrupt as stop:
+                # Ctrl-C during the cold inference or warm-up arrives as a plain KeyboardInterrupt.
+                partial = stop.stats if isinstance(stop, RunInterrupted) else None
+                raise RunInterrupted(partial, runs + ([partial] if partial else []), runner) from None
+            done += protocol.iters
+    finally:
+        runner.close()
+    return runs, runner
+
+
+class _Progress:
+    """A rich progress display (or nothing), updated between timings, never inside one."""
+
+    def __init__(self, enabled: bool, total: int, console: Any = None) -> None:
+        self.enabled = enabled
+        self._bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            # A low refresh rate: the display thread competes with the timed runtime for the CPU.
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console, refresh_per_second=2, transient=False,
+            )
+            self._overall = self._bar.add_task("measurements", total=total)
+            self._current = self._bar.add_task("", total=1, visible=False)
+
+    def __enter__(self) -> "_Progress":
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def start(self, label: str, total: int) -> Callable[[int], None] | None:
+        """Show the measurement ``label``; returns the per-inference callback."""
+        if self._bar is None:
+            return None
+        self._bar.update(self._current, description=f"  {label}", total=total, completed=0, visible=True)
+        step = max(1, total // 50)
+
+        def advance(k: int) -> None:
+            if k % step == 0 or k == total:
+                self._bar.update(self._current, completed=k)
+
+        return advance
+
+    def finish(self) -> None:
+        """One measurement done."""
+        if self._bar is not None:
+            self._bar.advance(self._overall)
+
+
+def run_bench(
+    models: Sequence[str],
+    backends: Sequence[BackendSpec],
+    protocols: Sequence[Protocol],
+    *,
+    variants: Sequence[str] = ("star",),
+    workdir: str | None = None,
+    keep_samples: bool = False,
+    show_progress: bool = True,
+    console: Any = None,
+    checkpoint: Callable[[BenchDocument], None] | None = None,
+    factory_options: dict[str, Any] | None = None,
+    doc: BenchDocument | None = None,
+) -> BenchDocument:
+    """Time every ``models`` × ``variants`` × ``protocols`` × ``backends`` combination.
+
+    Each model is exported once per runtime and rewrite setting (in ``workdir``, a
+    temporary directory by default) and reused across protocols. Returns the document;
+    ``doc.complete`` is False when Ctrl-C stopped the loop (the results so far are kept).
+    """
+    from staredge.profiler import profile
+    from staredge._version import __version__
+
+    if not models:
+        raise ConfigError("no models to benchmark: name at least one (see `staredge models`)")
+    if not protocols:
+        raise ConfigError("no protocol given")
+    doc = doc or BenchDocument(tool=f"staredge bench {__version__}")
+    machine_id = doc.add_machine(machine_info())
+    protocol_ids = [doc.add_protocol(p.to_dict()) for p in protocols]
+    total = len(models) * len(variants) * len(protocols) * len(backends)
+    done = 0
+    tmp = tempfile.TemporaryDirectory(prefix="staredge-bench-") if workdir is None else nullcontext(workdir)
+    try:
+        with tmp as root, _Progress(show_progress, total, console) as bar:
+            for model_name in models:
+                for variant in variants:
+                    model = build_model(model_name, variant)
+                    prof = profile(model)
+                    factory = RunnerFactory(
+                        model, f"{root}/{model_name}-{variant}",
+                        default_rewrite=protocols[0].rewrite, **(factory_options or {}),
+                    )
+                    for protocol, pid in zip(protocols, protocol_ids):
+                        factory.default_rewrite = protocol.rewrite
+                        for spec in backends:
+                            result = BenchResult(
+                                model=model_name, variant=variant, backend=spec.label, runtime=spec.runtime,
+                                device=spec.device, baseline=spec.baseline, machine=machine_id, protocol=pid,
+                                threads_requested=protocol.threads, params_m=round(prof.params_m, 4),
+                                macs_m=round(prof.macs_m, 2),
+                            )
+                            label = f"{model_name}{'' if variant == 'star' else ' (sum)'} · {spec.label} · {pid}"
+                            advance = bar.start(label, protocol.repeats * protocol.iters)
+                            try:
+                                runs, runner = measure_backend(
+                                    factory, spec, protocol, keep_samples=keep_samples, on_progress=advance
+                                )
+                                _fill(result, runs, runner, protocol)
+                            except RunInterrupted as stop:
+                                if stop.runs:
+                                    _fill(result, stop.runs, stop.runner, protocol)
+                                    result.status = "interrupted"
+                                    doc.results.append(result)
+                                raise
+                            except (BackendUnavailable, DeviceUnavailableError) as exc:
+                                result.status, result.error = "unavailable", str(exc)
+                            except StarEdgeError as exc:
+                                result.status, result.error = "error", str(exc)
+                            except Exception as exc:  # a runtime failing must not lose the other results
+                                result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+                            doc.results.append(result)
+                            compute_speedups(doc.results)
+                            done += 1
+                            bar.finish()
+                            if checkpoint is not None:
+                                checkpoint(doc)
+    except KeyboardInterrupt:
+        doc.complete = False
+        doc.notes.append(f"interrupted by the user after {done} of {total} measurements; results so far kept")
+        compute_speedups(doc.results)
+        if checkpoint is not None:
+            checkpoint(doc)
+    return doc
+
+
+def _fill(result: BenchResult, runs: list[RunStats], runner: Any, protocol: Protocol) -> None:
+    """Copy runs, the reported figure and what the runner reports into ``result``."""
+    result.runs = runs
+    result.latency_ms, result.reported_run = reported_latency(runs, protocol)
+    result.latency_ms = round(result.latency_ms, 5)
+    if runner is not None:
+        result.threads_in_effect = runner.threads
+        result.runtime_version = runner.runtime_version
+        result.rewrites = list(runner.rewrites)
+        result.precision = runner.precision
+        result.device = runner.device
+        result.notes = list(runner.notes)
