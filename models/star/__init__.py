@@ -1,1 +1,31 @@
-"""STAR language models: genomes, LIV operators, backbone and LM (see docs/star-lm.md)."""
+"""STAR language models: genomes, LIV operators, backbone and LM (see docs/star-lm.md).
+
+Public names: :class:`STARBackbone`, :class:`STARLanguageModel` (with ``forward``,
+``init_state``, ``step``), :class:`LIVConfig`, :class:`TokenMixingStructure`,
+:class:`ChannelMixingStructure` (as in the ``star-backbone`` README), genome helpers
+(:func:`parse_genome`, :class:`Genome`, :func:`random_genome`) and the baselines
+:func:`transformer_pp` / :func:`striped_mamba`. Our concrete operator choices live in
+:mod:`staredge.models.star.choices`; the operator table is in :mod:`staredge.models.star.liv`.
+"""
+
+from staredge.models.star.choices import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+from staredge.models.star.config import ChannelMixingStructure, LIVConfig, TokenMixingStructure
+from staredge.models.star.genome import (
+    BASELINES,
+    Genome,
+    GenomeError,
+    GenomeIssue,
+    Segment,
+    parse_genome,
+    random_genome,
+    striped_mamba,
+    transformer_pp,
+)
+from staredge.models.star.backbone import STARBackbone, STARLanguageModel, STARState
+
+__all__ = [
+    "STARBackbone", "STARLanguageModel", "STARState", "LIVConfig", "TokenMixingStructure",
+    "ChannelMixingStructure", "Genome", "GenomeError", "GenomeIssue", "Segment", "parse_genome",
+    "random_genome", "transformer_pp", "striped_mamba", "BASELINES", "VOCAB_SIZE", "BOS_ID",
+    "EOS_ID", "PAD_ID",
+]

@@ -1,0 +1,402 @@
+"""STAR backbone genomes: parsing, validation and repair (paper section 4.2, Appendix A.6/A.7).
+
+A backbone genome has one segment per LIV: ``(class, featurizer group, featurizer strategy,
+feature group, feature-group strategy[, residual group])``. Written forms accepted by
+:func:`parse_genome`:
+
+- ``"11111-91111-12121"`` (separators ``-``, ``_``, ``|``, ``,`` or whitespace), or the same
+  digits without separators (split into 5-digit segments; 6-digit segments when the length
+  is only divisible by 6);
+- class-only segments ``"1-9-7-9"``: every LIV gets its own groups and no sharing;
+- dotted segments for values above 9: ``"10.1.1.1.1"``;
+- lists: ``[[1, 1, 1, 1, 1], [9, 1, 1, 1, 1]]``, ``["11111", "91111"]``, or a :class:`Genome`.
+
+Sharing semantics (our reading of section 3.1, also in docs/star-lm.md): group values are
+global across the backbone. A LIV whose strategy gene is above 1 links to the *earliest*
+LIV with the same group value (its producer); the earliest LIV of a group is never a
+consumer. Links must join LIVs of the same class (rule ``featurizer-link`` /
+``feature-link``); repair removes an invalid link by giving the LIV a fresh group value.
+Invalid class or strategy values are re-sampled uniformly from the valid set (seeded).
+The residual group (6th gene, Appendix A.7, 0 = none): LIV n whose value ``g >= 1`` matches
+an earlier LIV m (the nearest one) receives ``u = y[n-1] + y[m]`` as its input stream.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from staredge.errors import ConfigError
+from staredge.models.star import choices as C
+
+
+class GenomeError(ConfigError):
+    """A genome cannot be parsed or breaks a validation rule; the message names each
+    offending segment (1-based) and rule. Pass ``repair=True`` to fix what can be fixed."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One LIV of a backbone genome (five genes plus the optional residual group)."""
+
+    liv_class: int
+    featurizer_group: int
+    featurizer_strategy: int
+    feature_group: int
+    feature_strategy: int
+    residual_group: int = 0
+
+    def as_tuple(self, with_residual: bool = False) -> tuple[int, ...]:
+        """The genes as a tuple (5 values, or 6 with the residual group)."""
+        t = (self.liv_class, self.featurizer_group, self.featurizer_strategy, self.feature_group, self.feature_strategy)
+        return t + (self.residual_group,) if with_residual else t
+
+    def text(self, with_residual: bool = False) -> str:
+        """Canonical text: digits when every value is below 10, dotted otherwise."""
+        vals = self.as_tuple(with_residual)
+        if all(0 <= v <= 9 for v in vals):
+            return "".join(map(str, vals))
+        return ".".join(map(str, vals))
+
+    @property
+    def name(self) -> str:
+        """Human name of the class (``SA-1``, ``GMemless``...), or ``class N`` if unknown."""
+        return C.CLASS_NAMES.get(self.liv_class, f"class {self.liv_class}")
+
+
+@dataclass(frozen=True)
+class GenomeIssue:
+    """One broken rule: which segment (0-based index), which gene, which rule and why."""
+
+    index: int
+    segment: Segment
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        seg = self.segment.text(self.segment.residual_group != 0)
+        return f"segment {self.index + 1} ({seg}, {self.segment.name}): [{self.rule}] {self.message}"
+
+
+class Genome:
+    """An immutable backbone genome. ``str(genome)`` is its canonical text."""
+
+    def __init__(self, segments: Iterable[Segment]) -> None:
+        self.segments: tuple[Segment, ...] = tuple(segments)
+        if not self.segments:
+            raise GenomeError("a genome needs at least one segment (one LIV)")
+
+    # -- container protocol ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __iter__(self):
+        return iter(self.segments)
+
+    def __getitem__(self, i: int) -> Segment:
+        return self.segments[i]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Genome) and self.segments == other.segments
+
+    def __hash__(self) -> int:
+        return hash(self.segments)
+
+    @property
+    def has_residual_groups(self) -> bool:
+        """Whether any segment uses the 6th gene (residual group)."""
+        return any(s.residual_group for s in self.segments)
+
+    def __str__(self) -> str:
+        r = self.has_residual_groups
+        return "-".join(s.text(r) for s in self.segments)
+
+    def __repr__(self) -> str:
+        return f"Genome('{self}')"
+
+    def as_lists(self) -> list[list[int]]:
+        """Segments as lists of ints (6 per segment when residual groups are used)."""
+        r = self.has_residual_groups
+        return [list(s.as_tuple(r)) for s in self.segments]
+
+    # -- construction ---------------------------------------------------------------------
+    def tiled(self, depth: int) -> "Genome":
+        """This genome repeated to ``depth`` LIVs (motif stacking). Group values repeat as
+        written, so sharing links may span motif copies."""
+        n = len(self)
+        if depth == n:
+            return self
+        if depth <= 0 or depth % n:
+            raise GenomeError(
+                f"the genome has {n} segments, which does not divide depth {depth}; give {depth} "
+                f"segments or a motif whose length divides {depth}"
+            )
+        return Genome(self.segments * (depth // n))
+
+    # -- links ----------------------------------------------------------------------------
+    def featurizer_producer(self, i: int) -> int | None:
+        """Index of the LIV whose featurizer LIV ``i`` uses, or None if it has its own."""
+        s = self.segments[i]
+        if s.featurizer_strategy != 2:
+            return None
+        j = _earliest(self.segments, i, lambda t: t.featurizer_group == s.featurizer_group)
+        return None if j == i else j
+
+    def feature_producer(self, i: int) -> int | None:
+        """Index of the LIV whose feature groups LIV ``i`` reuses, or None."""
+        s = self.segments[i]
+        if s.feature_strategy <= 1:
+            return None
+        j = _earliest(self.segments, i, lambda t: t.feature_group == s.feature_group)
+        return None if j == i else j
+
+    def shared_feature_groups(self, i: int) -> tuple[str, ...]:
+        """Names of the feature groups LIV ``i`` takes from its producer (empty if none)."""
+        if self.feature_producer(i) is None:
+            return ()
+        s = self.segments[i]
+        return C.SHARING_STRATEGIES[C.family(s.liv_class)][s.feature_strategy]
+
+    def residual_source(self, i: int) -> int | None:
+        """The nearest earlier LIV in the same residual group (Appendix A.7), or None."""
+        g = self.segments[i].residual_group
+        if g <= 0:
+            return None
+        for j in range(i - 1, -1, -1):
+            if self.segments[j].residual_group == g:
+                return j
+        return None
+
+    # -- validation and repair ------------------------------------------------------------
+    def issues(self) -> list[GenomeIssue]:
+        """Every broken rule, in segment order (empty when the genome is valid)."""
+        out: list[GenomeIssue] = []
+        for i, s in enumerate(self.segments):
+            if not 1 <= s.liv_class <= C.NUM_CLASSES:
+                out.append(GenomeIssue(i, s, "class", f"LIV class {s.liv_class} is not one of 1..{C.NUM_CLASSES}"))
+                continue  # the other rules depend on the class
+            if s.featurizer_strategy not in C.FEATURIZER_STRATEGIES:
+                out.append(GenomeIssue(i, s, "featurizer-strategy",
+                                       f"featurizer sharing strategy {s.featurizer_strategy} is not one of 1 (none), 2 (all weights)"))
+            valid = C.valid_feature_strategies(s.liv_class)
+            if s.feature_strategy not in valid:
+                out.append(GenomeIssue(i, s, "feature-strategy",
+                                       f"feature-group sharing strategy {s.feature_strategy} is not valid for {s.name}; valid: {list(valid)}"))
+            for gene, value in (("featurizer", s.featurizer_group), ("feature", s.feature_group)):
+                if value < 1:
+                    out.append(GenomeIssue(i, s, f"{gene}-group", f"{gene} sharing group {value} must be a positive integer"))
+            if s.residual_group < 0:
+                out.append(GenomeIssue(i, s, "residual-group", f"residual group {s.residual_group} must be >= 0 (0 = none)"))
+        if any(x.rule == "class" for x in out):
+            return out
+        for i, s in enumerate(self.segments):
+            for gene, producer in (("featurizer", self.featurizer_producer(i)), ("feature", self.feature_producer(i))):
+                if producer is not None and self.segments[producer].liv_class != s.liv_class:
+                    p = self.segments[producer]
+                    out.append(GenomeIssue(
+                        i, s, f"{gene}-link",
+                        f"{gene} sharing group {getattr(s, gene + '_group')} links {s.name} to {p.name} at segment "
+                        f"{producer + 1}; sharing only links LIVs of the same class"))
+        out.sort(key=lambda x: x.index)
+        return out
+
+    def validate(self) -> "Genome":
+        """Return self if valid, else raise :class:`GenomeError` listing every issue."""
+        issues = self.issues()
+        if issues:
+            lines = "\n  ".join(map(str, issues))
+            raise GenomeError(f"invalid STAR genome '{self}':\n  {lines}\n(pass repair=True to repair it)")
+        return self
+
+    def repaired(self, seed: int = 0) -> "Genome":
+        """A valid genome: bad classes and strategies re-sampled from the valid set
+        (``random.Random(seed)``), invalid links removed by giving the LIV a fresh group."""
+        rng = random.Random(seed)
+        segs = [list(s.as_tuple(True)) for s in self.segments]
+        fresh = max(max(v[1], v[3]) for v in segs) + 1
+        for v in segs:
+            if not 1 <= v[0] <= C.NUM_CLASSES:
+                v[0] = rng.randint(1, C.NUM_CLASSES)
+            if v[2] not in C.FEATURIZER_STRATEGIES:
+                v[2] = rng.choice(list(C.FEATURIZER_STRATEGIES))
+            if v[4] not in C.valid_feature_strategies(v[0]):
+                v[4] = rng.choice(C.valid_feature_strategies(v[0]))
+            for k in (1, 3):
+                if v[k] < 1:
+                    v[k], fresh = fresh, fresh + 1
+            v[5] = max(v[5], 0)
+        # Links are checked in order: a repaired earlier LIV can change who a later one links to.
+        for i in range(len(segs)):
+            for k_group, k_strat, threshold in ((1, 2, 2), (3, 4, 2)):
+                if segs[i][k_strat] < threshold:
+                    continue
+                j = next(j for j in range(i + 1) if segs[j][k_group] == segs[i][k_group])
+                if j != i and segs[j][0] != segs[i][0]:
+                    segs[i][k_group], fresh = fresh, fresh + 1
+        return Genome(Segment(*v) for v in segs)
+
+
+def _earliest(segments: Sequence[Segment], i: int, same) -> int:
+    for j in range(i + 1):
+        if same(segments[j]):
+            return j
+    return i
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+_UNSET = -(10**9)  # marks the groups of a class-only segment until they are numbered
+_SEPARATORS = re.compile(r"[\s,_|\-]+")
+
+
+def _segment_from_ints(vals: Sequence[int], where: str) -> list[int]:
+    vals = [int(v) for v in vals]
+    if len(vals) == 1:
+        return [vals[0], _UNSET, 1, _UNSET, 1, 0]  # class only; groups filled in by _fill_class_only
+    if len(vals) == 5:
+        return vals + [0]
+    if len(vals) == 6:
+        return vals
+    raise GenomeError(f"{where}: a segment has 1 (class only), 5 or 6 integers, got {len(vals)}: {vals}")
+
+
+def _split_text(text: str) -> list[list[int]]:
+    t = text.strip()
+    if not t:
+        raise GenomeError("empty genome string")
+    if not re.fullmatch(r"[0-9.\s,_|\-]+", t):
+        raise GenomeError(f"genome '{text}' has characters other than digits, '.', and separators (- _ | , space)")
+    parts = [p for p in _SEPARATORS.split(t) if p]
+    if len(parts) == 1 and "." not in parts[0] and len(parts[0]) > 2:
+        digits = parts[0]
+        n = 5 if len(digits) % 5 == 0 else 6 if len(digits) % 6 == 0 else 0
+        if not n:
+            raise GenomeError(
+                f"genome '{text}' without separators must have a multiple of 5 (or 6) digits, got {len(digits)}; "
+                "separate segments with '-'")
+        parts = [digits[k:k + n] for k in range(0, len(digits), n)]
+    out = []
+    for k, p in enumerate(parts):
+        where = f"segment {k + 1} ('{p}')"
+        if "." in p:
+            vals = [int(x) for x in p.split(".") if x != ""]
+        elif len(p) <= 2:
+            vals = [int(p)]
+        else:
+            vals = [int(ch) for ch in p]
+        out.append(_segment_from_ints(vals, where))
+    return out
+
+
+def _fill_class_only(rows: list[list[int]]) -> list[list[int]]:
+    """Class-only segments (groups 0) get per-class occurrence numbers as group values and
+    strategy 1, as in the paper's examples (``11111 91111 12121 92121``): no sharing."""
+    per_class: dict[int, int] = {}
+    for r in rows:
+        if r[1] == _UNSET:
+            per_class[r[0]] = per_class.get(r[0], 0) + 1
+            r[1] = r[3] = per_class[r[0]]
+    return rows
+
+
+def parse_genome(genome, depth: int | None = None, repair: bool = False, seed: int = 0) -> Genome:
+    """Parse, tile to ``depth`` (when given), then validate (or repair) a backbone genome.
+
+    Accepts the string and list forms described in the module docstring, or a Genome.
+    Raises :class:`GenomeError` naming the segment and rule when the genome is invalid and
+    ``repair`` is False.
+    """
+    if isinstance(genome, Genome):
+        g = genome
+    else:
+        if isinstance(genome, str):
+            rows = _split_text(genome)
+        elif isinstance(genome, (list, tuple)):
+            if not genome:
+                raise GenomeError("empty genome list")
+            if all(isinstance(x, int) for x in genome):
+                # a flat list of ints is a list of class ids (one LIV each)
+                rows = [_segment_from_ints([v], f"segment {k + 1}") for k, v in enumerate(genome)]
+            else:
+                rows = []
+                for k, item in enumerate(genome):
+                    if isinstance(item, str):
+                        sub = _split_text(item)
+                        if len(sub) != 1:
+                            raise GenomeError(f"segment {k + 1} ('{item}') holds {len(sub)} segments; give one per list item")
+                        rows.append(sub[0])
+                    elif isinstance(item, Segment):
+                        rows.append(list(item.as_tuple(True)))
+                    elif isinstance(item, (list, tuple)):
+                        rows.append(_segment_from_ints(item, f"segment {k + 1} ({list(item)})"))
+                    else:
+                        raise GenomeError(f"segment {k + 1}: expected a list of ints or a string, got {type(item).__name__}")
+        else:
+            raise GenomeError(f"a genome is a string, a list or a Genome, got {type(genome).__name__}")
+        g = Genome(Segment(*r) for r in _fill_class_only(rows))
+    if depth is not None:
+        g = g.tiled(depth)
+    return g.repaired(seed) if repair else g.validate()
+
+
+# -- baselines and random genomes -----------------------------------------------------------
+
+def transformer_pp(dim: int = 768, n_liv: int = 24) -> Genome:
+    """Transformer++ as a genome: SA-1 and SwiGLU alternating, no sharing (``n_liv`` even).
+
+    ``dim`` is accepted for symmetry with model constructors; the genome does not depend on it.
+    """
+    if n_liv < 2 or n_liv % 2:
+        raise GenomeError(f"Transformer++ needs an even number of LIVs (attention + SwiGLU pairs), got {n_liv}")
+    segs = []
+    for k in range(n_liv // 2):
+        segs += [Segment(1, k + 1, 1, k + 1, 1), Segment(9, k + 1, 1, k + 1, 1)]
+    return Genome(segs)
+
+
+def striped_mamba(dim: int = 768, n_liv: int = 24) -> Genome:
+    """StripedMamba as a genome: SwiGLU at odd positions (0-based), SA-1 at the even
+    positions nearest n/4 and 3n/4 (6 and 18 for 24 LIVs), Rec-1 (Mamba) elsewhere."""
+    if n_liv < 2 or n_liv % 2:
+        raise GenomeError(f"StripedMamba needs an even number of LIVs, got {n_liv}")
+    attn = {min(2 * round(n_liv / 8), n_liv - 2), min(2 * round(3 * n_liv / 8), n_liv - 2)}
+    segs, count = [], {}
+    for i in range(n_liv):
+        cls = 9 if i % 2 else (1 if i in attn else 5)
+        count[cls] = count.get(cls, 0) + 1
+        segs.append(Segment(cls, count[cls], 1, count[cls], 1))
+    return Genome(segs)
+
+
+BASELINES = {"transformer_pp": transformer_pp, "striped_mamba": striped_mamba}
+
+
+def random_genome(n_liv: int, seed: int = 0, classes: Sequence[int] | None = None,
+                  share_prob: float = 0.5, residual_prob: float = 0.0) -> Genome:
+    """A random *valid* genome (used by tests and for evolution's initial population).
+
+    Each LIV takes a class from ``classes`` (default all 17); with probability ``share_prob``
+    it joins an earlier same-class LIV's featurizer group and/or feature group with a random
+    strategy; with ``residual_prob`` it joins an earlier LIV's residual group.
+    """
+    rng = random.Random(seed)
+    pool = list(classes or range(1, C.NUM_CLASSES + 1))
+    segs: list[Segment] = []
+    next_group = 1
+    for i in range(n_liv):
+        cls = pool[i] if classes is not None and len(pool) == n_liv else rng.choice(pool)
+        same = [s for s in segs if s.liv_class == cls]
+        fg, fs, gg, gs = next_group, 1, next_group, 1
+        next_group += 1
+        if same and rng.random() < share_prob:
+            fg, fs = rng.choice(same).featurizer_group, rng.choice((1, 2))
+        if same and rng.random() < share_prob:
+            gg = rng.choice(same).feature_group
+            gs = rng.choice(C.valid_feature_strategies(cls)[1:])
+        rg = 0
+        if residual_prob and i > 0 and rng.random() < residual_prob:
+            rg = rng.randint(1, 3)
+        segs.append(Segment(cls, fg, fs, gg, gs, rg))
+    return Genome(segs).repaired(seed)
