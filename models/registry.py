@@ -159,7 +159,7 @@ def create(
 
 
 # Family modules whose import registers their variants (add new families here).
-_FAMILY_MODULES = ("starnet", "demonet")
+_FAMILY_MODULES = ("starnet", "demonet", "efficientformer_v2")
 
 
 def _ensure_loaded() -> None:
