@@ -7,6 +7,7 @@ the Predictor and the latency harness. The model zoo is :mod:`staredge.models`.
 from staredge._version import __version__
 from staredge.errors import StarEdgeError
 from staredge.generation import LanguageModel, load_lm
+from staredge.predictor import Predictor
 from staredge.profiler import ProfileResult, profile
 
-__all__ = ["LanguageModel", "ProfileResult", "StarEdgeError", "__version__", "load_lm", "profile"]
+__all__ = ["LanguageModel", "Predictor", "ProfileResult", "StarEdgeError", "__version__", "load_lm", "profile"]

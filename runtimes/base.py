@@ -1,0 +1,175 @@
+"""The common base of every runtime backend: load an artifact, run float32 arrays through it.
+
+A backend is built with ``Backend(path, device=..., threads=..., **options)``, which loads
+the artifact at once (``load()``) and reads its embedded :class:`ArtifactMetadata`. After
+that, :meth:`Backend.forward` takes an NCHW float32 array and returns the outputs as a list
+of numpy arrays. Only what every runtime has lives here; anything one runtime needs
+(providers, compute units, compiled requests) lives in that runtime's module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from staredge.errors import ConfigError, StarEdgeError
+from staredge.metadata import ArtifactMetadata, MetadataError
+
+
+class ArtifactError(StarEdgeError):
+    """An artifact cannot be loaded: missing, truncated, corrupt or not what its suffix says."""
+
+
+class InputShapeError(StarEdgeError, ValueError):
+    """An array passed to ``forward``/``predict`` has the wrong shape or dtype for the artifact."""
+
+
+class DeviceError(ConfigError):
+    """The requested device is not available to this runtime."""
+
+
+#: Devices a caller may ask for.
+DEVICES = ("auto", "cpu", "cuda", "gpu")
+
+
+class Backend(ABC):
+    """One loaded artifact on one runtime.
+
+    Class attributes describe the runtime: ``name`` (e.g. "onnxruntime"), ``formats`` it
+    runs, ``module`` (the import that must succeed) and ``extra`` (the pip extra that
+    provides it). ``thread_safe`` says whether ``forward`` may be called from several
+    threads at once; the Predictor takes a lock around backends where it is False.
+    """
+
+    name: ClassVar[str] = ""
+    formats: ClassVar[tuple[str, ...]] = ()
+    module: ClassVar[str] = ""
+    extra: ClassVar[str] = ""
+    thread_safe: ClassVar[bool] = False
+
+    def __init__(self, path: str | os.PathLike | None, device: str = "auto", threads: int | None = None, **options: Any):
+        if device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+        self.path = Path(path) if path is not None else None
+        self.requested_device = device
+        self.threads = threads
+        self.options = options
+        self.device = "cpu"
+        self._metadata: ArtifactMetadata | None = None
+        self.load()
+
+    # -- what each runtime implements -------------------------------------------------
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """True when this runtime's Python package can be imported."""
+        try:
+            return importlib.util.find_spec(cls.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the artifact; set ``self.device`` and ``self._metadata``."""
+
+    @abstractmethod
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run one validated, contiguous float32 NCHW batch."""
+
+    # -- shared behaviour -------------------------------------------------------------
+
+    @property
+    def metadata(self) -> ArtifactMetadata:
+        """The artifact's embedded metadata (labels, input size, preprocessing ...)."""
+        assert self._metadata is not None, "load() must set the metadata"
+        return self._metadata
+
+    @property
+    def supports_batch(self) -> bool:
+        """True when one call may carry more than one image (the artifact has a dynamic batch)."""
+        return bool(self.metadata.dynamic_batch)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Expected input shape with batch 1 (N, C, H, W)."""
+        return (1, *(int(v) for v in self.metadata.input_size))
+
+    def forward(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run a float32 array (N, C, H, W) and return the outputs as numpy arrays.
+
+        Raises :class:`InputShapeError` (saying what shape/dtype is expected) before
+        anything reaches the runtime.
+        """
+        x = self.check_input(x)
+        return [np.asarray(o) for o in self._run(x)]
+
+    def check_input(self, x: Any) -> np.ndarray:
+        """``x`` as a contiguous float32 array of an acceptable shape, or InputShapeError."""
+        if not isinstance(x, np.ndarray):
+            raise InputShapeError(
+                f"expected a numpy float32 array of shape {self._shape_text()}, got {type(x).__name__}; "
+                f"use Predictor.classify() for images"
+            )
+        if x.dtype != np.float32:
+            hint = " (images: use Predictor.classify(), which preprocesses)" if x.dtype == np.uint8 else ""
+            raise InputShapeError(
+                f"expected dtype float32, got {x.dtype}{hint}; convert with x.astype(np.float32)"
+            )
+        want = self.input_shape
+        if x.ndim != len(want) or tuple(x.shape[1:]) != want[1:] or x.shape[0] < 1:
+            raise InputShapeError(
+                f"expected an array of shape {self._shape_text()}, got {tuple(x.shape)}"
+                + ("; add a batch axis with x[None]" if x.ndim == len(want) - 1 else "")
+            )
+        if x.shape[0] != 1 and not self.supports_batch:
+            raise InputShapeError(
+                f"this artifact was exported with a fixed batch of 1, got a batch of {x.shape[0]}; "
+                f"pass one image at a time, or re-export with dynamic_batch=True"
+            )
+        return np.ascontiguousarray(x)
+
+    def _shape_text(self) -> str:
+        n = "N" if self.supports_batch else "1"
+        return "(" + ", ".join([n, *map(str, self.input_shape[1:])]) + ")"
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime facts for ``Predictor.info()``: backend, device, threads, batching."""
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "threads": self.threads,
+            "supports_batch": self.supports_batch,
+            "thread_safe": self.thread_safe,
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, device={self.device!r}, threads={self.threads})"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def check_artifact_file(path: Path, fmt: str) -> None:
+    """Raise ArtifactError for a missing or empty artifact file, with what to do."""
+    if not path.exists():
+        raise ArtifactError(f"{fmt} artifact not found: {path}; check the path or re-run `staredge export`")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ArtifactError(f"{fmt} artifact is empty (0 bytes): {path}; the export was interrupted, re-export it")
+
+
+def metadata_from_json(text: str | bytes | None, path: Path) -> ArtifactMetadata:
+    """Parse an embedded metadata document; a missing one is an ArtifactError naming the fix."""
+    if text is None or text == "" or text == b"":
+        raise MetadataError(
+            f"{path} carries no StarEdge metadata (key 'staredge'); it was not exported by StarEdge. "
+            f"Re-export it with `staredge export`, which embeds labels and preprocessing"
+        )
+    return ArtifactMetadata.from_json(text)
+

@@ -1,0 +1,146 @@
+"""CoreML backend: Apple's runtime on macOS; the MIL reference executor everywhere else.
+
+On macOS an ``.mlpackage`` runs through ``coremltools.models.MLModel`` with selectable
+compute units (``all``, ``cpuAndGPU``, ``cpuOnly``, ``cpuAndNeuralEngine``). Off Apple
+platforms ``MLModel.predict`` is unavailable and no public engine executes an
+.mlpackage, so the program is run by StarEdge's numpy reference executor
+(:mod:`staredge.runtimes.mil_reference`): it proves the artifact computes the right
+numbers, but it is for validation, not speed; a one-time notice says so.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from staredge.errors import ConfigError, require
+from staredge.runtimes.base import ArtifactError, Backend, DeviceError, check_artifact_file, metadata_from_json
+
+#: StarEdge names of CoreML compute units → coremltools ``ComputeUnit`` member names.
+COMPUTE_UNITS = {
+    "all": "ALL",
+    "cpuAndGPU": "CPU_AND_GPU",
+    "cpuOnly": "CPU_ONLY",
+    "cpuAndNeuralEngine": "CPU_AND_NE",
+}
+
+REFERENCE_NOTICE = (
+    "CoreML: Apple's runtime runs only on macOS; this .mlpackage is executed by StarEdge's numpy "
+    "MIL reference executor, which checks that the artifact computes the right numbers. It is for "
+    "validation, not speed: do not use its timings."
+)
+_notice_lock = threading.Lock()
+_notice_shown = False
+
+
+def _notify_reference_once() -> None:
+    global _notice_shown
+    with _notice_lock:
+        if _notice_shown:
+            return
+        _notice_shown = True
+    warnings.warn(REFERENCE_NOTICE, UserWarning, stacklevel=4)
+
+
+def on_macos() -> bool:
+    """True on macOS, where Apple's CoreML runtime exists."""
+    return platform.system() == "Darwin"
+
+
+def read_mlpackage_metadata_json(path: Path) -> str | None:
+    """The ``staredge`` user-defined metadata entry of an .mlpackage (read from its spec only)."""
+    ct = require("coremltools", "coreml", "reading CoreML metadata")
+    try:
+        spec = ct.utils.load_spec(str(path))
+    except Exception as exc:
+        raise ArtifactError(
+            f"{path} is not a readable .mlpackage ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+            f"re-export it with `staredge export`"
+        ) from exc
+    return spec.description.metadata.userDefined.get("staredge")
+
+
+class CoreMLBackend(Backend):
+    """An ``.mlpackage`` on Apple's runtime (macOS) or the MIL reference executor (elsewhere).
+
+    Options: ``compute_units`` (one of :data:`COMPUTE_UNITS`, default "all"; macOS only),
+    ``reference`` (True forces the reference executor, also on macOS). Neither engine is
+    documented as thread-safe, so the Predictor locks around this backend.
+    """
+
+    name = "coreml"
+    formats = ("coreml",)
+    module = "coremltools"
+    extra = "coreml"
+    thread_safe = False
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """True with coremltools installed and, off macOS, the MIL reference executor present."""
+        import importlib.util
+
+        if importlib.util.find_spec("coremltools") is None:
+            return False
+        return on_macos() or importlib.util.find_spec("staredge.runtimes.mil_reference") is not None
+
+    def load(self) -> None:
+        assert self.path is not None
+        check_artifact_file(self.path, "CoreML")
+        if not (self.path / "Manifest.json").is_file():
+            raise ArtifactError(
+                f"{self.path} is not a CoreML .mlpackage (no Manifest.json inside); point at the .mlpackage folder"
+            )
+        units = self.options.get("compute_units", "all")
+        if units not in COMPUTE_UNITS:
+            raise ConfigError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
+        self.compute_units = units
+        self._metadata = metadata_from_json(read_mlpackage_metadata_json(self.path), self.path)
+        use_reference = bool(self.options.get("reference", False)) or not on_macos()
+        if self.requested_device in ("cuda", "gpu") and use_reference:
+            raise DeviceError("CoreML runs on Apple hardware only; off macOS use device='cpu' (reference executor)")
+        if use_reference:
+            from staredge.runtimes.mil_reference import MILExecutor
+
+            try:
+                self.engine = MILExecutor(str(self.path))
+            except Exception as exc:
+                raise ArtifactError(
+                    f"the MIL reference executor cannot load {self.path} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); re-export it"
+                ) from exc
+            self.engine_name = "mil-reference"
+            self.device = "cpu"
+            _notify_reference_once()
+        else:  # pragma: no cover - macOS only
+            ct = require("coremltools", self.extra, "the CoreML backend")
+            try:
+                self.engine = ct.models.MLModel(
+                    str(self.path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[units])
+                )
+            except Exception as exc:
+                raise ArtifactError(f"CoreML cannot load {self.path}: {exc}; re-export it") from exc
+            self.engine_name = "coreml"
+            self.device = "cpu" if units == "cpuOnly" else "apple"
+
+    @property
+    def supports_batch(self) -> bool:
+        """False: CoreML artifacts are exported with a fixed input shape."""
+        return False
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self.engine.predict({self.metadata.input_name: x})
+        names = [n for n in self.metadata.output_names if n in out] or list(out)
+        return [np.asarray(out[n], dtype=np.float32) for n in names]
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime facts, plus which engine runs the program and the compute units."""
+        d = super().describe()
+        d.update(engine=self.engine_name, compute_units=self.compute_units)
+        if self.engine_name == "mil-reference":
+            d["note"] = "reference executor: for validation, not speed"
+        return d

@@ -1,0 +1,185 @@
+"""PyTorch backend: the reference every other runtime is compared with.
+
+It runs a module eagerly under ``torch.inference_mode``, optionally in channels-last
+memory format and/or through ``torch.compile``. It is built from a module, or from a
+checkpoint path plus a registered model name. A safetensors checkpoint may carry the
+StarEdge metadata JSON in its header (key ``staredge``, as ``staredge/data/digits.safetensors``
+does), which names the model, its labels and preprocessing, so it loads with no other
+argument.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from staredge.errors import CheckpointError, ConfigError
+from staredge.metadata import ArtifactMetadata
+from staredge.runtimes.base import ArtifactError, Backend, DeviceError, check_artifact_file, metadata_from_json
+
+
+def metadata_for_module(module: Any, fmt: str = "pytorch") -> ArtifactMetadata:
+    """Metadata describing a StarEdge model module (from its ``pretrained_cfg``)."""
+    cfg = getattr(module, "pretrained_cfg", None)
+    name = getattr(module, "staredge_name", type(module).__name__)
+    if cfg is None:
+        raise ConfigError(
+            f"module {name} has no pretrained_cfg (input size, preprocessing, labels); build it with "
+            f"staredge.models.create(...) or set module.pretrained_cfg"
+        )
+    family = name.split("_")[0] if "_" in name else name
+    return ArtifactMetadata(
+        model=name,
+        family=family,
+        format=fmt,
+        input_size=[int(v) for v in cfg.input_size],
+        dynamic_batch=True,
+        preprocessing={
+            "crop_pct": float(cfg.crop_pct),
+            "interpolation": cfg.interpolation,
+            "mean": [float(v) for v in cfg.mean],
+            "std": [float(v) for v in cfg.std],
+        },
+        labels=list(cfg.class_names()),
+        checkpoint_sha256=getattr(module, "checkpoint_sha256", None),
+    )
+
+
+def read_safetensors_metadata_json(path: Path) -> str | None:
+    """The ``staredge`` entry of a safetensors header, or None (also for non-safetensors files)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return None
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > 100_000_000:
+            return None
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta.get("staredge") if isinstance(meta, dict) else None
+
+
+class PyTorchBackend(Backend):
+    """A PyTorch module (given, or built from a checkpoint) run eagerly in inference mode.
+
+    Options: ``model`` (a registered name or an ``nn.Module``; needed for checkpoints that
+    carry no StarEdge metadata), ``channels_last`` (bool), ``compile`` (bool: torch.compile).
+    Eager inference does not mutate the module, so calls from several threads are safe;
+    with ``compile=True`` the backend asks for a lock (compilation is not re-entrant).
+    """
+
+    name = "pytorch"
+    formats = ("pytorch",)
+    module = "torch"
+    extra = "all"
+    thread_safe = True
+
+    def __init__(self, path_or_module: Any, device: str = "auto", threads: int | None = None, **options: Any):
+        import torch.nn as nn
+
+        if isinstance(path_or_module, nn.Module):
+            options = {**options, "model": path_or_module}
+            path_or_module = None
+        super().__init__(path_or_module, device=device, threads=threads, **options)
+
+    def load(self) -> None:
+        import torch
+        import torch.nn as nn
+
+        model_opt = self.options.get("model")
+        if self.path is not None:
+            check_artifact_file(self.path, "PyTorch checkpoint")
+            if self.path.is_dir():
+                raise ArtifactError(f"{self.path} is a directory; point at the checkpoint file")
+            meta_json = read_safetensors_metadata_json(self.path)
+            if meta_json is None and model_opt is None:
+                raise ArtifactError(
+                    f"{self.path} is a PyTorch checkpoint without StarEdge metadata, so the model it "
+                    f"belongs to is unknown; pass the model name, e.g. load_backend(path, model='starnet_s1')"
+                )
+            module, meta = self._build_from_checkpoint(model_opt, meta_json)
+        else:
+            if not isinstance(model_opt, nn.Module):
+                raise ConfigError("the PyTorch backend needs a checkpoint path or an nn.Module")
+            module = model_opt
+            meta = metadata_for_module(module)
+        if self.threads is not None:
+            # torch's thread count is process-wide; set it only when asked.
+            torch.set_num_threads(self.threads)
+        want_cuda = self.requested_device in ("cuda", "gpu")
+        if want_cuda and not torch.cuda.is_available():
+            raise DeviceError(
+                f"device={self.requested_device!r} but this torch has no CUDA device "
+                f"(torch {torch.__version__}); use device='cpu'"
+            )
+        dev = "cuda" if (want_cuda or (self.requested_device == "auto" and torch.cuda.is_available())) else "cpu"
+        module = module.eval().to(dev)
+        self.channels_last = bool(self.options.get("channels_last", False))
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.compiled = bool(self.options.get("compile", False))
+        if self.compiled:
+            module = torch.compile(module)
+            self.thread_safe = False  # instance-level: compiled graphs are built lazily
+        self.torch_module = module
+        self.device = dev
+        self._metadata = meta
+
+    def _build_from_checkpoint(self, model_opt: Any, meta_json: str | None):
+        import torch.nn as nn
+
+        from staredge.models import create
+
+        assert self.path is not None
+        meta = metadata_from_json(meta_json, self.path) if meta_json is not None else None
+        if isinstance(model_opt, nn.Module):
+            from staredge.models.checkpoint import load_checkpoint
+
+            load_checkpoint(model_opt, str(self.path))
+            module = model_opt
+        else:
+            name = model_opt or meta.model  # type: ignore[union-attr]
+            kwargs = dict((meta.extra.get("create_kwargs") or {}) if meta else {})
+            if meta and meta.labels and "num_classes" not in kwargs:
+                kwargs["num_classes"] = len(meta.labels)
+            try:
+                module = create(name, checkpoint=str(self.path), **kwargs)
+            except CheckpointError as exc:
+                raise ArtifactError(f"cannot load checkpoint {self.path}: {exc}") from exc
+        if meta is None:
+            meta = metadata_for_module(module)
+        meta.format = "pytorch"
+        return module, meta
+
+    @property
+    def supports_batch(self) -> bool:
+        """True: a module takes any batch size."""
+        return True
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        t = torch.from_numpy(x).to(self.device)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = self.torch_module(t)
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.detach().float().cpu().numpy() for o in outs]
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime facts, plus channels-last and compile flags."""
+        d = super().describe()
+        d.update(channels_last=self.channels_last, compiled=self.compiled, thread_safe=self.thread_safe)
+        return d
+
+    def __repr__(self) -> str:
+        src = str(self.path) if self.path is not None else type(self.torch_module).__name__
+        return f"PyTorchBackend({src!r}, device={self.device!r})"
+

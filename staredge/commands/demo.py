@@ -1,0 +1,353 @@
+"""``staredge demo``: the main job, end to end, on a model trained on real data.
+
+The model is StarNet-050 (``starnet_s050`` widths and depths) with a 10-class head,
+trained by ``scripts/train_digits.py`` on scikit-learn's handwritten digits (1,797 real
+8x8 scans, shipped offline), upsampled to 32x32 by the same preprocessing every runtime
+uses. Its weights (``staredge/data/digits.safetensors``, with the StarEdge metadata in
+the safetensors header) and held-out split (``digits_heldout.json``) ship as package data.
+
+The demo exports the model to every format this platform can produce, validates each
+artifact against PyTorch, classifies every held-out digit with every artifact through
+:class:`staredge.Predictor`, and prints one table: accuracy per runtime (which must equal
+PyTorch's), agreement with PyTorch, and latency per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from staredge.errors import StarEdgeError, require
+
+#: The registered architecture the digits model uses, and how it differs from it.
+DIGITS_BASE_MODEL = "starnet_s050"
+DIGITS_CREATE_KWARGS = {"num_classes": 10}
+DIGITS_INPUT_SIZE = (3, 32, 32)
+DIGITS_LABELS = tuple(str(i) for i in range(10))
+#: Pixel statistics of the scaled digits are far from ImageNet's; 0.5/0.5 maps [0, 1] to [-1, 1].
+DIGITS_MEAN = (0.5, 0.5, 0.5)
+DIGITS_STD = (0.5, 0.5, 0.5)
+WEIGHTS_FILE = "digits.safetensors"
+LABELS_FILE = "digits_labels.txt"
+SPLIT_FILE = "digits_heldout.json"
+
+
+class DemoError(StarEdgeError):
+    """The demo cannot run (missing package data, or an artifact disagrees with PyTorch)."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def digits_config():
+    """The PretrainedConfig of the digits model: 32x32, no crop, bicubic, labels "0".."9"."""
+    from staredge.models.registry import PretrainedConfig
+
+    @dataclass(frozen=True)
+    class DigitsConfig(PretrainedConfig):
+        """PretrainedConfig whose class names are the ten digits."""
+
+        names: tuple[str, ...] = DIGITS_LABELS
+
+        def class_names(self) -> list[str]:
+            """The digit labels in class-index order."""
+            return list(self.names)
+
+    return DigitsConfig(
+        input_size=DIGITS_INPUT_SIZE,
+        crop_pct=1.0,
+        interpolation="bicubic",
+        mean=DIGITS_MEAN,
+        std=DIGITS_STD,
+        num_classes=10,
+        labels="digits",
+    )
+
+
+def digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 scikit-learn digits as 8x8 uint8 grey images (0..255) and their labels."""
+    datasets = require("sklearn.datasets", "dev", "the digits demo")
+    d = datasets.load_digits()
+    # The scans hold 0..16 ink levels; scale to the full 8-bit range a camera image has.
+    images = np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return images, d.target.astype(np.int64)
+
+
+def heldout_indices() -> list[int]:
+    """Indices of the held-out digits (never used in training), from the shipped split."""
+    text = _data_file(SPLIT_FILE).read_text("utf-8")
+    return [int(i) for i in json.loads(text)["heldout"]]
+
+
+def _data_file(name: str):
+    ref = resources.files("staredge").joinpath("data", name)
+    if not ref.is_file():
+        raise DemoError(
+            f"package data staredge/data/{name} is missing; run `python scripts/train_digits.py` "
+            f"to train the digits model and write it"
+        )
+    return ref
+
+
+def weights_path() -> Path:
+    """Path of the shipped digits weights (safetensors with StarEdge metadata in its header)."""
+    return Path(str(_data_file(WEIGHTS_FILE)))
+
+
+def build_digits_model(weights: str | Path | None = None):
+    """StarNet-050 with a 10-class head and the digits config; loads ``weights`` if given.
+
+    Exporters read ``.staredge_name`` and ``.pretrained_cfg`` from the module, so artifacts
+    made from it carry the digit labels and the 32x32 preprocessing.
+    """
+    from staredge.models import create
+
+    model = create(DIGITS_BASE_MODEL, checkpoint=None if weights is None else str(weights), **DIGITS_CREATE_KWARGS)
+    model.pretrained_cfg = digits_config()
+    return model.eval()
+
+
+def digits_metadata_json(heldout_accuracy: float | None = None, extra: dict[str, Any] | None = None) -> str:
+    """The StarEdge metadata document stored in the weights file's header."""
+    from staredge.metadata import ArtifactMetadata
+
+    cfg = digits_config()
+    meta = ArtifactMetadata(
+        model=DIGITS_BASE_MODEL,
+        family="starnet",
+        format="pytorch",
+        input_size=list(cfg.input_size),
+        dynamic_batch=True,
+        preprocessing={"crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation,
+                       "mean": list(cfg.mean), "std": list(cfg.std)},
+        labels=list(DIGITS_LABELS),
+        extra={"create_kwargs": dict(DIGITS_CREATE_KWARGS), "dataset": "scikit-learn load_digits",
+               "heldout_accuracy": heldout_accuracy, **(extra or {})},
+    )
+    return meta.to_json()
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+@dataclass
+class RuntimeRow:
+    """One line of the demo table."""
+
+    format: str
+    backend: str
+    path: str
+    size_kb: float
+    export_s: float | None
+    max_abs_diff: float | None
+    validated: bool | None
+    accuracy: float
+    agree_with_pytorch: float
+    ms_per_image: float
+    note: str = ""
+
+
+def _time_per_image(predictor, x: np.ndarray, repeats: int) -> float:
+    """Median milliseconds of one batch-1 call (after a warm-up)."""
+    predictor.warmup(1)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict(x)
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(times))
+
+
+def run_demo(
+    out_dir: str | Path,
+    limit: int | None = None,
+    formats: list[str] | None = None,
+    threads: int | None = None,
+    repeats: int = 30,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Export, validate and run the digits model on every available format.
+
+    Returns ``{"rows": [RuntimeRow...], "n_images": N, "pytorch_accuracy": a, ...}``.
+    Raises :class:`DemoError` if any artifact's accuracy differs from PyTorch's.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from staredge.exporters import export
+    from staredge.predictor import Predictor
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, targets = digits_images()
+    idx = heldout_indices()
+    if limit is not None:
+        idx = idx[:limit]
+    held_images = [images[i] for i in idx]
+    held_targets = targets[idx]
+
+    model = build_digits_model(weights_path())
+    if formats is None:
+        formats = available_export_formats()
+    t0 = time.perf_counter()
+    report = export(model, formats, out_dir, force=True, validate=True)
+    export_total = time.perf_counter() - t0
+
+    rows: list[RuntimeRow] = []
+    # PyTorch first (the shipped checkpoint): the reference every artifact is compared with.
+    candidates: list[tuple[str, str, Any, Any]] = [("pytorch", str(weights_path()), None, None)]
+    for res in report.results:
+        candidates.append((res.format, str(res.path), res, None))
+
+    reference_top1: np.ndarray | None = None
+    n_total = len(candidates)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  transient=True, disable=not progress) as bar:
+        task = bar.add_task("classifying", total=n_total * len(held_images))
+        for fmt, path, res, _ in candidates:
+            bar.update(task, description=f"classifying with {fmt}")
+            predictor = Predictor(path, device="cpu", threads=threads)
+            top1 = []
+            step = predictor.batch_size if predictor.backend.supports_batch else 1
+            for s in range(0, len(held_images), step):
+                probs = predictor.probabilities(held_images[s : s + step])
+                top1.extend(int(i) for i in probs.argmax(axis=1))
+                bar.advance(task, len(held_images[s : s + step]))
+            top1_arr = np.asarray(top1)
+            if reference_top1 is None:
+                reference_top1 = top1_arr
+            x = predictor.preprocess(held_images[0])[None]
+            ms = _time_per_image(predictor, x, repeats if predictor.info().get("engine") != "mil-reference" else 3)
+            note = "reference executor: validation only" if predictor.info().get("engine") == "mil-reference" else ""
+            rows.append(
+                RuntimeRow(
+                    format=fmt,
+                    backend=predictor.backend.name,
+                    path=path,
+                    size_kb=_size_bytes(Path(path)) / 1024.0,
+                    export_s=getattr(res, "export_s", None),
+                    max_abs_diff=getattr(res, "max_abs_diff", None),
+                    validated=getattr(res, "passed", None),
+                    accuracy=float((top1_arr == held_targets).mean()),
+                    agree_with_pytorch=float((top1_arr == reference_top1).mean()),
+                    ms_per_image=ms,
+                    note=note,
+                )
+            )
+    pytorch_acc = rows[0].accuracy
+    summary = {
+        "rows": rows,
+        "n_images": len(held_images),
+        "pytorch_accuracy": pytorch_acc,
+        "export_total_s": export_total,
+        "all_equal": all(r.accuracy == pytorch_acc for r in rows),
+        "all_validated": all(r.validated is not False for r in rows),
+        "skipped": getattr(report, "skipped", None),
+    }
+    return summary
+
+
+def _size_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    total = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        total += path.with_suffix(".bin").stat().st_size
+    return total
+
+
+def available_export_formats() -> list[str]:
+    """Formats whose exporter and runtime are both installed here."""
+    import importlib.util
+
+    need = {
+        "onnx": ("onnx", "onnxruntime"),
+        "openvino": ("openvino",),
+        "tflite": ("litert_torch", "ai_edge_litert"),
+        "coreml": ("coremltools",),
+    }
+    return [fmt for fmt, mods in need.items() if all(importlib.util.find_spec(m) for m in mods)]
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` subcommand."""
+    p = sub.add_parser("demo", help="export the digits StarNet to every format and classify held-out digits with each")
+    p.add_argument("--out", help="folder for the artifacts (default: a temporary folder)")
+    p.add_argument("--limit", type=int, help="only the first N held-out digits")
+    p.add_argument("--formats", help="comma-separated formats (default: every one available here)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads per runtime")
+    p.add_argument("--repeats", type=int, default=30, help="timed calls per runtime (median is shown)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo and print its table; exit 1 if any runtime's accuracy differs from PyTorch's."""
+    formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
+    with tempfile.TemporaryDirectory(prefix="staredge-demo-") as tmp:
+        summary = run_demo(args.out or tmp, limit=args.limit, formats=formats, threads=args.threads,
+                           repeats=args.repeats, progress=not args.json)
+    if args.json:
+        out = dict(summary, rows=[dataclasses.asdict(r) for r in summary["rows"]])
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print_table(summary)
+    return 0 if summary["all_equal"] and summary["all_validated"] else 1
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """The demo table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows: list[RuntimeRow] = summary["rows"]
+    table = Table(
+        title=f"StarNet-050 digits: {summary['n_images']} held-out scans, every runtime through Predictor",
+        caption=(
+            f"{_machine()}. Latency: median of batch-1 calls after warm-up, on a shared machine; "
+            f"max|diff|: artifact vs PyTorch logits in export validation."
+        ),
+        caption_justify="left",
+    )
+    for col, just in [("format", "left"), ("runtime", "left"), ("size (KB)", "right"), ("export (s)", "right"),
+                      ("max|diff|", "right"), ("valid", "center"), ("accuracy", "right"),
+                      ("= PyTorch", "right"), ("ms / image", "right"), ("note", "left")]:
+        table.add_column(col, justify=just)
+    for r in rows:
+        table.add_row(
+            r.format, r.backend, f"{r.size_kb:,.0f}",
+            "—" if r.export_s is None else f"{r.export_s:.1f}",
+            "—" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}",
+            "—" if r.validated is None else ("yes" if r.validated else "NO"),
+            f"{100 * r.accuracy:.2f}%", f"{100 * r.agree_with_pytorch:.1f}%",
+            f"{r.ms_per_image:.2f}", r.note,
+        )
+    console = Console(width=max(130, Console().width))
+    console.print(table)
+    verdict = "every runtime matches PyTorch's accuracy" if summary["all_equal"] else "ACCURACY DIFFERS FROM PYTORCH"
+    console.print(f"PyTorch held-out accuracy {100 * summary['pytorch_accuracy']:.2f}%: {verdict}.")
+    if summary.get("skipped"):
+        console.print(f"skipped formats: {summary['skipped']}")
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"

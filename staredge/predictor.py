@@ -1,0 +1,195 @@
+"""``Predictor``: one object that loads any StarEdge artifact and classifies images with it.
+
+    >>> from staredge import Predictor
+    >>> p = Predictor("starnet_digits.onnx")          # or .xml, .tflite, .mlpackage, .safetensors
+    >>> p.classify("seven.png", top_k=3)
+    [('7', 0.998...), ('1', 0.0007...), ('9', 0.0003...)]
+
+The runtime is chosen from the artifact (see :func:`staredge.runtimes.load_backend`);
+labels, input size and preprocessing come from the metadata the artifact carries, so no
+side file is needed. One Predictor may be shared by many threads: calls into runtimes
+that are not thread-safe are serialised with a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from staredge.errors import ConfigError
+from staredge.preprocess import DEFAULT_MAX_PIXELS, ImageInputError, PreprocessConfig, preprocess
+from staredge.runtimes import load_backend
+from staredge.runtimes.base import InputShapeError
+
+#: A ranked list of (label, probability) pairs for one image.
+Ranking = list[tuple[str, float]]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable: the row maximum is subtracted first)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """Classify images with an exported artifact (or a PyTorch checkpoint) on its runtime.
+
+    Args:
+        path: the artifact: ``.onnx``, OpenVINO ``.xml`` (or its folder), ``.tflite``,
+            ``.mlpackage``, or a PyTorch checkpoint that carries StarEdge metadata.
+        device: "auto" (a GPU when the runtime has one, else the CPU), "cpu" or "cuda".
+        threads: intra-op threads for the runtime (None: the runtime's default).
+        backend: force a runtime by name ("onnxruntime", "openvino", "litert", "coreml",
+            "pytorch"); None chooses from the artifact.
+        max_pixels: refuse images larger than this many pixels (decompression bombs).
+        batch_size: images per runtime call in :meth:`classify` when the artifact takes
+            batches; artifacts with a fixed batch of 1 are called once per image.
+        **options: passed to the backend (e.g. ``precision="bf16"`` for OpenVINO).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | Any,
+        device: str = "auto",
+        threads: int | None = None,
+        backend: str | None = None,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        batch_size: int = 32,
+        **options: Any,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = load_backend(path, backend=backend, device=device, threads=threads, **options)
+        self.metadata = self.backend.metadata
+        self.preprocess_config = PreprocessConfig.from_metadata(self.metadata)
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        # Runtimes that are not thread-safe (LiteRT interpreter, CoreML) get one lock;
+        # the others run concurrently.
+        self._lock = threading.Lock() if not self.backend.thread_safe else None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in output-index order (generic names when the artifact has none)."""
+        if self.metadata.labels:
+            return list(self.metadata.labels)
+        n = self._num_outputs()
+        return [f"class_{i}" for i in range(n)]
+
+    def _num_outputs(self) -> int:
+        out = self.predict(np.zeros(self.backend.input_shape, dtype=np.float32))
+        return int(out[0].shape[-1])
+
+    # ------------------------------------------------------------------ raw outputs
+
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        """Raw outputs for a preprocessed float32 array (N, C, H, W) or (C, H, W).
+
+        A (C, H, W) array is treated as a batch of one. Artifacts with a fixed batch of 1
+        are called once per row. Raises :class:`InputShapeError` for a wrong shape or dtype.
+        """
+        if isinstance(x, np.ndarray) and x.ndim == len(self.backend.input_shape) - 1:
+            x = x[None]
+        if isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[0] > 1 and not self.backend.supports_batch:
+            self.backend.check_input(x[:1])  # shape and dtype errors before any work
+            parts = [self._forward(x[i : i + 1]) for i in range(x.shape[0])]
+            return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+        return self._forward(x)
+
+    def _forward(self, x: np.ndarray) -> list[np.ndarray]:
+        if self._lock is None:
+            return self.backend.forward(x)
+        with self._lock:
+            return self.backend.forward(x)
+
+    # ------------------------------------------------------------------ images
+
+    def preprocess(self, img: Any) -> np.ndarray:
+        """One image (path, bytes, PIL image or HWC uint8 array) → float32 (C, H, W)."""
+        return preprocess(img, self.preprocess_config, self.max_pixels)
+
+    def probabilities(self, images: Sequence[Any]) -> np.ndarray:
+        """Class probabilities (N, num_classes) for several images, batched where allowed."""
+        if len(images) == 0:
+            raise ImageInputError("no images given; pass at least one image")
+        step = self.batch_size if self.backend.supports_batch else 1
+        rows = []
+        for start in range(0, len(images), step):
+            chunk = np.stack([self.preprocess(im) for im in images[start : start + step]])
+            logits = self.predict(chunk)[0]
+            rows.append(logits.reshape(logits.shape[0], -1))
+        logits = np.concatenate(rows)
+        return softmax(logits)
+
+    def classify(self, img: Any, top_k: int = 5) -> Ranking | list[Ranking]:
+        """The ``top_k`` most likely labels with their probabilities, most likely first.
+
+        ``img`` is a path, bytes, a PIL image or an HWC uint8 array, which gives one ranked
+        list; or a list/tuple of those, which gives one ranked list per image.
+        """
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+        many = isinstance(img, (list, tuple))
+        probs = self.probabilities(list(img) if many else [img])
+        labels = self.labels
+        if len(labels) != probs.shape[1]:
+            labels = [f"class_{i}" for i in range(probs.shape[1])]
+        k = min(top_k, probs.shape[1])
+        rankings = []
+        for row in probs:
+            # stable sort: equal probabilities keep index order on every runtime
+            order = np.argsort(-row, kind="stable")[:k]
+            rankings.append([(labels[i], float(row[i])) for i in order])
+        return rankings if many else rankings[0]
+
+    # ------------------------------------------------------------------ misc
+
+    def warmup(self, runs: int = 2) -> float:
+        """Run ``runs`` zero inputs (first calls allocate and compile); returns seconds taken."""
+        x = np.zeros(self.backend.input_shape, dtype=np.float32)
+        t0 = time.perf_counter()
+        for _ in range(max(1, runs)):
+            self.predict(x)
+        return time.perf_counter() - t0
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded: model, format, runtime, device, threads, input and preprocessing."""
+        m = self.metadata
+        pc = self.preprocess_config
+        d = {
+            "path": str(self.backend.path) if self.backend.path is not None else None,
+            "model": m.model,
+            "family": m.family,
+            "format": m.format,
+            "task": m.task,
+            "precision": m.precision,
+            "input_size": list(m.input_size),
+            "num_labels": len(m.labels),
+            "preprocessing": {
+                "resize": pc.resize_size,
+                "crop": list(pc.input_size[1:]),
+                "interpolation": pc.interpolation,
+                "mean": list(pc.mean),
+                "std": list(pc.std),
+                "pixels_in_model": pc.pixels_in_model,
+            },
+            "rewrites": list(m.rewrites),
+            "staredge_version": m.staredge_version,
+        }
+        d.update(self.backend.describe())
+        return d
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.metadata.model!r}, backend={self.backend.name!r}, device={self.backend.device!r})"
+
+
+__all__ = ["InputShapeError", "Predictor", "Ranking", "softmax"]
