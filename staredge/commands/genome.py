@@ -1,0 +1,54 @@
+"""``staredge genome``: parameters and decode-cache size per LIV of a STAR genome."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``genome`` subcommand."""
+    p = sub.add_parser(
+        "genome",
+        help="per-LIV parameters and decode cache of a STAR genome (or transformer_pp / striped_mamba)",
+        description="Analyse a STAR backbone genome: parameters (without embeddings) and decode-cache "
+                    "bytes per LIV and in total. MB = 10^6 bytes.",
+    )
+    p.add_argument("genome", help="genome such as 11111-91111-12121, or transformer_pp / striped_mamba")
+    p.add_argument("--dim", type=int, required=True, help="model width")
+    p.add_argument("--seq-len", type=int, required=True, help="tokens held in the decode cache")
+    p.add_argument("--depth", type=int, default=None,
+                   help="number of LIVs: tiles a shorter genome; for baselines the LIV count (default 24)")
+    p.add_argument("--bytes-per-element", type=int, default=2, help="bytes per cached element (default 2: fp16/bf16)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the analysis table (or JSON)."""
+    from staredge.models.star.analysis import analyze_genome
+
+    report = analyze_genome(args.genome, args.dim, args.seq_len, args.bytes_per_element, depth=args.depth)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"STAR genome at d={report.dim}, {report.seq_len} tokens, {report.bytes_per_element} B/element",
+        caption=f"{report.genome}\nparameters exclude embedding and tied LM head (final norm included); "
+                "cache = decode state of batch 1; MB = 10^6 bytes",
+        caption_justify="left",
+    )
+    for col, just in [("#", "right"), ("segment", "left"), ("LIV", "left"), ("params", "right"),
+                      ("cache (elements)", "right"), ("cache (MB)", "right"), ("sharing", "left")]:
+        table.add_column(col, justify=just)
+    for r in report.rows:
+        table.add_row(str(r.index), r.segment, r.name, f"{r.params:,}", f"{r.cache_elements:,}",
+                      f"{r.cache_bytes / 1e6:.3f}", r.sharing)
+    table.add_section()
+    table.add_row("", "total", f"{len(report.rows)} LIVs", f"{report.total_params:,}",
+                  f"{sum(r.cache_elements for r in report.rows):,}", f"{report.total_cache_mb:.2f}", "")
+    Console().print(table)
+    return 0
