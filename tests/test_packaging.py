@@ -30,7 +30,7 @@ def test_package_dir_mapping():
 
 
 def test_every_package_folder_is_listed():
-    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    listed = {p for p in _pyproject()["tool"]["setuptools"]["packages"] if not p.endswith(".data")}
     on_disk = set()
     for top, folder in MAPPED.items():
         for init in (ROOT / folder).rglob("__init__.py"):
@@ -39,6 +39,8 @@ def test_every_package_folder_is_listed():
     assert on_disk == listed, f"pyproject packages out of date: {sorted(on_disk ^ listed)}"
     for pkg in listed:
         assert (_folder_of(pkg) / "__init__.py").is_file()
+    for pkg in _pyproject()["tool"]["setuptools"]["packages"]:
+        assert _folder_of(pkg).is_dir(), f"{pkg} is listed but {_folder_of(pkg)} does not exist"
 
 
 def test_torch_pinned_and_constraints():
