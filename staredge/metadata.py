@@ -294,3 +294,35 @@ def _read_tflite(path) -> str | None:
             return buf[offset : offset + size].decode("utf-8")
         return ""
     return None
+
+
+def _read_coreml(path) -> str | None:
+    """The ``staredge`` user-defined metadata of a CoreML ``.mlpackage``, without coremltools.
+
+    ``Manifest.json`` names the root model spec (``rootModelIdentifier`` → item ``path``
+    under ``Data/``); in that ``CoreML.Specification.Model`` protobuf the entry sits at
+    ``description`` (field 2) → ``metadata`` (field 100) → ``userDefined`` (field 100, a
+    string map: key = 1, value = 2).
+    """
+    import json
+    from pathlib import Path
+
+    pkg = Path(path)
+    manifest_path = pkg / "Manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        item = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+        spec = (pkg / "Data" / item["path"]).read_bytes()
+    except (KeyError, TypeError) as exc:
+        raise MetadataError(f"{manifest_path} does not name a root model spec ({exc}); re-export the package") from exc
+
+    def submessages(buf: bytes, number: int):
+        return [v for n, w, v in _protobuf_fields(buf) if n == number and w == 2]
+
+    for description in submessages(spec, 2):
+        for meta in submessages(description, 100):
+            for entry in submessages(meta, 100):
+                kv = {n: v for n, w, v in _protobuf_fields(entry) if w == 2}
+                if kv.get(1, b"").decode("utf-8") == METADATA_KEY:
+                    return kv.get(2, b"").decode("utf-8")
+    return None
