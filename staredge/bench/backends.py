@@ -1,6 +1,7 @@
 """What gets timed: backend specs and the runners built from them.
 
-A backend spec is a string ``RUNTIME[:ACCELERATOR][@PASS+PASS...]``:
+A backend spec is a string ``RUNTIME[:ACCELERATOR][@PASS+PASS...]`` (passes by name, or
+``fuse`` for ``fuse_batchnorm`` and ``pwlinear`` for ``pointwise_conv_to_linear``):
 
 - ``pytorch`` — the first baseline: PyTorch eager under ``torch.inference_mode()``,
   no rewrites (``pytorch@pointwise_conv_to_linear`` applies our passes to the module);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -53,10 +55,17 @@ ACCELERATORS = {
 }
 FUSE = "fuse_batchnorm"
 POINTWISE = "pointwise_conv_to_linear"
+#: Short pass names for labels (and accepted in specs): report columns stay readable.
+PASS_ALIASES = {"fuse": FUSE, "pwlinear": POINTWISE}
+_SHORT_NAMES = {v: k for k, v in PASS_ALIASES.items()}
 
 
 class BackendUnavailable(StarEdgeError):
     """A backend cannot be timed on this machine (missing package, device or OS)."""
+
+
+class BenchExportError(StarEdgeError):
+    """Our exporter could not produce the artifact a backend spec needs."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ class BackendSpec:
         """The canonical spec string, used as the column name in reports."""
         text = self.runtime if self.accelerator == "cpu" else f"{self.runtime}:{self.accelerator}"
         if self.rewrites is not None:
-            text += "@" + ("+".join(self.rewrites) if self.rewrites else "none")
+            text += "@" + ("+".join(_SHORT_NAMES.get(p, p) for p in self.rewrites) if self.rewrites else "none")
         return text
 
     @property
@@ -103,7 +112,7 @@ def parse_backend(text: str) -> BackendSpec:
         )
     rewrites: tuple[str, ...] | None = None
     if "@" in raw:
-        names = [n.strip() for n in rewrite_text.split("+") if n.strip()]
+        names = [PASS_ALIASES.get(n.strip(), n.strip()) for n in rewrite_text.split("+") if n.strip()]
         rewrites = () if names in ([], ["none"]) else tuple(names)
         if runtime == "onnx-plain" and rewrites:
             raise ConfigError("'onnx-plain' is the no-rewrite baseline; use 'onnxruntime@...' for rewrites")
@@ -341,7 +350,10 @@ class RunnerFactory:
 
             path = self.workdir / "plain.onnx"
             tmp = path.with_suffix(".onnx.tmp")
-            with torch.no_grad():
+            # dynamo=False: torch 2.13's default (dynamo) exporter needs onnxscript, which a
+            # plain install lacks; the TorchScript exporter is what such a user ends up with.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(
                     self.model, (torch.from_numpy(self.x),), str(tmp), dynamo=False, opset_version=17,
                     input_names=["input"], output_names=["logits"],
@@ -368,46 +380,75 @@ class RunnerFactory:
 
     # -- our exporters + runtimes ----------------------------------------------------
     def _exported(self, spec: BackendSpec, threads: int | None) -> Runner:
+        path, rewrites = self._export(spec)
+        if spec.device == "cuda":
+            return self._exported_onnx_gpu(spec, path, rewrites)
         from staredge.runtimes import load_backend
 
-        path, rewrites = self._export(spec)
-        device = spec.device
-        if spec.accelerator == "tensorrt":
-            backend = load_backend(str(path), backend="onnxruntime", device="tensorrt", threads=threads)
-        else:
-            backend = load_backend(str(path), device=device, threads=threads)
-        x = self.x
-        meta = getattr(backend, "metadata", None)
-        if meta is not None and getattr(meta, "input_layout", "NCHW") == "NHWC":
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        # device="cpu", not "auto": a spec without an accelerator is a CPU timing even on a GPU box.
+        backend = load_backend(str(path), device="cpu", threads=threads)
+        meta = backend.metadata
+        x = self.x  # every Backend.forward takes NCHW float32, whatever the artifact's layout
         close = getattr(backend, "close", None)
         return Runner(
             # Backend.forward returns host numpy arrays, so each call is complete when it returns.
             infer=lambda: backend.forward(x),
-            threads=getattr(backend, "threads", None),
-            device=getattr(backend, "device", device) or device,
+            threads=threads_in_effect(backend),
+            device=getattr(backend, "device", "cpu") or "cpu",
             runtime_version=_runtime_version(spec.runtime),
-            rewrites=list(getattr(meta, "rewrites", None) or rewrites),
-            precision=getattr(meta, "precision", "fp32") or "fp32",
+            rewrites=list(meta.rewrites or rewrites),
+            precision=meta.precision or "fp32",
             artifact=str(path),
             close=close if callable(close) else (lambda: None),
         )
 
+    def _exported_onnx_gpu(self, spec: BackendSpec, path: Path, rewrites: list[str]) -> Runner:
+        """Our ONNX artifact on exactly the provider chain the spec names, timed with IO binding.
+
+        The runtimes' ONNX backend prefers TensorRT whenever it is installed; a benchmark
+        must time CUDA and TensorRT separately, so it builds its own session here.
+        """
+        ort = _require("onnxruntime", "gpu", "ONNX Runtime on CUDA")
+        opts = ort.SessionOptions()
+        session = ort.InferenceSession(str(path), opts, providers=ort_providers(spec.accelerator, self.providers))
+        return self._ort_runner(session, spec, path, rewrites, ort)
+
     def _export(self, spec: BackendSpec) -> tuple[Path, list[str]]:
         rewrite = self.default_rewrite if spec.rewrites is None else (",".join(spec.rewrites) or "none")
         fmt = EXPORTED_RUNTIMES[spec.runtime]
-        key = (fmt, rewrite, spec.accelerator)
+        key = (fmt, rewrite)
         if key not in self._artifacts:
             from staredge.exporters import export
 
-            out_dir = self.workdir / f"{fmt}-{rewrite.replace(',', '+')}-{spec.accelerator}"
+            out_dir = self.workdir / f"{fmt}-{rewrite.replace(',', '+')}"
             report = export(
-                self.model, [fmt], str(out_dir), precision="fp32",
-                rewrite=_rewrite_arg(rewrite), force=True, validate=False,
+                self.model, [fmt], str(out_dir), precision="fp32", rewrite=_rewrite_arg(rewrite),
+                force=True, validate=False,
             )
             artifact = report.artifacts[0]
-            self._artifacts[key] = (Path(artifact.path), list(getattr(artifact, "rewrites", []) or []))
+            if artifact.error or not artifact.path:
+                raise BenchExportError(f"exporting to {fmt} failed: {artifact.error}")
+            self._artifacts[key] = (Path(artifact.path), list(artifact.rewrites or []))
         return self._artifacts[key]
+
+
+def threads_in_effect(backend: Any) -> int | None:
+    """The intra-op thread count a loaded runtime reports using (not just what was asked).
+
+    ONNX Runtime: the session's ``intra_op_num_threads`` (0 = its default, one per core);
+    OpenVINO: the compiled model's ``INFERENCE_NUM_THREADS``; others: the requested value.
+    """
+    session = getattr(backend, "session", None)
+    if session is not None and hasattr(session, "get_session_options"):
+        n = session.get_session_options().intra_op_num_threads
+        return n if n > 0 else os.cpu_count()
+    compiled = getattr(backend, "compiled", None)
+    if compiled is not None and hasattr(compiled, "get_property"):
+        try:
+            return int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        except Exception:  # a device without the property (GPU plugin): fall back to the request
+            pass
+    return getattr(backend, "threads", None)
 
 
 def _rewrite_arg(rewrite: str) -> Any:

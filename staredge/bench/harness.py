@@ -59,12 +59,14 @@ def measure_backend(
     *,
     keep_samples: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> tuple[list[RunStats], Any]:
     """All runs of one backend under ``protocol``; returns (runs, the last runner).
 
     On Ctrl-C raises :class:`RunInterrupted` whose ``runs`` attribute holds the finished
-    runs plus the partial one.
+    runs plus the partial one. ``clock`` replaces ``time.perf_counter_ns`` (tests).
     """
+    timing = {} if clock is None else {"clock": clock, "cpu_clock": None}
     runner = factory.build(spec, protocol.threads)
     runs: list[RunStats] = []
     done = 0
@@ -82,7 +84,7 @@ def measure_backend(
                 runs.append(
                     time_run(
                         runner.infer, protocol.warmup, protocol.iters, sync=runner.sync, trim=protocol.trim,
-                        keep_samples=keep_samples, on_progress=progress,
+                        keep_samples=keep_samples, on_progress=progress, **timing,
                     )
                 )
             except KeyboardInterrupt as stop:
@@ -152,6 +154,8 @@ def run_bench(
     console: Any = None,
     checkpoint: Callable[[BenchDocument], None] | None = None,
     factory_options: dict[str, Any] | None = None,
+    factory_class: Callable[..., Any] | None = None,
+    clock: Callable[[], int] | None = None,
     doc: BenchDocument | None = None,
 ) -> BenchDocument:
     """Time every ``models`` × ``variants`` × ``protocols`` × ``backends`` combination.
@@ -159,6 +163,8 @@ def run_bench(
     Each model is exported once per runtime and rewrite setting (in ``workdir``, a
     temporary directory by default) and reused across protocols. Returns the document;
     ``doc.complete`` is False when Ctrl-C stopped the loop (the results so far are kept).
+    ``factory_class`` (default :class:`RunnerFactory`), ``factory_options`` and ``clock``
+    let tests substitute runners and time.
     """
     from staredge.profiler import profile
     from staredge._version import __version__
@@ -179,7 +185,7 @@ def run_bench(
                 for variant in variants:
                     model = build_model(model_name, variant)
                     prof = profile(model)
-                    factory = RunnerFactory(
+                    factory = (factory_class or RunnerFactory)(
                         model, f"{root}/{model_name}-{variant}",
                         default_rewrite=protocols[0].rewrite, **(factory_options or {}),
                     )
@@ -196,7 +202,8 @@ def run_bench(
                             advance = bar.start(label, protocol.repeats * protocol.iters)
                             try:
                                 runs, runner = measure_backend(
-                                    factory, spec, protocol, keep_samples=keep_samples, on_progress=advance
+                                    factory, spec, protocol, keep_samples=keep_samples, on_progress=advance,
+                                    clock=clock,
                                 )
                                 _fill(result, runs, runner, protocol)
                             except RunInterrupted as stop:

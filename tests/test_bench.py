@@ -1,0 +1,613 @@
+"""The latency harness: statistics, protocols, results format, reports, GPU selection, Ctrl-C.
+
+Timings in these tests come from a fake clock (virtual time advanced by the fake runner),
+so every statistic has an exact expected value and nothing depends on machine load. One
+real end-to-end run (StarNet-050, PyTorch + plain ONNX + our ONNX Runtime export) checks
+the whole path, with no assertion on how fast anything was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from staredge.bench import report
+from staredge.bench.backends import (
+    BackendSpec,
+    BackendUnavailable,
+    Runner,
+    RunnerFactory,
+    compare_rewrite_specs,
+    expand_backends,
+    parse_backend,
+)
+from staredge.bench.device import (
+    DeviceUnavailableError,
+    OrtIoBindingRunner,
+    ort_providers,
+    resolve_device,
+    torch_synchronizer,
+)
+from staredge.bench.harness import reported_latency, run_bench
+from staredge.bench.machine import parse_cpuinfo, short_machine_label
+from staredge.bench.measure import RunInterrupted, time_run
+from staredge.bench.protocols import PRESETS, Protocol, get_protocol
+from staredge.bench.results import (
+    SCHEMA_VERSION,
+    BenchDocument,
+    BenchFormatError,
+    BenchResult,
+    compute_speedups,
+    load,
+    merge,
+    save,
+)
+from staredge.bench.stats import RunStats, percentile, trimmed
+from staredge.cli import main
+from staredge.errors import ConfigError
+
+NS = 1_000_000  # nanoseconds per millisecond
+
+
+class FakeClock:
+    """Virtual time in ns; a fake runner advances it by scripted durations."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class ScriptedInfer:
+    """An ``infer()`` that costs the next scripted duration (ms) of virtual time."""
+
+    def __init__(self, clock: FakeClock, durations_ms, interrupt_at: int | None = None) -> None:
+        self.clock = clock
+        self.durations = list(durations_ms)
+        self.calls = 0
+        self.interrupt_at = interrupt_at
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.interrupt_at is not None and self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.clock.now += int(round(self.durations.pop(0) * NS))
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_percentile_matches_numpy_linear_definition():
+    values = [random.Random(3).uniform(0.5, 9.0) for _ in range(137)]
+    for q in (0, 10, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-12)
+    assert percentile([4.0], 99) == 4.0
+    with pytest.raises(ConfigError):
+        percentile([], 50)
+    with pytest.raises(ConfigError):
+        percentile([1.0], 101)
+
+
+def test_run_stats_from_samples_exact_values():
+    samples = [float(v) for v in range(1, 11)]  # 1..10 ms
+    s = RunStats.from_samples(samples, first_ms=42.0, trim=(2, 3))
+    assert s.n == 10 and s.first_ms == 42.0
+    assert s.mean_ms == pytest.approx(5.5)
+    assert s.median_ms == pytest.approx(5.5)
+    assert s.p90_ms == pytest.approx(9.1)
+    assert s.p99_ms == pytest.approx(9.91)
+    assert s.min_ms == 1.0 and s.max_ms == 10.0
+    assert s.std_ms == pytest.approx(float(np.std(samples)))
+    assert s.trimmed_mean_ms == pytest.approx(np.mean([3, 4, 5, 6, 7]))
+    assert s.statistic("trimmed_mean") == s.trimmed_mean_ms
+    assert s.statistic("p90") == s.p90_ms
+    with pytest.raises(ConfigError):
+        s.statistic("fastest")
+    with pytest.raises(ConfigError):
+        trimmed(samples, 5, 5)
+
+
+def test_time_run_with_fake_clock_times_each_inference_and_excludes_warmup():
+    clock = FakeClock()
+    # first (cold) call 30 ms, 3 warm-up calls of 100 ms (must not count), then 5 timed calls
+    infer = ScriptedInfer(clock, [30, 100, 100, 100, 1, 2, 3, 4, 10])
+    seen = []
+    s = time_run(infer, warmup=3, iters=5, clock=clock, cpu_clock=None, keep_samples=True, on_progress=seen.append)
+    assert infer.calls == 9
+    assert s.first_ms == pytest.approx(30.0)
+    assert s.samples_ms == pytest.approx([1, 2, 3, 4, 10])
+    assert s.mean_ms == pytest.approx(4.0)
+    assert s.median_ms == pytest.approx(3.0)
+    assert s.warmup == 3 and s.n == 5
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def test_time_run_synchronises_before_reading_the_clock():
+    clock = FakeClock()
+    pending = []
+
+    def infer() -> None:  # like a CUDA launch: returns at once, work is pending
+        pending.append(7 * NS)
+
+    def sync() -> None:  # like torch.cuda.synchronize: the pending work completes here
+        while pending:
+            clock.now += pending.pop()
+
+    s = time_run(infer, warmup=0, iters=4, sync=sync, clock=clock, cpu_clock=None)
+    assert s.mean_ms == pytest.approx(7.0) and s.min_ms == pytest.approx(7.0)
+    no_sync = time_run(infer, warmup=0, iters=4, clock=clock, cpu_clock=None)
+    assert no_sync.mean_ms == 0.0  # without the sync the clock saw only the launch
+
+
+def test_modelbench_trimmed_mean_over_rounds_on_synthetic_timings():
+    protocol = get_protocol("modelbench")
+    clock = FakeClock()
+    rng = random.Random(0)
+    rounds = []
+    expected_per_round = []
+    for r in range(protocol.repeats):
+        base = [10.0 + r + 0.01 * i for i in range(30)]       # the 30 that survive the trim
+        outliers = [1.0] * 10 + [500.0] * 10                  # 10 too fast, 10 too slow
+        timed = base + outliers
+        rng.shuffle(timed)
+        rounds.append([99.0] + [77.0] * protocol.warmup + timed)  # cold + warm-up + 50 timed
+        expected_per_round.append(float(np.mean(base)))
+    runs = []
+    for durations in rounds:
+        runs.append(
+            time_run(ScriptedInfer(clock, durations), protocol.warmup, protocol.iters, trim=protocol.trim,
+                     clock=clock, cpu_clock=None)
+        )
+    assert [r.trimmed_mean_ms for r in runs] == pytest.approx(expected_per_round)
+    latency, index = reported_latency(runs, protocol)
+    assert index is None  # mean over rounds, not one round
+    assert latency == pytest.approx(np.mean(expected_per_round))
+    assert all(r.mean_ms > r.trimmed_mean_ms for r in runs)  # the slow outliers were dropped
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+def test_presets_match_the_papers():
+    cpu = PRESETS["paper-cpu"]
+    assert (cpu.threads, cpu.warmup, cpu.iters, cpu.repeats, cpu.statistic) == (4, 50, 500, 1, "mean")
+    assert cpu.backends == ("onnxruntime",) and cpu.device == "cpu"
+    gpu = PRESETS["paper-gpu"]
+    assert gpu.device == "cuda" and (gpu.warmup, gpu.iters) == (50, 500)
+    assert "pointwise_conv_to_linear" in gpu.rewrite and gpu.backends == ("onnxruntime:cuda",)
+    ios = PRESETS["ios"]
+    assert ios.repeats == 3 and ios.reduce == "last"
+    mb = PRESETS["modelbench"]
+    assert (mb.repeats, mb.iters, mb.warmup, mb.trim_low, mb.trim_high) == (20, 50, 1, 10, 10)
+    assert mb.statistic == "trimmed_mean" and mb.reduce == "mean" and mb.recreate_per_run
+
+
+def test_protocol_overrides_are_applied_and_recorded():
+    p = get_protocol("paper-cpu", threads=2, iters=100, warmup=None)
+    assert (p.threads, p.iters, p.warmup) == (2, 100, 50)
+    assert p.overrides == ("iters", "threads")
+    assert get_protocol("paper-cpu").overrides == ()
+    assert Protocol.from_dict(p.to_dict()) == p
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        get_protocol("paper-tpu")
+    with pytest.raises(ConfigError, match="raise --iters"):
+        get_protocol("modelbench", iters=15)  # cannot drop 10 + 10 of 15
+    with pytest.raises(ConfigError):
+        get_protocol("paper-cpu", threads=0)
+    with pytest.raises(ConfigError):
+        get_protocol("paper-cpu", statistic="fastest")
+
+
+def test_ios_protocol_reports_the_last_of_three_runs(tmp_path):
+    clock = FakeClock()
+    # three runs with means 5, 4, 3 ms: the last one is reported, all three are kept
+    per_run = [[20.0] + [1.0] * 2 + [m] * 4 for m in (5.0, 4.0, 3.0)]
+    script = [d for run in per_run for d in run]
+    protocol = get_protocol("ios", warmup=2, iters=4, backends=("pytorch",))
+    doc = run_bench(
+        ["starnet_s050"], [BackendSpec("pytorch")], [protocol], show_progress=False, workdir=str(tmp_path),
+        factory_class=_fake_factory(clock, {"pytorch": script}), clock=clock,
+    )
+    (r,) = doc.results
+    assert r.status == "ok" and len(r.runs) == 3
+    assert [run.mean_ms for run in r.runs] == pytest.approx([5.0, 4.0, 3.0])
+    assert r.latency_ms == pytest.approx(3.0) and r.reported_run == 2
+
+
+# ----------------------------------------------------------------------------- backends and GPU selection
+
+
+def test_backend_specs_parse_and_expand():
+    s = parse_backend("onnxruntime:cuda@fuse+pwlinear")
+    assert s == BackendSpec("onnxruntime", "cuda", ("fuse_batchnorm", "pointwise_conv_to_linear"))
+    assert s.label == "onnxruntime:cuda@fuse+pwlinear" and parse_backend(s.label) == s
+    assert parse_backend("pytorch").baseline == "pytorch"
+    assert parse_backend("pytorch@pwlinear").baseline is None
+    assert parse_backend("onnxruntime@none").rewrites == ()
+    with pytest.raises(ConfigError, match="unknown backend"):
+        parse_backend("tensorflow")
+    with pytest.raises(ConfigError, match="supports"):
+        parse_backend("openvino:tensorrt")
+    with pytest.raises(ConfigError, match="baseline"):
+        parse_backend("onnx-plain@fuse")
+    cpu_all = [s.label for s in expand_backends(["all"], device="cpu")]
+    assert cpu_all == ["pytorch", "onnx-plain", "onnxruntime", "openvino", "tflite", "coreml"]
+    gpu_all = expand_backends(["all"], device="cuda")
+    assert {s.device for s in gpu_all} == {"cuda"}
+    for runtime, accel in (("onnxruntime", "cuda"), ("onnxruntime", "tensorrt"), ("pytorch", "cuda")):
+        rewrites = {s.rewrites for s in gpu_all if (s.runtime, s.accelerator) == (runtime, accel)}
+        assert any(r and "pointwise_conv_to_linear" in r for r in rewrites)  # with the rewrite
+        assert any(not r or "pointwise_conv_to_linear" not in r for r in rewrites)  # and without
+    assert [s.label for s in expand_backends(["pytorch,pytorch", "onnxruntime"])] == ["pytorch", "onnxruntime"]
+    pairs = compare_rewrite_specs([BackendSpec("pytorch"), BackendSpec("openvino")])
+    assert [p.label for p in pairs] == ["pytorch", "openvino@fuse", "openvino@fuse+pwlinear"]
+
+
+def test_device_selection_with_mocked_availability():
+    assert resolve_device("auto", cuda_available=True) == "cuda"
+    assert resolve_device("auto", cuda_available=False) == "cpu"
+    assert resolve_device("cpu", cuda_available=True) == "cpu"
+    assert resolve_device("tensorrt", cuda_available=True) == "cuda"
+    with pytest.raises(DeviceUnavailableError, match="staredge\\[gpu\\]"):
+        resolve_device("cuda", cuda_available=False)
+    gpu_providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ort_providers("cpu", gpu_providers) == ["CPUExecutionProvider"]
+    assert ort_providers("cuda", gpu_providers) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ort_providers("tensorrt", gpu_providers)[0] == "TensorrtExecutionProvider"
+    with pytest.raises(DeviceUnavailableError, match="TensorrtExecutionProvider"):
+        ort_providers("tensorrt", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(DeviceUnavailableError, match="CUDAExecutionProvider"):
+        ort_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_gpu_synchronisation_is_selected_per_device():
+    calls = []
+
+    class FakeCuda:
+        @staticmethod
+        def synchronize() -> None:
+            calls.append("sync")
+
+    class FakeTorch:
+        cuda = FakeCuda
+
+    assert torch_synchronizer("cpu", FakeTorch) is None
+    sync = torch_synchronizer("cuda", FakeTorch)
+    sync()
+    assert calls == ["sync"]
+
+
+def test_ort_io_binding_runner_binds_on_device_and_syncs():
+    log = []
+
+    class Binding:
+        def bind_ortvalue_input(self, name, value):
+            log.append(("in", name, value.device))
+
+        def bind_output(self, name, device):
+            log.append(("out", name, device))
+
+        def synchronize_outputs(self):
+            log.append("sync")
+
+        def get_outputs(self):
+            return []
+
+    class IO:
+        def __init__(self, name):
+            self.name = name
+
+    class Session:
+        def io_binding(self):
+            return Binding()
+
+        def get_inputs(self):
+            return [IO("input")]
+
+        def get_outputs(self):
+            return [IO("logits")]
+
+        def run_with_iobinding(self, binding):
+            log.append("run")
+
+    class OrtValue:
+        def __init__(self, device):
+            self.device = device
+
+        @classmethod
+        def ortvalue_from_numpy(cls, x, device, index):
+            return cls(device)
+
+    class FakeOrt:
+        pass
+
+    FakeOrt.OrtValue = OrtValue
+    runner = OrtIoBindingRunner(Session(), np.zeros((1, 3, 4, 4), np.float32), "cuda", FakeOrt)
+    runner()
+    runner.sync()
+    assert log == [("in", "input", "cuda"), ("out", "logits", "cuda"), "run", "sync"]
+
+
+def test_gpu_backends_without_cuda_are_reported_unavailable(tmp_path):
+    model = torch.nn.Conv2d(3, 4, 1).eval()
+    factory = RunnerFactory(model, tmp_path, torch_cuda=False, providers=["CPUExecutionProvider"])
+    for spec in (BackendSpec("pytorch", "cuda"), BackendSpec("onnxruntime", "cuda"), BackendSpec("onnx-plain", "tensorrt")):
+        with pytest.raises(DeviceUnavailableError):
+            factory.check(spec)
+    # with CUDA "present" the same specs pass the selection (nothing is run)
+    gpu = RunnerFactory(model, tmp_path, torch_cuda=True,
+                        providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    for spec in (BackendSpec("pytorch", "cuda"), BackendSpec("onnxruntime", "cuda"), BackendSpec("onnx-plain", "tensorrt")):
+        gpu.check(spec)
+    with pytest.raises(BackendUnavailable, match="Apple"):
+        factory.check(BackendSpec("coreml"))
+
+
+def test_paper_gpu_protocol_on_a_cpu_machine_records_why(tmp_path):
+    protocol = get_protocol("paper-gpu", warmup=1, iters=2)
+    specs = expand_backends(list(protocol.backends), device=protocol.device)
+    doc = run_bench(["starnet_s050"], specs, [protocol], show_progress=False, workdir=str(tmp_path),
+                    factory_options={"torch_cuda": False, "providers": ["CPUExecutionProvider"]})
+    (r,) = doc.results
+    assert r.status == "unavailable" and "CUDAExecutionProvider" in r.error and r.latency_ms is None
+
+
+# ----------------------------------------------------------------------------- results format, ratios, reports
+
+
+def _result(model, backend, ms, machine="m1", protocol="paper-cpu", variant="star", **kw):
+    baseline = backend if backend in ("pytorch", "onnx-plain") else None
+    runs = [RunStats.from_samples([ms, ms], first_ms=ms * 3)] if ms is not None else []
+    return BenchResult(model=model, backend=backend, machine=machine, protocol=protocol, variant=variant,
+                       runtime=backend.split("@")[0], baseline=baseline, latency_ms=ms, reported_run=0 if runs else None, runs=runs,
+                       params_m=2.9, macs_m=421.9, threads_requested=4, **kw)
+
+
+def _doc(machine_label="box A", results=None):
+    doc = BenchDocument(tool="test")
+    doc.machines["m1"] = {"label": machine_label, "cpu_model": "X", "hostname": machine_label}
+    doc.protocols["paper-cpu"] = get_protocol("paper-cpu").to_dict()
+    doc.results = results if results is not None else [
+        _result("starnet_s1", "pytorch", 10.0),
+        _result("starnet_s1", "onnx-plain", 5.0),
+        _result("starnet_s1", "onnxruntime", 4.0),
+        _result("starnet_s1", "openvino", 8.0),
+        _result("starnet_s1", "coreml", None, status="unavailable", error="CoreML runs only on Apple platforms"),
+    ]
+    compute_speedups(doc.results)
+    return doc
+
+
+def test_speedups_are_baseline_over_runtime_within_a_group():
+    doc = _doc()
+    by = {r.backend: r for r in doc.results}
+    assert by["onnxruntime"].speedup_vs == {"pytorch": 2.5, "onnx-plain": 1.25}
+    assert by["openvino"].speedup_vs == {"pytorch": 1.25, "onnx-plain": 0.625}
+    assert by["pytorch"].speedup_vs["pytorch"] == 1.0
+    assert by["coreml"].speedup_vs == {}
+    # a result under another protocol does not use these baselines
+    other = _result("starnet_s1", "onnxruntime", 4.0, protocol="ios")
+    compute_speedups(doc.results + [other])
+    assert other.speedup_vs == {}
+
+
+def test_json_round_trip_and_format_errors(tmp_path):
+    doc = _doc()
+    path = save(doc, tmp_path / "r.json")
+    back = load(path)
+    assert back.to_dict() == doc.to_dict()
+    data = json.loads(path.read_text())
+    assert data["schema"] == "staredge-bench" and data["schema_version"] == SCHEMA_VERSION
+    with pytest.raises(ConfigError, match="--force"):
+        save(doc, path, force=False)
+    newer = dict(data, schema_version=SCHEMA_VERSION + 1)
+    (tmp_path / "new.json").write_text(json.dumps(newer))
+    with pytest.raises(BenchFormatError, match="upgrade"):
+        load(tmp_path / "new.json")
+    (tmp_path / "other.json").write_text(json.dumps({"results": []}))
+    with pytest.raises(BenchFormatError, match="staredge-bench"):
+        load(tmp_path / "other.json")
+    broken = dict(data)
+    broken["results"] = [dict(data["results"][0], machine="nowhere")]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(BenchFormatError, match="unknown machine"):
+        load(tmp_path / "broken.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(BenchFormatError, match="not valid JSON"):
+        load(tmp_path / "junk.json")
+
+
+def test_merge_combines_machines_into_one_table(tmp_path):
+    linux = _doc("linux box")
+    phone = BenchDocument(tool="StarEdge iOS app")
+    phone.machines["m1"] = {"label": "iPhone 13", "hostname": "iphone"}  # same id, different machine
+    phone.protocols["ios"] = get_protocol("ios", backends=("coreml",)).to_dict()
+    phone.results = [_result("starnet_s1", "coreml", 0.8, protocol="ios"),
+                     _result("starnet_s2", "coreml", 0.9, protocol="ios")]
+    save(linux, tmp_path / "a.json")
+    save(phone, tmp_path / "b.json")
+    merged = merge([load(tmp_path / "a.json"), load(tmp_path / "b.json")])
+    assert len(merged.machines) == 2 and len(merged.results) == 7
+    phone_ids = {r.machine for r in merged.results if r.backend == "coreml" and r.ok}
+    assert phone_ids == {"m1~2"} and merged.machines["m1~2"]["label"] == "iPhone 13"
+    table = report.build_table(merged)
+    labels = [c.label for c in table.columns]
+    assert any("coreml" in lab and "iPhone 13" in lab for lab in labels)
+    assert any(lab.startswith("onnxruntime") and "linux box" in lab for lab in labels)
+    assert [r.name for r in table.rows] == ["starnet_s1", "starnet_s2"]
+    # the CLI merges too, writing one table
+    out = tmp_path / "m.md"
+    assert main(["bench", "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--markdown", str(out)]) == 0
+    assert "iPhone 13" in out.read_text()
+
+
+def test_markdown_and_csv_rendering():
+    doc = _doc()
+    md = report.to_markdown(doc)
+    lines = md.splitlines()
+    header = next(l for l in lines if l.startswith("| model | params"))
+    assert "pytorch (ms)" in header and "onnxruntime (ms)" in header
+    assert "paper: E5-2680 v4 CPU, 4 threads, ONNX Runtime (ms)" in header
+    assert "coreml (ms)" not in header  # never measured: listed below the table instead
+    row = next(l for l in lines if l.startswith("| starnet_s1 | 2.90"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["starnet_s1", "2.90", "421.9", "73.5"]
+    assert cells[4:8] == ["10.00", "5.00", "4.00", "8.00"]
+    assert cells[8:] == ["4.3", "2.3", "0.7"]  # the paper's E5 CPU, P100, iPhone13
+    assert "×2.50 / ×1.25" in md and "×1.25 / ×0.62" in md
+    assert "`coreml` not measured" in md and "Apple" in md
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(doc))))
+    assert len(rows) == 5
+    ort = next(r for r in rows if r["backend"] == "onnxruntime")
+    assert float(ort["latency_ms"]) == 4.0 and float(ort["speedup_vs_pytorch"]) == 2.5
+    assert float(ort["first_ms"]) == 12.0 and ort["paper_top1"] == "73.5"
+    assert next(r for r in rows if r["backend"] == "coreml")["status"] == "unavailable"
+
+
+def test_star_sum_table_follows_paper_table_8():
+    results = [
+        _result("starnet_s1", "onnxruntime", 4.0),
+        _result("starnet_s1", "onnxruntime", 3.5, variant="sum"),
+    ]
+    doc = _doc(results=results)
+    table = report.build_table(doc)
+    assert [r.name for r in table.rows] == ["starnet_s1", "starnet_s1 (sum)"]
+    (row,) = report.star_sum_rows(table)
+    assert row[0] == "starnet_s1" and row[1] == "3.50 / 4.00 (+0.50)"
+    assert "3.8 / 4.3 (+0.5)" in row  # the paper's CPU figures, Table 8
+    assert "sum / star" in report.to_markdown(doc)
+
+
+def test_plot_writes_a_png_with_one_series_per_runtime(tmp_path):
+    results = [_result(m, b, ms) for m, b, ms in (
+        ("starnet_s1", "pytorch", 10.0), ("starnet_s2", "pytorch", 12.0),
+        ("starnet_s1", "onnxruntime", 4.0), ("starnet_s2", "onnxruntime", 5.0))]
+    path = tmp_path / "fig.png"
+    drawn = report.plot_latency_vs_top1(_doc(results=results), str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn[:2] == ["pytorch", "onnxruntime"]
+    assert "paper: E5-2680 v4 CPU, 4 threads, ONNX Runtime" in drawn
+
+
+def test_machine_parsing_and_label():
+    info = parse_cpuinfo("model name\t: Test CPU\ncpu cores\t: 8\nflags\t\t: sse avx2 avx512f avx512_bf16\n")
+    assert info == {"cpu_model": "Test CPU", "physical_cores": 8, "cpu_flags": ["avx2", "avx512f", "avx512_bf16"]}
+    assert short_machine_label({**info, "usable_cpus": 8}) == "Test CPU, 8 cores, AVX-512"
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def _fake_factory(clock: FakeClock, scripts: dict[str, list[float]], interrupt: dict[str, int] | None = None):
+    """A RunnerFactory stand-in whose runners spend scripted virtual time."""
+
+    class FakeFactory:
+        def __init__(self, model, workdir, default_rewrite="auto", **_):
+            self.default_rewrite = default_rewrite
+
+        def build(self, spec, threads):
+            infer = ScriptedInfer(clock, scripts[spec.label], (interrupt or {}).get(spec.label))
+            return Runner(infer=infer, threads=threads, runtime_version="fake")
+
+    return FakeFactory
+
+
+def test_ctrl_c_keeps_results_measured_so_far(tmp_path):
+    clock = FakeClock()
+    protocol = get_protocol("paper-cpu", warmup=1, iters=4)
+    scripts = {"pytorch": [9, 9, 10, 10, 10, 10], "onnx-plain": [9, 9, 5, 5, 5, 5], "onnxruntime": [9] * 6}
+    # onnx-plain: cold + warm-up + 2 timed inferences, then Ctrl-C on the 5th call
+    checkpoints = []
+    doc = run_bench(
+        ["starnet_s050"], [BackendSpec("pytorch"), BackendSpec("onnx-plain"), BackendSpec("onnxruntime")],
+        [protocol], show_progress=False, workdir=str(tmp_path), clock=clock,
+        factory_class=_fake_factory(clock, scripts, {"onnx-plain": 5}),
+        checkpoint=lambda d: checkpoints.append(d.to_dict()),
+    )
+    assert not doc.complete and "interrupted" in doc.notes[0]
+    assert [r.backend for r in doc.results] == ["pytorch", "onnx-plain"]  # onnxruntime never started
+    full, partial = doc.results
+    assert full.status == "ok" and full.latency_ms == pytest.approx(10.0)
+    assert partial.status == "interrupted" and partial.runs[0].n == 2 and partial.runs[0].interrupted
+    assert partial.latency_ms == pytest.approx(5.0)
+    assert full.speedup_vs["onnx-plain"] == pytest.approx(0.5)
+    assert len(checkpoints[-1]["results"]) == 2
+
+
+def test_ctrl_c_in_the_cli_writes_partial_json(tmp_path, monkeypatch):
+    import staredge.bench.harness as harness
+
+    clock = FakeClock()
+    scripts = {"pytorch": [1.0] * 10, "onnx-plain": [1.0] * 10}
+    monkeypatch.setattr(harness, "RunnerFactory", _fake_factory(clock, scripts, {"onnx-plain": 1}))
+    out = tmp_path / "r.json"
+    code = main(["bench", "starnet_s050", "--backends", "pytorch,onnx-plain", "--warmup", "1", "--iters", "3",
+                 "--out", str(out), "--no-progress"])
+    assert code == 130
+    data = json.loads(out.read_text())
+    assert data["complete"] is False
+    assert [(r["backend"], r["status"]) for r in data["results"]] == [("pytorch", "ok")]
+
+
+def test_cli_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    assert main(["bench", "starnet_s050", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert out.read_text() == "{}"
+
+
+# ----------------------------------------------------------------------------- real end-to-end
+
+
+def test_real_tiny_end_to_end_run(tmp_path):
+    """StarNet-050 on PyTorch eager, plain ONNX Runtime and our ONNX export: 2 warm-up, 3 timed."""
+    out, md, csv_path, png = (tmp_path / n for n in ("r.json", "r.md", "r.csv", "r.png"))
+    code = main([
+        "bench", "starnet_s050", "--backends", "pytorch,onnx-plain,onnxruntime", "--threads", "1",
+        "--warmup", "2", "--iters", "3", "--out", str(out), "--markdown", str(md), "--csv", str(csv_path),
+        "--plot", str(png), "--no-progress", "--workdir", str(tmp_path / "work"),
+    ])
+    assert code == 0
+    doc = load(out)
+    assert doc.complete
+    by = {r.backend: r for r in doc.results}
+    assert set(by) == {"pytorch", "onnx-plain", "onnxruntime"}
+    for r in by.values():
+        assert r.status == "ok", r.error
+        assert r.latency_ms > 0 and r.runs[0].n == 3 and r.runs[0].warmup == 2
+        assert r.threads_in_effect == 1 and r.threads_requested == 1
+        assert r.macs_m == pytest.approx(91.3, abs=0.1)
+    assert by["onnxruntime"].rewrites == ["fuse_batchnorm"]  # what --rewrite auto chose for ONNX
+    assert by["onnxruntime"].speedup_vs["pytorch"] == pytest.approx(
+        by["pytorch"].latency_ms / by["onnxruntime"].latency_ms, rel=1e-3)
+    machine = doc.machines[by["pytorch"].machine]
+    assert machine["versions"]["onnxruntime"] and machine["logical_cpus"] >= 1
+    assert "starnet_s050" in md.read_text() and png.read_bytes()[:4] == b"\x89PNG"
+    assert len(list(csv.DictReader(io.StringIO(csv_path.read_text())))) == 3
+
+
+def test_runners_compute_the_same_logits_as_pytorch(tmp_path):
+    """What is timed is the model: each runner's output equals PyTorch's within 1e-4."""
+    from staredge.models import create
+
+    model = create("starnet_s050")
+    factory = RunnerFactory(model, tmp_path)
+    with torch.no_grad():
+        want = model(torch.from_numpy(factory.x)).numpy()
+    for spec in (BackendSpec("pytorch"), BackendSpec("onnx-plain"), BackendSpec("onnxruntime")):
+        runner = factory.build(spec, threads=1)
+        try:
+            got = runner.infer()
+        finally:
+            runner.close()
+        got = got.numpy() if isinstance(got, torch.Tensor) else np.asarray(got[0])
+        assert np.abs(got - want).max() < 1e-4, spec.label
