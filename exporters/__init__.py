@@ -1,1 +1,27 @@
-"""staredge.exporters"""
+"""staredge.exporters: PyTorch model → rewrite passes → artifact (+ metadata) → validation.
+
+``export(model_or_name, formats, out_dir, ...)`` is the one entry point; the rewrite passes
+(:func:`fuse_batchnorm`, :func:`pointwise_conv_to_linear`) are pure functions that can be
+used on their own. One module per format: ``onnx``, ``openvino``, ``tflite``, ``coreml``.
+"""
+
+from staredge.exporters.export import (
+    FORMATS,
+    ArtifactExistsError,
+    ArtifactResult,
+    ExportError,
+    ExportReport,
+    export,
+)
+from staredge.exporters.rewrite import fuse_batchnorm, pointwise_conv_to_linear
+
+__all__ = [
+    "FORMATS",
+    "ArtifactExistsError",
+    "ArtifactResult",
+    "ExportError",
+    "ExportReport",
+    "export",
+    "fuse_batchnorm",
+    "pointwise_conv_to_linear",
+]

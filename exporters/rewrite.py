@@ -286,83 +286,142 @@ def _merge_distillation_heads(model: nn.Module) -> list[tuple[Callable[[], None]
     flag = "distillation" if hasattr(model, "distillation") else ("dist" if hasattr(model, "dist") else None)
     old_flag = getattr(model, flag) if flag else None
 
+    old_names = getattr(model, "head_names", None)
+
     def do():
         model.head = merged
         setattr(model, dist[0], None)
+        if old_names is not None:
+            model.head_names = ("head",)
         if flag:
             setattr(model, flag, False)
 
     def undo():
         model.head = old_head
         setattr(model, dist[0], old_dist)
+        if old_names is not None:
+            model.head_names = old_names
         if flag:
             setattr(model, flag, old_flag)
 
     return [(do, undo)]
 
 
-def _layer_scale_folds(model: nn.Module) -> list[tuple[Callable[[], None], Callable[[], None]]]:
-    """Fold per-channel layer scales into the conv that produces the scaled branch.
+def _shallow_trace(block: nn.Module):
+    """``torch.fx`` trace of ``block`` treating every submodule as a leaf, or None."""
+    import torch.fx as fx
 
-    A block may declare ``layer_scale_targets()`` → ``[(scale_attr, conv_qualname), ...]``
-    naming, relative to the block, a layer-scale parameter/module whose input is exactly the
-    output of that conv. Folding multiplies the conv's weight and bias by the scale and sets
-    the scale to ones (or Identity). Undone by the caller if the output moves.
+    class _Shallow(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return True
+
+    try:
+        graph = _Shallow().trace(block)
+    except Exception:  # noqa: BLE001 - untraceable blocks keep their layer scales
+        return None
+    return fx.GraphModule(block, graph, class_name=type(block).__name__ + "Folded")
+
+
+def _branch_output_convs(model: nn.Module, branches: list[nn.Module], x: torch.Tensor) -> dict[int, str]:
+    """For each branch module, the name of the conv (inside it) whose output it returns."""
+    names = {id(m): n for n, m in model.named_modules()}
+    produced: dict[int, tuple[str, torch.Tensor]] = {}
+    found: dict[int, str] = {}
+    handles = []
+    for branch in branches:
+        for cname, conv in branch.named_modules():
+            if isinstance(conv, nn.Conv2d):
+                full = names[id(conv)]
+                handles.append(conv.register_forward_hook(lambda _m, _i, out, full=full: produced.__setitem__(id(out), (full, out))))
+
+        def on_branch(m, _i, out):
+            hit = produced.get(id(out))
+            if hit is not None and hit[1] is out:
+                found[id(m)] = hit[0]
+
+        handles.append(branch.register_forward_hook(on_branch))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _layer_scale_folds(model: nn.Module, x: torch.Tensor) -> list[tuple[Callable[[], None], Callable[[], None]]]:
+    """Fold ``scale * branch(x)`` layer scales into the conv that ends the branch.
+
+    Each block holding a per-channel parameter is traced shallowly (submodules as leaves);
+    a ``mul`` of that parameter with a submodule's output whose last op is a Conv2d is
+    removed from the graph and the conv's weight and bias are scaled instead. Exact up to
+    rounding; the caller verifies numerically and undoes on mismatch.
     """
-    changes = []
-    for block in model.modules():
-        targets = getattr(block, "layer_scale_targets", None)
-        if not callable(targets):
+    import torch.fx as fx
+
+    candidates = []  # (parent name, child name, block, traced, [(mul node, param, branch node)])
+    for qual, block in model.named_modules():
+        if not qual or type(block).__module__.startswith("torch."):
             continue
-        for scale_attr, conv_name in targets():
-            scale_obj = getattr(block, scale_attr, None)
-            conv = block.get_submodule(conv_name)
-            if not isinstance(conv, nn.Conv2d):
+        if not any(p.ndim in (1, 3) for p in block.parameters(recurse=False)):
+            continue
+        gm = _shallow_trace(block)
+        if gm is None:
+            continue
+        muls = []
+        for node in gm.graph.nodes:
+            if node.op != "call_function" or node.target not in (operator.mul, torch.mul) or len(node.args) != 2:
                 continue
-            if isinstance(scale_obj, nn.Parameter):
-                gamma = scale_obj.detach().reshape(-1)
-            elif isinstance(scale_obj, nn.Module) and hasattr(scale_obj, "gamma"):
-                gamma = scale_obj.gamma.detach().reshape(-1)
-            else:
+            a, b = node.args
+            if isinstance(b, fx.Node) and b.op == "get_attr":
+                a, b = b, a
+            if not (isinstance(a, fx.Node) and a.op == "get_attr" and isinstance(b, fx.Node) and b.op == "call_module"):
                 continue
-            if gamma.numel() != conv.out_channels:
+            param = getattr(block, a.target, None)
+            if isinstance(param, nn.Parameter) and len(b.users) == 1:
+                muls.append((node, a.target, b))
+        if muls:
+            candidates.append((qual, block, gm, muls))
+    if not candidates:
+        return []
+    branches = [blk.get_submodule(bnode.target) for _, blk, _, muls in candidates for _, _, bnode in muls]
+    ends = _branch_output_convs(model, branches, x)
+    changes = []
+    for qual, block, gm, muls in candidates:
+        new_convs: dict[str, nn.Module] = {}
+        for mul, pname, bnode in muls:
+            conv_name = ends.get(id(block.get_submodule(bnode.target)))
+            gamma = getattr(block, pname).detach().reshape(-1)
+            if conv_name is None:
                 continue
-            new_conv = copy.deepcopy(conv)
+            conv = model.get_submodule(conv_name)
+            if gamma.numel() != conv.out_channels or conv_name in new_convs:
+                continue
+            scaled = copy.deepcopy(conv)
             with torch.no_grad():
-                new_conv.weight.mul_(gamma.reshape(-1, 1, 1, 1))
-                if new_conv.bias is not None:
-                    new_conv.bias.mul_(gamma)
-            if isinstance(scale_obj, nn.Parameter):
-                new_scale = nn.Parameter(torch.ones_like(scale_obj), requires_grad=False)
-            else:
-                new_scale = nn.Identity()
-            changes.append(_swap_attrs(block, {scale_attr: new_scale}, {conv_name: new_conv}))
+                scaled.weight.mul_(gamma.reshape(-1, 1, 1, 1).to(scaled.weight.dtype))
+                if scaled.bias is not None:
+                    scaled.bias.mul_(gamma.to(scaled.bias.dtype))
+            new_convs[conv_name] = scaled
+            mul.replace_all_uses_with(bnode)
+            gm.graph.erase_node(mul)
+        if not new_convs:
+            continue
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+        for pname in {p for _, p, _ in muls}:  # drop scale parameters the graph no longer reads
+            if not any(n.op == "get_attr" and n.target == pname for n in gm.graph.nodes) and hasattr(gm, pname):
+                delattr(gm, pname)
+        changes.append(_swap(model, {**new_convs, qual: gm}))
     return changes
 
 
-def _swap_attrs(block: nn.Module, attrs: dict, modules: dict) -> tuple[Callable[[], None], Callable[[], None]]:
-    old_attrs = {k: getattr(block, k) for k in attrs}
-    old_mods = {k: block.get_submodule(k) for k in modules}
-
-    def do():
-        for k, v in attrs.items():
-            if isinstance(v, nn.Parameter) and k in block._parameters:
-                block._parameters[k] = v
-            else:
-                setattr(block, k, v)
-        for k, v in modules.items():
-            _set_submodule(block, k, v)
-
-    def undo():
-        for k, v in old_attrs.items():
-            if isinstance(v, nn.Parameter) and k in block._parameters:
-                block._parameters[k] = v
-            else:
-                setattr(block, k, v)
-        for k, v in old_mods.items():
-            _set_submodule(block, k, v)
-
-    return do, undo
+def _has_scale_params(model: nn.Module) -> bool:
+    """Whether a non-torch module holds a per-channel parameter directly (a layer scale)."""
+    return any(
+        not type(m).__module__.startswith("torch.") and any(p.ndim in (1, 3) for p in m.parameters(recurse=False))
+        for m in model.modules()
+    )
 
 
 def fuse_batchnorm(module: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
@@ -372,26 +431,44 @@ def fuse_batchnorm(module: nn.Module, example_input: torch.Tensor | None = None)
       ``ConvBN``, and anywhere else the BN reads exactly the conv's output (found with
       forward hooks on ``example_input``, each fold checked numerically).
     * A final ``norm`` BatchNorm2d before global pooling folded into the head(s).
-    * Two classifier heads (``head`` + ``dist_head``) merged into one Linear, and layer
-      scales folded where a block declares ``layer_scale_targets()``; both checked
-      numerically and undone if the family's forward does not allow them.
+    * Layer scales (``x + gamma * branch(x)`` where the branch ends in a conv) folded into
+      that conv, and two classifier heads (``head`` + ``dist_head``) merged into one
+      Linear; both checked numerically and undone if the family's forward does not allow
+      them.
 
     The input module is not modified. The result is in eval mode.
     """
     model = copy.deepcopy(module).eval()
     _fuse_in_sequentials(model)
-    if count_batchnorm(model) == 0 and not _heads(model):
-        return model
-    x = example_input if example_input is not None else _example_input(model)
+    if count_batchnorm(model) == 0 and len(_heads(model)) < 2 and not _has_scale_params(model):
+        return model  # nothing a forward pass could find
+    x = example_input if example_input is not None else _example_input(model, batch=1)
     reference = _run(model, x)
-    changes = []
-    for conv_name, bn_name in _conv_bn_candidates(model, x):
-        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        changes.append(_swap(model, {conv_name: fold_bn_into_conv(conv, bn), bn_name: nn.Identity()}))
-    _apply_verified(model, changes, x, reference)
-    _apply_verified(model, _layer_scale_folds(model), x, reference)
-    _apply_verified(model, _fold_final_norm(model), x, reference)
-    _apply_verified(model, _merge_distillation_heads(model), x, reference)
+    # Fast path: apply every fold, verify once. Each later step needs the earlier folds in
+    # place (a layer scale's branch ends in a conv only once its BN is gone).
+    groups: list[list[tuple[Callable[[], None], Callable[[], None]]]] = []
+    steps = [
+        lambda: [
+            _swap(model, {c: fold_bn_into_conv(model.get_submodule(c), model.get_submodule(b)), b: nn.Identity()})
+            for c, b in _conv_bn_candidates(model, x)
+        ],
+        lambda: _layer_scale_folds(model, x),
+        lambda: _fold_final_norm(model),
+        lambda: _merge_distillation_heads(model),
+    ]
+    for step in steps:
+        changes = step()
+        for do, _ in changes:
+            do()
+        groups.append(changes)
+    if _close(_run(model, x), reference):
+        return model
+    # Slow path: undo everything and keep only the folds that verify one group at a time.
+    for changes in reversed(groups):
+        for _, undo in reversed(changes):
+            undo()
+    for step in steps:
+        _apply_verified(model, step(), x, reference)
     return model
 
 

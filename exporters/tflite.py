@@ -49,12 +49,12 @@ def export_tflite(
     try:
         with torch.no_grad():
             edge_model = litert_torch.convert(model.eval(), (example_input,))
+        flatbuffer = edge_model.model_content()
     finally:
         if previous is None:
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
-    flatbuffer = edge_model.model_content()
     data = add_metadata(bytes(flatbuffer), METADATA_KEY, metadata.to_json().encode("utf-8"), fp16=precision == "fp16")
     path = Path(path)
     path.write_bytes(data)
