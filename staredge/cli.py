@@ -16,7 +16,7 @@ from staredge._version import __version__
 from staredge.errors import StarEdgeError
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("staredge.commands.models", "staredge.commands.generate", "staredge.commands.genome", "staredge.commands.bench",
+COMMAND_MODULES = ("staredge.commands.models", "staredge.commands.export", "staredge.commands.generate", "staredge.commands.genome", "staredge.commands.bench",
                    "staredge.commands.classify", "staredge.commands.demo")
 
 
