@@ -1,0 +1,112 @@
+"""``staredge export``: a model (registry name or checkpoint) → validated edge artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand."""
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX / OpenVINO / TFLite / CoreML and validate each artifact against PyTorch",
+        description=(
+            "Export a model to edge formats with its metadata inside each artifact, then compare every "
+            "artifact with the PyTorch model on real photos and random inputs. Exits 1 if any artifact "
+            "fails validation or conversion."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="registry name (see `staredge models`) or a checkpoint file")
+    p.add_argument("--format", default="onnx", help="comma-separated: onnx,openvino,tflite,coreml, or 'all' (default: onnx)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="artifact precision (default: fp32)")
+    p.add_argument(
+        "--rewrite", default="auto",
+        help="'auto' (fuse BN always; pointwise conv→Linear where measured to help), 'none', "
+        "or a list: fuse_batchnorm,pointwise_conv_to_linear",
+    )
+    p.add_argument("--out", default="exports", help="output folder (default: ./exports)")
+    p.add_argument("--force", action="store_true", help="replace artifacts that already exist")
+    p.add_argument("--checkpoint", help="weights to load into the registry model")
+    p.add_argument("--model", dest="model_name", help="architecture of a checkpoint given as MODEL_OR_CHECKPOINT")
+    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis where the format allows it (ONNX, OpenVINO)")
+    p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
+    p.add_argument("--report", help="write the JSON report here")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, show progress and a summary table; 0 if every artifact passed, else 1."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from staredge.exporters import export
+    from staredge.exporters.export import parse_formats
+
+    formats = parse_formats(args.format)
+    console = Console(stderr=True)
+    stages = ("rewrite", "export", "validate", "done")
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("preparing", total=len(formats) * len(stages))
+
+        def progress(fmt: str, stage: str) -> None:
+            bar.update(task, description=f"{fmt}: {stage}", advance=1)
+
+        report = export(
+            args.model, formats, args.out, precision=args.precision, rewrite=args.rewrite, force=args.force,
+            checkpoint=args.checkpoint, validate=not args.no_validate, dynamic_batch=args.dynamic_batch,
+            model_name=args.model_name, progress=progress,
+        )
+    if args.report:
+        report.write_json(args.report)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        Console().print(summary_table(report))
+        for a in report.artifacts:
+            if a.error:
+                console.print(f"[red]{a.format}: {a.error}[/red]")
+    return 0 if report.passed else 1
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def summary_table(report: Any):
+    """A rich table: format, file, size, export time, max |Δ|, rel. error, cosine, top-1, pass/fail."""
+    from rich.table import Table
+
+    from staredge.exporters.validate import TOLERANCES
+
+    tol = ", ".join(f"{k} ≤ {v:g}" if k != "top1_agreement" else f"top-1 = {v:.0%}" for k, v in TOLERANCES[report.precision].items())
+    table = Table(
+        title=f"staredge export: {report.model} ({report.precision})",
+        caption=f"vs. PyTorch on scikit-image photos + random inputs; pass: {tol}",
+        caption_justify="left",
+    )
+    for col, just in [
+        ("format", "left"), ("file", "left"), ("size", "right"), ("export", "right"), ("max |Δ|", "right"),
+        ("rel. err", "right"), ("cosine", "right"), ("top-1", "right"), ("result", "left"),
+    ]:
+        table.add_column(col, justify=just)
+    for a in report.artifacts:
+        if a.error and a.path is None:
+            table.add_row(a.format, "—", "—", f"{a.export_s:.1f} s", "—", "—", "—", "—", "[red]FAILED (conversion)[/red]")
+            continue
+        fig = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+        result = "[yellow]not validated[/yellow]" if a.passed is None else ("[green]pass[/green]" if a.passed else "[red]FAIL[/red]")
+        table.add_row(
+            a.format, a.path or "—", _size(a.size_bytes), f"{a.export_s:.1f} s", fig(a.max_abs_diff, ".2e"),
+            fig(a.rel_error, ".2e"), fig(a.cosine, ".6f"), fig(a.top1_agreement, ".0%"), result,
+        )
+    return table
