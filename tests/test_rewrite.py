@@ -1,0 +1,208 @@
+"""Rewrite passes: numerics against the original module and the structure they promise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from staredge.errors import ConfigError
+from staredge.exporters.rewrite import (
+    POINTWISE_LINEAR_HELPS,
+    PointwiseLinear,
+    apply_passes,
+    count_batchnorm,
+    count_pointwise_convs,
+    fuse_batchnorm,
+    pointwise_conv_to_linear,
+    resolve_passes,
+)
+from staredge.models import create, list_models
+
+ATOL = 1e-5
+
+SMALL = ["starnet_s050", "starnet_s1", "efficientformerv2_s0"]
+LARGE = [n for n in list_models("starnet") + list_models("efficientformer_v2") if n not in SMALL]
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BN statistics, layer scales and heads values that make a wrong fold visible.
+
+    Fresh models have BN mean 0 / var 1 / weight 1 / bias 0 (folding is then nearly a no-op)
+    and tiny heads; here every BN is a real affine map and logits are O(1).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                c = mod.num_features
+                mod.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
+                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                mod.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
+        for name, p in model.named_parameters():
+            if "layer_scale" in name:
+                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
+            if name.split(".")[0] in ("head", "dist_head") and name.endswith("weight"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return model.eval()
+
+
+def image_model(name: str) -> tuple[nn.Module, torch.Tensor]:
+    model = randomize(create(name))
+    _, h, w = model.pretrained_cfg.input_size
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
+    return model, x
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def check_fuse(name: str) -> None:
+    model, x = image_model(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = outputs(model, x)
+    assert ref.abs().max() > 0.5, "logits too small for the comparison to mean anything"
+    fused = fuse_batchnorm(model)
+    assert count_batchnorm(model) > 0 and count_batchnorm(fused) == 0
+    torch.testing.assert_close(outputs(fused, x), ref, atol=ATOL, rtol=0)
+    # pure: the input module is untouched
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def check_pointwise(name: str) -> None:
+    model, x = image_model(name)
+    ref = outputs(model, x)
+    fused = fuse_batchnorm(model)
+    assert count_pointwise_convs(fused) > 0
+    linear = pointwise_conv_to_linear(fused)
+    assert count_pointwise_convs(linear) == 0
+    assert count_pointwise_convs(fused) > 0, "the pass modified its input"
+    torch.testing.assert_close(outputs(linear, x), ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_fuse_batchnorm_small(name):
+    check_fuse(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LARGE)
+def test_fuse_batchnorm_large(name):
+    check_fuse(name)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_pointwise_conv_to_linear_small(name):
+    check_pointwise(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LARGE)
+def test_pointwise_conv_to_linear_large(name):
+    check_pointwise(name)
+
+
+def test_starnet_final_norm_folded_into_head_and_depthwise_fused():
+    model, x = image_model("starnet_s050")
+    fused = fuse_batchnorm(model)
+    assert isinstance(fused.norm, nn.Identity)
+    block = fused.stages[0][1]
+    assert not hasattr(block.dwconv, "bn") and block.dwconv.conv.groups == block.dwconv.conv.in_channels
+    assert not torch.equal(fused.head.weight, model.head.weight)  # the BN scale went into the head
+
+
+def test_starnet_pointwise_run_stays_channels_last():
+    """f1, f2, act, star and g of a block sit between exactly one pair of permutes."""
+    model, x = image_model("starnet_s050")
+    out = pointwise_conv_to_linear(fuse_batchnorm(model))
+    stage = out.stages[0]
+    assert isinstance(stage, torch.fx.GraphModule)
+    blocks = len(model.stages[0]) - 1
+    permutes = [n for n in stage.graph.nodes if n.op == "call_method" and n.target == "permute"]
+    assert len(permutes) == 2 * blocks
+    linears = [n for n in stage.graph.nodes if n.op == "call_module" and isinstance(stage.get_submodule(n.target), nn.Linear)]
+    assert len(linears) == 3 * blocks
+    torch.testing.assert_close(outputs(out, x), outputs(model, x), atol=ATOL, rtol=0)
+
+
+def test_efficientformerv2_heads_merged_and_layer_scales_folded():
+    model, x = image_model("efficientformerv2_s0")
+    fused = fuse_batchnorm(model)
+    assert fused.dist_head is None and isinstance(fused.head, nn.Linear)
+    assert not [n for n, _ in fused.named_parameters() if "layer_scale" in n]
+    assert [n for n, _ in model.named_parameters() if "layer_scale" in n]
+    torch.testing.assert_close(outputs(fused, x), outputs(model, x), atol=ATOL, rtol=0)
+
+
+class SiblingConvBN(nn.Module):
+    """Conv and BN as siblings (not a Sequential), plus a conv whose output is reused."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.shared = nn.Conv2d(8, 8, 1)
+        self.bn_shared = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        y = self.shared(x)
+        return self.bn_shared(y) + y  # folding bn_shared into `shared` would change `+ y`
+
+
+def test_generic_conv_bn_fused_but_not_when_conv_output_is_reused():
+    model = randomize(SiblingConvBN())
+    x = torch.randn(2, 3, 16, 16)
+    fused = fuse_batchnorm(model, example_input=x)
+    assert isinstance(fused.bn, nn.Identity) and fused.conv.bias is not None
+    assert isinstance(fused.bn_shared, nn.BatchNorm2d)  # undone by the numeric check
+    torch.testing.assert_close(outputs(fused, x), outputs(model, x), atol=ATOL, rtol=0)
+
+
+def test_pointwise_only_rewrites_true_pointwise_convs():
+    model = nn.Sequential(
+        nn.Conv2d(4, 8, 1),              # rewritten
+        nn.Conv2d(8, 8, 1, stride=2),    # strided: kept
+        nn.Conv2d(8, 8, 1, groups=2),    # grouped: kept
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 1, bias=False),  # rewritten
+    ).eval()
+    x = torch.randn(2, 4, 8, 8)
+    out = pointwise_conv_to_linear(model)
+    convs = [m for m in out.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and {c.stride for c in convs} == {(2, 2), (1, 1)}
+    assert sum(isinstance(m, nn.Linear) for m in out.modules()) == 2
+    torch.testing.assert_close(outputs(out, x), outputs(model, x), atol=ATOL, rtol=0)
+
+
+def test_pointwise_root_conv_becomes_pointwise_linear():
+    conv = nn.Conv2d(6, 5, 1)
+    out = pointwise_conv_to_linear(conv)
+    assert isinstance(out, PointwiseLinear)
+    x = torch.randn(1, 6, 4, 4)
+    torch.testing.assert_close(out(x), conv(x), atol=ATOL, rtol=0)
+
+
+def test_demonet_passes_keep_numerics():
+    model = create("demonet_w96")
+    x = torch.randn(2, 3, 224, 224)
+    out = apply_passes(model, ["fuse_batchnorm", "pointwise_conv_to_linear"])
+    assert out is not model
+    torch.testing.assert_close(outputs(out, x), outputs(model, x), atol=ATOL, rtol=0)
+
+
+def test_resolve_passes():
+    assert resolve_passes("none", "onnx") == []
+    assert resolve_passes(None, "onnx") == []
+    for fmt in ("onnx", "openvino", "tflite", "coreml"):
+        auto = resolve_passes("auto", fmt)
+        assert auto[0] == "fuse_batchnorm"
+        assert ("pointwise_conv_to_linear" in auto) == POINTWISE_LINEAR_HELPS[fmt]
+    assert resolve_passes("pointwise_conv_to_linear,fuse_batchnorm", "onnx") == ["pointwise_conv_to_linear", "fuse_batchnorm"]
+    assert resolve_passes(["fuse_batchnorm"], "tflite") == ["fuse_batchnorm"]
+    with pytest.raises(ConfigError, match="unknown rewrite pass"):
+        resolve_passes("fuse_bn", "onnx")
