@@ -133,7 +133,14 @@ class CoreMLBackend(Backend):
         return False
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
-        out = self.engine.predict({self.metadata.input_name: x})
+        feed: Any = x
+        if self.engine_name == "coreml" and self.metadata.pixels_in_model:  # pragma: no cover - macOS only
+            # an image input takes a PIL image; x holds its 0..255 pixels (Predictor.preprocess)
+            from PIL import Image
+
+            hwc = np.clip(np.rint(x[0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+            feed = Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc)
+        out = self.engine.predict({self.metadata.input_name: feed})
         names = [n for n in self.metadata.output_names if n in out] or list(out)
         return [np.asarray(out[n], dtype=np.float32) for n in names]
 

@@ -149,7 +149,8 @@ class PyTorchBackend(Backend):
             if meta and meta.labels and "num_classes" not in kwargs:
                 kwargs["num_classes"] = len(meta.labels)
             try:
-                module = create(name, checkpoint=str(self.path), **kwargs)
+                # drop_head=False: a checkpoint that describes itself has the head its labels say
+                module = create(name, checkpoint=str(self.path), drop_head=False, **kwargs)
             except CheckpointError as exc:
                 raise ArtifactError(f"cannot load checkpoint {self.path}: {exc}") from exc
         if meta is None:

@@ -52,7 +52,7 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    #: When True the artifact normalises itself: we hand it [0, 1] floats, not normalised ones.
+    #: When True the artifact scales and normalises itself: it gets float32 pixels in 0..255.
     pixels_in_model: bool = False
 
     def __post_init__(self) -> None:
@@ -255,7 +255,10 @@ def center_crop(arr: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def preprocess(img: Any, config: PreprocessConfig, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """One image (path, bytes, PIL image or HWC uint8 array) → float32 array (C, H, W)."""
+    """One image (path, bytes, PIL image or HWC uint8 array) → float32 array (C, H, W).
+
+    Normalised floats, or raw 0..255 pixel values when ``config.pixels_in_model``.
+    """
     c, h, w = config.input_size
     pil = to_channels(open_image(img, max_pixels), c)
     pil = resize_shorter(pil, config.resize_size, config.interpolation)
@@ -263,12 +266,15 @@ def preprocess(img: Any, config: PreprocessConfig, max_pixels: int | None = DEFA
     if arr.ndim == 2:
         arr = arr[:, :, None]
     arr = center_crop(arr, h, w)
+    x = arr.transpose(2, 0, 1).astype(np.float32)
+    if config.pixels_in_model:
+        # the artifact scales and normalises itself (e.g. a CoreML image input): raw 0..255
+        return np.ascontiguousarray(x)
     # Same operation order and dtype as ToTensor + Normalize, so results agree to ~1 ulp.
-    x = arr.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-    if not config.pixels_in_model:
-        mean = np.asarray(config.mean, dtype=np.float32).reshape(-1, 1, 1)
-        std = np.asarray(config.std, dtype=np.float32).reshape(-1, 1, 1)
-        x = (x - mean) / std
+    x = x / np.float32(255.0)
+    mean = np.asarray(config.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(config.std, dtype=np.float32).reshape(-1, 1, 1)
+    x = (x - mean) / std
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
