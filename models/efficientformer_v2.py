@@ -61,6 +61,11 @@ class _AttentionBiasMixin:
     on ``train(False)``, after ``load_state_dict``, by :meth:`refresh_attention_bias_cache`,
     and whenever the parameter's version counter shows an in-place change: loading weights
     after ``.eval()`` (the pitfall of the official code) gives the right output.
+
+    Under ``torch.jit.trace`` (ONNX export) and ``torch.fx`` tracing the staleness check
+    still runs on the real tensors; under ``torch.export``/``torch.compile`` (fake tensors)
+    the cache is trusted, so call :meth:`refresh_attention_bias_cache` (or the model's
+    ``after_load()``) after editing ``attention_biases`` in place by hand and before export.
     """
 
     attention_biases: nn.Parameter
@@ -79,14 +84,18 @@ class _AttentionBiasMixin:
         self.register_load_state_dict_post_hook(_refresh_after_load)
         self.refresh_attention_bias_cache()
 
+    # The dict lookups below (instead of attribute access) reach the real tensors even while
+    # torch.fx traces, which otherwise hands out proxies for parameters and buffers.
     def _current_cache_key(self) -> tuple:
-        p = self.attention_biases
-        return (p._version, p.data_ptr(), p.device, p.dtype, self.attention_bias_idxs.data_ptr())
+        p = self._parameters["attention_biases"]
+        idxs = self._buffers["attention_bias_idxs"]
+        return (p._version, p.data_ptr(), p.device, p.dtype, idxs._version, idxs.data_ptr())
 
     @torch.no_grad()
     def refresh_attention_bias_cache(self) -> None:
         """Recompute the dense (heads, Nq, Nk) bias tensor from the current parameters."""
-        self.attention_bias_cache = self.attention_biases[:, self.attention_bias_idxs].detach().clone()
+        p = self._parameters["attention_biases"]
+        self._buffers["attention_bias_cache"] = p[:, self._buffers["attention_bias_idxs"]].detach().clone()
         self._cache_key = self._current_cache_key()
 
     def train(self, mode: bool = True):  # noqa: D102 - nn.Module.train, plus the cache refresh
@@ -99,10 +108,22 @@ class _AttentionBiasMixin:
         """The (heads, Nq, Nk) additive attention bias for the current mode."""
         if self.training:
             return self.attention_biases[:, self.attention_bias_idxs]
-        exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if not exporting and self._cache_key != self._current_cache_key():
+        if torch.compiler.is_compiling():
+            return self.attention_bias_cache  # fake tensors: no version or storage to compare
+        if self._cache_key != self._current_cache_key():
+            if torch.jit.is_tracing():
+                # A refresh here would be recorded anyway: gather in the graph (still correct;
+                # ONNX constant folding turns it into a constant).
+                return self.attention_biases[:, self.attention_bias_idxs]
             self.refresh_attention_bias_cache()
         return self.attention_bias_cache
+
+
+def _exporting() -> bool:
+    """Whether a tracer or compiler is recording the forward pass (Python-side input checks
+    would either fail on symbolic values or be baked into the graph)."""
+    fx_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", lambda: False)
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or fx_tracing()
 
 
 def _refresh_after_load(module: _AttentionBiasMixin, _incompatible_keys: object) -> None:
@@ -447,7 +468,7 @@ class EfficientFormerV2(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised feature map after the last stage, (B, C, H/32, W/32)."""
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        if not _exporting():
             if x.ndim != 4 or tuple(x.shape[-2:]) != (self.img_size, self.img_size):
                 raise ConfigError(
                     f"this EfficientFormerV2 was built for {self.img_size}x{self.img_size} inputs, got "

@@ -369,8 +369,11 @@ def test_loading_after_eval_refreshes_the_bias_cache(s0_reference):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
-def test_eval_uses_precomputed_biases_in_traced_graph(s0_reference):
-    """In eval the gathered bias is a constant, so an exported graph has no index op."""
+def test_eval_uses_precomputed_biases_in_traced_graphs(s0_reference):
+    """In eval the gathered bias is a constant, so an exported graph has no index op; a bias
+    edited in place right before tracing is still traced correctly (jit and fx)."""
+    import torch.fx as fx
+
     model, x, y = s0_reference
     with torch.no_grad():
         traced = torch.jit.trace(model, x[:1], check_trace=False)
@@ -378,6 +381,18 @@ def test_eval_uses_precomputed_biases_in_traced_graph(s0_reference):
     ops = {n.kind() for n in traced.inlined_graph.nodes()}
     assert "aten::index" not in ops
     assert "aten::matmul" in ops or "aten::bmm" in ops
+
+    edited = create(S0)
+    edited.load_state_dict(model.state_dict())
+    attn = edited.network[5].attn
+    with torch.no_grad():
+        attn.attention_biases.mul_(-3.0)  # in place, in eval, no forward pass in between
+        jit_graph = torch.jit.trace(edited, x[:1], check_trace=False)
+        fx_graph = fx.symbolic_trace(edited)
+        expected = edited(x[:1])
+        assert (expected - y[:1]).abs().max() > 1e-4
+        torch.testing.assert_close(jit_graph(x[:1]), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(fx_graph(x[:1]), expected, rtol=0, atol=1e-6)
 
 
 def test_training_mode_outputs(s0_reference):
