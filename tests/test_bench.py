@@ -222,6 +222,35 @@ def test_ios_protocol_reports_the_last_of_three_runs(tmp_path):
     assert r.latency_ms == pytest.approx(3.0) and r.reported_run == 2
 
 
+def test_interleaved_runs_alternate_backends_round_robin(tmp_path):
+    clock = FakeClock()
+    order = []
+
+    class LoggingFactory:
+        def __init__(self, model, workdir, default_rewrite="auto", **_):
+            pass
+
+        def build(self, spec, threads):
+            ms = {"pytorch": 10.0, "onnx-plain": 4.0}[spec.label]
+
+            def infer() -> None:
+                order.append(spec.label)
+                clock.now += int(ms * NS)
+
+            return Runner(infer=infer, threads=threads)
+
+    protocol = get_protocol("paper-cpu", warmup=0, iters=2, repeats=3, reduce="mean")
+    doc = run_bench(["starnet_s050"], [BackendSpec("pytorch"), BackendSpec("onnx-plain")], [protocol],
+                    show_progress=False, workdir=str(tmp_path), factory_class=LoggingFactory, clock=clock,
+                    interleave=True)
+    # each run is 1 cold + 2 timed calls; runs alternate between the backends
+    runs_order = order[::3]
+    assert runs_order == ["pytorch", "onnx-plain"] * 3
+    by = {r.backend: r for r in doc.results}
+    assert len(by["pytorch"].runs) == 3 and by["pytorch"].latency_ms == pytest.approx(10.0)
+    assert by["onnx-plain"].speedup_vs["pytorch"] == pytest.approx(2.5)
+
+
 # ----------------------------------------------------------------------------- backends and GPU selection
 
 

@@ -253,6 +253,7 @@ class RunnerFactory:
         self._torch_cuda = torch_cuda
         self._providers = providers
         self._artifacts: dict[tuple, Any] = {}
+        self._fingerprint: str | None = None
         cfg = getattr(model, "pretrained_cfg", None)
         self.input_size = tuple(cfg.input_size) if cfg is not None else (3, 224, 224)
         self.x = fixed_input(self.input_size)
@@ -348,7 +349,13 @@ class RunnerFactory:
         if key not in self._artifacts:
             import torch
 
-            path = self.workdir / "plain.onnx"
+            out_dir = self.workdir / "onnx-plain"
+            cached = self._cached(out_dir)
+            if cached is not None:
+                self._artifacts[key] = cached[0]
+                return cached[0]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / "plain.onnx"
             tmp = path.with_suffix(".onnx.tmp")
             # dynamo=False: torch 2.13's default (dynamo) exporter needs onnxscript, which a
             # plain install lacks; the TorchScript exporter is what such a user ends up with.
@@ -359,8 +366,48 @@ class RunnerFactory:
                     input_names=["input"], output_names=["logits"],
                 )
             os.replace(tmp, path)
+            self._remember(out_dir, path, [])
             self._artifacts[key] = path
         return self._artifacts[key]
+
+    # An artifact directory holds a marker naming the artifact and the weights it was made
+    # from, so a later run with the same --workdir reuses it instead of exporting again
+    # (exports can take longer than the timing itself).
+    _MARKER = ".staredge-bench-artifact.json"
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the model's class and state_dict bytes: which weights an artifact holds."""
+        if self._fingerprint is None:
+            import hashlib
+
+            h = hashlib.sha256(type(self.model).__qualname__.encode())
+            for name, tensor in self.model.state_dict().items():
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def _cached(self, out_dir: Path) -> tuple[Path, list[str]] | None:
+        import json
+
+        marker = out_dir / self._MARKER
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        path = out_dir / data.get("artifact", "")
+        if data.get("fingerprint") != self.fingerprint or not data.get("artifact") or not path.exists():
+            return None
+        return path, list(data.get("rewrites", []))
+
+    def _remember(self, out_dir: Path, path: Path, rewrites: list[str]) -> None:
+        import json
+
+        from staredge.bench.results import atomic_write_text
+
+        record = {"artifact": str(Path(path).relative_to(out_dir)), "rewrites": rewrites, "fingerprint": self.fingerprint}
+        atomic_write_text(out_dir / self._MARKER, json.dumps(record))
 
     def _ort_runner(self, session: Any, spec: BackendSpec, path: Path, rewrites: list[str], ort: Any) -> Runner:
         in_effect = session.get_session_options().intra_op_num_threads or None
@@ -414,21 +461,30 @@ class RunnerFactory:
         return self._ort_runner(session, spec, path, rewrites, ort)
 
     def _export(self, spec: BackendSpec) -> tuple[Path, list[str]]:
+        from staredge.exporters.rewrite import resolve_passes
+
         rewrite = self.default_rewrite if spec.rewrites is None else (",".join(spec.rewrites) or "none")
         fmt = EXPORTED_RUNTIMES[spec.runtime]
-        key = (fmt, rewrite)
+        passes = resolve_passes(_rewrite_arg(rewrite), fmt)  # what "auto" means for this format today
+        key = (fmt, tuple(passes))
         if key not in self._artifacts:
             from staredge.exporters import export
 
-            out_dir = self.workdir / f"{fmt}-{rewrite.replace(',', '+')}"
+            out_dir = self.workdir / f"{fmt}-{'+'.join(passes) or 'none'}"
+            cached = self._cached(out_dir)
+            if cached is not None:
+                self._artifacts[key] = cached
+                return cached
             report = export(
-                self.model, [fmt], str(out_dir), precision="fp32", rewrite=_rewrite_arg(rewrite),
+                self.model, [fmt], str(out_dir), precision="fp32", rewrite=list(passes),
                 force=True, validate=False,
             )
             artifact = report.artifacts[0]
             if artifact.error or not artifact.path:
                 raise BenchExportError(f"exporting to {fmt} failed: {artifact.error}")
-            self._artifacts[key] = (Path(artifact.path), list(artifact.rewrites or []))
+            path = Path(artifact.path)
+            self._remember(out_dir, path, list(artifact.rewrites or passes))
+            self._artifacts[key] = (path, list(artifact.rewrites or passes))
         return self._artifacts[key]
 
 

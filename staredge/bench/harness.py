@@ -40,8 +40,13 @@ def reported_latency(runs: Sequence[RunStats], protocol: Protocol) -> tuple[floa
 
 def build_model(name: str, variant: str = "star") -> Any:
     """The registered model ``name``; ``variant="sum"`` replaces every star with a sum (StarNet only)."""
+    import torch
+
     from staredge.models import create, get_entry
 
+    # Seeded: random-init weights are the same in every process, so cached artifacts
+    # (--workdir) and fresh baselines hold the same model.
+    torch.manual_seed(0)
     if variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if variant == "sum":
@@ -156,6 +161,7 @@ def run_bench(
     factory_options: dict[str, Any] | None = None,
     factory_class: Callable[..., Any] | None = None,
     clock: Callable[[], int] | None = None,
+    interleave: bool = False,
     doc: BenchDocument | None = None,
 ) -> BenchDocument:
     """Time every ``models`` × ``variants`` × ``protocols`` × ``backends`` combination.
@@ -164,7 +170,9 @@ def run_bench(
     temporary directory by default) and reused across protocols. Returns the document;
     ``doc.complete`` is False when Ctrl-C stopped the loop (the results so far are kept).
     ``factory_class`` (default :class:`RunnerFactory`), ``factory_options`` and ``clock``
-    let tests substitute runners and time.
+    let tests substitute runners and time. ``interleave=True`` builds every backend of a
+    model first and then times them round-robin, one run each per repeat, so that load
+    drifting on a shared machine hits all backends alike (use it with ``repeats > 1``).
     """
     from staredge.profiler import profile
     from staredge._version import __version__
@@ -191,15 +199,34 @@ def run_bench(
                     )
                     for protocol, pid in zip(protocols, protocol_ids):
                         factory.default_rewrite = protocol.rewrite
-                        for spec in backends:
-                            result = BenchResult(
+
+                        def new_result(spec: BackendSpec) -> BenchResult:
+                            return BenchResult(
                                 model=model_name, variant=variant, backend=spec.label, runtime=spec.runtime,
                                 device=spec.device, baseline=spec.baseline, machine=machine_id, protocol=pid,
                                 threads_requested=protocol.threads, params_m=round(prof.params_m, 4),
                                 macs_m=round(prof.macs_m, 2),
                             )
-                            label = f"{model_name}{'' if variant == 'star' else ' (sum)'} · {spec.label} · {pid}"
-                            advance = bar.start(label, protocol.repeats * protocol.iters)
+
+                        def record(result: BenchResult) -> None:
+                            nonlocal done
+                            doc.results.append(result)
+                            compute_speedups(doc.results)
+                            done += 1
+                            bar.finish()
+                            if checkpoint is not None:
+                                checkpoint(doc)
+
+                        tag = f"{model_name}{'' if variant == 'star' else ' (sum)'}"
+                        if interleave:
+                            _run_interleaved(
+                                factory, list(backends), protocol, new_result, record, bar, tag,
+                                keep_samples=keep_samples, clock=clock,
+                            )
+                            continue
+                        for spec in backends:
+                            result = new_result(spec)
+                            advance = bar.start(f"{tag} · {spec.label} · {pid}", protocol.repeats * protocol.iters)
                             try:
                                 runs, runner = measure_backend(
                                     factory, spec, protocol, keep_samples=keep_samples, on_progress=advance,
@@ -212,18 +239,9 @@ def run_bench(
                                     result.status = "interrupted"
                                     doc.results.append(result)
                                 raise
-                            except (BackendUnavailable, DeviceUnavailableError) as exc:
-                                result.status, result.error = "unavailable", str(exc)
-                            except StarEdgeError as exc:
-                                result.status, result.error = "error", str(exc)
                             except Exception as exc:  # a runtime failing must not lose the other results
-                                result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
-                            doc.results.append(result)
-                            compute_speedups(doc.results)
-                            done += 1
-                            bar.finish()
-                            if checkpoint is not None:
-                                checkpoint(doc)
+                                _fail(result, exc)
+                            record(result)
     except KeyboardInterrupt:
         doc.complete = False
         doc.notes.append(f"interrupted by the user after {done} of {total} measurements; results so far kept")
@@ -231,6 +249,75 @@ def run_bench(
         if checkpoint is not None:
             checkpoint(doc)
     return doc
+
+
+def _fail(result: BenchResult, exc: BaseException) -> None:
+    """Record why a backend produced no timing."""
+    if isinstance(exc, (BackendUnavailable, DeviceUnavailableError)):
+        result.status, result.error = "unavailable", str(exc)
+    elif isinstance(exc, StarEdgeError):
+        result.status, result.error = "error", str(exc)
+    else:
+        result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+
+
+def _run_interleaved(
+    factory: Any,
+    specs: list[BackendSpec],
+    protocol: Protocol,
+    new_result: Callable[[BackendSpec], BenchResult],
+    record: Callable[[BenchResult], None],
+    bar: "_Progress",
+    tag: str,
+    *,
+    keep_samples: bool,
+    clock: Callable[[], int] | None,
+) -> None:
+    """Time ``specs`` round-robin: repeat r runs every backend once before repeat r+1."""
+    timing = {} if clock is None else {"clock": clock, "cpu_clock": None}
+    results = {spec: new_result(spec) for spec in specs}
+    runners: dict[BackendSpec, Any] = {}
+    runs: dict[BackendSpec, list[RunStats]] = {spec: [] for spec in specs}
+    for spec in specs:
+        try:
+            runners[spec] = factory.build(spec, protocol.threads)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            _fail(results[spec], exc)
+    try:
+        for index in range(protocol.repeats):
+            for spec, runner in list(runners.items()):
+                advance = bar.start(f"{tag} · {spec.label} · round {index + 1}/{protocol.repeats}", protocol.iters)
+                try:
+                    if index and protocol.recreate_per_run:
+                        runner.close()
+                        runner = runners[spec] = factory.build(spec, protocol.threads)
+                    runs[spec].append(
+                        time_run(
+                            runner.infer, protocol.warmup, protocol.iters, sync=runner.sync, trim=protocol.trim,
+                            keep_samples=keep_samples, on_progress=advance, **timing,
+                        )
+                    )
+                except KeyboardInterrupt as stop:
+                    if isinstance(stop, RunInterrupted) and stop.stats is not None:
+                        runs[spec].append(stop.stats)
+                    for s, result in results.items():
+                        if runs[s]:
+                            _fill(result, runs[s], runners.get(s), protocol)
+                            result.status = "interrupted"
+                            record(result)
+                    raise
+                except Exception as exc:
+                    _fail(results[spec], exc)
+                    runners.pop(spec).close()
+    finally:
+        for runner in runners.values():
+            runner.close()
+    for spec, result in results.items():
+        if runs[spec] and result.error is None:
+            _fill(result, runs[spec], runners.get(spec), protocol)
+        record(result)
 
 
 def _fill(result: BenchResult, runs: list[RunStats], runner: Any, protocol: Protocol) -> None:

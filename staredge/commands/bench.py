@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, help="untimed inferences before each run (overrides the preset)")
     p.add_argument("--iters", type=int, help="timed inferences per run (overrides the preset)")
     p.add_argument("--repeats", type=int, help="runs per backend (overrides the preset)")
+    p.add_argument("--statistic", choices=["mean", "median", "p90", "p99", "min", "trimmed_mean"],
+                   help="per-run statistic reported (overrides the preset)")
+    p.add_argument("--reduce", choices=["last", "mean"], help="report the last run or the mean over runs (overrides the preset)")
+    p.add_argument("--interleave", action="store_true",
+                   help="time backends round-robin, one run each per repeat (fairer on a shared machine; use --repeats > 1)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="device for 'all' and the protocol (overrides the preset)")
     p.add_argument("--rewrite", help="rewrites for exported artifacts: auto, none, or a comma list of passes")
     p.add_argument("--compare-rewrites", action="store_true",
@@ -78,7 +83,7 @@ def build_protocols(args: argparse.Namespace) -> list:
         protocols.append(
             get_protocol(
                 args.protocol, threads=threads, warmup=args.warmup, iters=args.iters, repeats=args.repeats,
-                device=args.device, rewrite=args.rewrite,
+                device=args.device, rewrite=args.rewrite, statistic=args.statistic, reduce=args.reduce,
             )
         )
     return protocols
@@ -150,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
     doc = run_bench(
         args.models, specs, protocols, variants=variants, workdir=args.workdir, keep_samples=args.keep_samples,
-        show_progress=not args.no_progress, console=console, checkpoint=checkpoint,
+        show_progress=not args.no_progress, console=console, checkpoint=checkpoint, interleave=args.interleave,
     )
     if args.out:
         save(doc, args.out, force=True)
