@@ -11,12 +11,15 @@ feature group, feature-group strategy[, residual group])``. Written forms accept
 - dotted segments for values above 9: ``"10.1.1.1.1"``;
 - lists: ``[[1, 1, 1, 1, 1], [9, 1, 1, 1, 1]]``, ``["11111", "91111"]``, or a :class:`Genome`.
 
-Sharing semantics (our reading of section 3.1, also in docs/star-lm.md): group values are
-global across the backbone. A LIV whose strategy gene is above 1 links to the *earliest*
-LIV with the same group value (its producer); the earliest LIV of a group is never a
-consumer. Links must join LIVs of the same class (rule ``featurizer-link`` /
-``feature-link``); repair removes an invalid link by giving the LIV a fresh group value.
-Invalid class or strategy values are re-sampled uniformly from the valid set (seeded).
+Sharing semantics (our reading of sections 3.1 and A.6.1, also in docs/star-lm.md): group
+values are numbered per class, 1..N for the N LIVs of a class ("if none share, each LIV is
+assigned a unique integer from 1 to N"), so a link only ever joins LIVs of the same class.
+A LIV whose strategy gene is above 1 links to the *earliest* LIV of its class with the same
+group value (its producer); the earliest LIV of a group is never a consumer, whatever its
+strategy. A group value outside 1..N cannot name a group of that class: it is an invalid
+link (rules ``featurizer-link`` / ``feature-link``), which repair removes by moving the LIV
+to the smallest group value no other LIV of its class uses. Invalid class or strategy
+values are re-sampled uniformly from the valid set (seeded ``random.Random``).
 The residual group (6th gene, Appendix A.7, 0 = none): LIV n whose value ``g >= 1`` matches
 an earlier LIV m (the nearest one) receives ``u = y[n-1] + y[m]`` as its input stream.
 """
@@ -141,7 +144,7 @@ class Genome:
         s = self.segments[i]
         if s.featurizer_strategy != 2:
             return None
-        j = _earliest(self.segments, i, lambda t: t.featurizer_group == s.featurizer_group)
+        j = _earliest(self.segments, i, lambda t: t.liv_class == s.liv_class and t.featurizer_group == s.featurizer_group)
         return None if j == i else j
 
     def feature_producer(self, i: int) -> int | None:
@@ -149,7 +152,7 @@ class Genome:
         s = self.segments[i]
         if s.feature_strategy <= 1:
             return None
-        j = _earliest(self.segments, i, lambda t: t.feature_group == s.feature_group)
+        j = _earliest(self.segments, i, lambda t: t.liv_class == s.liv_class and t.feature_group == s.feature_group)
         return None if j == i else j
 
     def shared_feature_groups(self, i: int) -> tuple[str, ...]:
@@ -158,6 +161,13 @@ class Genome:
             return ()
         s = self.segments[i]
         return C.SHARING_STRATEGIES[C.family(s.liv_class)][s.feature_strategy]
+
+    def class_counts(self) -> dict[int, int]:
+        """Number of LIVs per class."""
+        counts: dict[int, int] = {}
+        for s in self.segments:
+            counts[s.liv_class] = counts.get(s.liv_class, 0) + 1
+        return counts
 
     def residual_source(self, i: int) -> int | None:
         """The nearest earlier LIV in the same residual group (Appendix A.7), or None."""
@@ -184,21 +194,19 @@ class Genome:
             if s.feature_strategy not in valid:
                 out.append(GenomeIssue(i, s, "feature-strategy",
                                        f"feature-group sharing strategy {s.feature_strategy} is not valid for {s.name}; valid: {list(valid)}"))
-            for gene, value in (("featurizer", s.featurizer_group), ("feature", s.feature_group)):
-                if value < 1:
-                    out.append(GenomeIssue(i, s, f"{gene}-group", f"{gene} sharing group {value} must be a positive integer"))
             if s.residual_group < 0:
                 out.append(GenomeIssue(i, s, "residual-group", f"residual group {s.residual_group} must be >= 0 (0 = none)"))
         if any(x.rule == "class" for x in out):
             return out
+        counts = self.class_counts()
         for i, s in enumerate(self.segments):
-            for gene, producer in (("featurizer", self.featurizer_producer(i)), ("feature", self.feature_producer(i))):
-                if producer is not None and self.segments[producer].liv_class != s.liv_class:
-                    p = self.segments[producer]
+            n = counts[s.liv_class]
+            for gene, value in (("featurizer", s.featurizer_group), ("feature", s.feature_group)):
+                if not 1 <= value <= n:
                     out.append(GenomeIssue(
                         i, s, f"{gene}-link",
-                        f"{gene} sharing group {getattr(s, gene + '_group')} links {s.name} to {p.name} at segment "
-                        f"{producer + 1}; sharing only links LIVs of the same class"))
+                        f"{gene} sharing group {value} cannot name a group of {s.name}: groups are numbered per "
+                        f"class, 1..{n} for the {n} {s.name} LIV(s), and only LIVs of the same class can share"))
         out.sort(key=lambda x: x.index)
         return out
 
@@ -212,10 +220,9 @@ class Genome:
 
     def repaired(self, seed: int = 0) -> "Genome":
         """A valid genome: bad classes and strategies re-sampled from the valid set
-        (``random.Random(seed)``), invalid links removed by giving the LIV a fresh group."""
+        (``random.Random(seed)``), invalid links removed by moving the LIV to a free group of its class."""
         rng = random.Random(seed)
         segs = [list(s.as_tuple(True)) for s in self.segments]
-        fresh = max(max(v[1], v[3]) for v in segs) + 1
         for v in segs:
             if not 1 <= v[0] <= C.NUM_CLASSES:
                 v[0] = rng.randint(1, C.NUM_CLASSES)
@@ -223,18 +230,17 @@ class Genome:
                 v[2] = rng.choice(list(C.FEATURIZER_STRATEGIES))
             if v[4] not in C.valid_feature_strategies(v[0]):
                 v[4] = rng.choice(C.valid_feature_strategies(v[0]))
-            for k in (1, 3):
-                if v[k] < 1:
-                    v[k], fresh = fresh, fresh + 1
             v[5] = max(v[5], 0)
-        # Links are checked in order: a repaired earlier LIV can change who a later one links to.
-        for i in range(len(segs)):
-            for k_group, k_strat, threshold in ((1, 2, 2), (3, 4, 2)):
-                if segs[i][k_strat] < threshold:
-                    continue
-                j = next(j for j in range(i + 1) if segs[j][k_group] == segs[i][k_group])
-                if j != i and segs[j][0] != segs[i][0]:
-                    segs[i][k_group], fresh = fresh, fresh + 1
+        counts: dict[int, int] = {}
+        for v in segs:
+            counts[v[0]] = counts.get(v[0], 0) + 1
+        for k in (1, 3):  # group genes; class counts are final now
+            for v in segs:
+                n = counts[v[0]]
+                if not 1 <= v[k] <= n:
+                    # Pigeonhole: at most n-1 other LIVs of the class, so a value in 1..n is free.
+                    used = {w[k] for w in segs if w is not v and w[0] == v[0]}
+                    v[k] = next(x for x in range(1, n + 1) if x not in used)
         return Genome(Segment(*v) for v in segs)
 
 
@@ -384,12 +390,11 @@ def random_genome(n_liv: int, seed: int = 0, classes: Sequence[int] | None = Non
     rng = random.Random(seed)
     pool = list(classes or range(1, C.NUM_CLASSES + 1))
     segs: list[Segment] = []
-    next_group = 1
     for i in range(n_liv):
         cls = pool[i] if classes is not None and len(pool) == n_liv else rng.choice(pool)
         same = [s for s in segs if s.liv_class == cls]
-        fg, fs, gg, gs = next_group, 1, next_group, 1
-        next_group += 1
+        own = len(same) + 1  # per-class numbering: the k-th LIV of a class owns group k
+        fg, fs, gg, gs = own, 1, own, 1
         if same and rng.random() < share_prob:
             fg, fs = rng.choice(same).featurizer_group, rng.choice((1, 2))
         if same and rng.random() < share_prob:
@@ -399,4 +404,4 @@ def random_genome(n_liv: int, seed: int = 0, classes: Sequence[int] | None = Non
         if residual_prob and i > 0 and rng.random() < residual_prob:
             rg = rng.randint(1, 3)
         segs.append(Segment(cls, fg, fs, gg, gs, rg))
-    return Genome(segs).repaired(seed)
+    return Genome(segs).validate()
