@@ -640,3 +640,16 @@ def test_runners_compute_the_same_logits_as_pytorch(tmp_path):
             runner.close()
         got = got.numpy() if isinstance(got, torch.Tensor) else np.asarray(got[0])
         assert np.abs(got - want).max() < 1e-4, spec.label
+
+
+def test_the_documented_minimal_document_loads_and_merges(tmp_path):
+    """The example in docs/bench-format.md (what the iOS app writes) is a valid document."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "bench-format.md").read_text()
+    example = text.split("```json", 1)[1].split("```", 1)[0]
+    (tmp_path / "ios.json").write_text(example)
+    phone = load(tmp_path / "ios.json")
+    (r,) = phone.results
+    assert r.latency_ms == 0.71 and len(r.runs) == 3 and r.runs[r.reported_run].mean_ms == 0.71
+    merged = merge([_doc(), phone])
+    labels = [c.label for c in report.build_table(merged).columns]
+    assert any(lab.startswith("coreml:all") and "iPhone 13" in lab for lab in labels)
