@@ -383,9 +383,9 @@ class AttnFFN(nn.Module):
 class EfficientFormerV2(nn.Module):
     """Four-stage EfficientFormerV2 classifier built for one square input size.
 
-    ``img_size`` must be divisible by 32: the attention blocks of stages 3 and 4 and the
-    attention downsampler reshape to fixed grids (H/32, the stride-2 attention of stage 3
-    works on H/32 too, the downsampler's keys on H/16). In eval, and by default in training,
+    ``img_size`` must be divisible by 32: the attention layers reshape to fixed grids (H/32
+    for stage 4 and for the stride-2 attention of stage 3, H/16 for the downsampler's keys)
+    and their bias tables are sized for them. In eval, and by default in training,
     the output is ``(head + dist_head) / 2``; with ``distilled_training = True`` training
     returns the two logits separately (for a distillation loss).
     """
@@ -480,6 +480,7 @@ class EfficientFormerV2(nn.Module):
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, num_classes): the mean of both heads (see the class docstring)."""
         pooled = self.forward_features(x).mean(dim=(2, 3))
         logits = self.head(pooled)
         if self.dist_head is None:
