@@ -5,7 +5,7 @@
 used on their own. One module per format: ``onnx``, ``openvino``, ``tflite``, ``coreml``.
 """
 
-from staredge.exporters.export import (
+from staredge.exporters.api import (
     FORMATS,
     ArtifactExistsError,
     ArtifactResult,

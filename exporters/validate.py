@@ -241,7 +241,6 @@ class LiteRtRunner(ArtifactRunner):
         interp = require("ai_edge_litert.interpreter", "tflite", "TFLite validation")
         self.interpreter = interp.Interpreter(model_path=str(self.path), num_threads=2)
         self.interpreter.allocate_tensors()
-        self._batch = export_batch
 
     def can_run_batch(self, batch):
         return True  # resize_tensor_input; a failure is reported as a note
@@ -249,10 +248,9 @@ class LiteRtRunner(ArtifactRunner):
     def __call__(self, x):
         it = self.interpreter
         inp = it.get_input_details()[0]
-        if x.shape[0] != self._batch:
+        if tuple(inp["shape"]) != tuple(x.shape):  # read back: a failed resize may leave it half-done
             it.resize_tensor_input(inp["index"], list(x.shape), strict=False)
             it.allocate_tensors()
-            self._batch = x.shape[0]
             inp = it.get_input_details()[0]
         it.set_tensor(inp["index"], x)
         it.invoke()

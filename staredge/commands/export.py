@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from staredge.exporters import export
-    from staredge.exporters.export import parse_formats
+    from staredge.exporters.api import parse_formats
 
     formats = parse_formats(args.format)
     console = Console(stderr=True)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        Console().print(summary_table(report))
+        Console(width=max(140, Console().width)).print(summary_table(report))
         for a in report.artifacts:
             if a.error:
                 console.print(f"[red]{a.format}: {a.error}[/red]")
@@ -82,6 +83,15 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _relative(path: str | None, base: str) -> str:
+    if not path:
+        return "—"
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:
+        return path
+
+
 def summary_table(report: Any):
     """A rich table: format, file, size, export time, max |Δ|, rel. error, cosine, top-1, pass/fail."""
     from rich.table import Table
@@ -90,7 +100,7 @@ def summary_table(report: Any):
 
     tol = ", ".join(f"{k} ≤ {v:g}" if k != "top1_agreement" else f"top-1 = {v:.0%}" for k, v in TOLERANCES[report.precision].items())
     table = Table(
-        title=f"staredge export: {report.model} ({report.precision})",
+        title=f"staredge export: {report.model} ({report.precision}) → {report.out_dir}",
         caption=f"vs. PyTorch on scikit-image photos + random inputs; pass: {tol}",
         caption_justify="left",
     )
@@ -106,7 +116,7 @@ def summary_table(report: Any):
         fig = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
         result = "[yellow]not validated[/yellow]" if a.passed is None else ("[green]pass[/green]" if a.passed else "[red]FAIL[/red]")
         table.add_row(
-            a.format, a.path or "—", _size(a.size_bytes), f"{a.export_s:.1f} s", fig(a.max_abs_diff, ".2e"),
+            a.format, _relative(a.path, report.out_dir), _size(a.size_bytes), f"{a.export_s:.1f} s", fig(a.max_abs_diff, ".2e"),
             fig(a.rel_error, ".2e"), fig(a.cosine, ".6f"), fig(a.top1_agreement, ".0%"), result,
         )
     return table

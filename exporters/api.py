@@ -292,7 +292,7 @@ def _exporter(fmt: str) -> Callable[..., Any]:
             if "staredge.exporters.coreml" not in str(exc):
                 raise
             raise ExportError("CoreML export is not part of this build (staredge.exporters.coreml is missing)") from exc
-        return lambda model, path, metadata, precision, **_: export_coreml(model, path, metadata, precision)
+        return export_coreml  # takes example_input; CoreML packages have batch 1
     raise ConfigError(f"unknown export format {fmt!r}")
 
 
