@@ -109,22 +109,23 @@ class GenomeAnalysis:
         return d
 
 
-def resolve_genome(genome, dim: int, depth: int | None = None) -> Genome:
+def resolve_genome(genome, dim: int, depth: int | None = None, repair: bool = False) -> Genome:
     """A Genome from a genome string/list or a baseline name (``transformer_pp``,
     ``striped_mamba``; ``depth`` LIVs, default 24), tiled to ``depth`` when given."""
     if isinstance(genome, str) and genome.strip().lower() in BASELINES:
         return BASELINES[genome.strip().lower()](dim, depth or 24)
-    return parse_genome(genome, depth=depth)
+    return parse_genome(genome, depth=depth, repair=repair)
 
 
 def analyze_genome(genome, dim: int, seq_len: int, bytes_per_element: int = 2, depth: int | None = None,
-                   configs=None) -> GenomeAnalysis:
-    """Parameters and cache per LIV of ``genome`` at width ``dim`` after ``seq_len`` tokens."""
+                   configs=None, repair: bool = False) -> GenomeAnalysis:
+    """Parameters and cache per LIV of ``genome`` at width ``dim`` after ``seq_len`` tokens
+    (``repair=True`` analyses the repaired genome instead of rejecting an invalid one)."""
     from staredge.models.star.backbone import STARBackbone
 
     if dim <= 0 or seq_len < 0 or bytes_per_element <= 0:
         raise ConfigError(f"dim and bytes_per_element must be positive and seq_len >= 0, got {dim}, {seq_len}, {bytes_per_element}")
-    g = resolve_genome(genome, dim, depth)
+    g = resolve_genome(genome, dim, depth, repair)
     cfgs = normalize_configs(configs)
     with torch.device("meta"):
         backbone = STARBackbone(dim, len(g), g, cfgs, max_seq_len=max(seq_len, 1))

@@ -215,7 +215,7 @@ class Genome:
         issues = self.issues()
         if issues:
             lines = "\n  ".join(map(str, issues))
-            raise GenomeError(f"invalid STAR genome '{self}':\n  {lines}\n(pass repair=True to repair it)")
+            raise GenomeError(f"invalid STAR genome '{self}':\n  {lines}\n(repair it with repair=True, or --repair on the command line)")
         return self
 
     def repaired(self, seed: int = 0) -> "Genome":

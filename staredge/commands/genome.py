@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, default=None,
                    help="number of LIVs: tiles a shorter genome; for baselines the LIV count (default 24)")
     p.add_argument("--bytes-per-element", type=int, default=2, help="bytes per cached element (default 2: fp16/bf16)")
+    p.add_argument("--repair", action="store_true",
+                   help="repair an invalid genome (section 4.2 rules) and analyse the repaired one")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the analysis table (or JSON)."""
     from staredge.models.star.analysis import analyze_genome
 
-    report = analyze_genome(args.genome, args.dim, args.seq_len, args.bytes_per_element, depth=args.depth)
+    report = analyze_genome(args.genome, args.dim, args.seq_len, args.bytes_per_element, depth=args.depth,
+                            repair=args.repair)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
