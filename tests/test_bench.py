@@ -27,6 +27,7 @@ from staredge.bench.backends import (
     compare_rewrite_specs,
     expand_backends,
     parse_backend,
+    with_baselines,
 )
 from staredge.bench.device import (
     DeviceUnavailableError,
@@ -276,6 +277,9 @@ def test_backend_specs_parse_and_expand():
         assert any(r and "pointwise_conv_to_linear" in r for r in rewrites)  # with the rewrite
         assert any(not r or "pointwise_conv_to_linear" not in r for r in rewrites)  # and without
     assert [s.label for s in expand_backends(["pytorch,pytorch", "onnxruntime"])] == ["pytorch", "onnxruntime"]
+    assert [s.label for s in with_baselines([BackendSpec("onnxruntime"), BackendSpec("pytorch")])] == [
+        "onnx-plain", "onnxruntime", "pytorch"]
+    assert [s.label for s in with_baselines([], device="cuda")] == ["pytorch:cuda", "onnx-plain:cuda"]
     pairs = compare_rewrite_specs([BackendSpec("pytorch"), BackendSpec("openvino")])
     assert [p.label for p in pairs] == ["pytorch", "openvino@fuse", "openvino@fuse+pwlinear"]
 
@@ -578,7 +582,7 @@ def test_ctrl_c_in_the_cli_writes_partial_json(tmp_path, monkeypatch):
     scripts = {"pytorch": [1.0] * 10, "onnx-plain": [1.0] * 10}
     monkeypatch.setattr(harness, "RunnerFactory", _fake_factory(clock, scripts, {"onnx-plain": 1}))
     out = tmp_path / "r.json"
-    code = main(["bench", "starnet_s050", "--backends", "pytorch,onnx-plain", "--warmup", "1", "--iters", "3",
+    code = main(["bench", "starnet_s050", "--backends", "onnx-plain", "--warmup", "1", "--iters", "3",
                  "--out", str(out), "--no-progress"])
     assert code == 130
     data = json.loads(out.read_text())
@@ -601,7 +605,7 @@ def test_real_tiny_end_to_end_run(tmp_path):
     """StarNet-050 on PyTorch eager, plain ONNX Runtime and our ONNX export: 2 warm-up, 3 timed."""
     out, md, csv_path, png = (tmp_path / n for n in ("r.json", "r.md", "r.csv", "r.png"))
     code = main([
-        "bench", "starnet_s050", "--backends", "pytorch,onnx-plain,onnxruntime", "--threads", "1",
+        "bench", "starnet_s050", "--backends", "onnxruntime", "--threads", "1",
         "--warmup", "2", "--iters", "3", "--out", str(out), "--markdown", str(md), "--csv", str(csv_path),
         "--plot", str(png), "--no-progress", "--workdir", str(tmp_path / "work"),
     ])

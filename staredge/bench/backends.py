@@ -181,6 +181,13 @@ def expand_backends(texts: list[str], device: str = "cpu") -> list[BackendSpec]:
     return unique
 
 
+def with_baselines(specs: list[BackendSpec], device: str = "cpu") -> list[BackendSpec]:
+    """``specs`` with both baselines (on ``device``) in front, unless already present."""
+    accel = "cuda" if device == "cuda" else "cpu"
+    wanted = [BackendSpec("pytorch", accel), BackendSpec("onnx-plain", accel)]
+    return [b for b in wanted if b not in specs] + list(specs)
+
+
 def compare_rewrite_specs(specs: list[BackendSpec]) -> list[BackendSpec]:
     """Each exported runtime twice: BatchNorm fusing only, and fusing + pointwise→Linear.
 

@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time backends round-robin, one run each per repeat (fairer on a shared machine; use --repeats > 1)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="device for 'all' and the protocol (overrides the preset)")
     p.add_argument("--rewrite", help="rewrites for exported artifacts: auto, none, or a comma list of passes")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="do not add the pytorch and onnx-plain baselines (they are timed by default)")
     p.add_argument("--compare-rewrites", action="store_true",
                    help="time each exported runtime with fuse_batchnorm and with fuse_batchnorm+pointwise_conv_to_linear")
     p.add_argument("--compare-star-sum", action="store_true",
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure (or merge), print the tables, write the files; 130 after Ctrl-C (results kept)."""
     from rich.console import Console
 
-    from staredge.bench.backends import compare_rewrite_specs, expand_backends
+    from staredge.bench.backends import compare_rewrite_specs, expand_backends, with_baselines
     from staredge.bench.harness import run_bench
     from staredge.bench.results import load, merge, save
 
@@ -142,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     protocols = build_protocols(args)
     device = protocols[0].device
     specs = expand_backends([args.backends] if args.backends else list(protocols[0].backends), device=device)
+    if not args.no_baselines:
+        specs = with_baselines(specs, device)
     if args.compare_rewrites:
         specs = compare_rewrite_specs(specs)
     variants = ("star", "sum") if args.compare_star_sum else ("star",)
