@@ -366,6 +366,10 @@ def test_loading_after_eval_refreshes_the_bias_cache(s0_reference):
         edited = plain(x)
         torch.testing.assert_close(edited, reference.eval()(x), rtol=0, atol=1e-6)
         assert (edited - y).abs().max() > 1e-4
+        # the cache follows dtype changes (a buffer, converted with the parameters)
+        plain.double()
+        assert attn.attention_bias().dtype == torch.float64
+        torch.testing.assert_close(plain(x.double()).float(), edited, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
@@ -440,6 +444,11 @@ def test_224_checkpoint_at_other_resolutions(s0_reference, tmp_path, size):
     torch.testing.assert_close(resized, expected.reshape(8, -1), rtol=0, atol=1e-6)
     idxs = big.network[5].attn.attention_bias_idxs
     assert idxs.shape == ((side // 2) ** 2, side * side) and int(idxs.max()) == side * side - 1
+    # the same weights in timm's layout resize the same way
+    from_timm = create(S0, img_size=size)
+    load_state_dict(from_timm, official_to_timm(model.state_dict()))
+    for name, p in big.named_parameters():
+        assert torch.equal(dict(from_timm.named_parameters())[name], p), name
     # everything that is not resolution-dependent is loaded unchanged
     torch.testing.assert_close(big.network[6][0].mlp.fc1.weight, model.network[6][0].mlp.fc1.weight, rtol=0, atol=0)
     with torch.no_grad():
