@@ -411,7 +411,9 @@ class EfficientFormerV2(nn.Module):
                 f"use e.g. {max(32, round(img_size / 32) * 32)}."
             )
         if len(depths) != 4 or len(embed_dims) != 4 or len(expansion_ratios) != 4:
-            raise ConfigError("EfficientFormerV2 has four stages: depths, embed_dims and expansion_ratios need 4 entries")
+            raise ConfigError(
+                "EfficientFormerV2 has four stages: depths, embed_dims and expansion_ratios need 4 entries each"
+            )
         for i, (depth, ratios) in enumerate(zip(depths, expansion_ratios)):
             if len(ratios) != depth:
                 raise ConfigError(f"stage {i}: {len(ratios)} expansion ratios for {depth} blocks")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from staredge.errors import ConfigError
 from staredge.models import create, get_entry, list_models, load_state_dict
-from staredge.models.efficientformer_v2 import AttnFFN, EfficientFormerV2, FFN
+from staredge.models.efficientformer_v2 import FFN, AttnFFN
 from staredge.profiler import profile
 
 S0 = "efficientformerv2_s0"
