@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/staredge models
+	$(BIN)/staredge demo
 
 test: install
 	$(BIN)/python -m pytest -n 2 -ra $(PYTEST_ARGS)

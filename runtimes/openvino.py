@@ -86,7 +86,7 @@ class OpenVinoBackend(Backend):
         except Exception as exc:  # OpenVINO raises RuntimeError with C++ traces for bad files
             raise ArtifactError(
                 f"OpenVINO cannot read {xml}: it is truncated, corrupt or not an IR "
-                f"({str(exc).splitlines()[0][:300]}). Re-export it with `staredge export`"
+                f"({_ov_message(exc)}). Re-export it with `staredge export`"
             ) from exc
         self._metadata = metadata_from_json(_rt_info_text(model, "staredge"), xml)
         self._dynamic_batch = model.inputs[0].get_partial_shape()[0].is_dynamic
@@ -100,7 +100,7 @@ class OpenVinoBackend(Backend):
             self.compiled = core.compile_model(model, ov_device, config)
         except Exception as exc:
             raise ArtifactError(
-                f"OpenVINO cannot compile {xml} for {ov_device}: {str(exc).splitlines()[0][:300]}"
+                f"OpenVINO cannot compile {xml} for {ov_device}: {_ov_message(exc)}"
             ) from exc
         self.ov_device = ov_device
         self.precision = _PRECISIONS[precision]
@@ -129,6 +129,12 @@ class OpenVinoBackend(Backend):
         d = super().describe()
         d.update(ov_device=self.ov_device, precision_hint=self.precision)
         return d
+
+
+def _ov_message(exc: BaseException) -> str:
+    """The informative line of an OpenVINO exception (its first lines are C++ source locations)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _rt_info_text(model: Any, key: str) -> str | None:

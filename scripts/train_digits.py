@@ -84,13 +84,19 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((pred == y).float().mean())
 
 
-def train(epochs: int, batch_size: int, lr: float, seed: int, heldout_fraction: float, verbose: bool = True):
-    """Train and return (model, held-out accuracy, train indices, held-out indices)."""
+def train(epochs: int, batch_size: int, lr: float, seed: int, heldout_fraction: float, verbose: bool = True,
+          max_train: int | None = None):
+    """Train and return (model, held-out accuracy, train indices, held-out indices).
+
+    ``max_train`` trains on only the first N training digits (for quick checks of the recipe).
+    """
     torch.manual_seed(seed)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     images, targets = digits_images()
     train_idx, held_idx = split_indices(targets, heldout_fraction, seed)
+    if max_train is not None:
+        train_idx = train_idx[:max_train]
     x_all = preprocess_all(images)
     y_all = torch.from_numpy(targets)
     x_tr, y_tr = x_all[train_idx], y_all[train_idx]
@@ -100,9 +106,10 @@ def train(epochs: int, batch_size: int, lr: float, seed: int, heldout_fraction: 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = math.ceil(len(x_tr) / batch_size)
     total = epochs * steps_per_epoch
-    warmup = steps_per_epoch
+    warmup = min(steps_per_epoch, max(1, total // 2))  # one epoch, or half of a very short run
+    decay = max(1, total - warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / decay)))
     )
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
