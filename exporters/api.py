@@ -353,6 +353,7 @@ def export(
 
     example = _example_input(model, batch=1)
     inputs = validation_inputs(model) if validate else None
+    references: dict[str, Any] = {}  # PyTorch logits per input set, shared by every format
     report = ExportReport(model=name, family=family, precision=precision, out_dir=str(out), machine=_machine())
     rewritten: dict[tuple[str, ...], nn.Module] = {}
     notify = progress or (lambda fmt, stage: None)
@@ -394,7 +395,7 @@ def export(
                 try:
                     check = validate_artifact(
                         model, staged_entry, fmt, precision, export_batch=example.shape[0],
-                        dynamic_batch=dynamic_batch, inputs=inputs,
+                        dynamic_batch=dynamic_batch, inputs=inputs, references=references,
                     )
                 except StarEdgeError as exc:
                     result.passed = False

@@ -328,11 +328,13 @@ def validate_artifact(
     export_batch: int = 1,
     dynamic_batch: bool = False,
     inputs: dict[str, np.ndarray] | None = None,
+    references: dict[str, np.ndarray] | None = None,
 ) -> ValidationResult:
     """Compare the artifact at ``path`` with ``model`` (the original PyTorch module).
 
     Every input set runs sample by sample at ``export_batch`` and, where the artifact
     allows a different batch size, as one batch. The result holds the worst figures.
+    ``references`` caches the PyTorch logits per input set across artifacts (filled here).
     """
     if fmt not in RUNNERS:
         raise ConfigError(f"cannot validate format {fmt!r}; known: {sorted(RUNNERS)}")
@@ -340,8 +342,11 @@ def validate_artifact(
     inputs = inputs if inputs is not None else validation_inputs(model)
     comparisons: list[Comparison] = []
     notes: list[str] = []
+    references = references if references is not None else {}
     for name, x in inputs.items():
-        ref = torch_logits(model, x)
+        if name not in references:
+            references[name] = torch_logits(model, x)
+        ref = references[name]
         singles = [runner(x[i : i + export_batch]) for i in range(0, len(x) - export_batch + 1, export_batch)]
         used = len(singles) * export_batch
         comparisons.append(compare(ref[:used], np.concatenate(singles, axis=0), name, export_batch))
