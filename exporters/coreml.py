@@ -156,7 +156,8 @@ def export_coreml(
     :class:`CoreMLExportError` and leave nothing behind. Extra keyword arguments that
     other exporters take (``dynamic_batch``...) are ignored: CoreML packages have batch 1.
     """
-    ct = require("coremltools", "coreml", "CoreML export")
+    with _quiet_converter():  # importing coremltools prints warnings about torch/sklearn versions
+        ct = require("coremltools", "coreml", "CoreML export")
     if precision not in ("fp32", "fp16"):
         raise ConfigError(f"CoreML export supports precision fp32 or fp16, not {precision!r}")
     target = _deployment_target(ct, deployment_target)
