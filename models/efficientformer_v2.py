@@ -659,9 +659,9 @@ _VARIANTS: dict[str, dict] = {
 }
 
 # The papers' counter skips BatchNorm (fused for inference) and counts both heads and the
-# attention matmuls. Our MACs follow the same convention (staredge.profiler). Our params
-# column counts BN too, so each note gives our count without BN, the paper's convention
-# (tests/test_efficientformer_v2.py checks these figures against the model).
+# attention matmuls. Our MACs follow the same convention (staredge.profiler); for params,
+# params_convention="no_bn" makes `staredge models` show our count without BN, and each
+# note repeats it (tests/test_efficientformer_v2.py checks these figures against the model).
 _NOTE = "paper params exclude BN: ours w/o BN {}M ({}); MACs: both heads + attention matmuls, no BN"
 _SOURCE = "EfficientFormerV2 paper Table 2; seed 004 Tables 2/8"
 
@@ -669,11 +669,11 @@ _SOURCE = "EfficientFormerV2 paper Table 2; seed 004 Tables 2/8"
 # Table 6, S1 in Table 3; S2 and L from the main paper). The released *_450.pth weights
 # were trained for 450 epochs (S1: 79.7, seed 004 Table 3).
 _PAPER = {
-    "s0": PaperFigures(3.5, 400, 75.7, _SOURCE, _NOTE.format("3.551", "+1.5%")),
-    "s1": PaperFigures(6.1, 650, 79.0, _SOURCE, _NOTE.format("6.115", "+0.2%")),
-    "s2": PaperFigures(12.6, 1250, 81.6, _SOURCE, _NOTE.format("12.588", "-0.1%")),
+    "s0": PaperFigures(3.5, 400, 75.7, _SOURCE, _NOTE.format("3.551", "+1.5%"), params_convention="no_bn"),
+    "s1": PaperFigures(6.1, 650, 79.0, _SOURCE, _NOTE.format("6.115", "+0.2%"), params_convention="no_bn"),
+    "s2": PaperFigures(12.6, 1250, 81.6, _SOURCE, _NOTE.format("12.588", "-0.1%"), params_convention="no_bn"),
     "l": PaperFigures(26.1, 2560, 83.3, "EfficientFormerV2 paper Table 2; seed 004 Table 8",
-                      _NOTE.format("26.126", "+0.1%")),
+                      _NOTE.format("26.126", "+0.1%"), params_convention="no_bn"),
 }
 
 # The official evaluation resizes to 256/224 of the crop with bicubic interpolation.

@@ -60,13 +60,19 @@ class PretrainedConfig:
 
 @dataclass(frozen=True)
 class PaperFigures:
-    """Figures a paper prints for a model: params (M), MACs (M), ImageNet top-1 and notes."""
+    """Figures a paper prints for a model: params (M), MACs (M), ImageNet top-1 and notes.
+
+    ``params_convention`` says what the paper's parameter count includes: ``"all"``
+    (every trainable parameter) or ``"no_bn"`` (BatchNorm left out, as in papers that
+    count the BN-fused inference graph); ``staredge models`` compares like with like.
+    """
 
     params_m: float | None = None
     macs_m: float | None = None
     top1: float | None = None
     source: str = ""
     note: str = ""
+    params_convention: str = "all"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class ProfileResult:
     params: int
     macs: int
     input_size: tuple[int, ...]
+    params_no_bn: int | None = None
     convention: str = MAC_CONVENTION
 
     @property
@@ -47,9 +48,19 @@ class ProfileResult:
         return asdict(self)
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters (shared tensors counted once)."""
-    seen: set[int] = set()
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def count_params(model: nn.Module, *, include_batchnorm: bool = True) -> int:
+    """Number of trainable parameters (shared tensors counted once).
+
+    ``include_batchnorm=False`` leaves out BatchNorm affine parameters, the convention of
+    papers that count the inference graph after BN fusing (EfficientFormerV2).
+    """
+    skip: set[int] = set()
+    if not include_batchnorm:
+        skip = {id(p) for m in model.modules() if isinstance(m, _BN_TYPES) for p in m.parameters(recurse=False)}
+    seen: set[int] = set(skip)
     total = 0
     for p in model.parameters():
         if p.requires_grad and id(p) not in seen:
@@ -97,4 +108,10 @@ def profile(model_or_name: nn.Module | str, input_size: tuple[int, ...] | int | 
     example = torch.zeros((1, *input_size))
     if input_size[1:] == (1, 1) and input_size[0] == 2:  # point models (DemoNet2D)
         example = torch.zeros((1, 2))
-    return ProfileResult(name=name, params=count_params(model), macs=count_macs(model, example), input_size=input_size)
+    return ProfileResult(
+        name=name,
+        params=count_params(model),
+        macs=count_macs(model, example),
+        input_size=input_size,
+        params_no_bn=count_params(model, include_batchnorm=False),
+    )

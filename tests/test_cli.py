@@ -66,3 +66,17 @@ def test_unknown_subcommand_exits_nonzero():
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])
     assert exc.value.code == 2
+
+
+def test_models_compare_params_under_the_papers_convention(capsys):
+    """EfficientFormerV2's paper counts params without BN: the table must compare like with like."""
+    assert main(["models", "--family", "efficientformer_v2", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
+    s0 = rows["efficientformerv2_s0"]
+    assert s0["params_convention"] == "no_bn"
+    assert abs(s0["params_m"] - s0["paper_params_m"]) / s0["paper_params_m"] < 0.02
+    from staredge import profile
+
+    res = profile("efficientformerv2_s0")
+    assert res.params_no_bn < res.params  # BN affine parameters exist and were left out
+    assert s0["params_m"] == res.params_no_bn / 1e6
