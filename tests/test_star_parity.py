@@ -148,3 +148,35 @@ def test_consumers_hold_no_cache_for_shared_groups():
     assert caches[2] == {}  # shares K and V
     assert set(caches[3]) == {"conv"} and caches[4] == {}  # shares u = B*x: no conv ring
     assert set(caches[5]) == {"ssm", "conv"} and set(caches[6]) == {"ssm"}  # shares x
+
+
+def test_fast_paths_equal_their_references_with_gradients():
+    """The parallel forms use fused attention and a restructured scan; both equal the
+    plain references (values and gradients)."""
+    from staredge.models.star.liv import attend, attend_causal_sdpa, selective_scan, selective_scan_fast
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 16, generator=g, requires_grad=True) for _ in range(3))
+    k2, v2 = k[:, :2].detach().requires_grad_(), v[:, :2].detach().requires_grad_()  # grouped K/V
+    lam = torch.tensor(0.3)
+    for kk, vv, lm in [(k, v, None), (k2, v2, None), (k, v, lam), (k2, v2, lam)]:
+        ref = attend(q, kk, vv, 0, lm)
+        fast = attend_causal_sdpa(q, kk, vv, lm)
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+        gr = torch.autograd.grad(ref.square().sum(), (q, kk))
+        gf = torch.autograd.grad(fast.square().sum(), (q, kk))
+        for a, b in zip(gf, gr):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+
+    x = torch.randn(2, 13, 8, generator=g, requires_grad=True)
+    dt = torch.nn.functional.softplus(torch.randn(2, 13, 8, generator=g)).requires_grad_()
+    a = -torch.arange(1, 5, dtype=torch.float32).repeat(8, 1)
+    bm, cm = (torch.randn(2, 13, 4, generator=g, requires_grad=True) for _ in range(2))
+    h0 = torch.randn(2, 8, 4, generator=g)
+    (yr, hr), (yf, hf) = selective_scan(x, dt, a, bm, cm, h0), selective_scan_fast(x, dt, a, bm, cm, h0)
+    torch.testing.assert_close(yf, yr, rtol=0, atol=1e-5)
+    torch.testing.assert_close(hf, hr, rtol=0, atol=1e-5)
+    gr = torch.autograd.grad(yr.square().sum(), (x, dt, bm, cm))
+    gf = torch.autograd.grad(yf.square().sum(), (x, dt, bm, cm))
+    for a_, b_ in zip(gf, gr):
+        torch.testing.assert_close(a_, b_, rtol=1e-5, atol=1e-4)
