@@ -38,7 +38,7 @@ def _scale_up(model: torch.nn.Module, seed: int) -> None:
 
 def build(genome: Genome, dim: int, seed: int) -> STARLanguageModel:
     torch.manual_seed(seed)
-    model = STARLanguageModel(dim, len(genome), genome, max_seq_len=32, configs=CONFIGS).eval()
+    model = STARLanguageModel(dim, len(genome), genome, max_seq_len=64, configs=CONFIGS).eval()
     _scale_up(model, seed)
     return model
 
@@ -180,3 +180,20 @@ def test_fast_paths_equal_their_references_with_gradients():
     gf = torch.autograd.grad(yf.square().sum(), (x, dt, bm, cm))
     for a_, b_ in zip(gf, gr):
         torch.testing.assert_close(a_, b_, rtol=1e-5, atol=1e-4)
+
+
+def test_long_prefill_chunks_use_the_fft_step_path_and_still_match():
+    """Chunks longer than LONGCONV_DIRECT_MAX_NEW switch GConv-2's step form to FFT over the
+    history; the logits must not change."""
+    genome = Genome([Segment(8, 1, 1, 1, 1), Segment(9, 1, 1, 1, 1), Segment(17, 1, 1, 1, 1),
+                     Segment(8, 1, 2, 1, 4), Segment(1, 1, 1, 1, 1)]).validate()
+    model = build(genome, 64, 7)
+    n = C.LONGCONV_DIRECT_MAX_NEW
+    ids = torch.randint(0, 256, (1, 2 * n + 6), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ref = model(ids)
+        state = model.init_state(1)
+        first, state = model.step(ids[:, :n + 2], state)  # FFT from an empty history
+        second, state = model.step(ids[:, n + 2:2 * n + 5], state)  # FFT with a history
+        last, state = model.step(ids[:, 2 * n + 5:], state)  # direct sum
+    torch.testing.assert_close(torch.cat([first, second, last], 1), ref, rtol=0, atol=ATOL)

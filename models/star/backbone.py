@@ -253,13 +253,4 @@ class STARLanguageModel(nn.Module):
                    configs=d.get("configs") or None)
 
 
-def count_unique(modules) -> int:
-    """Parameters of ``modules`` counted once each (shared featurizers are not double-counted)."""
-    seen = {}
-    for m in modules:
-        for p in m.parameters():
-            seen[id(p)] = p.numel()
-    return sum(seen.values())
-
-
 __all__ = ["STARBackbone", "STARLanguageModel", "STARState", "LIV", "CONFIG_FORMAT"]

@@ -76,6 +76,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalise over the last dimension and scale."""
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
@@ -131,6 +132,7 @@ class DiffLambda(nn.Module):
         self.q1, self.k1, self.q2, self.k2 = (nn.Parameter(torch.randn(size) * 0.1) for _ in range(4))
 
     def forward(self) -> Tensor:
+        """The current λ (a scalar tensor)."""
         return torch.exp((self.q1 * self.k1).sum()) - torch.exp((self.q2 * self.k2).sum()) + self.init_value
 
 
