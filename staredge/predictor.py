@@ -2,8 +2,7 @@
 
     >>> from staredge import Predictor
     >>> p = Predictor("starnet_digits.onnx")          # or .xml, .tflite, .mlpackage, .safetensors
-    >>> p.classify("seven.png", top_k=3)
-    [('7', 0.998...), ('1', 0.0007...), ('9', 0.0003...)]
+    >>> p.classify("seven.png", top_k=3)   # three (label, probability) pairs, most likely first
 
 The runtime is chosen from the artifact (see :func:`staredge.runtimes.load_backend`);
 labels, input size and preprocessing come from the metadata the artifact carries, so no

@@ -43,7 +43,7 @@ def test_demo_runs_every_format_and_matches_pytorch(summary):
         assert r["agree_with_pytorch"] == 1.0, r["format"]
         assert r["validated"] is True and r["max_abs_diff"] < 1e-4, r["format"]
         assert r["ms_per_image"] > 0 and r["size_kb"] > 100
-    assert rows[-1]["note"].startswith("numpy MIL reference executor")
+    assert rows[-1]["note"] == demo.REFERENCE_NOTE
 
 
 def test_demo_table_prints_every_runtime(summary, capsys):
@@ -53,6 +53,7 @@ def test_demo_table_prints_every_runtime(summary, capsys):
     for name in ("pytorch", "onnxruntime", "openvino", "litert", "coreml", "accuracy", "ms / image"):
         assert name in out
     assert "every runtime matches PyTorch's accuracy" in out
+    assert "numpy MIL reference executor ran the .mlpackage" in out
 
 
 def test_demo_cli_json_on_one_format(tmp_path, capsys):
