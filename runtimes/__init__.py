@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 from staredge.errors import ConfigError, MissingDependencyError
@@ -62,6 +63,12 @@ def select_backend(path: str | os.PathLike, backend: str | None = None) -> str:
     return BACKENDS_BY_FORMAT[fmt]
 
 
+def _is_torch_module(obj: Any) -> bool:
+    """True for an ``nn.Module``, without importing torch when it is not loaded yet."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
 def load_backend(
     path_or_module: Any,
     backend: str | None = None,
@@ -77,9 +84,7 @@ def load_backend(
     ``channels_last=True`` for PyTorch). Raises :class:`ArtifactError` for missing, unknown
     or corrupt artifacts and :class:`MissingDependencyError` when the runtime is not installed.
     """
-    import torch.nn as nn
-
-    if isinstance(path_or_module, nn.Module):
+    if _is_torch_module(path_or_module):
         if backend not in (None, "pytorch", "torch"):
             raise ConfigError(f"a PyTorch module runs on the pytorch backend, not {backend!r}; export it first")
         name = "pytorch"

@@ -69,7 +69,8 @@ class PyTorchBackend(Backend):
     """A PyTorch module (given, or built from a checkpoint) run eagerly in inference mode.
 
     Options: ``model`` (a registered name or an ``nn.Module``; needed for checkpoints that
-    carry no StarEdge metadata), ``channels_last`` (bool), ``compile`` (bool: torch.compile).
+    carry no StarEdge metadata), ``channels_last`` (bool), ``compile`` (True for
+    ``torch.compile`` with its default backend, or a backend name such as "eager").
     Eager inference does not mutate the module, so calls from several threads are safe;
     with ``compile=True`` the backend asks for a lock (compilation is not re-entrant).
     """
@@ -123,9 +124,11 @@ class PyTorchBackend(Backend):
         self.channels_last = bool(self.options.get("channels_last", False))
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        self.compiled = bool(self.options.get("compile", False))
+        compile_opt = self.options.get("compile", False)
+        self.compiled = bool(compile_opt)
         if self.compiled:
-            module = torch.compile(module)
+            # True: torch's default (inductor) backend; a string names another backend
+            module = torch.compile(module) if compile_opt is True else torch.compile(module, backend=str(compile_opt))
             self.thread_safe = False  # instance-level: compiled graphs are built lazily
         self.torch_module = module
         self.device = dev

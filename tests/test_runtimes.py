@@ -243,3 +243,23 @@ def test_coreml_notice_is_shown_once(artifacts):
         load_backend(artifacts["coreml"])
     notices = [w for w in caught if "validation, not speed" in str(w.message)]
     assert len(notices) == 1
+
+
+def test_pytorch_backend_compiled_asks_for_a_lock(torch_model):
+    backend = load_backend(torch_model, threads=1, compile="eager")  # "eager": no C++ toolchain needed
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    with torch.inference_mode():
+        ref = torch_model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(backend.forward(x)[0], ref, atol=1e-5)
+    assert backend.compiled and not backend.thread_safe
+    assert load_backend(torch_model).thread_safe  # eager: no lock needed
+
+
+def test_litert_falls_back_to_the_next_interpreter(monkeypatch):
+    import staredge.runtimes.litert as lt
+
+    monkeypatch.setattr(lt, "INTERPRETER_MODULES", ("no_such_litert.interpreter", "ai_edge_litert.interpreter"))
+    assert lt.import_interpreter_module().__name__ == "ai_edge_litert.interpreter"
+    monkeypatch.setattr(lt, "INTERPRETER_MODULES", ("no_such_litert.interpreter", "no_such_tflite_runtime.interpreter"))
+    with pytest.raises(MissingDependencyError, match=r"staredge\[tflite\]"):
+        lt.import_interpreter_module()
