@@ -662,12 +662,18 @@ def pointwise_conv_to_linear(module: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------- pass selection
 
 #: Whether ``pointwise_conv_to_linear`` makes the exported artifact faster, per format, as
-#: measured with StarNet-S1 (batch 1, 2 threads; see docs/exports.md, "Rewrites and
-#: latency"). Filled from measurements, not assumptions; "auto" reads this table.
+#: measured with StarNet-S1 (fp32, batch 1, 2 threads, fuse_batchnorm vs. fuse + linear;
+#: docs/exports.md, "Rewrites and latency", on the shared 2-core EPYC under heavy load):
+#:   onnx     0.88x (ONNX Runtime's 1x1 conv kernels beat MatMul + transposes)
+#:   openvino 0.89x (same: OpenVINO keeps its own blocked layout for convs)
+#:   tflite   1.26x (litert-torch wraps every NCHW conv in transposes to NHWC; the
+#:                   channels-last Linear runs avoid most of them)
+#: CoreML was not measured (no Apple device here), so it keeps convs, the layout its
+#: Neural Engine is built for. "auto" reads this table.
 POINTWISE_LINEAR_HELPS: dict[str, bool] = {
     "onnx": False,
     "openvino": False,
-    "tflite": False,
+    "tflite": True,
     "coreml": False,
 }
 

@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--latency-from", help="reuse the latency rows of an earlier run's JSON instead of measuring")
     args = parser.parse_args(argv)
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="staredge-export-table-") as tmp:
         work = Path(tmp)
         latency = []
-        if not args.skip_latency:
+        if args.latency_from:
+            latency = json.loads(Path(args.latency_from).read_text())["latency"]
+        elif not args.skip_latency:
             latency = measure_rewrites(args.latency_model, [f for f in formats if f != "coreml"], work, args.latency_rounds, args.latency_iters, args.threads)
         for name in models:
             model = randomized(name)
@@ -186,12 +189,19 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"model": name, **a.to_dict(), "validation": None})
                     status = "pass" if a.passed else ("FAILED" if a.error else "FAIL")
                     print(f"{name} {fmt} {precision}: {status} max|Δ| {a.max_abs_diff} ({time.time() - started:.0f} s)", file=sys.stderr)
-    text = render(rows, latency, args, time.time() - started)
-    atomic_write_text(Path(args.out), text)
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps({"machine": machine_line(), "rows": rows, "latency": latency}, indent=1) + "\n")
+            # written after every model so that an interrupted run still leaves its rows
+            write_outputs(rows, latency, args, time.time() - started)
+            del model
+        write_outputs(rows, latency, args, time.time() - started)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0 if all(r["passed"] for r in rows) else 1
+
+
+def write_outputs(rows: list[dict], latency: list[dict], args, seconds: float) -> None:
+    """Write the markdown (and JSON) for the rows so far."""
+    atomic_write_text(Path(args.out), render(rows, latency, args, seconds))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps({"machine": machine_line(), "rows": rows, "latency": latency}, indent=1) + "\n")
 
 
 def create_family(name: str) -> str:
