@@ -46,7 +46,7 @@ BATCHED_FORMATS = ("onnx", "openvino")
 
 
 class DemoError(StarEdgeError):
-    """The demo cannot run (missing package data, or an artifact disagrees with PyTorch)."""
+    """The demo cannot run (missing package data, a bad argument)."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -191,6 +191,9 @@ def run_demo(
 
     from staredge.exporters import export
     from staredge.predictor import Predictor
+
+    if limit is not None and limit < 1:
+        raise DemoError(f"limit must be a positive number of digits, got {limit}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images, targets = digits_images()
@@ -209,9 +212,10 @@ def run_demo(
         notify = lambda fmt, stage: bar.update(task, description=f"{fmt}: {stage}")  # noqa: E731
         # ONNX and OpenVINO get a dynamic batch (the Predictor batches lists of images for
         # them); TFLite and CoreML artifacts are batch-1 and the Predictor loops.
+        batched = [f for f in formats if f in BATCHED_FORMATS]
+        fixed = [f for f in formats if f not in BATCHED_FORMATS]
         results = []
-        for group, dynamic in ((BATCHED_FORMATS, True), (None, False)):
-            chosen = [f for f in formats if (f in BATCHED_FORMATS) == (group is not None)]
+        for chosen, dynamic in ((batched, True), (fixed, False)):
             if chosen:
                 report = export(model, chosen, out_dir, force=True, validate=True, dynamic_batch=dynamic,
                                 progress=notify)
