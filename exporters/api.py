@@ -195,7 +195,7 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
     For a checkpoint path without ``model_name``, the registry name is taken from the file
     name (``starnet_s1.pth.tar`` → ``starnet_s1``).
     """
-    from staredge.models import create
+    from staredge.models import create, get_entry
 
     if isinstance(model_or_name, nn.Module):
         if checkpoint is not None:
@@ -214,6 +214,13 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
                 if base.endswith(suffix):
                     base = base[: -len(suffix)]
                     break
+            try:
+                get_entry(base)
+            except StarEdgeError as exc:
+                raise ConfigError(
+                    f"cannot tell the architecture of checkpoint {text} from its file name; "
+                    f"name it with --model NAME (model_name=...), e.g. --model starnet_s1"
+                ) from exc
             model_name = base
         return create(model_name, checkpoint=checkpoint)
     if model_name is not None and model_name != text:

@@ -268,3 +268,14 @@ def test_coreml_through_export_api(tmp_path):
     meta = read_metadata(art.path)
     assert meta.format == "coreml" and meta.pixels_in_model and meta.rewrites == art.rewrites
     assert leftovers(tmp_path) == []
+
+
+def test_checkpoint_without_a_registry_name_asks_for_model(tmp_path):
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "finetuned.safetensors"
+    save_file(create("starnet_s050").state_dict(), str(ckpt))
+    with pytest.raises(StarEdgeError, match="--model"):
+        export(str(ckpt), "onnx", tmp_path / "out")
+    report = export(str(ckpt), "onnx", tmp_path / "out", model_name="starnet_s050", validate=False)
+    assert read_metadata(report.artifacts[0].path).checkpoint_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
