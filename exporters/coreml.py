@@ -191,10 +191,10 @@ def export_coreml(
             },
         },
     )
-    if classifier and len(meta.labels) != _num_outputs(model, example_input):
-        raise ConfigError(
-            f"{meta.model}: {len(meta.labels)} labels for a model with {_num_outputs(model, example_input)} outputs"
-        )
+    if classifier:
+        n_out = _num_outputs(model, example_input)
+        if len(meta.labels) != n_out:
+            raise ConfigError(f"{meta.model}: {len(meta.labels)} labels for a model with {n_out} outputs; fix the labels")
 
     inv_std = None
     if image_input:

@@ -383,3 +383,11 @@ def test_apple_runtime_check_refuses_off_macos(tmp_path):
     with pytest.raises(CoreMLPlatformError, match="macOS") as info:
         compare_with_apple_runtime(tmp_path / "x.mlpackage", [])
     assert isinstance(info.value, StarEdgeError)
+
+
+def test_label_count_must_match_the_model(tmp_path):
+    meta = tiny_meta()
+    meta.labels = ["only", "two"]
+    with pytest.raises(ConfigError, match="2 labels for a model with 3 outputs"):
+        export_coreml(TinyClassifier().eval(), tmp_path / "tiny.mlpackage", meta)
+    assert list(tmp_path.iterdir()) == []
