@@ -356,6 +356,15 @@ def _model_context(model: Any) -> int:
     return n
 
 
+def _model_device(model: Any) -> torch.device:
+    """Where the model's weights live (token ids are created there); CPU for weightless models."""
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
 def _prepare_prompt(prompt: str | bytes | Sequence[int], tokenizer: ByteTokenizer, add_bos: bool,
                     max_seq_len: int, max_new_tokens: int, truncate: str | None) -> tuple[list[int], int]:
     """Prompt token ids that fit the context window, and how many were dropped."""
@@ -442,12 +451,13 @@ def _stream_pieces(model: Any, ids: list[int], max_new_tokens: int, config: Samp
     history = list(ids)  # what the repetition penalty looks at: prompt and generated tokens
     decoder = tokenizer.decoder()
     pending = ""  # decoded text held back because it might be the start of a stop string
+    device = _model_device(model)
     t0 = time.perf_counter()
     with torch.no_grad():
         state = model.init_state(1)
         logits = None
         for start in range(0, len(ids), prefill_chunk):
-            chunk = torch.tensor([ids[start:start + prefill_chunk]], dtype=torch.long)
+            chunk = torch.tensor([ids[start:start + prefill_chunk]], dtype=torch.long, device=device)
             logits, state = model.step(chunk, state)
         last = logits[0, -1]
     stats.prefill_s = time.perf_counter() - t0
@@ -482,7 +492,7 @@ def _stream_pieces(model: Any, ids: list[int], max_new_tokens: int, config: Samp
                 stats.finish_reason = "context"
                 break
             with torch.no_grad():
-                logits, state = model.step(torch.tensor([[token]], dtype=torch.long), state)
+                logits, state = model.step(torch.tensor([[token]], dtype=torch.long, device=device), state)
             fed += 1
             last = logits[0, -1]
         # Text held back for a stop string that never completed is real output; so is the

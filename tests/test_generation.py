@@ -368,6 +368,21 @@ def test_cli_generate_streams_text(capsys):
     out = capsys.readouterr().out
     expected = load_lm().generate("The ", max_new_tokens=30, temperature=0)
     assert out.rstrip("\n") == ("The " + expected).rstrip("\n")
-    assert main(["generate", "star_lm_pydoc", "A", "--max-new-tokens", "5", "--no-echo", "--stop", "zz"]) == 0
+    argv = ["generate", "star_lm_pydoc", "A", "--max-new-tokens", "5", "--no-echo", "--stop", "zz", "--seed", "2", "--stats"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    # CLI defaults equal the API defaults (temperature 0.8, top-p 0.95); --no-echo omits the prompt
+    assert captured.out.rstrip("\n") == load_lm().generate("A", max_new_tokens=5, seed=2, stop="zz").rstrip("\n")
+    assert "tok/s decode" in captured.err and "star_lm_pydoc" in captured.err
     assert main(["generate", "nonexistent_model", "A"]) == 2
     assert "Shipped models" in capsys.readouterr().err
+    assert main(["generate", "a", "b", "c"]) == 2  # three positionals: asks to quote the prompt
+    assert "quote the prompt" in capsys.readouterr().err
+
+
+def test_token_ids_are_created_on_the_models_device():
+    from staredge.generation import _model_device
+
+    assert _model_device(ScriptedLM(b"a")) == torch.device("cpu")  # no weights: CPU
+    on_meta = torch.nn.Linear(2, 2, device="meta")
+    assert _model_device(on_meta) == torch.device("meta")  # selection logic only: no GPU here
