@@ -391,3 +391,22 @@ def test_label_count_must_match_the_model(tmp_path):
     with pytest.raises(ConfigError, match="2 labels for a model with 3 outputs"):
         export_coreml(TinyClassifier().eval(), tmp_path / "tiny.mlpackage", meta)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target, opset, spec_version", [("iOS16", "CoreML6", 7), ("iOS17", "CoreML7", 8), ("iOS18", "CoreML8", 9)])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_deployment_targets(tmp_path, target, opset, spec_version, precision):
+    torch.manual_seed(0)
+    model, meta = TinyClassifier().eval(), tiny_meta()
+    path = export_coreml(model, tmp_path / "tiny.mlpackage", meta, precision, target)
+    executor = MILExecutor(path)
+    assert executor.opset == opset and executor.spec.specificationVersion == spec_version
+    assert read_metadata(path).extra["coreml"]["deployment_target"] == target
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = model(normalised(Image.fromarray(pixels), meta)).numpy()
+    logits = executor.predict({"input": pixels})["logits"]
+    if precision == "fp32":
+        np.testing.assert_allclose(logits, ref, atol=FP32_TOL)
+    else:
+        assert np.abs(logits - ref).max() / np.abs(ref).max() <= FP16_REL_TOL
