@@ -876,7 +876,8 @@ class MILExecutor:
     dict there). Other outputs (e.g. ``logits``) are arrays in the program's declared dtype.
 
     Loading refuses a program that holds any op outside :data:`SUPPORTED_OPS` with
-    :class:`UnsupportedOpError`.
+    :class:`UnsupportedOpError`. ``threads`` caps BLAS threads while predicting (default 1;
+    None leaves numpy's setting).
     """
 
     def __init__(self, path: str | Path, threads: int | None = 1) -> None:

@@ -410,3 +410,21 @@ def test_deployment_targets(tmp_path, target, opset, spec_version, precision):
         np.testing.assert_allclose(logits, ref, atol=FP32_TOL)
     else:
         assert np.abs(logits - ref).max() / np.abs(ref).max() <= FP16_REL_TOL
+
+
+def test_read_metadata_errors(tmp_path):
+    """A package without our entry, and a damaged manifest, are MetadataErrors that say so."""
+    import coremltools as ct
+
+    from staredge.metadata import MetadataError
+
+    path = export_coreml(TinyClassifier().eval(), tmp_path / "tiny.mlpackage", tiny_meta())
+    spec = ct.utils.load_spec(str(path))
+    del spec.description.metadata.userDefined["staredge"]
+    bare = tmp_path / "bare.mlpackage"
+    ct.models.MLModel(spec, weights_dir=str(path / "Data" / "com.apple.CoreML" / "weights"), skip_model_load=True).save(str(bare))
+    with pytest.raises(MetadataError, match="no StarEdge metadata"):
+        read_metadata(bare)
+    (path / "Manifest.json").write_text('{"itemInfoEntries": {}}')
+    with pytest.raises(MetadataError, match="Manifest.json"):
+        read_metadata(path)
