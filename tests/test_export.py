@@ -45,7 +45,7 @@ def randomized(name: str, seed: int = 0) -> nn.Module:
             if "layer_scale" in pname:
                 p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
             if pname.split(".")[0] in ("head", "dist_head") and pname.endswith("weight"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)  # logits ~1-5
     return model.eval()
 
 

@@ -44,7 +44,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
             if "layer_scale" in name:
                 p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
             if name.split(".")[0] in ("head", "dist_head") and name.endswith("weight"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)  # logits ~1-5
     return model.eval()
 
 
