@@ -163,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--latency-from", help="reuse the latency rows of an earlier run's JSON instead of measuring")
+    parser.add_argument("--render-only", metavar="JSON", help="rewrite the markdown from a run's JSON, exporting nothing")
     args = parser.parse_args(argv)
+    if args.render_only:
+        data = json.loads(Path(args.render_only).read_text())
+        atomic_write_text(Path(args.out), render(data["rows"], data["latency"], args, data.get("seconds", 0.0), data["machine"]))
+        return 0
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     formats = [f.strip() for f in args.formats.split(",") if f.strip() in FORMATS]
@@ -199,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_outputs(rows: list[dict], latency: list[dict], args, seconds: float) -> None:
     """Write the markdown (and JSON) for the rows so far."""
-    atomic_write_text(Path(args.out), render(rows, latency, args, seconds))
+    machine = machine_line()
+    atomic_write_text(Path(args.out), render(rows, latency, args, seconds, machine))
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps({"machine": machine_line(), "rows": rows, "latency": latency}, indent=1) + "\n")
+        data = {"machine": machine, "seconds": seconds, "rows": rows, "latency": latency}
+        atomic_write_text(Path(args.json), json.dumps(data, indent=1) + "\n")
 
 
 def create_family(name: str) -> str:
@@ -210,8 +217,9 @@ def create_family(name: str) -> str:
     return get_entry(name).family
 
 
-def render(rows: list[dict], latency: list[dict], args, seconds: float) -> str:
-    """The markdown document."""
+def render(rows: list[dict], latency: list[dict], args, seconds: float, machine: str | None = None) -> str:
+    """The markdown document (``machine``: the line recorded when measuring; default: now)."""
+    machine = machine or machine_line()
     f = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
     tol = "; ".join(f"{p}: " + ", ".join(f"{k} ≤ {v:g}" if k != "top1_agreement" else "top-1 agreement = 100%" for k, v in t.items()) for p, t in TOLERANCES.items())
     lines = [
@@ -227,14 +235,14 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float) -> str:
         "- max |Δ| is the largest absolute logit difference; rel. err = max |Δ| / max |logit|;",
         "  cosine is the lowest per-input cosine similarity of the logit vectors.",
         "- Weights: no checkpoint can be downloaded here, so models carry seeded random BN",
-        "  statistics, layer scales and heads scaled to O(1) logits (a fresh init gives ~1e-3",
-        "  logits, against which 1e-4 would prove nothing).",
+        "  statistics, layer scales and N(0, 0.5²) heads: logits of order 1 to a few tens",
+        "  (a fresh init gives ~1e-3 logits, against which 1e-4 would prove nothing).",
         "- Runtimes: ONNX Runtime (CPU), OpenVINO CPU with `INFERENCE_PRECISION_HINT=f32`,",
         "  ai-edge-litert (XNNPACK); CoreML through the numpy MIL reference executor",
         "  (no CoreML runtime exists on Linux).",
         "- fp16: ONNX and TFLite store weights as fp16 with a cast/dequantize to fp32 compute;",
         "  OpenVINO stores fp16 weights (`compress_to_fp16=True`); CoreML computes in fp16.",
-        f"- Machine: {machine_line()}. Export times include the converter only (not",
+        f"- Machine: {machine}. Export times include the converter only (not",
         f"  validation) and are under that load. Whole run: {seconds / 60:.1f} min.",
         "",
         "| model | format | precision | max abs diff | rel. err | cosine | top-1 | size | export time | result |",
