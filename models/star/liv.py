@@ -105,14 +105,26 @@ def with_history(new: Tensor, ring: Tensor | None, kernel: int) -> Tensor:
     return torch.cat([ring, new], dim=1)
 
 
-def rope(x: Tensor, pos: int, base: float = C.ROPE_BASE) -> Tensor:
-    """Rotary embedding (rotate-half) of ``x`` [B, T, ..., D] at positions pos..pos+T-1."""
+def rope_table(length: int, dim: int, base: float = C.ROPE_BASE, device=None) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles for positions 0..length-1, each [length, dim // 2]."""
+    half = dim // 2
+    inv = base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+    ang = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None]
+    return ang.cos(), ang.sin()
+
+
+def rope(x: Tensor, pos: int, table: tuple[Tensor, Tensor] | None = None, base: float = C.ROPE_BASE) -> Tensor:
+    """Rotary embedding (rotate-half) of ``x`` [B, T, ..., D] at positions pos..pos+T-1.
+
+    ``table`` is a precomputed :func:`rope_table` (used when it covers the positions)."""
     t, d = x.shape[1], x.shape[-1]
     half = d // 2
-    inv = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    ang = torch.arange(pos, pos + t, device=x.device, dtype=torch.float32)[:, None] * inv[None]
+    if table is not None and pos + t <= table[0].shape[0]:
+        cos, sin = table[0][pos:pos + t], table[1][pos:pos + t]
+    else:
+        cos, sin = (v[pos:] for v in rope_table(pos + t, d, base, x.device))
     shape = (1, t) + (1,) * (x.ndim - 3) + (half,)
-    cos, sin = ang.cos().to(x.dtype).view(shape), ang.sin().to(x.dtype).view(shape)
+    cos, sin = cos.to(x.dtype).view(shape), sin.to(x.dtype).view(shape)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -193,11 +205,15 @@ def attend(q: Tensor, k: Tensor, v: Tensor, pos: int, lam: Tensor | None = None)
         k = k.repeat_interleave(h // hkv, dim=1)
         v = v.repeat_interleave(h // hkv, dim=1)
     tq, tk = q.shape[2], k.shape[2]
-    allowed = torch.arange(tk, device=q.device)[None, :] <= (torch.arange(tq, device=q.device)[:, None] + pos)
+    # One new token at the end of the cache sees every key: no mask needed.
+    allowed = None if tq == 1 and tk == pos + 1 else (
+        torch.arange(tk, device=q.device)[None, :] <= (torch.arange(tq, device=q.device)[:, None] + pos))
 
     def probs(qq: Tensor, kk: Tensor) -> Tensor:
         s = (qq @ kk.transpose(-1, -2)) * qq.shape[-1] ** -0.5
-        return torch.softmax(s.masked_fill(~allowed, float("-inf")), dim=-1)
+        if allowed is not None:
+            s = s.masked_fill(~allowed, float("-inf"))
+        return torch.softmax(s, dim=-1)
 
     if lam is None:
         return probs(q, k) @ v
@@ -236,6 +252,11 @@ class Attention(LIV):
         if self.differential:
             self.lam = DiffLambda(self.shape.head_dim // 2, layer_index)
             self.sub_norm = RMSNorm(self.shape.head_dim)
+        # Rotary angles for the whole context, computed once (not saved with the weights).
+        rot = self.shape.head_dim // 2 if self.differential else self.shape.head_dim
+        cos, sin = rope_table(max_seq_len, rot)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
     @staticmethod
     def make_featurizer(dim: int, liv_class: int, cfg: LIVConfig, groups) -> AttentionFeaturizer:
@@ -258,10 +279,11 @@ class Attention(LIV):
         return st
 
     def _rope(self, t: Tensor, pos: int) -> Tensor:
+        table = (self.rope_cos, self.rope_sin)
         if not self.differential:
-            return rope(t, pos)
+            return rope(t, pos, table)
         b, n, h, d = t.shape  # the two halves of each head rotate separately
-        return rope(t.view(b, n, h, 2, d // 2), pos).view(b, n, h, d)
+        return rope(t.view(b, n, h, 2, d // 2), pos, table).view(b, n, h, d)
 
     def _mix(self, x, state, pos, shared):
         b, t, _ = x.shape
