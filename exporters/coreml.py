@@ -123,7 +123,11 @@ def _quiet_converter():
     What was printed is kept and attached to the error if the conversion fails.
     """
     buffer = io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        contextlib.redirect_stderr(buffer),
+        contextlib.redirect_stdout(buffer),
+    ):
         warnings.simplefilter("always")
         try:
             yield buffer
@@ -187,7 +191,11 @@ def export_coreml(
                 "deployment_target": deployment_target,
                 "image_input": bool(image_input),
                 "classifier": classifier,
-                **({"class_label_output": CLASS_LABEL_OUTPUT, "probabilities_output": PROBABILITIES_OUTPUT} if classifier else {}),
+                **(
+                    {"class_label_output": CLASS_LABEL_OUTPUT, "probabilities_output": PROBABILITIES_OUTPUT}
+                    if classifier
+                    else {}
+                ),
             },
         },
     )
@@ -200,7 +208,14 @@ def export_coreml(
     if image_input:
         scale, bias, inv_std = _image_normalisation(meta)
         color = ct.colorlayout.RGB if size[0] == 3 else ct.colorlayout.GRAYSCALE
-        inputs = [ct.ImageType(name=meta.input_name, shape=(1, *size), scale=scale, bias=bias if size[0] == 3 else bias[0], color_layout=color)]
+        image_type = ct.ImageType(
+            name=meta.input_name,
+            shape=(1, *size),
+            scale=scale,
+            bias=bias if size[0] == 3 else bias[0],  # grayscale takes one bias
+            color_layout=color,
+        )
+        inputs = [image_type]
     else:
         inputs = [ct.TensorType(name=meta.input_name, shape=tuple(example_input.shape), dtype=np.float32)]
     wrapper = _PixelNormalisation(model, inv_std, softmax=classifier).eval()
@@ -340,7 +355,9 @@ def _save_atomically(mlmodel, path: Path, overwrite: bool) -> Path:
 # --------------------------------------------------------------------------- Apple runtime (macOS)
 
 
-def compare_with_apple_runtime(path: str | os.PathLike, images: list[Any], compute_units: str = "CPU_ONLY") -> dict[str, float]:
+def compare_with_apple_runtime(
+    path: str | os.PathLike, images: list[Any], compute_units: str = "CPU_ONLY"
+) -> dict[str, float]:
     """Max |Δ| per numeric output between Apple's runtime and the reference executor (macOS only).
 
     ``images``: PIL images or (H, W, 3) uint8 arrays of the package's input size (Apple's

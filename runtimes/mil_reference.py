@@ -583,7 +583,9 @@ def _conv(a: _Args) -> list[Any]:
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     if c != cg * groups:
-        raise MILProgramError(f"op '{a.op_name}' (conv): {c} input channels do not match weight {w.shape} with groups={groups}")
+        raise MILProgramError(
+            f"op '{a.op_name}' (conv): {c} input channels do not match weight {w.shape} with groups={groups}"
+        )
     if was_1d:
         pads1 = _spatial_pads(a, (wd,), (kw,), strides[1:], dilations[1:])
         pads = [(0, 0)] + pads1
@@ -920,7 +922,10 @@ class MILExecutor:
                 self._consts[op.outputs[0].name] = self._const_value(op)
             elif op.type == "classify":
                 classes = op.inputs["classes"].arguments[0]
-                value = self._consts.get(classes.name) if classes.WhichOneof("binding") == "name" else self._value(classes.value)
+                if classes.WhichOneof("binding") == "name":
+                    value = self._consts.get(classes.name)
+                else:
+                    value = self._value(classes.value)
                 self.class_labels = list(np.asarray(value, dtype=object).reshape(-1)) if value is not None else None
         self._plan = [(op, self._bindings(op)) for op in self._ops if op.type != "const"]
         self.predicted_feature_name = self.spec.description.predictedFeatureName or None
@@ -976,7 +981,9 @@ class MILExecutor:
     def _np_dtype(self, code: int, what: str) -> Any:
         name = self._mil_pb2.DataType.Name(code)
         if name not in _MIL_DTYPES:
-            raise UnsupportedOpError(f"{self.path}: '{what}' has data type {name}, which the reference executor does not support")
+            raise UnsupportedOpError(
+                f"{self.path}: '{what}' has data type {name}, which the reference executor does not support"
+            )
         return _MIL_DTYPES[name]
 
     def _blob(self, file_name: str) -> BlobFile:
@@ -1141,7 +1148,9 @@ class MILExecutor:
                 f"reference executor: {type(exc).__name__}: {exc}"
             ) from exc
         if len(results) != len(op.outputs):
-            raise MILProgramError(f"op '{op_name}' ({op.type}) produced {len(results)} outputs, the program declares {len(op.outputs)}")
+            raise MILProgramError(
+                f"op '{op_name}' ({op.type}) produced {len(results)} outputs, the program declares {len(op.outputs)}"
+            )
         for spec_out, result in zip(op.outputs, results):
             env[spec_out.name] = self._store(spec_out, result)
 
@@ -1162,7 +1171,9 @@ class MILExecutor:
             "path": str(self.path),
             "model": self.model_name,
             "opset": self.opset,
-            "inputs": {n: {"kind": i.kind, "shape": list(i.shape), "color_space": i.color_space} for n, i in self.inputs.items()},
+            "inputs": {
+                n: {"kind": i.kind, "shape": list(i.shape), "color_space": i.color_space} for n, i in self.inputs.items()
+            },
             "outputs": list(self.output_names),
             "ops": dict(self.op_counts),
         }
