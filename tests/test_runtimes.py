@@ -63,7 +63,7 @@ def test_backend_matches_pytorch_on_real_digits(fmt, artifacts, torch_model):
             ref = torch_model(torch.from_numpy(x)).numpy()
         out = backend.forward(x)
         assert len(out) == 1 and out[0].shape == (1, 10)
-        np.testing.assert_allclose(out[0], ref, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(out[0], ref, rtol=0, atol=2e-5)  # export validation saw ~2e-6
 
 
 def test_coreml_reference_executor_matches_pytorch(artifacts, torch_model):
