@@ -54,7 +54,8 @@ def measure(args: argparse.Namespace) -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     threads = [int(t) for t in args.threads.split(",")]
-    counts = {"warmup": args.warmup, "iters": args.iters, "repeats": args.repeats}
+    counts = {"warmup": args.warmup, "iters": args.iters, "repeats": args.repeats,
+              "statistic": args.statistic, "reduce": args.reduce}
     models = registered(STARNETS + EFFICIENTFORMERS)
     if args.models:
         models = [m for m in models if m in args.models.split(",")]
@@ -75,20 +76,26 @@ def measure(args: argparse.Namespace) -> None:
     if args.prepare:
         # One timed inference per backend, only to export and cache every artifact in --workdir.
         counts = {"warmup": 0, "iters": 1, "repeats": 1}
-    steps = args.steps.split(",")
-    if "main" in steps:
-        protocols = [get_protocol("paper-cpu", threads=t, **counts) for t in threads]
-        run("main.json", models, expand_backends(["all"]), protocols)
-    if "rewrites" in steps:
-        chosen = registered(["starnet_s1", "efficientformerv2_s0"])
-        base = [parse_backend(b) for b in ("pytorch", "onnx-plain", "onnxruntime", "openvino", "tflite")]
-        protocols = [get_protocol("paper-cpu", threads=t, **counts) for t in threads]
-        run("rewrites.json", chosen, compare_rewrite_specs(base), protocols)
-    if "star_sum" in steps:
-        chosen = registered(["starnet_s1", "starnet_s2", "starnet_s3", "starnet_s4"])
-        specs = [parse_backend(b) for b in ("pytorch", "onnx-plain", "onnxruntime", "openvino", "tflite")]
-        protocols = [get_protocol("paper-cpu", threads=t, **counts) for t in threads]
-        run("star_sum.json", chosen, specs, protocols, variants=("star", "sum"))
+
+    def threads_protocols(only: str | None = None) -> list:
+        chosen = [int(t) for t in only.split(",")] if only else threads
+        return [get_protocol("paper-cpu", threads=t, **counts) for t in chosen]
+
+    for step in args.steps.split(","):
+        if step == "main":
+            run("main.json", models, expand_backends(["all"]), threads_protocols())
+        elif step == "rewrites":
+            chosen = registered(["starnet_s1", "efficientformerv2_s0"])
+            # no PyTorch baseline here: the question is fuse vs fuse + pwlinear per runtime
+            base = [parse_backend(b) for b in ("onnx-plain", "onnxruntime", "openvino", "tflite")]
+            run("rewrites.json", chosen, compare_rewrite_specs(base), threads_protocols(args.side_threads),
+                interleave=args.interleave)
+        elif step == "star_sum":
+            chosen = registered(["starnet_s1", "starnet_s2", "starnet_s3", "starnet_s4"])
+            specs = [parse_backend(b) for b in ("pytorch", "onnx-plain", "onnxruntime", "openvino", "tflite")]
+            run("star_sum.json", chosen, specs, threads_protocols(args.side_threads), variants=("star", "sum"))
+        else:
+            raise SystemExit(f"unknown step '{step}': use main, rewrites, star_sum")
 
 
 def render(args: argparse.Namespace) -> str:
@@ -167,11 +174,16 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=50, help="warm-up per run (paper: 50)")
     p.add_argument("--iters", type=int, default=500, help="timed inferences per run (paper: 500)")
     p.add_argument("--repeats", type=int, default=1, help="runs per backend (paper: 1)")
+    p.add_argument("--statistic", help="per-run statistic reported (paper: mean)")
+    p.add_argument("--reduce", choices=["last", "mean"], help="report the last run or the mean over runs")
     p.add_argument("--threads", default="2,4", help="thread counts to time (paper: 4; this machine has 2 cores)")
+    p.add_argument("--side-threads", help="thread counts for the rewrites and star_sum steps (default: --threads)")
     p.add_argument("--models", help="only these models (comma list)")
     p.add_argument("--steps", default="main,rewrites,star_sum", help="which measurements to run")
     p.add_argument("--results", default=str(ROOT / "docs" / "img" / "bench-results"), help="where the JSON documents go")
     p.add_argument("--workdir", default="/tmp/staredge-bench-artifacts", help="exported artifacts (reused across runs)")
+    p.add_argument("--interleave", action="store_true",
+                   help="rewrites step: time its backends round-robin (use with --repeats > 1)")
     p.add_argument("--prepare", action="store_true", help="export and cache every artifact; time one inference each")
     p.add_argument("--render-only", action="store_true", help="do not measure; re-render docs from the JSON")
     args = p.parse_args()

@@ -27,6 +27,7 @@ from staredge.bench.backends import (
     compare_rewrite_specs,
     expand_backends,
     parse_backend,
+    threads_in_effect,
     with_baselines,
 )
 from staredge.bench.device import (
@@ -367,6 +368,23 @@ def test_ort_io_binding_runner_binds_on_device_and_syncs():
     runner()
     runner.sync()
     assert log == [("in", "input", "cuda"), ("out", "logits", "cuda"), "run", "sync"]
+
+
+def test_threads_in_effect_asks_the_runtime():
+    class Options:
+        intra_op_num_threads = 3
+
+    class OrtLike:
+        threads = 99
+        session = type("S", (), {"get_session_options": lambda self: Options()})()
+
+    class OpenVinoLike:
+        threads = 99
+        compiled = type("C", (), {"get_property": lambda self, key: {"INFERENCE_NUM_THREADS": 2}[key]})()
+
+    assert threads_in_effect(OrtLike()) == 3
+    assert threads_in_effect(OpenVinoLike()) == 2
+    assert threads_in_effect(type("Other", (), {"threads": 5})()) == 5
 
 
 def test_gpu_backends_without_cuda_are_reported_unavailable(tmp_path):

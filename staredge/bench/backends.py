@@ -322,6 +322,10 @@ class RunnerFactory:
         if threads is not None:
             torch.set_num_threads(threads)
         device = spec.device
+        if device != "cpu" and model is self.model:
+            import copy
+
+            model = copy.deepcopy(model)  # .to() moves in place; exports still need the CPU model
         model = model.to(device).eval()
         x = torch.from_numpy(self.x).to(device)
 
