@@ -67,7 +67,9 @@ class Predictor:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = load_backend(path, backend=backend, device=device, threads=threads, **options)
         self.metadata = self.backend.metadata
-        self.preprocess_config = PreprocessConfig.from_metadata(self.metadata)
+        self._preprocess_config: PreprocessConfig | None = None
+        if self.metadata.task == "image-classification" and len(self.metadata.input_size) == 3:
+            self.preprocess_config  # noqa: B018 - build now: bad preprocessing metadata fails at load
         self.max_pixels = max_pixels
         self.batch_size = batch_size
         # Runtimes that are not thread-safe (LiteRT interpreter, CoreML) get one lock;
@@ -75,6 +77,19 @@ class Predictor:
         self._lock = threading.Lock() if not self.backend.thread_safe else None
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        """How images are prepared for this artifact (from its metadata; built on first use,
+        so that ``predict`` works for artifacts that do not take images)."""
+        if self._preprocess_config is None:
+            if self.metadata.task != "image-classification" or len(self.metadata.input_size) != 3:
+                raise ConfigError(
+                    f"{self.metadata.model} is a {self.metadata.task!r} artifact with input size "
+                    f"{self.metadata.input_size}, not an image classifier; call predict() with its inputs"
+                )
+            self._preprocess_config = PreprocessConfig.from_metadata(self.metadata)
+        return self._preprocess_config
 
     @property
     def labels(self) -> list[str]:
@@ -163,7 +178,6 @@ class Predictor:
     def info(self) -> dict[str, Any]:
         """What is loaded: model, format, runtime, device, threads, input and preprocessing."""
         m = self.metadata
-        pc = self.preprocess_config
         d = {
             "path": str(self.backend.path) if self.backend.path is not None else None,
             "model": m.model,
@@ -173,19 +187,26 @@ class Predictor:
             "precision": m.precision,
             "input_size": list(m.input_size),
             "num_labels": len(m.labels),
-            "preprocessing": {
-                "resize": pc.resize_size,
-                "crop": list(pc.input_size[1:]),
-                "interpolation": pc.interpolation,
-                "mean": list(pc.mean),
-                "std": list(pc.std),
-                "pixels_in_model": pc.pixels_in_model,
-            },
+            "preprocessing": self._preprocessing_info(),
             "rewrites": list(m.rewrites),
             "staredge_version": m.staredge_version,
         }
         d.update(self.backend.describe())
         return d
+
+    def _preprocessing_info(self) -> dict[str, Any] | None:
+        try:
+            pc = self.preprocess_config
+        except ConfigError:
+            return None  # not an image model
+        return {
+            "resize": pc.resize_size,
+            "crop": list(pc.input_size[1:]),
+            "interpolation": pc.interpolation,
+            "mean": list(pc.mean),
+            "std": list(pc.std),
+            "pixels_in_model": pc.pixels_in_model,
+        }
 
     def __repr__(self) -> str:
         return f"Predictor({self.metadata.model!r}, backend={self.backend.name!r}, device={self.backend.device!r})"

@@ -145,3 +145,31 @@ def test_cli_classify_json_and_table(artifacts, tmp_path, capsys):
     assert cli_main(["classify", str(artifacts["tflite"]), paths[0], "--top-k", "3"]) == 0
     table = capsys.readouterr().out
     assert "litert" in table and str(labels[0]) in table and "probability" in table
+
+
+def test_non_image_artifacts_still_predict_but_do_not_classify(tmp_path):
+    import onnx
+    import torch
+
+    from staredge.errors import ConfigError
+    from staredge.metadata import ArtifactMetadata
+
+    model = torch.nn.Linear(4, 2).eval()  # not an image model: a (1, 4) float input
+    path = tmp_path / "regressor.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 4),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["scores"])
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key = "staredge"
+    entry.value = ArtifactMetadata(model="regressor", family="custom", format="onnx", task="regression",
+                                   input_size=[4], output_names=["scores"]).to_json()
+    onnx.save(proto, str(path))
+
+    p = Predictor(path, threads=1)
+    x = np.ones((1, 4), np.float32)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(p.predict(x)[0], ref, atol=1e-6)
+    with pytest.raises(ConfigError, match="not an image classifier; call predict"):
+        p.classify(np.zeros((8, 8), np.uint8))
+    assert p.info()["preprocessing"] is None
