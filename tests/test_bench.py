@@ -675,3 +675,15 @@ def test_the_documented_minimal_document_loads_and_merges(tmp_path):
     merged = merge([_doc(), phone])
     labels = [c.label for c in report.build_table(merged).columns]
     assert any(lab.startswith("coreml:all") and "iPhone 13" in lab for lab in labels)
+
+
+def test_star_sum_comparison_skips_models_without_a_sum_variant(tmp_path):
+    clock = FakeClock()
+    protocol = get_protocol("paper-cpu", warmup=0, iters=2)
+    scripts = {"pytorch": [1.0] * 100}
+    doc = run_bench(["starnet_s050", "efficientformerv2_s0"], [BackendSpec("pytorch")], [protocol],
+                    variants=("star", "sum"), show_progress=False, workdir=str(tmp_path), clock=clock,
+                    factory_class=_fake_factory(clock, scripts))
+    assert [(r.model, r.variant) for r in doc.results] == [
+        ("starnet_s050", "star"), ("starnet_s050", "sum"), ("efficientformerv2_s0", "star")]
+    assert any("efficientformerv2_s0 has no star→sum variant" in n for n in doc.notes)

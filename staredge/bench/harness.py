@@ -38,6 +38,13 @@ def reported_latency(runs: Sequence[RunStats], protocol: Protocol) -> tuple[floa
     return mean([r.statistic(protocol.statistic) for r in runs]), None
 
 
+def has_sum_variant(name: str) -> bool:
+    """Whether ``name`` can be built with every star replaced by a sum (StarNet)."""
+    from staredge.models import get_entry
+
+    return get_entry(name).family == "starnet"
+
+
 def build_model(name: str, variant: str = "star") -> Any:
     """The registered model ``name``; ``variant="sum"`` replaces every star with a sum (StarNet only)."""
     import torch
@@ -184,13 +191,17 @@ def run_bench(
     doc = doc or BenchDocument(tool=f"staredge bench {__version__}")
     machine_id = doc.add_machine(machine_info())
     protocol_ids = [doc.add_protocol(p.to_dict()) for p in protocols]
-    total = len(models) * len(variants) * len(protocols) * len(backends)
+    plan = [(m, v) for m in models for v in variants if v != "sum" or has_sum_variant(m)]
+    for m in models:
+        if "sum" in variants and not has_sum_variant(m):
+            doc.notes.append(f"{m} has no star→sum variant (StarNet only): timed as is")
+    total = len(plan) * len(protocols) * len(backends)
     done = 0
     tmp = tempfile.TemporaryDirectory(prefix="staredge-bench-") if workdir is None else nullcontext(workdir)
     try:
         with tmp as root, _Progress(show_progress, total, console) as bar:
             for model_name in models:
-                for variant in variants:
+                for variant in (v for v in variants if (model_name, v) in plan):
                     model = build_model(model_name, variant)
                     prof = profile(model)
                     factory = (factory_class or RunnerFactory)(
