@@ -47,9 +47,11 @@ class STARBackbone(nn.Module):
         # Featurizers: one per featurizer-sharing root, holding every group its users compute.
         roots = [g.featurizer_producer(i) if g.featurizer_producer(i) is not None else i for i in range(depth)]
         needed: dict[int, set[str]] = {}
+        reads_input = []
         for i, seg in enumerate(g):
             own = set(C.FEATURE_GROUPS[C.family(seg.liv_class)]) - set(g.shared_feature_groups(i))
             needed.setdefault(roots[i], set()).update(own)
+            reads_input.append(bool(own))
         featurizers = {}
         for r, groups in needed.items():
             cls = g[r].liv_class
@@ -59,7 +61,9 @@ class STARBackbone(nn.Module):
                                          g.shared_feature_groups(i), self.max_seq_len)
             for i, seg in enumerate(g)
         )
-        self.norms = nn.ModuleList(RMSNorm(dim) for _ in range(depth))
+        # A consumer that takes every input-dependent group from its producer (GConv strategy
+        # 4, GMemless strategy 3) never reads its own input: it gets no pre-norm (no dead weights).
+        self.norms = nn.ModuleList(RMSNorm(dim) if reads_input[i] else nn.Identity() for i in range(depth))
 
     def _cfg(self, liv_class: int) -> LIVConfig:
         return self.configs.get(liv_class, LIVConfig())

@@ -31,7 +31,9 @@ Feature-group sharing (gene 5, see ``choices.SHARING_STRATEGIES``): attention 2 
 conv), 5 = x,Δ,B,C; gated convs 2 = C, 3 = B,x (their product u, the conv input), 4 = B,x,C;
 GMemless 2 = gate, 3 = gate and up. A consumer takes those groups from its producer (for
 attention the producer's whole K/V cache, for convs the producer's conv input window) and
-keeps no cache for them.
+keeps no cache for them. A consumer that shares every input-dependent group (GConv 4,
+GMemless 3) applies only its own output projection to the producer's features, and the
+backbone gives it no pre-norm.
 
 Every operator implements ``_mix(x, state, pos, shared) -> (y, new_state, exports)``.
 ``state=None`` selects the parallel form over a whole sequence starting at position 0;
@@ -504,7 +506,9 @@ class GatedLongConv(LIV):
         self.featurizer = featurizer
         emb = 1 + 2 * C.LONGCONV_EMB_FREQS
         self.filter_in = nn.Linear(emb, C.LONGCONV_MLP_HIDDEN, bias=False)
-        self.filter_out = nn.Linear(C.LONGCONV_MLP_HIDDEN, dim, bias=False)
+        # Small output init keeps early filters short-acting in effect: taps of ~0.05 summed
+        # over a long history stay O(1) instead of growing with the context.
+        self.filter_out = _linear(C.LONGCONV_MLP_HIDDEN, dim)
         lo, hi = C.LONGCONV_DECAY_RANGE
         self.register_buffer("decay_rates", torch.logspace(math.log10(lo), math.log10(hi), dim), persistent=False)
         self.out = _linear(dim, dim)
