@@ -223,3 +223,20 @@ def test_every_class_trains_and_every_parameter_gets_a_gradient(cls):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0
+
+
+def test_rotary_positions_beyond_the_precomputed_table(monkeypatch):
+    """Attention LIVs precompute rotary angles for ROPE_TABLE_MAX positions; later positions
+    are computed per call and must give the same logits."""
+    monkeypatch.setattr(C, "ROPE_TABLE_MAX", 8)
+    genome = Genome([Segment(1, 1, 1, 1, 1), Segment(10, 1, 1, 1, 1), Segment(9, 1, 1, 1, 1)]).validate()
+    model = build(genome, 64, 3)
+    assert model.backbone.livs[0].rope_cos.shape[0] == 8
+    ids = torch.randint(0, 256, (1, 14), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(ids)
+        state = model.init_state(1)
+        a, state = model.step(ids[:, :6], state)
+        b, state = model.step(ids[:, 6:11], state)  # straddles the table's end
+        c, state = model.step(ids[:, 11:], state)
+    torch.testing.assert_close(torch.cat([a, b, c], 1), ref, rtol=0, atol=ATOL)

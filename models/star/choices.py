@@ -24,6 +24,7 @@ MAX_SEQ_LEN = 2048  # default context; also the normalisation length of GConv-2 
 # --- Attention (classes 1-4, differential 10-13) --------------------------------------------
 HEAD_DIM = 64  # heads = dim // HEAD_DIM (at least 1); override per class with LIVConfig(head_dim=...)
 ROPE_BASE = 10000.0  # rotary embedding base; rotate-half convention
+ROPE_TABLE_MAX = 8192  # positions whose rotary angles each attention LIV precomputes
 SA2_CONV_KERNEL = 3  # SA-2: causal depthwise conv on q, k and v
 GQA_REPEAT = {1: 1, 2: 1, 3: 4, 4: 2}  # query heads per K/V head, per base attention class
 

@@ -256,7 +256,7 @@ class Attention(LIV):
             self.sub_norm = RMSNorm(self.shape.head_dim)
         # Rotary angles for the whole context, computed once (not saved with the weights).
         rot = self.shape.head_dim // 2 if self.differential else self.shape.head_dim
-        cos, sin = rope_table(max_seq_len, rot)
+        cos, sin = rope_table(min(max_seq_len, C.ROPE_TABLE_MAX), rot)  # beyond: computed per call
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
