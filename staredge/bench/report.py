@@ -349,6 +349,25 @@ def print_tables(doc: BenchDocument, console: Any = None, results: Iterable[Benc
         console.print(f"[yellow]note:[/] {note}")
 
 
+def _family(model: str) -> str:
+    from staredge.errors import UnknownModelError
+    from staredge.models import get_entry
+
+    try:
+        return get_entry(model).family
+    except UnknownModelError:
+        return "other"
+
+
+def _short_name(model: str) -> str:
+    """``starnet_s1`` → ``S1``, ``efficientformerv2_l`` → ``EFv2-L`` (plot labels)."""
+    if model.startswith("starnet_s"):
+        return "S" + model[len("starnet_s"):]
+    if model.startswith("efficientformerv2_"):
+        return "EFv2-" + model[len("efficientformerv2_"):].upper()
+    return model
+
+
 def plot_latency_vs_top1(
     doc: BenchDocument,
     path: str,
@@ -380,34 +399,42 @@ def plot_latency_vs_top1(
     rows = [r for r in table.rows if r.top1 is not None]
     if not rows:
         raise ConfigError("nothing to plot: none of the measured models has a published top-1 accuracy")
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(11, 6), dpi=120)
     drawn = []
     markers = "os^Dv<>pPX*h"
+    families = {row.model: _family(row.model) for row in rows}
+
+    def draw(points: list[tuple[float, float, str]], label: str, **style: Any) -> None:
+        # One line per model family (StarNet, EfficientFormerV2): a line across families
+        # would suggest a trade-off curve that does not exist. Same colour, one legend entry.
+        colour = None
+        for family in dict.fromkeys(families[m] for _, _, m in points):
+            pts = sorted(p for p in points if families[p[2]] == family)
+            xs, ys, _ = zip(*pts)
+            (line,) = ax.plot(xs, ys, color=colour, label=label if colour is None else None, **style)
+            colour = line.get_color()
+        drawn.append(label)
+
     for i, col in enumerate(table.columns):
-        pts = sorted((row.latency[col], row.top1, row.model) for row in rows if row.latency.get(col) is not None)
-        if not pts:
-            continue
-        xs, ys, names = zip(*pts)
-        ax.plot(xs, ys, marker=markers[i % len(markers)], label=col.label)
-        drawn.append(col.label)
-        if i == 0:
-            for x, y, n in pts:
-                ax.annotate(n.replace("starnet_", "S-").replace("efficientformerv2_", "EF2-"), (x, y),
-                            textcoords="offset points", xytext=(4, -10), fontsize=7)
+        pts = [(row.latency[col], row.top1, row.model) for row in rows if row.latency.get(col) is not None]
+        if pts:
+            draw(pts, col.label, marker=markers[i % len(markers)])
     if include_paper:
         for platform in table.paper_platforms:
-            pts = sorted((row.paper[platform], row.top1) for row in rows if platform in row.paper)
-            if len(pts) < 1:
-                continue
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, linestyle="--", marker="x", alpha=0.6, label=platform)
-            drawn.append(platform)
+            pts = [(row.paper[platform], row.top1, row.model) for row in rows if platform in row.paper]
+            if pts:
+                draw(pts, platform, linestyle="--", marker="x", alpha=0.6)
+    for row in rows:  # name each model once, at its fastest measured point
+        xs = [row.latency[c] for c in table.columns if row.latency.get(c) is not None]
+        if xs:
+            ax.annotate(_short_name(row.model), (min(xs), row.top1), textcoords="offset points",
+                        xytext=(-6, 5), fontsize=7, ha="right")
     ax.set_xscale("log")
     ax.set_xlabel("latency, batch 1 (ms, log scale)")
     ax.set_ylabel("ImageNet-1k top-1 (%), as published")
     ax.set_title(title or "Latency vs. ImageNet top-1")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     target_dir = os.path.dirname(os.path.abspath(path))
     os.makedirs(target_dir, exist_ok=True)
