@@ -40,6 +40,9 @@ REQUIREMENTS: dict[str, list[tuple[str, str]]] = {
 
 PRECISIONS = ("fp32", "fp16")
 
+#: Formats whose artifacts can carry a symbolic batch axis (``dynamic_batch=True``).
+DYNAMIC_BATCH_FORMATS = ("onnx", "openvino")
+
 
 class ExportError(StarEdgeError):
     """A conversion failed; nothing was written for that format."""
@@ -332,7 +335,8 @@ def export(
     list of pass names. Artifacts are compared with the original (un-rewritten) PyTorch
     model. Raises :class:`ArtifactExistsError` before any work if a target exists and
     ``force`` is False, and :class:`~staredge.errors.MissingDependencyError` (naming the
-    pip extra) if a converter is missing. A conversion error is recorded in that format's
+    pip extra) if a converter is missing. ``dynamic_batch`` applies to ONNX and OpenVINO;
+    TFLite and CoreML artifacts keep batch 1. A conversion error is recorded in that format's
     result (``error``), nothing is left on disk for it, and the other formats go on.
     """
     fmts = parse_formats(formats)
@@ -371,7 +375,9 @@ def export(
         if key not in rewritten:
             rewritten[key] = apply_passes(model, passes) if passes else model
         unit, entry = targets[fmt]
-        metadata = build_metadata(model, fmt, precision, passes, dynamic_batch)
+        # TFLite and CoreML artifacts have a static batch (LiteRT resizes at run time instead)
+        fmt_dynamic = dynamic_batch and fmt in DYNAMIC_BATCH_FORMATS
+        metadata = build_metadata(model, fmt, precision, passes, fmt_dynamic)
         scratch = Path(tempfile.mkdtemp(prefix=".staredge-tmp-", dir=out))
         try:
             staged_unit = scratch / unit.name
@@ -382,7 +388,7 @@ def export(
             try:
                 _exporter(fmt)(
                     rewritten[key], staged_entry, metadata, precision,
-                    example_input=example, dynamic_batch=dynamic_batch,
+                    example_input=example, dynamic_batch=fmt_dynamic,
                 )
             except StarEdgeError as exc:
                 report.artifacts.append(_failed(fmt, precision, passes, start, str(exc)))
@@ -402,7 +408,7 @@ def export(
                 try:
                     check = validate_artifact(
                         model, staged_entry, fmt, precision, export_batch=example.shape[0],
-                        dynamic_batch=dynamic_batch, inputs=inputs, references=references,
+                        dynamic_batch=fmt_dynamic, inputs=inputs, references=references,
                     )
                 except StarEdgeError as exc:
                     result.passed = False

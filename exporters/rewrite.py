@@ -661,15 +661,16 @@ def pointwise_conv_to_linear(module: nn.Module) -> nn.Module:
 
 # --------------------------------------------------------------------------- pass selection
 
-#: Whether ``pointwise_conv_to_linear`` makes the exported artifact faster, per format, as
-#: measured with StarNet-S1 (fp32, batch 1, 2 threads, fuse_batchnorm vs. fuse + linear;
-#: docs/exports.md, "Rewrites and latency", on the shared 2-core EPYC under heavy load):
-#:   onnx     0.88x (ONNX Runtime's 1x1 conv kernels beat MatMul + transposes)
-#:   openvino 0.89x (same: OpenVINO keeps its own blocked layout for convs)
-#:   tflite   1.26x (litert-torch wraps every NCHW conv in transposes to NHWC; the
-#:                   channels-last Linear runs avoid most of them)
-#: CoreML was not measured (no Apple device here), so it keeps convs, the layout its
-#: Neural Engine is built for. "auto" reads this table.
+#: Whether ``pointwise_conv_to_linear`` makes the exported artifact faster, per format.
+#: StarNet-S1, fp32, batch 1, 2 threads, fuse_batchnorm vs. fuse + linear, on the shared
+#: 2-core EPYC under heavy load (load average ~13), two runs (docs/exports.md, "Rewrites
+#: and latency"; run 1 = medians, run 2 = best rounds), plus the operators each executes:
+#:   onnx     0.88x, 0.90x  +30 Transpose, 45 MatMul + 45 Add replace 45 Conv → off
+#:   openvino 0.89x, 1.22x  +30 Reorder after CPU compilation; inconclusive → off
+#:   tflite   1.26x, 1.00x  same op count (litert-torch already runs NHWC; 45 CONV_2D
+#:                          become FULLY_CONNECTED, one GEMM either way); never slower → on
+#:   coreml   not measured (no Apple device here) → off, convs are what the ANE is built for
+#: The paper used the rewrite on GPU (seed 000 A.3); it stays available explicitly there.
 POINTWISE_LINEAR_HELPS: dict[str, bool] = {
     "onnx": False,
     "openvino": False,

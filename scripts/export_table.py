@@ -140,6 +140,48 @@ def measure_rewrites(model_name: str, formats: list[str], work: Path, rounds: in
     return rows
 
 
+def _ops(fmt: str, path: str) -> dict[str, int]:
+    """Operator counts of an artifact (what its runtime executes, for OpenVINO after compiling)."""
+    import collections
+
+    if fmt == "onnx":
+        import onnx
+
+        return dict(collections.Counter(n.op_type for n in onnx.load(path).graph.node if n.op_type not in ("Constant", "Identity")))
+    if fmt == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        kinds = (op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
+        return dict(collections.Counter(k for k in kinds if k not in ("Const", "Input", "Output")))
+    import ai_edge_litert.schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    buf = open(path, "rb").read()
+    model = schema.Model.GetRootAs(buf, 0)
+    graph = model.Subgraphs(0)
+    counts: dict[str, int] = collections.Counter()
+    for i in range(graph.OperatorsLength()):
+        code = model.OperatorCodes(graph.Operators(i).OpcodeIndex())
+        counts[names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")] += 1
+    return dict(counts)
+
+
+def add_op_counts(model_name: str, latency: list[dict], work: Path) -> None:
+    """Add the executed-op counts of both rewrite variants to each latency row (load-independent)."""
+    model = randomized(model_name)
+    for row in latency:
+        for key, passes in (("ops_fuse", ["fuse_batchnorm"]), ("ops_linear", ["fuse_batchnorm", "pointwise_conv_to_linear"])):
+            rep = export(model, row["format"], work / f"ops_{key}", rewrite=passes, force=True, validate=False)
+            row[key] = _ops(row["format"], rep.artifacts[0].path)
+
+
+def _ops_text(ops: dict[str, int] | None) -> str:
+    if not ops:
+        return "—"
+    return ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1]))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -163,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--latency-from", help="reuse the latency rows of an earlier run's JSON instead of measuring")
+    parser.add_argument("--append", metavar="JSON", help="keep the rows (and latency) of an earlier run and add to them")
     parser.add_argument("--render-only", metavar="JSON", help="rewrite the markdown from a run's JSON, exporting nothing")
     args = parser.parse_args(argv)
     if args.render_only:
@@ -175,14 +218,23 @@ def main(argv: list[str] | None = None) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     fp16_models = {m.strip() for m in args.fp16_models.split(",")}
     started = time.time()
-    rows = []
+    rows: list[dict] = []
+    previous: dict = {}
+    if args.append:
+        previous = json.loads(Path(args.append).read_text())
+        rows = list(previous["rows"])
+        started -= previous.get("seconds", 0.0)
     with tempfile.TemporaryDirectory(prefix="staredge-export-table-") as tmp:
         work = Path(tmp)
         latency = []
-        if args.latency_from:
+        if previous.get("latency"):
+            latency = previous["latency"]
+        elif args.latency_from:
             latency = json.loads(Path(args.latency_from).read_text())["latency"]
         elif not args.skip_latency:
             latency = measure_rewrites(args.latency_model, [f for f in formats if f != "coreml"], work, args.latency_rounds, args.latency_iters, args.threads)
+        if latency and not any("ops_fuse" in r for r in latency):
+            add_op_counts(args.latency_model, latency, work)
         for name in models:
             model = randomized(name)
             for precision in precisions:
@@ -267,9 +319,9 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
             f"{args.latency_model}, batch 1, fp32, {args.threads} threads; best (and median) of {latency[0]['rounds']}",
             f"interleaved rounds of {latency[0]['iters']} runs after 10 warm-up runs, same machine and load as above",
             "(under heavy load the absolute times are far above an idle machine's; compare columns only).",
-            "`pointwise_conv_to_linear` is switched on by `auto` only for formats where it was faster",
-            "by more than the noise (≥ 5 %); the decision is recorded in",
-            "`staredge.exporters.rewrite.POINTWISE_LINEAR_HELPS`.",
+            "`auto` switches `pointwise_conv_to_linear` on only for formats where it was never slower",
+            "across runs and adds no operators; the decision, with every run it rests on, is",
+            "recorded in `staredge.exporters.rewrite.POINTWISE_LINEAR_HELPS`.",
             "",
             "| format | fuse_batchnorm: best (median) ms | + pointwise_conv_to_linear: best (median) ms | speed-up (best) |",
             "|---|---:|---:|---:|",
@@ -279,6 +331,17 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
                 f"| {r['format']} | {r['fuse_ms']:.2f} ({r['fuse_median_ms']:.2f}) | "
                 f"{r['linear_ms']:.2f} ({r['linear_median_ms']:.2f}) | {r['speedup']:.2f}x |"
             )
+        if any("ops_fuse" in r for r in latency):
+            lines += [
+                "",
+                "Operators each runtime executes (load-independent; OpenVINO after compiling for CPU;",
+                "constants and inputs/outputs left out):",
+                "",
+                "| format | fuse_batchnorm | + pointwise_conv_to_linear |",
+                "|---|---|---|",
+            ]
+            for r in latency:
+                lines.append(f"| {r['format']} | {_ops_text(r.get('ops_fuse'))} | {_ops_text(r.get('ops_linear'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -118,8 +118,13 @@ def test_fp16_artifacts_are_about_half_the_size(tmp_path):
 def test_dynamic_batch_onnx_validates_another_batch_size(tmp_path):
     import onnx
 
-    report = export(randomized("starnet_s050"), "onnx", tmp_path, dynamic_batch=True)
-    art = report.artifacts[0]
+    report = export(randomized("starnet_s050"), "onnx,openvino", tmp_path, dynamic_batch=True)
+    art, ir = report.artifacts
+    assert ir.passed and read_metadata(ir.path).dynamic_batch is True
+    assert any(c["batch"] > 1 for c in ir.validation["comparisons"])
+    import openvino as ov
+
+    assert ov.Core().read_model(ir.path).inputs[0].get_partial_shape()[0].is_dynamic
     assert art.passed and art.max_abs_diff <= 1e-4
     assert any(c["batch"] > 1 for c in art.validation["comparisons"])
     dim0 = onnx.load(art.path).graph.input[0].type.tensor_type.shape.dim[0]
