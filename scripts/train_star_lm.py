@@ -9,7 +9,8 @@ evaluated on the same held-out windows, so their bits per byte compare fairly.
 Writes the STAR model to ``staredge/data/star_lm_pydoc.{safetensors,json}`` (the default
 model of ``staredge generate``) and every number to ``docs/star-lm-results.json``.
 
-    .venv/bin/python scripts/train_star_lm.py --force            # ~15 min CPU on 2 cores
+    .venv/bin/python scripts/train_star_lm.py --force   # ~10 min CPU in all (one thread per model,
+                                                        # both at once); took 34 min wall on a loaded 2-core box
     .venv/bin/python scripts/train_star_lm.py --steps 5 --out-dir /tmp/x --results /tmp/x/r.json
 
 Reproducible: seeds fix initialisation, batch order and sampling; ``--threads`` fixes the

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truncate", choices=["left"], default=None,
                    help="drop the oldest prompt bytes when the prompt is longer than the context")
     p.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt")
+    p.add_argument("--threads", type=int, default=1,
+                   help="PyTorch intra-op threads (default 1: batch-1 decode of a small model is "
+                        "dispatch-bound, and extra threads spin on a busy machine)")
     p.add_argument("--stats", action="store_true", help="print token counts and tokens/s to stderr at the end")
     p.set_defaults(func=run)
 
@@ -44,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
             "staredge generate \"your prompt here\""
         )
     model_name, prompt = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
     lm = load_lm(model_name)
     text_stream = lm.stream(
         prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
