@@ -33,13 +33,21 @@ def bench(lm, threads: int, new_tokens: int, repeats: int, temperature: float) -
     torch.set_num_threads(threads)
     kw = dict(max_new_tokens=new_tokens, temperature=temperature, top_p=0.95, seed=0)
     lm.stream(PROMPT, **kw).text()  # warm-up: allocator, first-call dispatch
-    prefill, decode, generated = [], [], []
+    prefill, decode, generated, decode_cpu_ms = [], [], [], []
     for r in range(repeats):
+        # CPU time is less sensitive to other processes than wall time: a prefill-only run
+        # (one token) is subtracted from the full run to get the decode share.
+        c0 = time.process_time()
+        lm.stream(PROMPT, **{**kw, "seed": r, "max_new_tokens": 1}).text()
+        c1 = time.process_time()
         s = lm.stream(PROMPT, **{**kw, "seed": r})
         s.text()
+        c2 = time.process_time()
         prefill.append(s.stats.prefill_tokens_per_s)
         decode.append(s.stats.decode_tokens_per_s)
         generated.append(s.stats.generated_tokens)
+        if s.stats.generated_tokens > 1:
+            decode_cpu_ms.append(1000 * ((c2 - c1) - (c1 - c0)) / (s.stats.generated_tokens - 1))
     return {
         "threads": threads,
         "temperature": temperature,
@@ -50,6 +58,7 @@ def bench(lm, threads: int, new_tokens: int, repeats: int, temperature: float) -
         "decode_tokens_per_s_median": round(statistics.median(decode), 1),
         "decode_tokens_per_s_all": [round(x, 1) for x in decode],
         "ms_per_token_median": round(1000 / statistics.median(decode), 2),
+        "decode_cpu_ms_per_token_median": round(statistics.median(decode_cpu_ms), 2) if decode_cpu_ms else None,
     }
 
 
@@ -87,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = Table(title=f"{lm.name}: PyTorch streaming ({lm.num_parameters:,} params)",
                   caption=f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (shared machine)")
-    for col in ("threads", "prompt tok", "new tok", "prefill tok/s", "decode tok/s", "ms/token"):
+    for col in ("threads", "prompt tok", "new tok", "prefill tok/s", "decode tok/s", "ms/token", "CPU ms/token"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["threads"]), str(r["prompt_tokens"]), str(r["new_tokens"]),
                       f"{r['prefill_tokens_per_s_median']:.0f}", f"{r['decode_tokens_per_s_median']:.1f}",
-                      f"{r['ms_per_token_median']:.2f}")
+                      f"{r['ms_per_token_median']:.2f}", f"{r['decode_cpu_ms_per_token_median'] or float('nan'):.2f}")
     Console().print(table)
     if args.write_results:
         results = json.loads(args.results.read_text(encoding="utf-8")) if args.results.exists() else {}
