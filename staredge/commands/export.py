@@ -98,7 +98,8 @@ def summary_table(report: Any):
 
     from staredge.exporters.validate import TOLERANCES
 
-    tol = ", ".join(f"{k} ≤ {v:g}" if k != "top1_agreement" else f"top-1 = {v:.0%}" for k, v in TOLERANCES[report.precision].items())
+    labels = {"max_abs_diff": "max |Δ| ≤ {:.0e}", "rel_error": "rel. err ≤ {:.0e}", "top1_agreement": "top-1 = {:.0%}"}
+    tol = ", ".join(labels.get(k, k + " ≤ {}").format(v) for k, v in TOLERANCES[report.precision].items())
     table = Table(
         title=f"staredge export: {report.model} ({report.precision}) → {report.out_dir}",
         caption=f"vs. PyTorch on scikit-image photos + random inputs; pass: {tol}",
