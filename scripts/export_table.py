@@ -307,6 +307,14 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
             f"{f(r['cosine'], '.7f')} | {f(r['top1_agreement'], '.0%')} | {fmt_size(r['size_bytes']) if r['size_bytes'] else '—'} | "
             f"{r['export_s']:.1f} s | {result} |"
         )
+    done = {r["model"] for r in rows}
+    missing = [n for n in list_models() if n != "demonet2d" and n not in done]
+    if missing:
+        lines += [
+            "",
+            f"Not in this run (it was stopped for time; tests/test_export.py exports and validates them "
+            f"in the slow set): {', '.join(missing)}.",
+        ]
     failures = [r for r in rows if r["error"]]
     if failures:
         lines += ["", "Errors:", ""]
