@@ -273,7 +273,8 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
     """The markdown document (``machine``: the line recorded when measuring; default: now)."""
     machine = machine or machine_line()
     f = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
-    tol = "; ".join(f"{p}: " + ", ".join(f"{k} ≤ {v:g}" if k != "top1_agreement" else "top-1 agreement = 100%" for k, v in t.items()) for p, t in TOLERANCES.items())
+    labels = {"max_abs_diff": "max |Δ| ≤ {:g}", "rel_error": "rel. err ≤ {:g}", "top1_agreement": "top-1 agreement ≥ {:.0%}"}
+    tol = "; ".join(f"{p}: " + ", ".join(labels.get(k, k + " ≤ {}").format(v) for k, v in t.items()) for p, t in TOLERANCES.items())
     lines = [
         "# Exports: every model × format × precision, checked against PyTorch",
         "",
@@ -294,8 +295,9 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
         "  (no CoreML runtime exists on Linux).",
         "- fp16: ONNX and TFLite store weights as fp16 with a cast/dequantize to fp32 compute;",
         "  OpenVINO stores fp16 weights (`compress_to_fp16=True`); CoreML computes in fp16.",
-        f"- Machine: {machine}. Export times include the converter only (not",
-        f"  validation) and are under that load. Whole run: {seconds / 60:.1f} min.",
+        f"- Machine: {machine}.",
+        f"  Export times include the converter only (not validation) and are under that load.",
+        f"  Whole run: {seconds / 60:.1f} min.",
         "",
         "| model | format | precision | max abs diff | rel. err | cosine | top-1 | size | export time | result |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
