@@ -413,9 +413,9 @@ def export(
                         model, staged_entry, fmt, precision, export_batch=example.shape[0],
                         dynamic_batch=fmt_dynamic, inputs=inputs, references=references,
                     )
-                except StarEdgeError as exc:
+                except Exception as exc:  # noqa: BLE001 - a runtime refusing the file is a failed check
                     result.passed = False
-                    result.error = f"validation could not run: {exc}"
+                    result.error = f"validation could not run: {type(exc).__name__}: {str(exc).strip()[:500]}"
                 else:
                     result.max_abs_diff = check.max_abs_diff
                     result.rel_error = check.rel_error
