@@ -284,3 +284,16 @@ def test_checkpoint_without_a_registry_name_asks_for_model(tmp_path):
         export(str(ckpt), "onnx", tmp_path / "out")
     report = export(str(ckpt), "onnx", tmp_path / "out", model_name="starnet_s050", validate=False)
     assert read_metadata(report.artifacts[0].path).checkpoint_sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_artifact_its_runtime_refuses_fails_validation(tmp_path, monkeypatch):
+    import staredge.exporters.validate as validate_module
+
+    def refusing_runtime(path, export_batch, dynamic_batch):
+        raise RuntimeError("runtime refused the file")
+
+    monkeypatch.setitem(validate_module.RUNNERS, "onnx", refusing_runtime)
+    report = export(randomized("starnet_s050"), "onnx", tmp_path)
+    art = report.artifacts[0]
+    assert art.passed is False and "runtime refused the file" in art.error and not report.passed
+    assert os.path.isfile(art.path)  # kept for inspection, reported as failed
