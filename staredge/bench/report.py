@@ -178,8 +178,11 @@ def latency_rows(table: Table) -> list[list[str]]:
 
 
 def speedup_columns(table: Table) -> list[Column]:
-    """Columns for the speed-up table: every column that is not a baseline itself."""
-    return [c for c in table.columns if c.backend not in ("pytorch", "onnx-plain")]
+    """Columns for the speed-up table: every non-baseline column with a measured baseline."""
+    return [
+        c for c in table.columns
+        if c.backend not in ("pytorch", "onnx-plain") and any(row.speedups.get(c) for row in table.rows)
+    ]
 
 
 def speedup_rows(table: Table) -> list[list[str]]:
