@@ -664,17 +664,19 @@ def pointwise_conv_to_linear(module: nn.Module) -> nn.Module:
 #: Whether ``pointwise_conv_to_linear`` makes the exported artifact faster, per format.
 #: StarNet-S1, fp32, batch 1, 2 threads, fuse_batchnorm vs. fuse + linear, on the shared
 #: 2-core EPYC under heavy load (load average ~13), two runs (docs/exports.md, "Rewrites
-#: and latency"; run 1 = medians, run 2 = best rounds), plus the operators each executes:
-#:   onnx     0.88x, 0.90x  +30 Transpose, 45 MatMul + 45 Add replace 45 Conv → off
-#:   openvino 0.89x, 1.22x  +30 Reorder after CPU compilation; inconclusive → off
-#:   tflite   1.26x, 1.00x  same op count (litert-torch already runs NHWC; 45 CONV_2D
-#:                          become FULLY_CONNECTED, one GEMM either way); never slower → on
-#:   coreml   not measured (no Apple device here) → off, convs are what the ANE is built for
-#: The paper used the rewrite on GPU (seed 000 A.3); it stays available explicitly there.
+#: and latency"; run 1: medians; run 2: best round and median), plus the operators each
+#: runtime executes (load-independent):
+#:   onnx     0.88x | 0.90x, 0.89x   +30 Transpose; 45 MatMul + 45 Add replace 45 Conv
+#:   openvino 0.89x | 1.22x, 1.07x   +30 Reorder after CPU compilation
+#:   tflite   1.26x | 0.99x, 0.68x   same op count: litert-torch already runs NHWC, 45
+#:                                   CONV_2D become FULLY_CONNECTED (one GEMM either way)
+#:   coreml   not measured (no Apple device here); convs are what the ANE is built for
+#: No format was faster in every run, so "auto" means fuse_batchnorm only on these CPU
+#: targets. (The paper used the rewrite on GPU, seed 000 A.3; it stays available by name.)
 POINTWISE_LINEAR_HELPS: dict[str, bool] = {
     "onnx": False,
     "openvino": False,
-    "tflite": True,
+    "tflite": False,
     "coreml": False,
 }
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from staredge.exporters import export
 from staredge.exporters.api import FORMATS, atomic_write_text
+from staredge.exporters.rewrite import POINTWISE_LINEAR_HELPS
 from staredge.exporters.validate import TOLERANCES
 from staredge.models import create, list_models
 
@@ -176,6 +177,11 @@ def add_op_counts(model_name: str, latency: list[dict], work: Path) -> None:
             row[key] = _ops(row["format"], rep.artifacts[0].path)
 
 
+def _rewrites_text(passes: list[str] | None) -> str:
+    short = {"fuse_batchnorm": "fuse", "pointwise_conv_to_linear": "+linear"}
+    return " ".join(short.get(p, p) for p in passes) if passes else "none"
+
+
 def _ops_text(ops: dict[str, int] | None) -> str:
     if not ops:
         return "—"
@@ -299,13 +305,16 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
         f"  Export times include the converter only (not validation) and are under that load.",
         f"  Whole run: {seconds / 60:.1f} min.",
         "",
-        "| model | format | precision | max abs diff | rel. err | cosine | top-1 | size | export time | result |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "- rewrites: the passes each artifact got (`fuse` = fuse_batchnorm, `+linear` =",
+        "  pointwise_conv_to_linear; the TFLite rows were exported while `auto` still chose it there).",
+        "",
+        "| model | format | precision | rewrites | max abs diff | rel. err | cosine | top-1 | size | export time | result |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         result = "pass" if r["passed"] else ("conversion failed" if r["error"] and not r["path"] else "FAIL")
         lines.append(
-            f"| {r['model']} | {r['format']} | {r['precision']} | {f(r['max_abs_diff'], '.2e')} | {f(r['rel_error'], '.2e')} | "
+            f"| {r['model']} | {r['format']} | {r['precision']} | {_rewrites_text(r.get('rewrites'))} | {f(r['max_abs_diff'], '.2e')} | {f(r['rel_error'], '.2e')} | "
             f"{f(r['cosine'], '.7f')} | {f(r['top1_agreement'], '.0%')} | {fmt_size(r['size_bytes']) if r['size_bytes'] else '—'} | "
             f"{r['export_s']:.1f} s | {result} |"
         )
@@ -329,9 +338,10 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
             f"{args.latency_model}, batch 1, fp32, {args.threads} threads; best (and median) of {latency[0]['rounds']}",
             f"interleaved rounds of {latency[0]['iters']} runs after 10 warm-up runs, same machine and load as above",
             "(under heavy load the absolute times are far above an idle machine's; compare columns only).",
-            "`auto` switches `pointwise_conv_to_linear` on only for formats where it was never slower",
-            "across runs and adds no operators; the decision, with every run it rests on, is",
-            "recorded in `staredge.exporters.rewrite.POINTWISE_LINEAR_HELPS`.",
+            "`auto` switches `pointwise_conv_to_linear` on only for formats where it was faster in",
+            "every run; the decision, with every run it rests on, is recorded in",
+            "`staredge.exporters.rewrite.POINTWISE_LINEAR_HELPS` (now on for: "
+            + (", ".join(k for k, v in POINTWISE_LINEAR_HELPS.items() if v) or "no format") + ").",
             "",
             "| format | fuse_batchnorm: best (median) ms | + pointwise_conv_to_linear: best (median) ms | speed-up (best) |",
             "|---|---:|---:|---:|",
