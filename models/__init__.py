@@ -6,6 +6,7 @@
 """
 
 from staredge.models.checkpoint import load_checkpoint, load_state_dict, read_state_dict, save_safetensors
+from staredge.models.testing import realistic_weights
 from staredge.models.registry import (
     ModelEntry,
     PaperFigures,
@@ -27,5 +28,6 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict",
     "read_state_dict",
+    "realistic_weights",
     "save_safetensors",
 ]

@@ -34,29 +34,14 @@ from staredge.exporters import export
 from staredge.exporters.api import FORMATS, atomic_write_text
 from staredge.exporters.rewrite import POINTWISE_LINEAR_HELPS
 from staredge.exporters.validate import TOLERANCES
-from staredge.models import create, list_models
+from staredge.models import create, list_models, realistic_weights
 
 DEFAULT_FP16 = ("starnet_s1", "demonet_w96", "efficientformerv2_s0")
 
 
 def randomized(name: str, seed: int = 0) -> nn.Module:
     """Registry model with real BN statistics, layer scales and O(1) logits (see module doc)."""
-    model = create(name)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features
-                mod.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                mod.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-        for pname, p in model.named_parameters():
-            if "layer_scale" in pname:
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            if pname.split(".")[0] in ("head", "dist_head") and pname.endswith("weight"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    return model.eval()
+    return realistic_weights(create(name), seed, head_std=0.5)
 
 
 def machine_line() -> str:

@@ -15,7 +15,7 @@ from staredge.errors import MissingDependencyError, StarEdgeError
 from staredge.exporters import ArtifactExistsError, export
 from staredge.exporters.validate import TOLERANCES, validate_artifact
 from staredge.metadata import read_metadata
-from staredge.models import create, list_models
+from staredge.models import create, list_models, realistic_weights
 
 FORMATS = ("onnx", "openvino", "tflite")
 SMALL = ["starnet_s050", "starnet_s1", "demonet_w96"]
@@ -31,22 +31,7 @@ def randomized(name: str, seed: int = 0) -> nn.Module:
     A fresh model's logits are ~1e-3 (tiny head init), which would make a 1e-4 tolerance
     meaningless; these weights make a wrong conversion show.
     """
-    model = create(name)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features
-                mod.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                mod.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-        for pname, p in model.named_parameters():
-            if "layer_scale" in pname:
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            if pname.split(".")[0] in ("head", "dist_head") and pname.endswith("weight"):
-                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)  # logits ~1-5
-    return model.eval()
+    return realistic_weights(create(name), seed)
 
 
 def leftovers(out_dir) -> list[str]:

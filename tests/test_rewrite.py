@@ -17,7 +17,7 @@ from staredge.exporters.rewrite import (
     pointwise_conv_to_linear,
     resolve_passes,
 )
-from staredge.models import create, list_models
+from staredge.models import create, list_models, realistic_weights
 
 ATOL = 1e-5
 
@@ -26,26 +26,8 @@ LARGE = [n for n in list_models("starnet") + list_models("efficientformer_v2") i
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give BN statistics, layer scales and heads values that make a wrong fold visible.
-
-    Fresh models have BN mean 0 / var 1 / weight 1 / bias 0 (folding is then nearly a no-op)
-    and tiny heads; here every BN is a real affine map and logits are O(1).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features
-                mod.running_mean.copy_(torch.rand(c, generator=gen) - 0.5)
-                mod.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
-                mod.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                mod.bias.copy_(torch.rand(c, generator=gen) * 0.4 - 0.2)
-        for name, p in model.named_parameters():
-            if "layer_scale" in name:
-                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
-            if name.split(".")[0] in ("head", "dist_head") and name.endswith("weight"):
-                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)  # logits ~1-5
-    return model.eval()
+    """Weights that make a wrong fold visible (real BN maps, layer scales, O(1) logits)."""
+    return realistic_weights(model, seed)
 
 
 def image_model(name: str) -> tuple[nn.Module, torch.Tensor]:
