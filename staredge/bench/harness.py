@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from staredge.bench.backends import BackendSpec, BackendUnavailable, RunnerFactory
 from staredge.bench.device import DeviceUnavailableError
-from staredge.bench.machine import machine_info
+from staredge.bench.machine import load_average, machine_info
 from staredge.bench.measure import RunInterrupted, time_run
 from staredge.bench.protocols import Protocol
 from staredge.bench.results import BenchDocument, BenchResult, compute_speedups
@@ -253,6 +253,8 @@ def run_bench(
                             except Exception as exc:  # a runtime failing must not lose the other results
                                 _fail(result, exc)
                             record(result)
+        # The load at the end tells a reader whether the machine stayed quiet during the run.
+        doc.machines[machine_id]["load_average_end"] = load_average()
     except KeyboardInterrupt:
         doc.complete = False
         doc.notes.append(f"interrupted by the user after {done} of {total} measurements; results so far kept")
