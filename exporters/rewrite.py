@@ -673,6 +673,10 @@ def pointwise_conv_to_linear(module: nn.Module) -> nn.Module:
 #:   coreml   not measured (no Apple device here); convs are what the ANE is built for
 #: No format was faster in every run, so "auto" means fuse_batchnorm only on these CPU
 #: targets. (The paper used the rewrite on GPU, seed 000 A.3; it stays available by name.)
+#: Re-measured on the quiet machine (15:56 UTC, load ~0.1, 6 interleaved rounds, medians;
+#: docs/benchmarks.md "--rewrite auto"), fuse / fuse+linear for StarNet-S1 and EffFormerV2-S0:
+#:   onnx 0.85x, 0.75x (slower: keep off); openvino 1.03x, 0.99x and tflite 1.03x, 1.02x
+#:   (within +-3%, not faster in every round: keep off).
 POINTWISE_LINEAR_HELPS: dict[str, bool] = {
     "onnx": False,
     "openvino": False,
