@@ -197,6 +197,7 @@ def test_protocol_overrides_are_applied_and_recorded():
     assert (p.threads, p.iters, p.warmup) == (2, 100, 50)
     assert p.overrides == ("iters", "threads")
     assert get_protocol("paper-cpu").overrides == ()
+    assert get_protocol("paper-cpu", threads=4, iters=500).overrides == ()  # same as the preset
     assert Protocol.from_dict(p.to_dict()) == p
     with pytest.raises(ConfigError, match="unknown protocol"):
         get_protocol("paper-tpu")

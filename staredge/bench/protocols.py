@@ -86,6 +86,8 @@ class Protocol:
         unknown = set(real) - {f.name for f in dataclasses.fields(self)} - {"overrides"}
         if unknown:
             raise ConfigError(f"unknown protocol settings {sorted(unknown)}")
+        # A value equal to the preset's is not an override (keeps ids like "paper-cpu" short).
+        real = {k: v for k, v in real.items() if getattr(self, k) != v}
         if not real:
             return self
         # The trim is never adjusted silently to fit fewer iterations: __post_init__ reports it.
