@@ -94,7 +94,8 @@ def measure(args: argparse.Namespace) -> None:
             chosen = registered(["starnet_s1", "starnet_s2", "starnet_s3", "starnet_s4"])
             # the paper's Table 8 is ONNX Runtime on CPU; PyTorch and OpenVINO show whether it generalises
             specs = [parse_backend(b) for b in ("pytorch", "onnx-plain", "onnxruntime", "openvino")]
-            run("star_sum.json", chosen, specs, threads_protocols(args.side_threads), variants=("star", "sum"))
+            run("star_sum.json", chosen, specs, threads_protocols(args.side_threads), variants=("star", "sum"),
+                interleave=args.interleave)
         else:
             raise SystemExit(f"unknown step '{step}': use main, rewrites, star_sum")
 
@@ -184,7 +185,7 @@ def main() -> int:
     p.add_argument("--results", default=str(ROOT / "docs" / "img" / "bench-results"), help="where the JSON documents go")
     p.add_argument("--workdir", default="/tmp/staredge-bench-artifacts", help="exported artifacts (reused across runs)")
     p.add_argument("--interleave", action="store_true",
-                   help="rewrites step: time its backends round-robin (use with --repeats > 1)")
+                   help="rewrites and star_sum steps: time backends round-robin (use with --repeats > 1)")
     p.add_argument("--prepare", action="store_true", help="export and cache every artifact; time one inference each")
     p.add_argument("--render-only", action="store_true", help="do not measure; re-render docs from the JSON")
     args = p.parse_args()
