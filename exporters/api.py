@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from staredge.errors import ConfigError, StarEdgeError, require
+from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError, require
+from staredge.fileio import atomic_write_text
 from staredge.exporters.rewrite import apply_passes, resolve_passes
 from staredge.metadata import ArtifactMetadata
 
@@ -46,10 +47,6 @@ DYNAMIC_BATCH_FORMATS = ("onnx", "openvino")
 
 class ExportError(StarEdgeError):
     """A conversion failed; nothing was written for that format."""
-
-
-class ArtifactExistsError(StarEdgeError, FileExistsError):
-    """The target artifact exists and ``force`` was not given."""
 
 
 @dataclass
@@ -108,26 +105,6 @@ class ExportReport:
 
 
 # --------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_text(path: Path, text: str, force: bool = True) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise ArtifactExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _publish(staged: Path, final: Path, scratch: Path) -> None:

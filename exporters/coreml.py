@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from staredge.errors import ConfigError, StarEdgeError, require
+from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError, require
 from staredge.metadata import METADATA_KEY, ArtifactMetadata
 
 #: Deployment targets accepted (ML Programs with fp16 I/O and our op set need iOS16+).
@@ -57,10 +57,6 @@ class CoreMLExportError(StarEdgeError):
 
 class CoreMLPlatformError(StarEdgeError):
     """Apple's CoreML runtime was asked for on a platform that does not have it."""
-
-
-class ArtifactExistsError(StarEdgeError, FileExistsError):
-    """The destination exists and overwriting was not requested."""
 
 
 class _PixelNormalisation(nn.Module):

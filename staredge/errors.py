@@ -49,3 +49,7 @@ def require(module: str, extra: str, what: str | None = None):
             f"{thing} needs the Python package '{module.split('.')[0]}', which is not installed "
             f"({exc}). Install it with: pip install -c constraints.txt 'staredge[{extra}]'"
         ) from exc
+
+
+class ArtifactExistsError(ConfigError, FileExistsError):
+    """An output (artifact, report, results file) exists and overwriting was not requested."""

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from staredge.errors import CheckpointError, ConfigError, StarEdgeError
+from staredge.fileio import atomic_write_bytes
 
 #: Token ids of the byte-level vocabulary: ids 0..255 are the byte values themselves.
 BOS_ID = 256
@@ -534,13 +535,6 @@ def _data_dir() -> Path:
     return Path(__file__).resolve().parent / "data"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_lm(model: Any, path: str | os.PathLike, info: dict[str, Any] | None = None, force: bool = False) -> tuple[Path, Path]:
@@ -571,7 +565,7 @@ def save_lm(model: Any, path: str | os.PathLike, info: dict[str, Any] | None = N
         "model": model.config_dict(),
         "info": info or {},
     }
-    _atomic_write_bytes(config, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(config, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
     return weights, config
 
 

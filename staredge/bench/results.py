@@ -13,13 +13,13 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from staredge.bench.stats import RunStats
 from staredge.errors import ConfigError, StarEdgeError
+from staredge.fileio import atomic_write_text
 
 SCHEMA_NAME = "staredge-bench"
 SCHEMA_VERSION = 1
@@ -186,27 +186,6 @@ def protocol_id(protocol: dict[str, Any]) -> str:
             value = "+".join(map(str, value))
         parts.append(f"{key}={value}")
     return f"{name}[{','.join(parts)}]"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, force: bool = True) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then move it into place.
-
-    With ``force=False`` an existing ``path`` is an error (nothing is written).
-    """
-    target = Path(path)
-    if target.exists() and not force:
-        raise ConfigError(f"{target} exists; pass --force to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
 
 
 def save(doc: BenchDocument, path: str | os.PathLike, force: bool = True) -> Path:
