@@ -31,6 +31,11 @@ class ArtifactMetadata:
     index order; ``preprocessing`` holds ``crop_pct``, ``interpolation``, ``mean``, ``std``
     (images are resized so the shorter side is ``H / crop_pct``, centre-cropped, scaled to
     [0, 1] and normalised, unless ``pixels_in_model`` says the artifact does that itself).
+
+    Language-model artifacts (``task="text-generation"``) describe their decode contract in
+    ``lm``: genome, dim, depth, vocab_size, bos/eos/pad ids, max_context, prefill_chunk and
+    ``state`` (one entry per state tensor: name, shape, dtype, kind, liv); see
+    ``docs/lm-artifacts.md``. Image artifacts leave it empty.
     """
 
     model: str
@@ -51,6 +56,7 @@ class ArtifactMetadata:
     staredge_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    lm: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
