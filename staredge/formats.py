@@ -1,0 +1,360 @@
+"""Every artifact format and every runtime, described once.
+
+A :class:`FormatSpec` says what a format is: its name and aliases, how an artifact of it is
+recognised (file suffix or folder layout), where the exporter lives and what it needs,
+whether its artifacts take a dynamic batch, which tasks it carries, the rewrite passes it
+gets by default, how its embedded metadata is read and which runtime runs it. A
+:class:`RuntimeSpec` says what a runtime is: its backend class, the packages it needs, the
+pip extra, the formats it runs and the accelerators it can be asked for.
+
+Everything else (the exporter dispatch, the backend table, format detection, metadata
+readers, the benchmark's runtime list, the demo's format list) is derived from
+:data:`FORMATS` and :data:`RUNTIMES`. Adding a format is one entry here, one exporter
+module and one runtime module (see ``docs/architecture.md``).
+
+This module imports nothing heavy: code is referred to by ``"module:attribute"`` strings
+and imported only when used (:func:`load_object`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from staredge.errors import ConfigError, MissingDependencyError
+
+#: Tasks an artifact can carry.
+IMAGE_CLASSIFICATION = "image-classification"
+TEXT_GENERATION = "text-generation"
+
+
+def load_object(ref: str) -> Any:
+    """Import ``"package.module:attribute"`` and return the attribute."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """What one artifact format is (see the module docstring).
+
+    ``unit`` and ``entry`` are name templates (``{stem}`` is replaced): the unit is what is
+    written and moved into place as one piece (a file or a folder); the entry is the path a
+    runtime loads (the same file, or a file inside the unit folder). ``folder_marker``
+    recognises folder artifacts: ``"Manifest.json"`` for a CoreML package, ``"ir"`` for a
+    folder holding one OpenVINO ``.xml`` with its ``.bin``.
+    """
+
+    name: str
+    title: str
+    suffixes: tuple[str, ...]
+    runtime: str
+    metadata_reader: str
+    aliases: tuple[str, ...] = ()
+    unit: str = ""
+    entry: str = ""
+    folder_marker: str | None = None
+    exporter: str | None = None
+    export_requires: tuple[tuple[str, str], ...] = ()
+    extra: str = ""
+    dynamic_batch: bool = False
+    tasks: tuple[str, ...] = (IMAGE_CLASSIFICATION,)
+    default_passes: tuple[str, ...] = ("fuse_batchnorm",)
+
+    @property
+    def exportable(self) -> bool:
+        """Whether StarEdge writes artifacts of this format."""
+        return self.exporter is not None
+
+    def artifact_paths(self, out_dir: Path, stem: str) -> tuple[Path, Path]:
+        """(unit, entry) for an artifact named ``stem`` in ``out_dir``."""
+        if not self.exportable:
+            raise ConfigError(f"StarEdge does not export {self.title} artifacts")
+        return Path(out_dir) / self.unit.format(stem=stem), Path(out_dir) / self.entry.format(stem=stem)
+
+    def missing_for_export(self) -> list[tuple[str, str]]:
+        """(module, extra) pairs of the converter packages that are not installed."""
+        return [(m, e) for m, e in self.export_requires if not _importable(m)]
+
+    def require_export(self) -> None:
+        """Raise :class:`MissingDependencyError` naming the extra if the converter is missing."""
+        missing = self.missing_for_export()
+        if missing:
+            mods = ", ".join(m for m, _ in missing)
+            extras = ",".join(dict.fromkeys(e for _, e in missing))
+            raise MissingDependencyError(
+                f"{self.title} export needs {mods}, which is not installed. "
+                f"Install it with: pip install -c constraints.txt 'staredge[{extras}]'"
+            )
+
+    def exporter_function(self):
+        """The exporter entry point (imported now)."""
+        if self.exporter is None:
+            raise ConfigError(f"StarEdge does not export {self.title} artifacts")
+        return load_object(self.exporter)
+
+    def read_metadata_text(self, path: Path) -> Any:
+        """The raw metadata document of an artifact of this format (see :mod:`staredge.metadata`)."""
+        return load_object(self.metadata_reader)(path)
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What one runtime is (see the module docstring).
+
+    ``modules``: the runtime is available when any of them can be imported (listed in
+    order of preference). ``distributions``: the pip distributions whose version is
+    reported with timings. ``apple_only``: timings mean something only on macOS (off it,
+    the CoreML backend runs a numpy reference executor).
+    """
+
+    name: str
+    title: str
+    backend: str
+    modules: tuple[str, ...]
+    extra: str
+    formats: tuple[str, ...]
+    distributions: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    accelerators: tuple[str, ...] = ("cpu",)
+    apple_only: bool = False
+
+    def available(self) -> bool:
+        """Whether one of the runtime's packages can be imported here."""
+        return any(_importable(m) for m in self.modules)
+
+    def missing_reason(self) -> str | None:
+        """None when the runtime is installed, else what to install."""
+        if self.available():
+            return None
+        return (
+            f"{self.title} needs the Python package '{self.modules[0].split('.')[0]}', which is not installed. "
+            f"Install it with: pip install -c constraints.txt 'staredge[{self.extra}]'"
+        )
+
+    def timing_refusal(self) -> str | None:
+        """Why timings of this runtime would mean nothing here, or None."""
+        reason = self.missing_reason()
+        if reason:
+            return reason
+        if self.apple_only and sys.platform != "darwin":
+            return (
+                f"{self.title} models run only on Apple platforms; off macOS StarEdge has a reference "
+                f"executor for validation, which is not meant to be timed"
+            )
+        return None
+
+    def version(self) -> str | None:
+        """``"distribution version"`` of the first installed distribution, or None."""
+        import importlib.metadata
+
+        for dist in self.distributions:
+            try:
+                return f"{dist} {importlib.metadata.version(dist)}"
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    def backend_class(self):
+        """The Backend subclass (imported now)."""
+        return load_object(self.backend)
+
+
+#: Every artifact format, in the order ``--formats all`` exports them.
+FORMATS: dict[str, FormatSpec] = {
+    spec.name: spec
+    for spec in (
+        FormatSpec(
+            name="onnx", title="ONNX", aliases=("ort",), suffixes=(".onnx",),
+            unit="{stem}.onnx", entry="{stem}.onnx",
+            exporter="staredge.exporters.onnx:export_onnx",
+            export_requires=(("torch", "torch"), ("onnx", "onnx"), ("onnxruntime", "onnx")), extra="onnx",
+            runtime="onnxruntime", dynamic_batch=True,
+            metadata_reader="staredge.metadata:read_onnx_text",
+        ),
+        FormatSpec(
+            name="openvino", title="OpenVINO IR", aliases=("ov", "ir"), suffixes=(".xml",), folder_marker="ir",
+            unit="{stem}_openvino", entry="{stem}_openvino/{stem}.xml",
+            exporter="staredge.exporters.openvino:export_openvino",
+            export_requires=(("torch", "torch"), ("openvino", "openvino")), extra="openvino",
+            runtime="openvino", dynamic_batch=True,
+            metadata_reader="staredge.metadata:read_openvino_text",
+        ),
+        FormatSpec(
+            name="tflite", title="TFLite", aliases=("litert",), suffixes=(".tflite",),
+            unit="{stem}.tflite", entry="{stem}.tflite",
+            exporter="staredge.exporters.tflite:export_tflite",
+            export_requires=(("torch", "torch"), ("litert_torch", "tflite"), ("ai_edge_litert", "tflite")),
+            extra="tflite", runtime="litert", dynamic_batch=False,
+            metadata_reader="staredge.metadata:read_tflite_text",
+        ),
+        FormatSpec(
+            name="coreml", title="CoreML", aliases=("mlpackage",), suffixes=(".mlpackage",),
+            folder_marker="Manifest.json",
+            unit="{stem}.mlpackage", entry="{stem}.mlpackage",
+            exporter="staredge.exporters.coreml:export_coreml",
+            export_requires=(("torch", "torch"), ("coremltools", "coreml")), extra="coreml",
+            runtime="coreml", dynamic_batch=False,
+            metadata_reader="staredge.metadata:read_coreml_text",
+        ),
+        FormatSpec(
+            name="pytorch", title="PyTorch checkpoint", aliases=("torch",),
+            suffixes=(".safetensors", ".pt", ".pth", ".tar", ".bin"),
+            runtime="pytorch", extra="torch", dynamic_batch=True,
+            metadata_reader="staredge.metadata:read_safetensors_text",
+        ),
+    )
+}
+
+#: Every runtime, in the order benchmarks list them.
+RUNTIMES: dict[str, RuntimeSpec] = {
+    spec.name: spec
+    for spec in (
+        RuntimeSpec(
+            name="onnxruntime", title="ONNX Runtime", aliases=("ort", "onnx"),
+            backend="staredge.runtimes.onnxruntime:OnnxRuntimeBackend", modules=("onnxruntime",), extra="onnx",
+            formats=("onnx",), distributions=("onnxruntime", "onnxruntime-gpu"),
+            accelerators=("cpu", "cuda", "tensorrt"),
+        ),
+        RuntimeSpec(
+            name="openvino", title="OpenVINO", aliases=("ov",),
+            backend="staredge.runtimes.openvino:OpenVinoBackend", modules=("openvino",), extra="openvino",
+            formats=("openvino",), distributions=("openvino",),
+        ),
+        RuntimeSpec(
+            name="litert", title="LiteRT", aliases=("tflite", "tflite_runtime", "tflite-runtime"),
+            backend="staredge.runtimes.litert:LiteRtBackend",
+            modules=("ai_edge_litert", "tflite_runtime"), extra="tflite",
+            formats=("tflite",), distributions=("ai-edge-litert", "tflite-runtime"),
+        ),
+        RuntimeSpec(
+            name="coreml", title="CoreML", aliases=("mlpackage",),
+            backend="staredge.runtimes.coreml:CoreMLBackend", modules=("coremltools",), extra="coreml",
+            formats=("coreml",), distributions=("coremltools",), apple_only=True,
+        ),
+        RuntimeSpec(
+            name="pytorch", title="PyTorch", aliases=("torch",),
+            backend="staredge.runtimes.pytorch:PyTorchBackend", modules=("torch",), extra="torch",
+            formats=("pytorch",), distributions=("torch",), accelerators=("cpu", "cuda"),
+        ),
+    )
+}
+
+
+def export_formats() -> tuple[str, ...]:
+    """Names of the formats StarEdge exports, in ``all`` order."""
+    return tuple(name for name, spec in FORMATS.items() if spec.exportable)
+
+
+def _lookup(table: dict, name: Any, what: str, choices: tuple[str, ...]):
+    if not isinstance(name, str):
+        raise ConfigError(f"{what} must be a name (one of {', '.join(choices)}), got {type(name).__name__}")
+    key = name.strip().lower()
+    if key in table:
+        return table[key]
+    for spec in table.values():
+        if key in spec.aliases:
+            return spec
+    raise ConfigError(f"unknown {what} {name!r}; choose one of {', '.join(choices)}")
+
+
+def get_format(name: str, exportable: bool = False) -> FormatSpec:
+    """The :class:`FormatSpec` called ``name`` (or an alias); ``exportable`` limits to export targets."""
+    table = {k: v for k, v in FORMATS.items() if v.exportable} if exportable else FORMATS
+    return _lookup(table, name, "export format" if exportable else "format", tuple(table))
+
+
+def get_runtime(name: str) -> RuntimeSpec:
+    """The :class:`RuntimeSpec` called ``name`` (or an alias such as "ort", "ov", "tflite")."""
+    return _lookup(RUNTIMES, name, "runtime", tuple(RUNTIMES))
+
+
+def parse_formats(formats: Any) -> list[str]:
+    """``"all"``, ``"onnx,tflite"`` or a list → canonical export format names (order kept)."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats or ())
+    names = [str(f).strip().lower() for f in items if str(f).strip()]
+    choices = export_formats()
+    if not names:
+        raise ConfigError(f"no export format given; choose from {', '.join(choices)} or 'all'")
+    if "all" in names:
+        return list(choices)
+    return list(dict.fromkeys(get_format(n, exportable=True).name for n in names))
+
+
+def runtime_for_format(fmt: str) -> RuntimeSpec:
+    """The runtime that runs artifacts of format ``fmt`` by default."""
+    return RUNTIMES[get_format(fmt).runtime]
+
+
+def available_export_formats() -> list[str]:
+    """Formats whose converter and default runtime are both installed here."""
+    return [
+        name for name in export_formats()
+        if not FORMATS[name].missing_for_export() and RUNTIMES[FORMATS[name].runtime].available()
+    ]
+
+
+def detect_format(path: str | os.PathLike) -> FormatSpec:
+    """The :class:`FormatSpec` of the artifact at ``path`` (suffix, or a folder's layout).
+
+    Raises :class:`staredge.metadata.MetadataError` for a missing path, an unknown suffix or
+    a folder that is no known artifact.
+    """
+    from staredge.metadata import MetadataError
+
+    p = Path(path)
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise MetadataError(f"cannot inspect {str(p)[:200]}: {exc.strerror or exc}") from exc
+    if not exists:
+        raise MetadataError(f"no such file or directory: {p}")
+    if is_dir:
+        for spec in FORMATS.values():
+            if spec.folder_marker == "Manifest.json" and (p / "Manifest.json").is_file():
+                return spec
+        for spec in FORMATS.values():
+            if spec.folder_marker == "ir":
+                xmls = [x for x in p.glob("*.xml") if x.with_suffix(".bin").is_file()]
+                if len(xmls) == 1:
+                    return spec
+        raise MetadataError(
+            f"{p} is a directory but no known artifact folder (a CoreML .mlpackage holds Manifest.json; "
+            f"an OpenVINO IR folder holds one .xml with its .bin); point at the artifact file itself"
+        )
+    suffix = p.suffix.lower()
+    for spec in FORMATS.values():
+        if suffix in spec.suffixes:
+            return spec
+    known = ", ".join(sorted(s for spec in FORMATS.values() for s in spec.suffixes))
+    raise MetadataError(f"unknown artifact suffix '{p.suffix}' for {p}; known suffixes: {known}")
+
+
+__all__ = [
+    "FORMATS",
+    "FormatSpec",
+    "IMAGE_CLASSIFICATION",
+    "RUNTIMES",
+    "RuntimeSpec",
+    "TEXT_GENERATION",
+    "available_export_formats",
+    "detect_format",
+    "export_formats",
+    "get_format",
+    "get_runtime",
+    "load_object",
+    "parse_formats",
+    "runtime_for_format",
+]
