@@ -1,0 +1,125 @@
+"""Token-by-token validation of LM artifacts against the PyTorch model.
+
+The artifact is run by its own runtime through :mod:`staredge.runtimes.lm`: a real English
+prompt (from the shipped model's description, :func:`validation_prompt`) is prefilled in
+chunks, then the artifact decodes greedily. Every logit row (prompt and decode steps) is
+compared with the PyTorch model's **parallel** forward over the same tokens, and the greedy
+tokens with PyTorch's greedy continuation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+
+from staredge.errors import ConfigError
+from staredge.models.star import BOS_ID
+from staredge.runtimes.lm import LMStepper
+
+#: fp32 artifacts: max |Δ| of logits vs the parallel forward.
+FP32_ATOL = 1e-4
+#: Greedy tokens compared by default.
+GREEDY_TOKENS = 128
+#: Decode steps the validation needs at least.
+MIN_DECODE_STEPS = 64
+
+
+def validation_prompt() -> bytes:
+    """At least 64 bytes of English from the shipped data: the description of the shipped
+    model's training text in ``staredge/data/star_lm_pydoc.json``."""
+    doc = json.loads(resources.files("staredge.data").joinpath("star_lm_pydoc.json").read_text("utf-8"))
+    text = doc["info"]["trained_on"].encode("utf-8")
+    if len(text) < 64:  # pragma: no cover - the shipped file holds 97 bytes
+        raise ConfigError("the shipped validation prompt is shorter than 64 bytes")
+    return text
+
+
+def prompt_ids(prompt: bytes | None = None) -> list[int]:
+    """BOS followed by the prompt's bytes."""
+    return [BOS_ID] + list(validation_prompt() if prompt is None else prompt)
+
+
+@torch.no_grad()
+def reference(model, ids: list[int], new_tokens: int) -> tuple[list[int], np.ndarray]:
+    """PyTorch greedy continuation (step form) and the parallel forward's logits over
+    ``ids + tokens[:-1]`` ([len, vocab])."""
+    model = model.eval()
+    state = model.init_state(1)
+    logits, state = model.step(torch.tensor([ids]), state)
+    tokens = []
+    nxt = int(logits[0, -1].argmax())
+    for k in range(new_tokens):
+        tokens.append(nxt)
+        if k == new_tokens - 1:
+            break
+        logits, state = model.step(torch.tensor([[nxt]]), state)
+        nxt = int(logits[0, -1].argmax())
+    full = model(torch.tensor([ids + tokens[:-1]]))[0].float().numpy()
+    return tokens, full
+
+
+class GraphStepper(LMStepper):
+    """The PyTorch :class:`~staredge.exporters.lm_graph.LMDecodeGraph` driven through the
+    artifact contract (same stepper logic as the runtimes), to check the graph itself."""
+
+    def __init__(self, graph, prefill_chunk: int = 16) -> None:
+        from staredge.exporters.lm_export import lm_artifact_metadata
+
+        self.graph = graph
+        super().__init__(None, lm_artifact_metadata(graph, "pytorch", prefill_chunk=prefill_chunk))
+
+    @torch.no_grad()
+    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
+        out = self.graph(torch.from_numpy(ids), torch.tensor([position]), *[torch.from_numpy(s) for s in self.state])
+        self.state = [t.numpy() for t in out[1:]]
+        return out[0].numpy()
+
+
+def validate_lm(stepper, model, ids: list[int] | None = None, new_tokens: int = GREEDY_TOKENS,
+                atol: float = FP32_ATOL, min_greedy: int | None = None) -> dict[str, Any]:
+    """Run ``stepper`` (a :class:`~staredge.runtimes.lm.LMStepper`) greedily and compare with
+    ``model``; returns the numbers and ``passed``.
+
+    Passing needs max |Δ| <= ``atol`` over every compared row, at least
+    :data:`MIN_DECODE_STEPS` decode steps, and the first ``min_greedy`` greedy tokens (default:
+    all) identical to PyTorch's. Rows after the first differing token are not compared (the
+    inputs differ from there on).
+    """
+    ids = prompt_ids() if ids is None else list(ids)
+    new_tokens = min(int(new_tokens), stepper.max_context - len(ids) + 1)
+    if new_tokens - 1 < MIN_DECODE_STEPS:
+        raise ConfigError(f"max_context {stepper.max_context} leaves {new_tokens - 1} decode steps after a "
+                          f"{len(ids)}-token prompt; validation needs {MIN_DECODE_STEPS}")
+    start = time.perf_counter()
+    ref_tokens, ref_logits = reference(model, ids, new_tokens)
+    record: list[np.ndarray] = []
+    tokens = stepper.greedy(ids, new_tokens, record=record)
+    got = np.stack(record)
+    agree = 0
+    while agree < new_tokens and tokens[agree] == ref_tokens[agree]:
+        agree += 1
+    rows = len(ids) + min(agree, new_tokens - 1)  # rows whose inputs are identical
+    diff = float(np.abs(got[:rows] - ref_logits[:rows]).max())
+    need = new_tokens if min_greedy is None else min(int(min_greedy), new_tokens)
+    return {
+        "prompt_tokens": len(ids),
+        "prefill_chunk": stepper.prefill_chunk,
+        "decode_steps": new_tokens - 1,
+        "greedy_tokens": new_tokens,
+        "greedy_agree": agree,
+        "greedy_identical": agree == new_tokens,
+        "max_abs_diff": diff,
+        "atol": atol,
+        "rows_compared": rows,
+        "reference_consistent": bool((ref_logits[len(ids) - 1:].argmax(-1) == np.array(ref_tokens)).all()),
+        "passed": bool(diff <= atol and agree >= need and new_tokens - 1 >= MIN_DECODE_STEPS),
+        "validate_s": round(time.perf_counter() - start, 3),
+    }
+
+
+__all__ = ["validate_lm", "GraphStepper", "validation_prompt", "prompt_ids", "reference", "FP32_ATOL", "GREEDY_TOKENS"]
