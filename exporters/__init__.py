@@ -13,7 +13,7 @@ from staredge.exporters.api import (
     ExportReport,
     export,
 )
-from staredge.exporters.rewrite import fuse_batchnorm, pointwise_conv_to_linear
+from staredge.exporters.passes import fuse_batchnorm, pointwise_conv_to_linear
 
 __all__ = [
     "FORMATS",

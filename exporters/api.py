@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError, require
 from staredge.fileio import atomic_write_text
-from staredge.exporters.rewrite import apply_passes, resolve_passes
+from staredge.exporters.passes import apply_passes, resolve_passes
 from staredge.metadata import ArtifactMetadata
 
 #: Every export format, in the order "all" exports them.
@@ -339,7 +339,7 @@ def export(
             f"or choose another output folder"
         )
 
-    from staredge.exporters.rewrite import _example_input
+    from staredge.exporters.passes import example_input as _example_input
     from staredge.exporters.validate import validate_artifact, validation_inputs
 
     example = _example_input(model, batch=1)

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from staredge.errors import CheckpointError, ConfigError
+from staredge.models.folds import InferenceFolds
 from staredge.models.layers import DropPath
 from staredge.models.registry import ModelEntry, PaperFigures, PretrainedConfig, register
 
@@ -421,7 +422,6 @@ class EfficientFormerV2(nn.Module):
         self.num_classes = num_classes
         self.num_features = embed_dims[-1]
         self.distilled_training = False
-        self.head_names: tuple[str, ...] = ("head", "dist_head") if distillation else ("head",)
 
         self.patch_embed = nn.Sequential(
             nn.Conv2d(3, embed_dims[0] // 2, 3, stride=2, padding=1),
@@ -492,6 +492,12 @@ class EfficientFormerV2(nn.Module):
             return logits, dist
         return (logits + dist) / 2
 
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The classifier heads in use: ``("head", "dist_head")``, or ``("head",)`` without
+        distillation (or once export has merged the two)."""
+        return ("head", "dist_head") if self.dist_head is not None else ("head",)
+
     # -- checkpoint hooks (see staredge.models.checkpoint.load_state_dict) ------------------
 
     def attention_modules(self) -> dict[str, _AttentionBiasMixin]:
@@ -544,6 +550,34 @@ class EfficientFormerV2(nn.Module):
                     if isinstance(m1, nn.Conv2d) and isinstance(m2, nn.BatchNorm2d):
                         pairs.append((p + n1, p + n2))
         return pairs
+
+
+    # -- export hook (see staredge.models.folds) --------------------------------------------
+
+    def inference_folds(self) -> InferenceFolds:
+        """What the export passes may fold for inference.
+
+        Every pair of :meth:`conv_bn_pairs`; the layer scales, each of which scales a branch
+        ending in a conv+BN (``layer_scale_2``: the Mlp's ``fc2``/``norm2``;
+        ``layer_scale_1``: the attention's ``proj`` conv+BN); the final ``norm``, which is
+        only average-pooled into the heads; and the two heads, which eval averages (the
+        forward treats ``dist_head = None`` as no distillation head).
+        """
+        scales: list[tuple[str, str]] = []
+        for name, module in self.named_modules():
+            p = f"{name}." if name else ""
+            if isinstance(module, (FFN, AttnFFN)):
+                scales.append((p + "layer_scale_2", p + "mlp.fc2"))
+            if isinstance(module, AttnFFN):
+                scales.append((p + "layer_scale_1", p + "token_mixer.proj.1"))
+        heads = self.head_names
+        return InferenceFolds(
+            conv_bn=tuple(self.conv_bn_pairs()),
+            pooled_norm="norm",
+            heads=heads,
+            averaged_heads=heads if len(heads) > 1 else (),
+            layer_scales=tuple(scales),
+        )
 
 
 def _resize_attention_biases(biases: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:

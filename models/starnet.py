@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from staredge.models.folds import InferenceFolds
 from staredge.models.layers import DropPath
 from staredge.models.registry import ModelEntry, PaperFigures, PretrainedConfig, register
 
@@ -127,6 +128,18 @@ class StarNet(nn.Module):
         x = self.forward_features(x)
         x = torch.flatten(self.avgpool(self.norm(x)), 1)
         return self.head(x)
+
+    def inference_folds(self) -> InferenceFolds:
+        """What the export passes may fold for inference (see :mod:`staredge.models.folds`):
+        the conv+BN of every :class:`ConvBN`, and the final ``norm``, which is only
+        average-pooled into ``head``. StarNet has no layer scales (StarNet paper,
+        supplementary Section A.2)."""
+        pairs = tuple(
+            (f"{name}.conv", f"{name}.bn")
+            for name, module in self.named_modules()
+            if isinstance(module, ConvBN) and "bn" in module._modules
+        )
+        return InferenceFolds(conv_bn=pairs, pooled_norm="norm", heads=("head",))
 
 
 # name, base width, depths, mlp ratio, paper figures (seed 001 Table 5/6, seed 000 Tables 13/14)

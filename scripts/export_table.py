@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from staredge.exporters import export
 from staredge.exporters.api import FORMATS, atomic_write_text
-from staredge.exporters.rewrite import POINTWISE_LINEAR_HELPS
+from staredge.formats import FORMATS as FORMAT_SPECS
 from staredge.exporters.validate import TOLERANCES
 from staredge.models import create, list_models, realistic_weights
 
@@ -324,9 +324,10 @@ def render(rows: list[dict], latency: list[dict], args, seconds: float, machine:
             f"interleaved rounds of {latency[0]['iters']} runs after 10 warm-up runs, same machine and load as above",
             "(under heavy load the absolute times are far above an idle machine's; compare columns only).",
             "`auto` switches `pointwise_conv_to_linear` on only for formats where it was faster in",
-            "every run; the decision, with every run it rests on, is recorded in",
-            "`staredge.exporters.rewrite.POINTWISE_LINEAR_HELPS` (now on for: "
-            + (", ".join(k for k, v in POINTWISE_LINEAR_HELPS.items() if v) or "no format") + ").",
+            "every run; the decision is recorded in",
+            "each format's `default_passes` in `staredge/formats.py` (now on for: "
+            + (", ".join(k for k, spec in FORMAT_SPECS.items() if "pointwise_conv_to_linear" in spec.default_passes)
+               or "no format") + ").",
             "",
             "| format | fuse_batchnorm: best (median) ms | + pointwise_conv_to_linear: best (median) ms | speed-up (best) |",
             "|---|---:|---:|---:|",

@@ -638,7 +638,7 @@ def test_real_tiny_end_to_end_run(tmp_path):
         assert r.latency_ms > 0 and r.runs[0].n == 3 and r.runs[0].warmup == 2
         assert r.threads_in_effect == 1 and r.threads_requested == 1
         assert r.macs_m == pytest.approx(91.3, abs=0.1)
-    from staredge.exporters.rewrite import resolve_passes
+    from staredge.exporters.passes import resolve_passes
 
     assert by["onnxruntime"].rewrites == resolve_passes("auto", "onnx")  # what --rewrite auto chose for ONNX
     assert "fuse_batchnorm" in by["onnxruntime"].rewrites

@@ -202,7 +202,7 @@ def test_model_fp32_matches_pytorch(tmp_path_factory, name):
 
 def test_rewritten_starnet_matches_original(tmp_path_factory):
     """BN fused and pointwise convs as Linear (the GPU rewrite): new MIL ops, same numbers."""
-    from staredge.exporters.rewrite import fuse_batchnorm, pointwise_conv_to_linear
+    from staredge.exporters.passes import fuse_batchnorm, pointwise_conv_to_linear
 
     model, meta, path = exported(tmp_path_factory, "starnet_s050", passes=(fuse_batchnorm, pointwise_conv_to_linear))
     executor = MILExecutor(path)

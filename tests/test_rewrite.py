@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from staredge.errors import ConfigError
-from staredge.exporters.rewrite import (
-    POINTWISE_LINEAR_HELPS,
+from staredge.exporters.passes import (
+    PASS_NAMES,
     PointwiseLinear,
     apply_passes,
     count_batchnorm,
@@ -17,6 +17,7 @@ from staredge.exporters.rewrite import (
     pointwise_conv_to_linear,
     resolve_passes,
 )
+from staredge.formats import get_format
 from staredge.models import create, list_models, realistic_weights
 
 ATOL = 1e-5
@@ -183,8 +184,75 @@ def test_resolve_passes():
     for fmt in ("onnx", "openvino", "tflite", "coreml"):
         auto = resolve_passes("auto", fmt)
         assert auto[0] == "fuse_batchnorm"
-        assert ("pointwise_conv_to_linear" in auto) == POINTWISE_LINEAR_HELPS[fmt]
+        assert ("pointwise_conv_to_linear" in auto) == ("pointwise_conv_to_linear" in get_format(fmt).default_passes)
+        assert auto == list(get_format(fmt).default_passes)  # "auto" is the format table's choice
     assert resolve_passes("pointwise_conv_to_linear,fuse_batchnorm", "onnx") == ["pointwise_conv_to_linear", "fuse_batchnorm"]
     assert resolve_passes(["fuse_batchnorm"], "tflite") == ["fuse_batchnorm"]
     with pytest.raises(ConfigError, match="unknown rewrite pass"):
         resolve_passes("fuse_bn", "onnx")
+
+
+def test_unknown_pass_is_a_config_error_naming_the_valid_ones():
+    model = create("demonet_w96")
+    for bad in (["count_batchnorm"], "fuse_batchnorm,count_batchnorm", ["is_pointwise_conv"], [fuse_batchnorm]):
+        with pytest.raises(ConfigError, match="unknown rewrite pass") as info:
+            apply_passes(model, bad)
+        assert all(name in str(info.value) for name in PASS_NAMES)
+    assert apply_passes(model, []) is model
+
+
+def test_bench_rejects_a_helper_function_as_a_pass():
+    """`pytorch@count_batchnorm` once replaced the model by an integer; now it is refused."""
+    from staredge.bench.runners import apply_rewrites
+    from staredge.bench.specs import parse_backend
+    from staredge.cli import main
+
+    with pytest.raises(ConfigError, match="unknown rewrite pass.*count_batchnorm"):
+        parse_backend("pytorch@count_batchnorm")
+    with pytest.raises(ConfigError, match="valid passes: fuse_batchnorm, pointwise_conv_to_linear"):
+        apply_rewrites(create("starnet_s050"), ("count_batchnorm",))
+    assert parse_backend("pytorch@fuse+pwlinear").rewrites == tuple(PASS_NAMES)
+    assert main(["bench", "starnet_s050", "--backends", "pytorch@count_batchnorm", "--warmup", "1", "--iters", "1"]) == 2
+
+
+class _NoHookNet(nn.Module):
+    """A final BatchNorm and two averaged heads, but no ``inference_folds`` hook."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 4)
+        self.dist_head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        pooled = self.norm(torch.relu(self.conv(x))).mean((2, 3))  # the BN does not read the conv
+        return (self.head(pooled) + self.dist_head(pooled)) / 2
+
+
+def test_family_folds_come_only_from_the_family_hook():
+    """The generic pass guesses nothing from attribute names: without a hook the final norm
+    and the two heads stay; a hook listing them gets them folded."""
+    from staredge.models.folds import InferenceFolds
+
+    model = randomize(_NoHookNet())
+    x = torch.randn(2, 3, 8, 8)
+    plain = fuse_batchnorm(model, example_input=x)
+    assert isinstance(plain.norm, nn.BatchNorm2d) and isinstance(plain.dist_head, nn.Linear)
+
+    class _Hooked(_NoHookNet):
+        def inference_folds(self):
+            return InferenceFolds(pooled_norm="norm", heads=("head", "dist_head"), averaged_heads=("head", "dist_head"))
+
+        def forward(self, x):
+            pooled = self.norm(torch.relu(self.conv(x))).mean((2, 3))
+            if self.dist_head is None:
+                return self.head(pooled)
+            return (self.head(pooled) + self.dist_head(pooled)) / 2
+
+    hooked = _Hooked()
+    hooked.load_state_dict(model.state_dict())
+    hooked.eval()
+    fused = fuse_batchnorm(hooked, example_input=x)
+    assert isinstance(fused.norm, nn.Identity) and fused.dist_head is None and count_batchnorm(fused) == 0
+    torch.testing.assert_close(outputs(fused, x), outputs(model, x), atol=ATOL, rtol=0)
