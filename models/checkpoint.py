@@ -4,22 +4,33 @@ Nothing here unpickles arbitrary objects. PyTorch files are read with
 ``torch.load(weights_only=True)``; the only extra class allowed is
 ``argparse.Namespace``, which the official StarNet release stores under ``args``.
 A file that needs anything else is refused with :class:`UnsafeCheckpointError`
-before any of its code can run.
+before any of its code can run; the message names the object it asked for (found by
+reading the pickle's opcodes with :mod:`pickletools`, which never executes anything).
+A file that is not a checkpoint at all (random bytes, a damaged archive) is a plain
+:class:`CheckpointError` that says so.
+
+Loading also refuses weights that would silently change meaning: non-finite values
+(NaN/Inf) and integer or 8-bit float tensors going into floating-point parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
+import io
 import os
 import pickle
+import pickletools
+import struct
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from staredge.errors import CheckpointError, UnsafeCheckpointError
+from staredge.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 
 #: Classes (besides tensors and plain containers) that official checkpoints need.
 SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
@@ -28,6 +39,19 @@ SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 _NESTED_KEYS = ("state_dict", "model", "module", "state_dict_ema", "model_ema")
 
 _SAFETENSORS_SUFFIXES = (".safetensors",)
+
+#: What torch's weights-only unpickler and its archive reader raise for damaged or forged
+#: files (found by mutation fuzzing, scripts/fuzz.py): turned into :class:`CheckpointError`.
+#: MemoryError comes from length fields that ask for more bytes than exist.
+_TORCH_LOAD_ERRORS = (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError,
+                      TypeError, AssertionError, struct.error, zipfile.BadZipFile, MemoryError, OverflowError,
+                      NotImplementedError)
+
+#: Floating dtypes a checkpoint tensor may be cast between when loaded into a model.
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+#: Most bytes of a pickle stream read to name the object a refused checkpoint needs.
+_SCAN_LIMIT = 64 << 20
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -46,10 +70,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     checkpoints that nest the weights (``state_dict``/``model``/...). Strips a leading
     ``module.`` (DataParallel) from every key.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
+    path = _as_path(path)
+    st = _stat_checkpoint(path)
+    import stat as _stat
+
+    if not _stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"checkpoint not found: {path} is not a file")
+    if st.st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
     if _is_safetensors(path):
         from safetensors import SafetensorError
@@ -57,11 +84,121 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         try:
             sd = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from exc
+        except (SafetensorError, OSError, ValueError, TypeError, MemoryError, OverflowError) as exc:
+            raise CheckpointError(f"cannot read safetensors file {path}: it is damaged or not a "
+                                  f"safetensors file ({exc})") from exc
     else:
         sd = _torch_load_safe(path)
     return _strip_prefix(sd, "module.")
+
+
+def _as_path(path) -> Path:
+    """``path`` as a Path, or :class:`ConfigError` for something that is not a path."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"a checkpoint is given as a path (str or os.PathLike), got {type(path).__name__} "
+                          f"{str(path)[:60]}")
+    try:
+        return Path(path)
+    except TypeError as exc:  # an os.PathLike whose __fspath__ returns something else
+        raise ConfigError(f"a checkpoint is given as a path, got {type(path).__name__} ({exc})") from exc
+
+
+def _stat_checkpoint(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise CheckpointError(f"checkpoint not found: {path}") from exc
+    except ValueError as exc:  # embedded NUL byte
+        raise CheckpointError(f"checkpoint path {str(path)[:200]!r} is not a valid path ({exc})") from exc
+    except OSError as exc:
+        why = {errno.ENAMETOOLONG: "the path is longer than the file system allows",
+               errno.ELOOP: "it is a symbolic link loop",
+               errno.EACCES: "permission denied"}.get(exc.errno, exc.strerror or str(exc))
+        shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:100]}...({len(str(path))} characters)"
+        raise CheckpointError(f"cannot read checkpoint {shown}: {why}") from exc
+
+
+def _pickle_globals(data: bytes) -> tuple[list[str], bool]:
+    """Every global (``module.name``) a pickle stream references, read with pickletools
+    (nothing is executed), and whether the bytes parse as pickles at all. Several pickles
+    in a row (the legacy torch.save layout) are read one after another."""
+    found: list[str] = []
+    buf = io.BytesIO(data[:_SCAN_LIMIT])
+    parsed_any = False
+    while buf.tell() < len(buf.getbuffer()):
+        strings: list[str] = []  # recent string pushes: STACK_GLOBAL takes module and name from them
+        memo: dict[int, str] = {}
+        try:
+            for op, arg, _ in pickletools.genops(buf):
+                if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    found.append(arg.replace(" ", ".").replace("__builtin__.", "builtins."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}".replace("__builtin__.", "builtins."))
+                elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
+                    strings.append(arg)
+                elif op.name == "MEMOIZE" and strings:
+                    memo[len(memo)] = strings[-1]
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                    memo[int(arg)] = strings[-1]
+                elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                    strings.append(memo[int(arg)])
+            parsed_any = True
+        except (ValueError, EOFError, UnicodeDecodeError, struct.error, KeyError, IndexError, TypeError):
+            break
+    return found, parsed_any
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a checkpoint: ``data.pkl`` of a zip archive, else the file."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                if names and zf.getinfo(names[0]).file_size <= _SCAN_LIMIT:
+                    return zf.read(names[0])
+                return b""
+        with open(path, "rb") as fh:
+            return fh.read(_SCAN_LIMIT)
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError, EOFError, NotImplementedError, RuntimeError):
+        return b""
+
+
+def _is_allowed_global(name: str) -> bool:
+    """Whether torch's weights-only loader (plus :data:`SAFE_GLOBALS`) accepts ``name``; used
+    only to name the culprit in a refusal, never to decide what is loaded."""
+    allowed = {f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS}
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed |= set(_get_allowed_globals())
+    except (ImportError, AttributeError, TypeError):  # private API: fall back to the torch namespace
+        return name in allowed or name.startswith("torch.") or name == "collections.OrderedDict"
+    return name in allowed
+
+
+def _refusal(path: Path, exc: Exception) -> CheckpointError:
+    """The error for a file torch's weights-only loader refused: unsafe (naming the object
+    it needs), or simply not a checkpoint."""
+    names, parsed = _pickle_globals(_pickle_bytes(path))
+    foreign = list(dict.fromkeys(n for n in names if not _is_allowed_global(n)))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        return UnsafeCheckpointError(
+            f"refused to load {path}: it needs {shown}, which is outside StarEdge's allow-list of pickled "
+            f"objects. Nothing from it was executed. If you trust the file, re-save its "
+            f"tensors as safetensors; only tensors, containers and argparse.Namespace are accepted.")
+    msg = str(exc)
+    detail = next((ln.strip() for ln in msg.splitlines() if "WeightsUnpickler error" in ln or "Unsupported" in ln), "")
+    if not parsed:
+        return CheckpointError(
+            f"{path} is not a checkpoint: it is neither a PyTorch file (zip archive or pickle) nor safetensors, "
+            f"or it is damaged; check that it is the right file and re-download it")
+    return CheckpointError(
+        f"cannot read checkpoint {path}: it is a pickle that torch's safe loader does not accept "
+        f"({detail or msg.splitlines()[0] if msg else type(exc).__name__}); nothing from it was executed. "
+        f"Re-save it with torch.save(state_dict) or as safetensors")
 
 
 def _torch_load_safe(path: Path) -> dict[str, torch.Tensor]:
@@ -69,20 +206,12 @@ def _torch_load_safe(path: Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        if "Weights only load failed" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
-            import re
-
-            found = re.search(r"GLOBAL ([\w.]+)", msg)
-            what = f"it needs '{found.group(1)}'" if found else "it needs an object outside the allow-list"
-            raise UnsafeCheckpointError(
-                f"refused to load {path}: {what}, which is outside StarEdge's allow-list of pickled "
-                f"objects. Nothing from it was executed. If you trust the file, re-save its "
-                f"tensors as safetensors; only tensors, containers and argparse.Namespace are accepted."
-            ) from exc
-        raise CheckpointError(f"cannot read checkpoint {path}: {msg.splitlines()[0] if msg else exc}") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a PyTorch file?): {exc}") from exc
+        raise _refusal(path, exc) from exc
+    except _TORCH_LOAD_ERRORS as exc:
+        text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is truncated, damaged or not a PyTorch file ({text}); "
+            f"re-download it") from exc
     return _extract_state_dict(obj, path)
 
 
@@ -116,15 +245,60 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n in getattr(model, "head_names", ("head",)))
 
 
-def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, drop_head: bool = False) -> nn.Module:
+def check_tensors(model: nn.Module, sd: Mapping[str, torch.Tensor], allow_non_finite: bool = False) -> None:
+    """Refuse tensors that would silently change meaning when loaded into ``model``.
+
+    - non-finite values (NaN, +-Inf) in a floating tensor, unless ``allow_non_finite``;
+    - a dtype the model's tensor cannot take without losing meaning: integer, bool, 8-bit
+      float or quantized data going into a floating-point parameter (a quantized checkpoint
+      needs its scales applied, which a cast does not do), or float data into an integer buffer.
+      Casts among float16/bfloat16/float32/float64 and among integer types are fine.
+    """
+    own = model.state_dict()
+    bad_dtype, non_finite = [], []
+    for k, v in sd.items():
+        if k not in own or not isinstance(v, torch.Tensor):
+            continue
+        want = own[k].dtype
+        if v.dtype != want:
+            both_float = v.dtype in _FLOAT_DTYPES and want in _FLOAT_DTYPES
+            both_int = (not v.dtype.is_floating_point and not v.dtype.is_complex and v.dtype != torch.bool
+                        and not want.is_floating_point and not want.is_complex and want != torch.bool
+                        and not v.is_quantized)
+            if not (both_float or both_int):
+                bad_dtype.append(f"{k} ({str(v.dtype).replace('torch.', '')} -> {str(want).replace('torch.', '')})")
+        if not allow_non_finite and v.dtype in _FLOAT_DTYPES and v.numel():
+            finite = torch.isfinite(v)
+            if not bool(finite.all()):
+                n_nan = int(torch.isnan(v).sum())
+                non_finite.append(f"{k} ({n_nan} NaN, {int((~finite).sum()) - n_nan} Inf of {v.numel()})")
+    name = getattr(model, "staredge_name", type(model).__name__)
+    if bad_dtype:
+        raise CheckpointError(
+            f"checkpoint tensors have dtypes {name} cannot take without changing their meaning: {_fmt(bad_dtype, 8)}. "
+            f"Integer, 8-bit float and quantized weights are not cast silently; dequantize them (apply their "
+            f"scales) and save float weights")
+    if non_finite:
+        raise CheckpointError(
+            f"checkpoint has non-finite weights (NaN or Inf) in {len(non_finite)} tensor(s): {_fmt(non_finite, 8)}; "
+            f"the file is damaged or training diverged. Pass allow_non_finite=True only to inspect it")
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, drop_head: bool = False,
+                    allow_non_finite: bool = False) -> nn.Module:
     """Load ``state_dict`` into ``model`` strictly, raising a :class:`CheckpointError` that lists
-    every missing key, unexpected key and shape mismatch.
+    every missing key, unexpected key and shape mismatch, and refusing NaN/Inf weights and
+    dtypes that a cast would change the meaning of (see :func:`check_tensors`).
 
     If the model defines ``filter_checkpoint(state_dict)`` (a family's checkpoint filter, e.g.
     mapping timm's layout onto ours) it is applied first. With ``drop_head=True`` the
     checkpoint's classifier head is ignored and the model keeps its own (e.g. a different
     number of classes).
     """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"load_state_dict needs a torch.nn.Module to load into, got {type(model).__name__}")
+    if not isinstance(state_dict, Mapping):
+        raise ConfigError(f"a state_dict is a mapping of names to tensors, got {type(state_dict).__name__}")
     sd = dict(state_dict)
     filt = getattr(model, "filter_checkpoint", None)
     if callable(filt):
@@ -153,6 +327,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
             hint = " The mismatch is only in the classifier head: pass num_classes=... / drop_head=True to replace it."
         name = getattr(model, "staredge_name", type(model).__name__)
         raise CheckpointError(f"checkpoint does not fit {name}: " + "; ".join(parts) + "." + hint)
+    check_tensors(model, sd, allow_non_finite=allow_non_finite)
     model.load_state_dict(sd, strict=not drop_head)
     after = getattr(model, "after_load", None)
     if callable(after):
@@ -160,13 +335,18 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     return model
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, drop_head: bool = False) -> nn.Module:
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, drop_head: bool = False,
+                    allow_non_finite: bool = False) -> nn.Module:
     """Load a checkpoint file into ``model`` (see :func:`read_state_dict`, :func:`load_state_dict`).
 
     Records the file's SHA-256 on ``model.checkpoint_sha256`` (exporters embed it).
+    Raises :class:`~staredge.errors.ConfigError` when ``path`` is not a path.
     """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"load_checkpoint needs a torch.nn.Module to load into, got {type(model).__name__}")
+    path = _as_path(path)
     sd = read_state_dict(path)
-    load_state_dict(model, sd, drop_head=drop_head)
+    load_state_dict(model, sd, drop_head=drop_head, allow_non_finite=allow_non_finite)
     model.checkpoint_sha256 = file_sha256(path)
     return model
 

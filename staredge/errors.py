@@ -53,3 +53,11 @@ def require(module: str, extra: str, what: str | None = None):
 
 class ArtifactExistsError(ConfigError, FileExistsError):
     """An output (artifact, report, results file) exists and overwriting was not requested."""
+
+
+class LimitError(ConfigError):
+    """A size that a user or a file controls is over one of StarEdge's documented limits.
+
+    The message names the limit (a module constant or an argument) and its value; the
+    check runs before anything of that size is allocated. See docs/security.md.
+    """

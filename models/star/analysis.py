@@ -113,7 +113,7 @@ def resolve_genome(genome, dim: int, depth: int | None = None, repair: bool = Fa
     """A Genome from a genome string/list or a baseline name (``transformer_pp``,
     ``striped_mamba``; ``depth`` LIVs, default 24), tiled to ``depth`` when given."""
     if isinstance(genome, str) and genome.strip().lower() in BASELINES:
-        return BASELINES[genome.strip().lower()](dim, depth or 24)
+        return BASELINES[genome.strip().lower()](dim, 24 if depth is None else depth)
     return parse_genome(genome, depth=depth, repair=repair)
 
 

@@ -10,7 +10,13 @@ import torch.nn as nn
 
 from staredge.errors import ConfigError
 from staredge.models.star import choices as C
-from staredge.models.star.config import LIVConfig, normalize_configs
+from staredge.models.star.config import (
+    LIVConfig,
+    check_int,
+    check_model_args,
+    check_parameter_budget,
+    normalize_configs,
+)
 from staredge.models.star.genome import Genome, parse_genome
 from staredge.models.star.liv import LIV, RMSNorm, operator_type
 
@@ -33,9 +39,13 @@ class STARBackbone(nn.Module):
     def __init__(self, dim: int, depth: int, genome, configs=None, max_seq_len: int = C.MAX_SEQ_LEN,
                  repair: bool = False) -> None:
         super().__init__()
-        if dim <= 0 or depth <= 0:
-            raise ConfigError(f"dim and depth must be positive, got dim={dim}, depth={depth}")
-        self.dim, self.depth, self.max_seq_len = int(dim), int(depth), int(max_seq_len)
+        # types and limits before anything is allocated (shape-only builds on the meta device
+        # may use any context length: the analysis of long-context caches needs that)
+        dim, depth = check_model_args(dim, depth)[:2]
+        max_seq_len = check_int("max_seq_len", max_seq_len, 1)
+        if not isinstance(repair, bool):
+            raise ConfigError(f"repair must be True or False, got {type(repair).__name__} {repair!r}")
+        self.dim, self.depth, self.max_seq_len = dim, depth, max_seq_len
         self.genome: Genome = parse_genome(genome, depth=depth, repair=repair)
         self.configs = normalize_configs(configs)
         g = self.genome
@@ -171,7 +181,12 @@ class STARLanguageModel(nn.Module):
                  max_seq_len: int = C.MAX_SEQ_LEN, tie_embeddings: bool = True, configs=None,
                  repair: bool = False) -> None:
         super().__init__()
-        self.vocab_size, self.max_seq_len, self.tie_embeddings = int(vocab_size), int(max_seq_len), bool(tie_embeddings)
+        # every argument checked before anything is allocated (docs/security.md)
+        dim, depth, vocab_size, max_seq_len = check_model_args(dim, depth, vocab_size, max_seq_len)
+        if not isinstance(tie_embeddings, bool):
+            raise ConfigError(f"tie_embeddings must be True or False, got {type(tie_embeddings).__name__} {tie_embeddings!r}")
+        check_parameter_budget(dim, depth, vocab_size, normalize_configs(configs))
+        self.vocab_size, self.max_seq_len, self.tie_embeddings = vocab_size, max_seq_len, tie_embeddings
         self.embed = nn.Embedding(self.vocab_size, dim)
         nn.init.normal_(self.embed.weight, std=C.INIT_STD)
         self.backbone = STARBackbone(dim, depth, genome, configs, max_seq_len=self.max_seq_len, repair=repair)
@@ -252,8 +267,10 @@ class STARLanguageModel(nn.Module):
         missing = {"dim", "depth", "genome"} - set(d)
         if missing:
             raise ConfigError(f"STAR LM config lacks {sorted(missing)}")
-        return cls(int(d["dim"]), int(d["depth"]), d["genome"], vocab_size=int(d.get("vocab_size", C.VOCAB_SIZE)),
-                   max_seq_len=int(d.get("max_seq_len", C.MAX_SEQ_LEN)), tie_embeddings=bool(d.get("tie_embeddings", True)),
+        # values go in as written: the constructor checks their types (a file saying dim 16.5
+        # is refused, not truncated)
+        return cls(d["dim"], d["depth"], d["genome"], vocab_size=d.get("vocab_size", C.VOCAB_SIZE),
+                   max_seq_len=d.get("max_seq_len", C.MAX_SEQ_LEN), tie_embeddings=d.get("tie_embeddings", True),
                    configs=d.get("configs") or None)
 
 

@@ -5,11 +5,84 @@ resolved into concrete sizes (heads, state size, kernel lengths) for one model w
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from enum import IntEnum
 
-from staredge.errors import ConfigError
+from staredge.errors import ConfigError, LimitError
 from staredge.models.star import choices as C
+
+# --- Limits on sizes users and files control (docs/security.md) -------------------------------
+#: Most LIVs a genome or backbone may have (the paper's models have 24-48). Checked before
+#: a genome is tiled or a module allocated.
+MAX_DEPTH = 1024
+#: Widest model (``dim``) a STAR backbone may have.
+MAX_DIM = 16384
+#: Longest context (``max_seq_len``) and largest vocabulary a STAR LM may have.
+MAX_CONTEXT = 1 << 20
+MAX_VOCAB = 1 << 20
+#: Upper bound on the parameters of a STAR LM built on a real device (~17 GB in fp32),
+#: estimated from dim, depth and vocabulary before anything is allocated. Models built
+#: under ``with torch.device("meta")`` (shape-only analysis) are not limited.
+MAX_PARAMETERS = 1 << 32
+#: Largest LIVConfig size fields (expansion_factor, repeat_factor, head_dim, kernel_size).
+MAX_LIV_FACTOR = {"expansion_factor": 64, "repeat_factor": 1024, "head_dim": MAX_DIM, "kernel_size": 4096}
+
+
+def check_int(name: str, value, low: int = 1, high: int | None = None, limit_name: str | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool, float or string) in [low, high].
+
+    Raises :class:`ConfigError` for a wrong type or a value below ``low`` and
+    :class:`LimitError` (naming ``limit_name``) for a value above ``high``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        hint = ""
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            hint = f"; pass the integer {int(value)}"
+        elif isinstance(value, str) and value.strip().isdigit() and len(value) < 20:
+            hint = f"; pass the integer {int(value.strip())}, not a string"
+        shown = repr(value) if len(repr(value)) < 60 else f"{repr(value)[:50]}..."
+        raise ConfigError(f"{name} must be an integer, got {type(value).__name__} {shown}{hint}")
+    value = int(value)
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        shown = str(value) if value < 10**30 else f"a {len(str(value))}-digit number" if value < 10**4000 else "a huge number"
+        raise LimitError(f"{name} is {shown}, over the limit of {high:,} ({limit_name or name}); use a smaller value")
+    return value
+
+
+def check_model_args(dim, depth, vocab_size=C.VOCAB_SIZE, max_seq_len=C.MAX_SEQ_LEN) -> tuple[int, int, int, int]:
+    """Checked (dim, depth, vocab_size, max_seq_len) of a STAR model: integers within
+    :data:`MAX_DIM`, :data:`MAX_DEPTH`, :data:`MAX_VOCAB` and :data:`MAX_CONTEXT`, and, on a real
+    device, an estimated parameter count within :data:`MAX_PARAMETERS`; all before allocation."""
+    dim = check_int("dim", dim, 1, MAX_DIM, "MAX_DIM")
+    if depth is not None and not isinstance(depth, bool) and isinstance(depth, numbers.Integral) and depth < 1:
+        raise ConfigError(f"depth must be a positive number of LIVs, got {int(depth)}")
+    depth = check_int("depth", depth, 1, MAX_DEPTH, "MAX_DEPTH")
+    vocab_size = check_int("vocab_size", vocab_size, 1, MAX_VOCAB, "MAX_VOCAB")
+    max_seq_len = check_int("max_seq_len", max_seq_len, 1, MAX_CONTEXT, "MAX_CONTEXT")
+    return dim, depth, vocab_size, max_seq_len
+
+
+def check_parameter_budget(dim: int, depth: int, vocab_size: int, configs=None) -> None:
+    """Raise :class:`LimitError` when a model of this size would exceed :data:`MAX_PARAMETERS`
+    on a real device (the bound: 16 dim^2 per LIV, scaled by a large expansion_factor, plus
+    two embedding tables). Shape-only models on the meta device are not limited."""
+    import torch
+
+    if torch.get_default_device().type == "meta":
+        return
+    scale = 1.0
+    for cfg in (configs or {}).values():
+        ef = getattr(cfg, "expansion_factor", None) or 0
+        scale = max(scale, ef / 4.0)
+    estimate = int(depth * 16 * dim * dim * scale + 2 * vocab_size * dim)
+    if estimate > MAX_PARAMETERS:
+        raise LimitError(
+            f"a STAR model with dim={dim}, depth={depth} would have up to ~{estimate:,} parameters, over the limit "
+            f"of {MAX_PARAMETERS:,} (MAX_PARAMETERS); use a smaller dim or depth, or build it under "
+            f"`with torch.device('meta'):` to analyse its shapes without allocating")
 
 
 class TokenMixingStructure(IntEnum):
@@ -80,8 +153,17 @@ class LIVConfig:
                     f"operator genome {''.join(map(str, op))} (expects value {expected}); choose another LIV class instead")
         for field in ("expansion_factor", "repeat_factor", "head_dim", "kernel_size"):
             v = getattr(self, field)
-            if v is not None and not v > 0:
+            if v is None:
+                continue
+            is_number = isinstance(v, (numbers.Integral, float) if field == "expansion_factor" else numbers.Integral)
+            if isinstance(v, bool) or not is_number or (isinstance(v, float) and not math.isfinite(v)):
+                raise ConfigError(f"LIVConfig for class {liv_class} ({name}): {field} must be a "
+                                  f"{'finite number' if field == 'expansion_factor' else 'integer'}, got {v!r}")
+            if not v > 0:
                 raise ConfigError(f"LIVConfig for class {liv_class} ({name}): {field} must be positive, got {v}")
+            if v > MAX_LIV_FACTOR[field]:
+                raise LimitError(f"LIVConfig for class {liv_class} ({name}): {field}={v} is over the limit of "
+                                 f"{MAX_LIV_FACTOR[field]} (MAX_LIV_FACTOR['{field}'])")
         return self
 
     def to_dict(self) -> dict:
@@ -92,22 +174,33 @@ class LIVConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "LIVConfig":
         """Inverse of :meth:`to_dict`."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a LIVConfig dict was expected, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown LIVConfig fields {sorted(unknown)}; known: {sorted(known)}")
         d = dict(d)
-        if "token_mixing" in d:
-            d["token_mixing"] = TokenMixingStructure(d["token_mixing"])
-        if "channel_mixing" in d:
-            d["channel_mixing"] = ChannelMixingStructure(d["channel_mixing"])
+        try:
+            if "token_mixing" in d:
+                d["token_mixing"] = TokenMixingStructure(d["token_mixing"])
+            if "channel_mixing" in d:
+                d["channel_mixing"] = ChannelMixingStructure(d["channel_mixing"])
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"LIVConfig: {exc}; token_mixing is 1..4 and channel_mixing 1..3") from exc
         return cls(**d)
 
 
 def normalize_configs(configs) -> dict[int, LIVConfig]:
     """``{class_id: LIVConfig}`` with keys as ints, each checked against its class."""
     out: dict[int, LIVConfig] = {}
+    if configs is not None and not hasattr(configs, "items"):
+        raise ConfigError(f"configs must be a dict {{class_id: LIVConfig}}, got {type(configs).__name__}")
     for k, v in (configs or {}).items():
+        if isinstance(k, str) and k.strip().isdigit() and len(k) < 10:
+            k = int(k)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise ConfigError(f"configs keys must be LIV class ids (integers 1..{C.NUM_CLASSES}), got {k!r}")
         cls = int(k)
         cfg = LIVConfig.from_dict(v) if isinstance(v, dict) else v
         if not isinstance(cfg, LIVConfig):

@@ -26,13 +26,21 @@ an earlier LIV m (the nearest one) receives ``u = y[n-1] + y[m]`` as its input s
 
 from __future__ import annotations
 
+import numbers
 import random
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from staredge.errors import ConfigError
+from staredge.errors import ConfigError, LimitError
 from staredge.models.star import choices as C
+from staredge.models.star.config import MAX_DEPTH, check_int
+
+#: Largest absolute value of one gene. Real genes are single digits or small group numbers;
+#: the bound keeps hostile values (a 5000-digit class) out of arithmetic and messages.
+MAX_GENE_VALUE = 10**6
+#: Longest genome text :func:`parse_genome` reads (characters).
+MAX_GENOME_CHARS = 64 * MAX_DEPTH
 
 
 class GenomeError(ConfigError):
@@ -90,6 +98,9 @@ class Genome:
         self.segments: tuple[Segment, ...] = tuple(segments)
         if not self.segments:
             raise GenomeError("a genome needs at least one segment (one LIV)")
+        if len(self.segments) > MAX_DEPTH:
+            raise LimitError(f"the genome has {len(self.segments):,} segments, over the limit of {MAX_DEPTH} LIVs "
+                             f"(MAX_DEPTH); give a shorter genome")
 
     # -- container protocol ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -129,9 +140,10 @@ class Genome:
         """This genome repeated to ``depth`` LIVs (motif stacking). Group values repeat as
         written, so sharing links may span motif copies."""
         n = len(self)
+        depth = check_depth(depth)
         if depth == n:
             return self
-        if depth <= 0 or depth % n:
+        if depth % n:
             raise GenomeError(
                 f"the genome has {n} segments, which does not divide depth {depth}; give {depth} "
                 f"segments or a motif whose length divides {depth}"
@@ -221,6 +233,8 @@ class Genome:
     def repaired(self, seed: int = 0) -> "Genome":
         """A valid genome: bad classes and strategies re-sampled from the valid set
         (``random.Random(seed)``), invalid links removed by moving the LIV to a free group of its class."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ConfigError(f"the repair seed must be an integer, got {type(seed).__name__} {seed!r}")
         rng = random.Random(seed)
         segs = [list(s.as_tuple(True)) for s in self.segments]
         for v in segs:
@@ -235,12 +249,23 @@ class Genome:
         for v in segs:
             counts[v[0]] = counts.get(v[0], 0) + 1
         for k in (1, 3):  # group genes; class counts are final now
+            # Values in 1..n already used per class. A bad value is outside 1..n, so moving a
+            # LIV frees nothing: the smallest free value per class only grows (linear time).
+            used: dict[int, set[int]] = {}
+            for v in segs:
+                if 1 <= v[k] <= counts[v[0]]:
+                    used.setdefault(v[0], set()).add(v[k])
+            free = {c: 1 for c in counts}
             for v in segs:
                 n = counts[v[0]]
                 if not 1 <= v[k] <= n:
                     # Pigeonhole: at most n-1 other LIVs of the class, so a value in 1..n is free.
-                    used = {w[k] for w in segs if w is not v and w[0] == v[0]}
-                    v[k] = next(x for x in range(1, n + 1) if x not in used)
+                    taken = used.setdefault(v[0], set())
+                    x = free[v[0]]
+                    while x in taken:
+                        x += 1
+                    v[k], free[v[0]] = x, x
+                    taken.add(x)
         return Genome(Segment(*v) for v in segs)
 
 
@@ -257,8 +282,29 @@ _UNSET = -(10**9)  # marks the groups of a class-only segment until they are num
 _SEPARATORS = re.compile(r"[\s,_|\-]+")
 
 
+def check_depth(depth) -> int:
+    """``depth`` as an int: a positive integer number of LIVs, at most :data:`MAX_DEPTH`."""
+    if not isinstance(depth, bool) and isinstance(depth, numbers.Integral) and depth < 1:
+        raise GenomeError(f"depth must be a positive number of LIVs, got {int(depth)}")
+    return check_int("depth", depth, 1, MAX_DEPTH, "MAX_DEPTH")
+
+
+def _gene(v, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "..."
+        raise GenomeError(f"{where}: genes must be integers, got {type(v).__name__} {shown}")
+    if not -MAX_GENE_VALUE <= v <= MAX_GENE_VALUE:
+        raise GenomeError(f"{where}: a gene value is over the limit of {MAX_GENE_VALUE:,} (MAX_GENE_VALUE); "
+                          "classes are 1..17 and groups count LIVs")
+    return int(v)
+
+
 def _segment_from_ints(vals: Sequence[int], where: str) -> list[int]:
-    vals = [int(v) for v in vals]
+    if not isinstance(vals, (list, tuple)):
+        raise GenomeError(f"{where}: a segment is a list of integers, got {type(vals).__name__}")
+    if len(vals) not in (1, 5, 6):
+        raise GenomeError(f"{where}: a segment has 1 (class only), 5 or 6 integers, got {len(vals)}")
+    vals = [_gene(v, where) for v in vals]
     if len(vals) == 1:
         return [vals[0], _UNSET, 1, _UNSET, 1, 0]  # class only; groups filled in by _fill_class_only
     if len(vals) == 5:
@@ -269,23 +315,37 @@ def _segment_from_ints(vals: Sequence[int], where: str) -> list[int]:
 
 
 def _split_text(text: str) -> list[list[int]]:
+    if len(text) > MAX_GENOME_CHARS:
+        raise LimitError(f"the genome text is {len(text):,} characters, over the limit of {MAX_GENOME_CHARS:,} "
+                         f"(MAX_GENOME_CHARS); give a motif and a depth instead")
     t = text.strip()
     if not t:
         raise GenomeError("empty genome string")
-    if not re.fullmatch(r"[0-9.\s,_|\-]+", t):
-        raise GenomeError(f"genome '{text}' has characters other than digits, '.', and separators (- _ | , space)")
+    if not re.fullmatch(r"[0-9.\s,_|\-]+", t, flags=re.ASCII):
+        shown = t if len(t) <= 60 else t[:60] + "..."
+        raise GenomeError(f"genome {shown!r} has characters other than digits, '.', and separators (- _ | , space)")
+    longest = max((len(m) for m in re.findall(r"[0-9]+", t)), default=0)
     parts = [p for p in _SEPARATORS.split(t) if p]
+    if "." in t and longest > 7:
+        raise GenomeError(f"genome has a {longest}-digit gene value, over the limit of {MAX_GENE_VALUE:,} "
+                          "(MAX_GENE_VALUE); classes are 1..17 and groups count LIVs")
     if len(parts) == 1 and "." not in parts[0] and len(parts[0]) > 2:
         digits = parts[0]
         n = 5 if len(digits) % 5 == 0 else 6 if len(digits) % 6 == 0 else 0
         if not n:
+            shown = text if len(text) <= 60 else text[:60] + "..."
             raise GenomeError(
-                f"genome '{text}' without separators must have a multiple of 5 (or 6) digits, got {len(digits)}; "
+                f"genome '{shown}' without separators must have a multiple of 5 (or 6) digits, got {len(digits)}; "
                 "separate segments with '-'")
         parts = [digits[k:k + n] for k in range(0, len(digits), n)]
+    if len(parts) > MAX_DEPTH:
+        raise LimitError(f"the genome has {len(parts):,} segments, over the limit of {MAX_DEPTH} LIVs (MAX_DEPTH)")
     out = []
     for k, p in enumerate(parts):
-        where = f"segment {k + 1} ('{p}')"
+        where = f"segment {k + 1} ('{p if len(p) <= 40 else p[:40] + '...'}')"
+        if "." not in p and len(p) > 6 and len(parts) > 1:
+            raise GenomeError(f"{where}: a segment has 5 or 6 digits (or dots between values above 9), "
+                              f"got {len(p)} digits")
         if "." in p:
             vals = [int(x) for x in p.split(".") if x != ""]
         elif len(p) <= 2:
@@ -312,8 +372,14 @@ def parse_genome(genome, depth: int | None = None, repair: bool = False, seed: i
 
     Accepts the string and list forms described in the module docstring, or a Genome.
     Raises :class:`GenomeError` naming the segment and rule when the genome is invalid and
-    ``repair`` is False.
+    ``repair`` is False, :class:`~staredge.errors.ConfigError` for arguments of the wrong type
+    and :class:`~staredge.errors.LimitError` for a depth, segment count or text length over
+    :data:`MAX_DEPTH` / :data:`MAX_GENOME_CHARS` (checked before anything is tiled).
     """
+    if depth is not None:
+        depth = check_depth(depth)
+    if not isinstance(repair, bool):
+        raise ConfigError(f"repair must be True or False, got {type(repair).__name__} {repair!r}")
     if isinstance(genome, Genome):
         g = genome
     else:
@@ -322,7 +388,10 @@ def parse_genome(genome, depth: int | None = None, repair: bool = False, seed: i
         elif isinstance(genome, (list, tuple)):
             if not genome:
                 raise GenomeError("empty genome list")
-            if all(isinstance(x, int) for x in genome):
+            if len(genome) > MAX_DEPTH:
+                raise LimitError(f"the genome list has {len(genome):,} segments, over the limit of {MAX_DEPTH} "
+                                 "LIVs (MAX_DEPTH); give a motif and a depth instead")
+            if all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in genome):
                 # a flat list of ints is a list of class ids (one LIV each)
                 rows = [_segment_from_ints([v], f"segment {k + 1}") for k, v in enumerate(genome)]
             else:
@@ -354,6 +423,7 @@ def transformer_pp(dim: int = 768, n_liv: int = 24) -> Genome:
 
     ``dim`` is accepted for symmetry with model constructors; the genome does not depend on it.
     """
+    n_liv = check_int("n_liv (depth)", n_liv, 0, MAX_DEPTH, "MAX_DEPTH")
     if n_liv < 2 or n_liv % 2:
         raise GenomeError(f"Transformer++ needs an even number of LIVs (attention + SwiGLU pairs), got {n_liv}")
     segs = []
@@ -365,6 +435,7 @@ def transformer_pp(dim: int = 768, n_liv: int = 24) -> Genome:
 def striped_mamba(dim: int = 768, n_liv: int = 24) -> Genome:
     """StripedMamba as a genome: SwiGLU at odd positions (0-based), SA-1 at the even
     positions nearest n/4 and 3n/4 (6 and 18 for 24 LIVs), Rec-1 (Mamba) elsewhere."""
+    n_liv = check_int("n_liv (depth)", n_liv, 0, MAX_DEPTH, "MAX_DEPTH")
     if n_liv < 2 or n_liv % 2:
         raise GenomeError(f"StripedMamba needs an even number of LIVs, got {n_liv}")
     attn = {min(2 * round(n_liv / 8), n_liv - 2), min(2 * round(3 * n_liv / 8), n_liv - 2)}
@@ -387,6 +458,7 @@ def random_genome(n_liv: int, seed: int = 0, classes: Sequence[int] | None = Non
     it joins an earlier same-class LIV's featurizer group and/or feature group with a random
     strategy; with ``residual_prob`` it joins an earlier LIV's residual group.
     """
+    n_liv = check_int("n_liv", n_liv, 1, MAX_DEPTH, "MAX_DEPTH")
     rng = random.Random(seed)
     pool = list(classes or range(1, C.NUM_CLASSES + 1))
     segs: list[Segment] = []
