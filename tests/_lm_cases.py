@@ -12,10 +12,13 @@ import torch
 
 from staredge.models.star import STARLanguageModel, striped_mamba, transformer_pp
 from staredge.models.star import choices as C
+from staredge.exporters.lm_validate import prompt_ids
 from test_star_parity import CASES, CONFIGS, _scale_up
 
 #: Context of the small test models: a 97-token prompt plus 128 greedy tokens fits.
 CONTEXT = 232
+#: Max |logit| of the test models on the validation prompt (the shipped model: 13.5).
+LOGIT_SCALE = 12.0
 MIXED = [(n, g) for n, g in CASES if n.startswith("mixed-share")]
 
 
@@ -26,6 +29,11 @@ def small_model(genome, seed: int, dim: int | None = None, max_seq_len: int = CO
     torch.manual_seed(seed)
     model = STARLanguageModel(dim, len(genome), genome, max_seq_len=max_seq_len, configs=CONFIGS).eval()
     _scale_up(model, seed)
+    # Calibrate the logit range to the shipped model's (max |logit| ~13.5 on the validation
+    # prompt): the absolute 1e-4 tolerance then means what it means for a trained model.
+    with torch.no_grad():
+        ids = torch.tensor([prompt_ids()[:max_seq_len]])
+        model.norm.weight.mul_(LOGIT_SCALE / model(ids).abs().max())
     return model
 
 

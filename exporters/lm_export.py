@@ -1,0 +1,201 @@
+"""Exporters of STAR language models as decode-graph artifacts (``docs/lm-artifacts.md``).
+
+Data flow: a :class:`~staredge.models.star.STARLanguageModel` -> :class:`LMDecodeGraph`
+(:mod:`staredge.exporters.lm_graph`, static state) -> one artifact per format, each with the
+:class:`~staredge.metadata.ArtifactMetadata` (``task="text-generation"``, the ``lm`` dict
+with the state spec) inside it -> a stepper in :mod:`staredge.runtimes.lm` runs it.
+
+* **ONNX**: one graph with a dynamic token axis (decode T = 1, prefill any T up to
+  ``prefill_chunk``; larger T also works, the recurrence scan is quadratic in T), exported
+  with the TorchScript exporter (``dynamo=False``), opset 17;
+* **OpenVINO**: the ONNX graph read by OpenVINO, then made stateful (every
+  ``past_X``/``present_X`` pair becomes a variable named ``past_X``): inputs ``input_ids`` and ``position``
+  only; the runtime compiles it with ``INFERENCE_PRECISION_HINT = f32``;
+* **TFLite**: ``decode`` (T = 1) and ``prefill`` (T = ``prefill_chunk``) signatures, names with
+  underscores instead of dots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from staredge.errors import ConfigError, require
+from staredge.exporters.api import ExportError
+from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph, lm_metadata_dict
+from staredge.fileio import atomic_write_bytes
+from staredge.metadata import METADATA_KEY, ArtifactMetadata
+from staredge.models.star import STARLanguageModel
+
+ONNX_OPSET = 17
+TEXT_GENERATION = "text-generation"
+
+
+def as_graph(model, max_context: int | None = None) -> LMDecodeGraph:
+    """An :class:`LMDecodeGraph` for a STAR LM (or the graph itself, unchanged)."""
+    if isinstance(model, LMDecodeGraph):
+        if max_context is not None and max_context != model.max_context:
+            raise ConfigError(f"the decode graph was built for max_context {model.max_context}, not {max_context}")
+        return model
+    if not isinstance(model, STARLanguageModel):
+        raise ConfigError(f"LM export takes a STARLanguageModel, got {type(model).__name__}")
+    return LMDecodeGraph(model, max_context)
+
+
+def lm_artifact_metadata(graph: LMDecodeGraph, fmt: str, name: str | None = None,
+                         prefill_chunk: int = DEFAULT_PREFILL_CHUNK, extra: dict[str, Any] | None = None) -> ArtifactMetadata:
+    """The metadata every LM artifact carries (``task="text-generation"``, ``lm`` = contract)."""
+    lm = lm_metadata_dict(graph, prefill_chunk, name)
+    return ArtifactMetadata(
+        model=lm["name"], family="star_lm", format=fmt, task=TEXT_GENERATION, input_name="input_ids",
+        output_names=["logits"], input_size=[1, 1], input_layout="NT", dynamic_batch=False,
+        precision="fp32", extra=dict(extra or {}), lm=lm)
+
+
+def _check_chunk(graph: LMDecodeGraph, prefill_chunk: int) -> int:
+    chunk = int(prefill_chunk)
+    if chunk < 1 or chunk > graph.max_context:
+        raise ConfigError(f"prefill_chunk must be in 1..max_context ({graph.max_context}), got {chunk}")
+    return chunk
+
+
+# ------------------------------------------------------------------------------------ ONNX
+
+
+def onnx_proto(graph: LMDecodeGraph, metadata: ArtifactMetadata):
+    """The decode graph as an ONNX ModelProto with ``metadata`` embedded (not saved)."""
+    onnx = require("onnx", "onnx", "ONNX export")
+    names_in = ["input_ids", "position"] + [s.input_name for s in graph.spec]
+    names_out = ["logits"] + [s.output_name for s in graph.spec]
+    buffer = io.BytesIO()
+    example = graph.example_inputs(tokens=min(3, graph.max_context), position=0)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(graph, example, buffer, opset_version=ONNX_OPSET, dynamo=False,
+                              input_names=names_in, output_names=names_out,
+                              dynamic_axes={"input_ids": {1: "tokens"}, "logits": {1: "tokens"}},
+                              do_constant_folding=True)
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types
+        raise ExportError(f"ONNX export of the decode graph of {metadata.model} failed: {type(exc).__name__}: {exc}") from exc
+    proto = onnx.load_from_string(buffer.getvalue())
+    present = [i.name for i in proto.graph.input]
+    # The exporter drops inputs the graph does not read (position, in a model without
+    # attention or long convolution); the contract keeps every input, so add them back.
+    for k, name in enumerate(names_in):
+        if name not in present:
+            kind = onnx.TensorProto.INT64 if k < 2 else onnx.TensorProto.FLOAT
+            shape = ([1, "tokens"] if k == 0 else [1]) if k < 2 else list(graph.spec[k - 2].shape)
+            proto.graph.input.insert(k, onnx.helper.make_tensor_value_info(name, kind, shape))
+    order = {n: k for k, n in enumerate(names_in)}
+    got = [i.name for i in proto.graph.input]
+    if got != sorted(got, key=order.__getitem__) or [o.name for o in proto.graph.output] != names_out:
+        raise ExportError(f"ONNX export of {metadata.model} produced I/O {got} / {[o.name for o in proto.graph.output]}, "
+                          "not the decode contract's order")
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    proto.producer_name = "staredge"
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = None,
+                   prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True) -> Path:
+    """Write the decode graph of ``model`` as one ONNX file (dynamic token axis) at ``path``."""
+    graph = as_graph(model, max_context)
+    chunk = _check_chunk(graph, prefill_chunk)
+    meta = lm_artifact_metadata(graph, "onnx", name, chunk, {"onnx": {"opset": ONNX_OPSET, "dynamic_tokens": True}})
+    proto = onnx_proto(graph, meta)
+    return atomic_write_bytes(path, proto.SerializeToString(), force=force)
+
+
+# -------------------------------------------------------------------------------- OpenVINO
+
+
+def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | None = None,
+                       prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None) -> Path:
+    """Write a stateful OpenVINO IR (``.xml`` + ``.bin``): inputs ``input_ids`` and ``position``.
+
+    Every ``past_X`` / ``present_X`` pair of the decode graph becomes an OpenVINO variable
+    named ``past_X`` (zeros after ``reset_state()``); weights stay fp32.
+    """
+    ov = require("openvino", "openvino", "OpenVINO export")
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ConfigError(f"an OpenVINO IR path must end in .xml, got {path}")
+    graph = as_graph(model, max_context)
+    chunk = _check_chunk(graph, prefill_chunk)
+    meta = lm_artifact_metadata(graph, "openvino", name, chunk,
+                                {"openvino": {"stateful": True, "variables": [s.input_name for s in graph.spec],
+                                              "inference_precision_hint": "f32"}})
+    proto = onnx_proto(graph, dataclasses.replace(meta, format="onnx"))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "graph.onnx"
+            src.write_bytes(proto.SerializeToString())
+            ov_model = ov.convert_model(str(src))
+        _make_stateful(ov, ov_model, graph)
+        left = [sorted(p.get_names()) for p in ov_model.inputs]
+        if len(left) != 2 or not all(n in names for n, names in zip(("input_ids", "position"), left)):
+            raise ExportError(f"the stateful OpenVINO model of {meta.model} kept inputs {left}, not input_ids and position")
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"OpenVINO export of {meta.model} failed: {type(exc).__name__}: {exc}") from exc
+    for port, tensor_name in zip(ov_model.inputs, ("input_ids", "position")):
+        port.get_tensor().set_names({tensor_name})  # drop names merged from no-op nodes
+    ov_model.set_friendly_name(meta.model)
+    ov_model.set_rt_info(meta.to_json(), [METADATA_KEY])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(staged, path)
+    return path
+
+
+def _make_stateful(ov, ov_model, graph: LMDecodeGraph) -> None:
+    """Turn every ``past_X`` parameter / ``present_X`` result pair into one variable named
+    ``past_X`` (ReadValue initialised to zeros -> graph -> Assign).
+
+    OpenVINO's ``MakeStateful`` pass does the same but names the variable after both tensors
+    (``past_Xpresent_X``); building the pair here keeps the contract's name.
+    """
+    from openvino import opset6
+    from openvino.op.util import Variable, VariableInfo
+
+    params = {p.get_friendly_name(): p for p in ov_model.get_parameters()}
+    results = {r.input_value(0).get_any_name(): r for r in ov_model.get_results()}
+    sinks = []
+    for s in graph.spec:
+        if s.input_name not in params or s.output_name not in results:
+            raise ExportError(f"the OpenVINO graph lacks {s.input_name} or {s.output_name} (LIV {s.liv}); cannot make it stateful")
+        param, result = params[s.input_name], results[s.output_name]
+        info = VariableInfo()
+        info.data_shape, info.data_type, info.variable_id = param.get_partial_shape(), param.get_element_type(), s.input_name
+        var = Variable(info)
+        zeros = opset6.broadcast(opset6.constant(np.float32(0.0)), opset6.constant(np.array(s.shape, dtype=np.int64)))
+        read = opset6.read_value(zeros, var)
+        for target in list(param.output(0).get_target_inputs()):
+            target.replace_source_output(read.output(0))
+        src = result.input_value(0)
+        node = src.get_node() if src.get_node().get_output_size() == 1 else opset6.convert(src, "f32")
+        sinks.append(opset6.assign(node, var))
+        ov_model.remove_result(result)
+        ov_model.remove_parameter(param)
+    if sinks:
+        ov_model.add_sinks(sinks)
+    ov_model.validate_nodes_and_infer_types()
+
+
+__all__ = ["export_lm_onnx", "export_lm_openvino", "lm_artifact_metadata", "as_graph", "TEXT_GENERATION"]
