@@ -5,6 +5,10 @@
 used on their own. One module per format: ``onnx``, ``openvino``, ``tflite``, ``coreml``.
 """
 
+from staredge.errors import require
+
+require("torch", "torch", "export (PyTorch models)")  # a clear MissingDependencyError without torch
+
 from staredge.exporters.api import (
     FORMATS,
     ArtifactExistsError,

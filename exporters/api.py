@@ -20,29 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
-from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError, require
-from staredge.fileio import atomic_write_text
-from staredge.exporters.passes import apply_passes, resolve_passes
-from staredge.metadata import ArtifactMetadata
+from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError
+from staredge.fileio import atomic_write_text, replace_folder_or_file
+from staredge.exporters.passes import apply_passes, check_pass_names, resolve_passes
+from staredge.formats import export_formats, get_format, parse_formats
+from staredge.metadata import ArtifactMetadata, metadata_from_model
 
-#: Every export format, in the order "all" exports them.
-FORMATS = ("onnx", "openvino", "tflite", "coreml")
-
-#: (module, pip extra) each format's converter needs; checked before any work starts.
-REQUIREMENTS: dict[str, list[tuple[str, str]]] = {
-    "onnx": [("onnx", "onnx"), ("onnxruntime", "onnx")],
-    "openvino": [("openvino", "openvino")],
-    "tflite": [("litert_torch", "tflite"), ("ai_edge_litert", "tflite")],
-    "coreml": [("coremltools", "coreml")],
-}
+#: Every export format, in the order "all" exports them (from :data:`staredge.formats.FORMATS`).
+FORMATS = export_formats()
 
 PRECISIONS = ("fp32", "fp16")
-
-#: Formats whose artifacts can carry a symbolic batch axis (``dynamic_batch=True``).
-DYNAMIC_BATCH_FORMATS = ("onnx", "openvino")
 
 
 class ExportError(StarEdgeError):
@@ -71,6 +60,8 @@ class ArtifactResult:
     validate_s: float | None = None
     validation: dict[str, Any] | None = None
     error: str | None = None
+    dynamic_batch: bool = False
+    fallback_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -107,20 +98,6 @@ class ExportReport:
 # --------------------------------------------------------------------------- atomic writes
 
 
-def _publish(staged: Path, final: Path, scratch: Path) -> None:
-    """Move ``staged`` (file or folder) to ``final``; an old folder is moved aside first."""
-    if final.is_dir() and not final.is_symlink():
-        aside = scratch / f"old-{final.name}"
-        os.replace(final, aside)  # rename(2) cannot replace a non-empty folder
-        try:
-            os.replace(staged, final)
-        except BaseException:
-            os.replace(aside, final)
-            raise
-    else:
-        os.replace(staged, final)
-
-
 def path_size(path: Path) -> int:
     """Size in bytes of a file, or of every file under a folder."""
     path = Path(path)
@@ -135,35 +112,10 @@ def path_size(path: Path) -> int:
 def artifact_paths(out_dir: Path, stem: str, fmt: str) -> tuple[Path, Path]:
     """(unit, entry) for a format: the file/folder moved into place, and the path to load.
 
-    OpenVINO's ``.xml`` and ``.bin`` travel as one folder so that they are replaced together.
+    The format table says how each format names its artifact (OpenVINO's ``.xml`` and
+    ``.bin`` travel as one folder so that they are replaced together).
     """
-    if fmt == "onnx":
-        p = out_dir / f"{stem}.onnx"
-        return p, p
-    if fmt == "openvino":
-        unit = out_dir / f"{stem}_openvino"
-        return unit, unit / f"{stem}.xml"
-    if fmt == "tflite":
-        p = out_dir / f"{stem}.tflite"
-        return p, p
-    if fmt == "coreml":
-        p = out_dir / f"{stem}.mlpackage"
-        return p, p
-    raise ConfigError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
-
-
-def parse_formats(formats: str | Iterable[str]) -> list[str]:
-    """``"all"``, ``"onnx,tflite"`` or a list → validated format names (order kept)."""
-    items = formats.split(",") if isinstance(formats, str) else list(formats)
-    names = [str(f).strip().lower() for f in items if str(f).strip()]
-    if not names:
-        raise ConfigError(f"no export format given; choose from {', '.join(FORMATS)} or 'all'")
-    if "all" in names:
-        return list(FORMATS)
-    unknown = [n for n in names if n not in FORMATS]
-    if unknown:
-        raise ConfigError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)} or 'all'")
-    return list(dict.fromkeys(names))
+    return get_format(fmt, exportable=True).artifact_paths(Path(out_dir), stem)
 
 
 # --------------------------------------------------------------------------- model & metadata
@@ -213,77 +165,14 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
 
 def model_identity(model: nn.Module) -> tuple[str, str]:
     """(registry name, family) of a model, or (class name, "custom") outside the registry."""
-    name = getattr(model, "staredge_name", None)
-    if name:
-        from staredge.models import get_entry
-
-        try:
-            return name, get_entry(name).family
-        except StarEdgeError:
-            return name, "custom"
-    return type(model).__name__.lower(), "custom"
+    meta = metadata_from_model(model)
+    return meta.model, meta.family
 
 
 def build_metadata(model: nn.Module, fmt: str, precision: str, rewrites: list[str], dynamic_batch: bool) -> ArtifactMetadata:
-    """The :class:`ArtifactMetadata` an artifact of ``model`` carries."""
-    name, family = model_identity(model)
-    cfg = getattr(model, "pretrained_cfg", None)
-    preprocessing: dict[str, Any] = {}
-    labels: list[str] = []
-    input_size = [3, 224, 224]
-    if cfg is not None:
-        input_size = [int(v) for v in cfg.input_size]
-        preprocessing = {
-            "resize_shorter": int(max(input_size[1:]) / float(cfg.crop_pct)),
-            "crop_pct": float(cfg.crop_pct),
-            "interpolation": str(cfg.interpolation),
-            "mean": [float(v) for v in cfg.mean],
-            "std": [float(v) for v in cfg.std],
-        }
-        labels = list(cfg.class_names())
-    extra: dict[str, Any] = {"torch_version": torch.__version__}
-    if fmt == "onnx":
-        from staredge.exporters.onnx import OPSET
-
-        extra["opset"] = OPSET
-    return ArtifactMetadata(
-        model=name,
-        family=family,
-        format=fmt,
-        input_size=input_size,
-        input_layout="NCHW",
-        dynamic_batch=bool(dynamic_batch),
-        preprocessing=preprocessing,
-        labels=labels,
-        precision=precision,
-        rewrites=list(rewrites),
-        checkpoint_sha256=getattr(model, "checkpoint_sha256", None),
-        extra=extra,
-    )
-
-
-def _exporter(fmt: str) -> Callable[..., Any]:
-    if fmt == "onnx":
-        from staredge.exporters.onnx import export_onnx
-
-        return export_onnx
-    if fmt == "openvino":
-        from staredge.exporters.openvino import export_openvino
-
-        return export_openvino
-    if fmt == "tflite":
-        from staredge.exporters.tflite import export_tflite
-
-        return export_tflite
-    if fmt == "coreml":
-        try:
-            from staredge.exporters.coreml import export_coreml
-        except ImportError as exc:
-            if "staredge.exporters.coreml" not in str(exc):
-                raise
-            raise ExportError("CoreML export is not part of this build (staredge.exporters.coreml is missing)") from exc
-        return export_coreml  # takes example_input; CoreML packages have batch 1
-    raise ConfigError(f"unknown export format {fmt!r}")
+    """The :class:`ArtifactMetadata` an artifact of ``model`` carries (the one builder,
+    :func:`staredge.metadata.metadata_from_model`; each exporter adds its own version facts)."""
+    return metadata_from_model(model, fmt, precision=precision, rewrites=rewrites, dynamic_batch=dynamic_batch)
 
 
 # --------------------------------------------------------------------------- export
@@ -302,10 +191,11 @@ def export(
     force: bool = False,
     checkpoint: str | None = None,
     validate: bool = True,
-    dynamic_batch: bool = False,
+    dynamic_batch: bool | str = False,
     *,
     model_name: str | None = None,
     progress: ProgressCallback | None = None,
+    fallback_rewrite: str | Iterable[str] | None = None,
 ) -> ExportReport:
     """Export a model to each format in ``formats`` and validate every artifact.
 
@@ -315,16 +205,19 @@ def export(
     list of pass names. Artifacts are compared with the original (un-rewritten) PyTorch
     model. Raises :class:`ArtifactExistsError` before any work if a target exists and
     ``force`` is False, and :class:`~staredge.errors.MissingDependencyError` (naming the
-    pip extra) if a converter is missing. ``dynamic_batch`` applies to ONNX and OpenVINO;
-    TFLite and CoreML artifacts keep batch 1. A conversion error is recorded in that format's
-    result (``error``), nothing is left on disk for it, and the other formats go on.
+    pip extra) if a converter is missing. ``dynamic_batch`` (True or "auto": every format
+    that can carry a symbolic batch axis, per the format table: ONNX and OpenVINO; the
+    others keep batch 1). A conversion error is recorded in that format's result
+    (``error``), nothing is left on disk for it, and the other formats go on;
+    ``fallback_rewrite`` (pass names, e.g. ``["fuse_batchnorm"]``) retries a format whose
+    conversion failed with those passes, and the result keeps the first error in
+    ``fallback_error``.
     """
     fmts = parse_formats(formats)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     for fmt in fmts:
-        for module, extra in REQUIREMENTS[fmt]:
-            require(module, extra, f"{fmt} export")
+        get_format(fmt).require_export()
     passes_by_format = {fmt: resolve_passes(rewrite, fmt) for fmt in fmts}
     model = resolve_model(model_or_name, checkpoint, model_name)
     name, family = model_identity(model)
@@ -348,15 +241,16 @@ def export(
     report = ExportReport(model=name, family=family, precision=precision, out_dir=str(out), machine=_machine())
     rewritten: dict[tuple[str, ...], nn.Module] = {}
     notify = progress or (lambda fmt, stage: None)
-    for fmt in fmts:
-        passes = passes_by_format[fmt]
+    fallback = check_pass_names(fallback_rewrite) if fallback_rewrite is not None else None
+
+    def one(fmt: str, passes: list[str]) -> ArtifactResult:
         notify(fmt, "rewrite")
         key = tuple(passes)
         if key not in rewritten:
             rewritten[key] = apply_passes(model, passes) if passes else model
         unit, entry = targets[fmt]
-        # TFLite and CoreML artifacts have a static batch (LiteRT resizes at run time instead)
-        fmt_dynamic = dynamic_batch and fmt in DYNAMIC_BATCH_FORMATS
+        # formats without a symbolic batch axis keep batch 1 (LiteRT resizes at load time instead)
+        fmt_dynamic = _wants_dynamic(dynamic_batch, fmt)
         metadata = build_metadata(model, fmt, precision, passes, fmt_dynamic)
         scratch = Path(tempfile.mkdtemp(prefix=".staredge-tmp-", dir=out))
         try:
@@ -366,21 +260,19 @@ def export(
             notify(fmt, "export")
             start = time.perf_counter()
             try:
-                _exporter(fmt)(
+                get_format(fmt).exporter_function()(
                     rewritten[key], staged_entry, metadata, precision,
                     example_input=example, dynamic_batch=fmt_dynamic,
                 )
             except StarEdgeError as exc:
-                report.artifacts.append(_failed(fmt, precision, passes, start, str(exc)))
-                continue
+                return _failed(fmt, precision, passes, start, str(exc))
             except Exception as exc:  # noqa: BLE001 - converter internals; reported, not hidden
                 msg = f"{fmt} conversion of {name} failed: {type(exc).__name__}: {str(exc).strip()[:500]}"
-                report.artifacts.append(_failed(fmt, precision, passes, start, msg))
-                continue
+                return _failed(fmt, precision, passes, start, msg)
             export_s = time.perf_counter() - start
             result = ArtifactResult(
                 format=fmt, path=str(entry), size_bytes=path_size(staged_unit), export_s=export_s,
-                precision=precision, rewrites=list(passes),
+                precision=precision, rewrites=list(passes), dynamic_batch=fmt_dynamic,
             )
             if validate:
                 notify(fmt, "validate")
@@ -401,12 +293,30 @@ def export(
                     result.passed = check.passed
                     result.validation = check.to_dict()
                 result.validate_s = time.perf_counter() - vstart
-            _publish(staged_unit, unit, scratch)
-            report.artifacts.append(result)
+            replace_folder_or_file(staged_unit, unit, scratch)
+            return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        notify(fmt, "done")
+            notify(fmt, "done")
+
+    for fmt in fmts:
+        result = one(fmt, passes_by_format[fmt])
+        if result.path is None and fallback is not None and result.rewrites != fallback:
+            # the rewrites broke this format's converter: one more try with the fallback passes
+            retry = one(fmt, fallback)
+            if retry.path is not None:
+                retry.fallback_error = result.error or "export failed"
+                result = retry
+        report.artifacts.append(result)
     return report
+
+
+def _wants_dynamic(dynamic_batch: bool | str, fmt: str) -> bool:
+    """Whether ``fmt``'s artifact gets a symbolic batch axis: only where the format can
+    carry one (:attr:`FormatSpec.dynamic_batch`); ``"auto"`` means wherever it can."""
+    if dynamic_batch not in (True, False, "auto"):
+        raise ConfigError(f"dynamic_batch must be True, False or 'auto', got {dynamic_batch!r}")
+    return bool(dynamic_batch) and get_format(fmt).dynamic_batch
 
 
 def _failed(fmt: str, precision: str, passes: list[str], start: float, message: str) -> ArtifactResult:

@@ -366,27 +366,19 @@ def compare_with_apple_runtime(
             "Apple's CoreML runtime exists only on macOS; off macOS the MIL reference executor "
             "(staredge.runtimes.mil_reference) is the only engine that can run an .mlpackage"
         )
-    ct = require("coremltools", "coreml", "CoreML validation on macOS")  # pragma: no cover - macOS only
-    from PIL import Image  # pragma: no cover
+    # pragma: no cover - macOS only from here: both engines through the one runtime layer
+    from staredge.preprocess import PreprocessConfig, preprocess
+    from staredge.runtimes import load_backend
 
-    from staredge.runtimes.mil_reference import MILExecutor  # pragma: no cover
-
-    reference = MILExecutor(path)  # pragma: no cover
-    apple = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))  # pragma: no cover
-    (name, info), = reference.inputs.items()  # pragma: no cover
-    worst: dict[str, float] = {}  # pragma: no cover
-    for image in images:  # pragma: no cover
-        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-        ours = reference.predict({name: pil})
-        theirs = apple.predict({name: pil})
-        for key, value in theirs.items():
-            if key not in ours:
-                continue
-            if isinstance(value, dict):  # classifier probabilities: label → probability
-                value = np.array([value[label] for label in reference.class_labels])
-            if isinstance(value, str) or np.asarray(value).dtype.kind in "USO":
-                worst[key] = max(worst.get(key, 0.0), float(str(value) != str(ours[key])))
-                continue
-            diff = float(np.max(np.abs(np.asarray(value, np.float64) - np.asarray(ours[key], np.float64))))
-            worst[key] = max(worst.get(key, 0.0), diff)
+    units = {"ALL": "all", "CPU_AND_GPU": "cpuAndGPU", "CPU_ONLY": "cpuOnly", "CPU_AND_NE": "cpuAndNeuralEngine"}
+    reference = load_backend(str(path), backend="coreml", device="cpu", reference=True)
+    apple = load_backend(str(path), backend="coreml", device="cpu", compute_units=units.get(compute_units, compute_units))
+    config = PreprocessConfig.from_metadata(reference.metadata)
+    names = reference.metadata.output_names
+    worst: dict[str, float] = {}
+    for image in images:
+        x = preprocess(image, config)[None]
+        for name, ours, theirs in zip(names, reference.forward(x), apple.forward(x)):
+            diff = float(np.max(np.abs(np.asarray(theirs, np.float64) - np.asarray(ours, np.float64))))
+            worst[name] = max(worst.get(name, 0.0), diff)
     return worst  # pragma: no cover

@@ -62,6 +62,7 @@ def export_onnx(
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
+    metadata.extra.setdefault("opset", OPSET)
     entry.value = metadata.to_json()
     proto.producer_name = "staredge"
     onnx.checker.check_model(proto)

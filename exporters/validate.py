@@ -11,25 +11,25 @@ agreement.
 Tolerances (:data:`TOLERANCES`): fp32 passes with max |Δ| ≤ 1e-4; fp16 passes with
 relative error ≤ 1e-2 and every top-1 class equal.
 
-Artifacts run through the runtime libraries directly here (ONNX Runtime; OpenVINO with
-``INFERENCE_PRECISION_HINT=f32`` since this CPU's default is bf16; ai-edge-litert), so that
-validation checks the file, not a runtime wrapper's pre/post-processing.
+Artifacts run through :func:`staredge.runtimes.load_backend`, the same runtime layer the
+Predictor and the benchmark use, so what is validated is what ships (OpenVINO then runs
+with its f32 precision hint, CoreML packages on the MIL reference executor). Photos are
+prepared by :mod:`staredge.preprocess`, the Predictor's own preprocessing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from staredge.errors import ConfigError, StarEdgeError, require
+from staredge.errors import ConfigError, StarEdgeError
+from staredge.runtimes import load_backend
 
 #: Pass criteria by precision.
 TOLERANCES: dict[str, dict[str, float]] = {
@@ -88,58 +88,40 @@ class ValidationResult:
 # --------------------------------------------------------------------------- inputs
 
 
-def preprocess_image(image: np.ndarray, cfg: Any) -> np.ndarray:
-    """One HWC uint8 (or gray) image → a CHW float32 array per ``cfg`` (a PretrainedConfig).
+def preprocess_config(cfg: Any):
+    """The :class:`staredge.preprocess.PreprocessConfig` of a model's ``pretrained_cfg``."""
+    from staredge.preprocess import PreprocessConfig
 
-    Resize so the shorter side is ``H / crop_pct`` (``cfg.interpolation``), centre-crop to
-    (H, W), scale to [0, 1], normalise with ``mean``/``std``.
-    """
-    from PIL import Image
-
-    channels, height, width = (int(v) for v in cfg.input_size)
-    arr = np.asarray(image)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    arr = arr[:, :, :3].astype(np.uint8)
-    img = Image.fromarray(arr)
-    methods = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "lanczos": Image.LANCZOS}
-    method = methods.get(str(cfg.interpolation).lower())
-    if method is None:
-        raise ConfigError(f"unknown interpolation {cfg.interpolation!r}; use one of {sorted(methods)}")
-    short = int(np.floor(max(height, width) / float(cfg.crop_pct)))
-    w0, h0 = img.size
-    scale = short / min(w0, h0)
-    img = img.resize((max(width, round(w0 * scale)), max(height, round(h0 * scale))), method)
-    left = (img.size[0] - width) // 2
-    top = (img.size[1] - height) // 2
-    img = img.crop((left, top, left + width, top + height))
-    out = np.asarray(img, dtype=np.float32) / 255.0
-    mean = np.asarray(cfg.mean, dtype=np.float32)
-    std = np.asarray(cfg.std, dtype=np.float32)
-    out = (out - mean) / std
-    if channels == 1:
-        out = out.mean(axis=2, keepdims=True)
-    return np.ascontiguousarray(out.transpose(2, 0, 1)[:channels])
+    return PreprocessConfig(
+        input_size=tuple(int(v) for v in cfg.input_size),
+        crop_pct=float(cfg.crop_pct),
+        interpolation=str(cfg.interpolation),
+        mean=tuple(float(v) for v in cfg.mean),
+        std=tuple(float(v) for v in cfg.std),
+    )
 
 
 def photo_inputs(cfg: Any, names: tuple[str, ...] = PHOTOS) -> tuple[np.ndarray, list[str]]:
     """Preprocessed scikit-image photos as an (N, C, H, W) array and their names.
 
-    Returns an empty array when scikit-image is not installed (the ``dev`` extra).
+    The photos go through :func:`staredge.preprocess.preprocess`, exactly as
+    ``Predictor.classify`` prepares them. Returns an empty array when scikit-image is not
+    installed (the ``dev`` extra).
     """
+    from staredge.preprocess import preprocess
+
     try:
         import skimage.data as sk_data
     except ImportError:
         return np.zeros((0, *cfg.input_size), np.float32), []
+    config = preprocess_config(cfg)
     arrays, used = [], []
     for name in names:
         try:
             image = getattr(sk_data, name)()
         except Exception:  # noqa: BLE001 - a photo that needs a download is skipped
             continue
-        arrays.append(preprocess_image(image, cfg))
+        arrays.append(preprocess(np.asarray(image), config))
         used.append(name)
     if not arrays:
         return np.zeros((0, *cfg.input_size), np.float32), []
@@ -177,104 +159,17 @@ def validation_inputs(model: nn.Module) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- runners
 
 
-class ArtifactRunner:
-    """Runs an artifact on numpy batches; ``batch_sizes`` says which batch sizes it accepts."""
+def artifact_backend(path: str | os.PathLike, fmt: str, batch: int | None = None):
+    """The artifact at ``path`` loaded through :func:`staredge.runtimes.load_backend` on the
+    format's own runtime, on the CPU, with the format's validation options; ``batch`` asks
+    a static artifact to be re-shaped for that batch size."""
+    from staredge.formats import get_format
 
-    def __init__(self, path: Path, export_batch: int, dynamic_batch: bool) -> None:
-        self.path = Path(path)
-        self.export_batch = export_batch
-        self.dynamic_batch = dynamic_batch
-
-    def can_run_batch(self, batch: int) -> bool:
-        """Whether this artifact accepts a batch of ``batch`` inputs."""
-        return batch == self.export_batch or self.dynamic_batch
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class OnnxRunner(ArtifactRunner):
-    """ONNX Runtime, CPU, all graph optimisations (what users get by default)."""
-
-    def __init__(self, path, export_batch, dynamic_batch):
-        super().__init__(path, export_batch, dynamic_batch)
-        ort = require("onnxruntime", "onnx", "ONNX validation")
-        self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x):
-        return np.asarray(self.session.run(None, {self.input_name: x})[0])
-
-
-class OpenVinoRunner(ArtifactRunner):
-    """OpenVINO CPU with f32 inference precision; the IR is reshaped for other batch sizes."""
-
-    def __init__(self, path, export_batch, dynamic_batch):
-        super().__init__(path, export_batch, dynamic_batch)
-        ov = require("openvino", "openvino", "OpenVINO validation")
-        self.core = ov.Core()
-        self.ov = ov
-        self._compiled: dict[int, Any] = {}
-
-    def can_run_batch(self, batch):
-        return True  # an IR can be reshaped to any batch at load time
-
-    def _compiled_for(self, batch: int):
-        if batch not in self._compiled:
-            model = self.core.read_model(str(self.path))
-            shape = list(model.inputs[0].get_partial_shape())
-            if shape[0].is_static and shape[0].get_length() != batch:
-                model.reshape({model.inputs[0]: self.ov.PartialShape([batch, *shape[1:]])})
-            self._compiled[batch] = self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        return self._compiled[batch]
-
-    def __call__(self, x):
-        compiled = self._compiled_for(x.shape[0])
-        return np.asarray(compiled(x)[compiled.outputs[0]])
-
-
-class LiteRtRunner(ArtifactRunner):
-    """ai-edge-litert's interpreter (XNNPACK); the input is resized for other batch sizes."""
-
-    def __init__(self, path, export_batch, dynamic_batch):
-        super().__init__(path, export_batch, dynamic_batch)
-        interp = require("ai_edge_litert.interpreter", "tflite", "TFLite validation")
-        self.interpreter = interp.Interpreter(model_path=str(self.path), num_threads=2)
-        self.interpreter.allocate_tensors()
-
-    def can_run_batch(self, batch):
-        return True  # resize_tensor_input; a failure is reported as a note
-
-    def __call__(self, x):
-        it = self.interpreter
-        inp = it.get_input_details()[0]
-        if tuple(inp["shape"]) != tuple(x.shape):  # read back: a failed resize may leave it half-done
-            it.resize_tensor_input(inp["index"], list(x.shape), strict=False)
-            it.allocate_tensors()
-            inp = it.get_input_details()[0]
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        return np.array(it.get_tensor(it.get_output_details()[0]["index"]))
-
-
-def _coreml_runner(path, export_batch, dynamic_batch) -> ArtifactRunner:
-    """The CoreML engineer's reference MIL executor (numpy), wrapped as a runner."""
-    try:
-        from staredge.exporters import coreml_validate  # noqa: F401
-    except ImportError as exc:
-        raise ValidationError(
-            "CoreML validation needs the MIL reference executor (staredge.exporters.coreml_validate), "
-            "which this build lacks"
-        ) from exc
-    return coreml_validate.make_runner(path, export_batch, dynamic_batch)
-
-
-RUNNERS: dict[str, Callable[..., ArtifactRunner]] = {
-    "onnx": OnnxRunner,
-    "openvino": OpenVinoRunner,
-    "tflite": LiteRtRunner,
-    "coreml": _coreml_runner,
-}
+    spec = get_format(fmt)
+    options = dict(spec.validation_options)
+    if batch is not None:
+        options["batch"] = batch
+    return load_backend(str(path), backend=spec.runtime, device="cpu", **options)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -336,9 +231,10 @@ def validate_artifact(
     allows a different batch size, as one batch. The result holds the worst figures.
     ``references`` caches the PyTorch logits per input set across artifacts (filled here).
     """
-    if fmt not in RUNNERS:
-        raise ConfigError(f"cannot validate format {fmt!r}; known: {sorted(RUNNERS)}")
-    runner = RUNNERS[fmt](Path(path), export_batch, dynamic_batch)
+    from staredge.formats import get_format
+
+    spec = get_format(fmt, exportable=True)
+    backend = artifact_backend(path, spec.name, None if dynamic_batch else export_batch)
     inputs = inputs if inputs is not None else validation_inputs(model)
     comparisons: list[Comparison] = []
     notes: list[str] = []
@@ -347,15 +243,16 @@ def validate_artifact(
         if name not in references:
             references[name] = torch_logits(model, x)
         ref = references[name]
-        singles = [runner(x[i : i + export_batch]) for i in range(0, len(x) - export_batch + 1, export_batch)]
+        singles = [backend.forward(x[i : i + export_batch])[0]
+                   for i in range(0, len(x) - export_batch + 1, export_batch)]
         used = len(singles) * export_batch
         comparisons.append(compare(ref[:used], np.concatenate(singles, axis=0), name, export_batch))
         other = len(x) if len(x) != export_batch else len(x) + 1
-        if runner.can_run_batch(other):
+        if dynamic_batch or spec.resizable_batch:
             xb = x if other == len(x) else np.concatenate([x, x[:1]], axis=0)
             refb = ref if other == len(x) else np.concatenate([ref, ref[:1]], axis=0)
             try:
-                outb = runner(xb)
+                outb = (backend if dynamic_batch else artifact_backend(path, spec.name, other)).forward(xb)[0]
             except Exception as exc:  # noqa: BLE001 - the runtime's own error, reported
                 notes.append(f"{name}: batch {other} not accepted by the artifact ({type(exc).__name__})")
             else:

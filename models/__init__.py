@@ -5,6 +5,10 @@
 >>> model = create("starnet_s1", checkpoint="starnet_s1.pth.tar")
 """
 
+from staredge.errors import require
+
+require("torch", "torch", "the model zoo (PyTorch models)")  # a clear MissingDependencyError without torch
+
 from staredge.models.checkpoint import load_checkpoint, load_state_dict, read_state_dict, save_safetensors
 from staredge.models.testing import realistic_weights
 from staredge.models.registry import (

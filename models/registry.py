@@ -46,9 +46,12 @@ class PretrainedConfig:
     std: tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
     labels: str = "imagenet-1k"  # name of a label set, or "none"
+    names: tuple[str, ...] = ()  # explicit class names (index order); overrides ``labels``
 
     def class_names(self) -> list[str]:
         """The class names for this config (index order); generic names when unknown."""
+        if self.names and len(self.names) == self.num_classes:
+            return list(self.names)
         if self.labels == "imagenet-1k" and self.num_classes == 1000:
             return list(imagenet_class_names())
         return [f"class_{i}" for i in range(self.num_classes)]
@@ -165,7 +168,7 @@ def create(
 
 
 # Family modules whose import registers their variants (add new families here).
-_FAMILY_MODULES = ("starnet", "demonet", "efficientformer_v2")
+_FAMILY_MODULES = ("starnet", "demonet", "efficientformer_v2", "digits")
 
 
 def _ensure_loaded() -> None:

@@ -1,8 +1,8 @@
 """Runtimes: an exported artifact (or a PyTorch module) in, numpy outputs out.
 
-:func:`load_backend` picks the runtime from the artifact through :data:`BACKENDS_BY_FORMAT`
-(the format comes from the suffix, or a directory's contents, via
-:func:`staredge.metadata.detect_format`); ``backend=`` forces one. Each runtime lives in
+:func:`load_backend` picks the runtime from the artifact through the format table
+(:mod:`staredge.formats`: the format comes from the suffix, or a directory's contents, and
+names its default runtime); ``backend=`` forces one. Each runtime lives in
 its own module and is imported only when used, so a missing optional runtime costs
 nothing until it is asked for, and then raises :class:`MissingDependencyError` naming the
 pip extra. Runtimes never import exporters.
@@ -10,57 +10,46 @@ pip extra. Runtimes never import exporters.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Any
 
 from staredge.errors import ConfigError, MissingDependencyError
-from staredge.metadata import MetadataError, detect_format
+from staredge.formats import RUNTIMES, detect_format, get_runtime
+from staredge.metadata import MetadataError
 from staredge.runtimes.base import ArtifactError, Backend, DeviceError, InputShapeError
 
-#: backend name → (module, class name, pip extra, formats it runs). Import happens on use.
+#: backend name → (module, class name, pip extra, formats it runs), derived from
+#: :data:`staredge.formats.RUNTIMES`. Import happens on use.
 BACKENDS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
-    "onnxruntime": ("staredge.runtimes.onnxruntime", "OnnxRuntimeBackend", "onnx", ("onnx",)),
-    "openvino": ("staredge.runtimes.openvino", "OpenVinoBackend", "openvino", ("openvino",)),
-    "litert": ("staredge.runtimes.litert", "LiteRtBackend", "tflite", ("tflite",)),
-    "coreml": ("staredge.runtimes.coreml", "CoreMLBackend", "coreml", ("coreml",)),
-    "pytorch": ("staredge.runtimes.pytorch", "PyTorchBackend", "all", ("pytorch",)),
+    name: (*spec.backend.split(":"), spec.extra, spec.formats) for name, spec in RUNTIMES.items()
 }
 
 #: artifact format → backend that runs it by default.
 BACKENDS_BY_FORMAT: dict[str, str] = {
-    fmt: name for name, (_, _, _, formats) in BACKENDS.items() for fmt in formats
+    fmt: name for name, spec in RUNTIMES.items() for fmt in spec.formats
 }
-
-#: Other spellings users type for backends.
-_ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "ov": "openvino", "tflite": "litert",
-            "tflite_runtime": "litert", "torch": "pytorch", "mlpackage": "coreml"}
 
 
 def backend_class(name: str) -> type[Backend]:
     """The Backend class registered as ``name`` (or an alias such as "ort", "ov", "tflite")."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    mod, cls, _, _ = BACKENDS[key]
-    return getattr(importlib.import_module(mod), cls)
+    return get_runtime(name).backend_class()
 
 
 def available_backends() -> list[str]:
     """Names of the backends whose runtime package is installed here."""
-    return [name for name in BACKENDS if backend_class(name).is_available()]
+    return [name for name, spec in RUNTIMES.items() if spec.available()]
 
 
 def select_backend(path: str | os.PathLike, backend: str | None = None) -> str:
     """The backend name for the artifact at ``path`` (``backend`` forces one)."""
     if backend is not None:
-        return backend_class(backend).name
+        return get_runtime(backend).name
     try:
-        fmt = detect_format(path)
+        spec = detect_format(path)
     except MetadataError as exc:
         raise ArtifactError(str(exc)) from exc
-    return BACKENDS_BY_FORMAT[fmt]
+    return spec.runtime
 
 
 def _is_torch_module(obj: Any) -> bool:
@@ -78,14 +67,20 @@ def load_backend(
 ) -> Backend:
     """Load an artifact (or wrap a PyTorch module) on the right runtime.
 
-    ``backend`` forces a runtime by name; ``device`` is "auto", "cpu", "cuda" or "gpu";
-    ``threads`` sets the runtime's intra-op threads. Other keyword options go to the
-    backend (e.g. ``precision="bf16"`` for OpenVINO, ``compute_units="cpuOnly"`` for CoreML,
-    ``channels_last=True`` for PyTorch). Raises :class:`ArtifactError` for missing, unknown
-    or corrupt artifacts and :class:`MissingDependencyError` when the runtime is not installed.
+    This is the one way StarEdge runs an artifact: the Predictor, export validation, the
+    benchmark and the demo all come through here. ``backend`` forces a runtime by name;
+    ``device`` is "auto", "cpu", "cuda" or "gpu"; ``threads`` sets the runtime's intra-op
+    threads. Other keyword options go to the backend; every backend takes ``batch`` (compile
+    or resize a static artifact for that batch size) and ``metadata`` (an
+    :class:`~staredge.metadata.ArtifactMetadata` for a file that carries none, e.g. a plain
+    ``torch.onnx.export``). Runtime-specific ones: ``precision="bf16"`` (OpenVINO),
+    ``compute_units="cpuOnly"`` (CoreML), ``accelerator="tensorrt"`` / ``io_binding=True`` /
+    ``graph_optimization`` (ONNX Runtime), ``channels_last=True`` (PyTorch). Raises
+    :class:`ArtifactError` for missing, unknown or corrupt artifacts and
+    :class:`MissingDependencyError` when the runtime is not installed.
     """
     if _is_torch_module(path_or_module):
-        if backend not in (None, "pytorch", "torch"):
+        if backend is not None and get_runtime(backend).name != "pytorch":
             raise ConfigError(f"a PyTorch module runs on the pytorch backend, not {backend!r}; export it first")
         name = "pytorch"
     else:
@@ -94,12 +89,11 @@ def load_backend(
                 f"load_backend needs an artifact path or an nn.Module, got {type(path_or_module).__name__}"
             )
         name = select_backend(path_or_module, backend)
-    cls = backend_class(name)
-    if not cls.is_available():
-        raise MissingDependencyError(
-            f"the {name} backend needs the Python package '{cls.module}', which is not installed. "
-            f"Install it with: pip install -c constraints.txt 'staredge[{cls.extra}]'"
-        )
+    spec = RUNTIMES[name]
+    reason = spec.missing_reason()
+    if reason:
+        raise MissingDependencyError(f"the {name} backend: {reason}")
+    cls = spec.backend_class()
     return cls(path_or_module, device=device, threads=threads, **options)
 
 

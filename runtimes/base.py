@@ -9,7 +9,6 @@ of numpy arrays. Only what every runtime has lives here; anything one runtime ne
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from staredge.errors import ConfigError, StarEdgeError
-from staredge.metadata import ArtifactMetadata, MetadataError
+from staredge.errors import ConfigError, DeviceError, StarEdgeError  # noqa: F401 - DeviceError re-exported
+from staredge.metadata import ArtifactMetadata, read_metadata
 
 
 class ArtifactError(StarEdgeError):
@@ -29,10 +28,6 @@ class InputShapeError(StarEdgeError, ValueError):
     """An array passed to ``forward``/``predict`` has the wrong shape or dtype for the artifact."""
 
 
-class DeviceError(ConfigError):
-    """The requested device is not available to this runtime."""
-
-
 #: Devices a caller may ask for.
 DEVICES = ("auto", "cpu", "cuda", "gpu")
 
@@ -40,23 +35,36 @@ DEVICES = ("auto", "cpu", "cuda", "gpu")
 class Backend(ABC):
     """One loaded artifact on one runtime.
 
-    Class attributes describe the runtime: ``name`` (e.g. "onnxruntime"), ``formats`` it
-    runs, ``module`` (the import that must succeed) and ``extra`` (the pip extra that
-    provides it). ``thread_safe`` says whether ``forward`` may be called from several
-    threads at once; the Predictor takes a lock around backends where it is False.
+    ``name`` is the runtime's name in :data:`staredge.formats.RUNTIMES`, which says what
+    the runtime is (formats it runs, packages, pip extra); ``spec`` returns that entry.
+    ``thread_safe`` says whether ``forward`` may be called from several threads at once;
+    the Predictor takes a lock around backends where it is False. ``OPTIONS`` lists the
+    runtime-specific keyword options; every backend also takes ``batch`` (a fixed batch
+    size to compile or resize a static artifact for) and ``metadata`` (used when the
+    artifact carries none, e.g. a plain ``torch.onnx.export``). Anything else is a
+    :class:`ConfigError`.
     """
 
     name: ClassVar[str] = ""
-    formats: ClassVar[tuple[str, ...]] = ()
-    module: ClassVar[str] = ""
-    extra: ClassVar[str] = ""
     thread_safe: ClassVar[bool] = False
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    COMMON_OPTIONS: ClassVar[tuple[str, ...]] = ("batch", "metadata")
 
     def __init__(self, path: str | os.PathLike | None, device: str = "auto", threads: int | None = None, **options: Any):
         if device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+        unknown = sorted(set(options) - set(self.OPTIONS) - set(self.COMMON_OPTIONS))
+        if unknown:
+            valid = ", ".join((*self.OPTIONS, *self.COMMON_OPTIONS))
+            raise ConfigError(f"unknown option(s) {unknown} for the {self.name} backend; valid: {valid}")
+        batch = options.get("batch")
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise ConfigError(f"batch must be a positive integer or None, got {batch!r}")
+        meta = options.get("metadata")
+        if meta is not None and not isinstance(meta, ArtifactMetadata):
+            raise ConfigError(f"metadata must be an ArtifactMetadata, got {type(meta).__name__}")
         self.path = Path(path) if path is not None else None
         self.requested_device = device
         self.threads = threads
@@ -65,15 +73,19 @@ class Backend(ABC):
         self._metadata: ArtifactMetadata | None = None
         self.load()
 
+    @classmethod
+    def spec(cls):
+        """This runtime's :class:`staredge.formats.RuntimeSpec`."""
+        from staredge.formats import RUNTIMES
+
+        return RUNTIMES[cls.name]
+
     # -- what each runtime implements -------------------------------------------------
 
     @classmethod
     def is_available(cls) -> bool:
         """True when this runtime's Python package can be imported."""
-        try:
-            return importlib.util.find_spec(cls.module) is not None
-        except (ImportError, ValueError):
-            return False
+        return cls.spec().available()
 
     @abstractmethod
     def load(self) -> None:
@@ -84,6 +96,27 @@ class Backend(ABC):
         """Run one validated, contiguous float32 NCHW batch."""
 
     # -- shared behaviour -------------------------------------------------------------
+
+    def read_artifact_metadata(self, path: Path) -> ArtifactMetadata:
+        """The artifact's embedded metadata, through the one set of readers in
+        :mod:`staredge.metadata`; the ``metadata`` option stands in for a file that has none."""
+        override = self.options.get("metadata")
+        if override is not None:
+            return override
+        return read_metadata(path, self.spec().formats[0])
+
+    def prepare(self, x: np.ndarray):
+        """A zero-argument callable that runs ``x`` once, for timing loops.
+
+        The input is checked once here, not in every call. Runtimes that can bind inputs
+        and outputs to a device (ONNX Runtime's IO binding) override this; the returned
+        callable then has a ``sync()`` attribute that waits for the device.
+        """
+        x = self.check_input(x)
+        return lambda: self._run(x)
+
+    def close(self) -> None:
+        """Release what the backend holds (sessions, interpreters); the default does nothing."""
 
     @property
     def metadata(self) -> ArtifactMetadata:
@@ -97,9 +130,14 @@ class Backend(ABC):
         return bool(self.metadata.dynamic_batch)
 
     @property
+    def fixed_batch(self) -> int:
+        """The batch size a static artifact runs (1, or the ``batch`` option it was loaded with)."""
+        return int(self.options.get("batch") or 1)
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
-        """Expected input shape with batch 1 (N, C, H, W)."""
-        return (1, *(int(v) for v in self.metadata.input_size))
+        """Expected input shape (N, C, H, W) with N = :attr:`fixed_batch`."""
+        return (self.fixed_batch, *(int(v) for v in self.metadata.input_size))
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Run a float32 array (N, C, H, W) and return the outputs as numpy arrays.
@@ -128,15 +166,16 @@ class Backend(ABC):
                 f"expected an array of shape {self._shape_text()}, got {tuple(x.shape)}"
                 + ("; add a batch axis with x[None]" if x.ndim == len(want) - 1 else "")
             )
-        if x.shape[0] != 1 and not self.supports_batch:
+        if x.shape[0] != self.fixed_batch and not self.supports_batch:
             raise InputShapeError(
-                f"this artifact was exported with a fixed batch of 1, got a batch of {x.shape[0]}; "
-                f"pass one image at a time, or re-export with dynamic_batch=True"
+                f"this artifact was loaded with a fixed batch of {self.fixed_batch}, got a batch of {x.shape[0]}; "
+                + ("pass one image at a time, or re-export with dynamic_batch=True" if self.fixed_batch == 1
+                   else f"pass {self.fixed_batch} images at a time")
             )
         return np.ascontiguousarray(x)
 
     def _shape_text(self) -> str:
-        n = "N" if self.supports_batch else "1"
+        n = "N" if self.supports_batch else str(self.fixed_batch)
         return "(" + ", ".join([n, *map(str, self.input_shape[1:])]) + ")"
 
     def describe(self) -> dict[str, Any]:
@@ -164,12 +203,4 @@ def check_artifact_file(path: Path, fmt: str) -> None:
         raise ArtifactError(f"{fmt} artifact is empty (0 bytes): {path}; the export was interrupted, re-export it")
 
 
-def metadata_from_json(text: str | bytes | None, path: Path) -> ArtifactMetadata:
-    """Parse an embedded metadata document; a missing one is an ArtifactError naming the fix."""
-    if text is None or text == "" or text == b"":
-        raise MetadataError(
-            f"{path} carries no StarEdge metadata (key 'staredge'); it was not exported by StarEdge. "
-            f"Re-export it with `staredge export`, which embeds labels and preprocessing"
-        )
-    return ArtifactMetadata.from_json(text)
 

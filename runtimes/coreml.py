@@ -13,13 +13,12 @@ from __future__ import annotations
 import platform
 import threading
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from staredge.errors import ConfigError, require
-from staredge.runtimes.base import ArtifactError, Backend, DeviceError, check_artifact_file, metadata_from_json
+from staredge.errors import ConfigError, DeviceError, require
+from staredge.runtimes.base import ArtifactError, Backend, check_artifact_file
 
 #: StarEdge names of CoreML compute units → coremltools ``ComputeUnit`` member names.
 COMPUTE_UNITS = {
@@ -47,22 +46,15 @@ def _notify_reference_once() -> None:
     warnings.warn(REFERENCE_NOTICE, UserWarning, stacklevel=4)
 
 
+def _one_sample(value: Any) -> np.ndarray:
+    """One sample's output without its batch axis of 1 (the engines return (1, K) or (K,))."""
+    arr = np.asarray(value, dtype=np.float32)
+    return arr[0] if arr.ndim > 1 and arr.shape[0] == 1 else arr
+
+
 def on_macos() -> bool:
     """True on macOS, where Apple's CoreML runtime exists."""
     return platform.system() == "Darwin"
-
-
-def read_mlpackage_metadata_json(path: Path) -> str | None:
-    """The ``staredge`` user-defined metadata entry of an .mlpackage (read from its spec only)."""
-    ct = require("coremltools", "coreml", "reading CoreML metadata")
-    try:
-        spec = ct.utils.load_spec(str(path))
-    except Exception as exc:
-        raise ArtifactError(
-            f"{path} is not a readable .mlpackage ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-            f"re-export it with `staredge export`"
-        ) from exc
-    return spec.description.metadata.userDefined.get("staredge")
 
 
 class CoreMLBackend(Backend):
@@ -71,22 +63,16 @@ class CoreMLBackend(Backend):
     Options: ``compute_units`` (one of :data:`COMPUTE_UNITS`, default "all"; macOS only),
     ``reference`` (True forces the reference executor, also on macOS). Neither engine is
     documented as thread-safe, so the Predictor locks around this backend.
+
+    Inputs are the same normalised NCHW float32 arrays every backend takes. A package with
+    an image input (``metadata.pixels_in_model``) normalises inside itself, so the
+    normalisation is undone here (``pixel = (x * std + mean) * 255``): the reference
+    executor takes the float pixels as they are, Apple's runtime a uint8 image.
     """
 
     name = "coreml"
-    formats = ("coreml",)
-    module = "coremltools"
-    extra = "coreml"
     thread_safe = False
-
-    @classmethod
-    def is_available(cls) -> bool:
-        """True with coremltools installed and, off macOS, the MIL reference executor present."""
-        import importlib.util
-
-        if importlib.util.find_spec("coremltools") is None:
-            return False
-        return on_macos() or importlib.util.find_spec("staredge.runtimes.mil_reference") is not None
+    OPTIONS = ("compute_units", "reference")
 
     def load(self) -> None:
         assert self.path is not None
@@ -99,7 +85,11 @@ class CoreMLBackend(Backend):
         if units not in COMPUTE_UNITS:
             raise ConfigError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
         self.compute_units = units
-        self._metadata = metadata_from_json(read_mlpackage_metadata_json(self.path), self.path)
+        self._metadata = self.read_artifact_metadata(self.path)
+        pre = self._metadata.preprocessing or {}
+        channels = int(self._metadata.input_size[0])
+        self._mean = np.asarray(pre.get("mean", [0.0] * channels), np.float32).reshape(-1, 1, 1)
+        self._std = np.asarray(pre.get("std", [1.0] * channels), np.float32).reshape(-1, 1, 1)
         use_reference = bool(self.options.get("reference", False)) or not on_macos()
         if self.requested_device in ("cuda", "gpu") and use_reference:
             raise DeviceError("CoreML runs on Apple hardware only; off macOS use device='cpu' (reference executor)")
@@ -117,7 +107,7 @@ class CoreMLBackend(Backend):
             self.device = "cpu"
             _notify_reference_once()
         else:  # pragma: no cover - macOS only
-            ct = require("coremltools", self.extra, "the CoreML backend")
+            ct = require("coremltools", self.spec().extra, "the CoreML backend")
             try:
                 self.engine = ct.models.MLModel(
                     str(self.path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[units])
@@ -132,17 +122,25 @@ class CoreMLBackend(Backend):
         """False: CoreML artifacts are exported with a fixed input shape."""
         return False
 
-    def _run(self, x: np.ndarray) -> list[np.ndarray]:
-        feed: Any = x
-        if self.engine_name == "coreml" and self.metadata.pixels_in_model:  # pragma: no cover - macOS only
-            # an image input takes a PIL image; x holds its 0..255 pixels (Predictor.preprocess)
-            from PIL import Image
+    def to_pixels(self, sample: np.ndarray) -> np.ndarray:
+        """A normalised (C, H, W) sample → the package's float pixel tensor on the 0-255 scale."""
+        return (sample * self._std + self._mean) * np.float32(255.0)
 
-            hwc = np.clip(np.rint(x[0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
-            feed = Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc)
-        out = self.engine.predict({self.metadata.input_name: feed})
-        names = [n for n in self.metadata.output_names if n in out] or list(out)
-        return [np.asarray(out[n], dtype=np.float32) for n in names]
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        name = self.metadata.input_name
+        outs: list[dict[str, Any]] = []
+        for sample in x:
+            feed: Any = sample[None]
+            if self.metadata.pixels_in_model:
+                feed = self.to_pixels(sample)
+                if self.engine_name == "coreml":  # pragma: no cover - macOS only: a uint8 image
+                    from PIL import Image
+
+                    hwc = np.clip(np.rint(feed), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+                    feed = Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc)
+            outs.append(self.engine.predict({name: feed}))
+        names = [n for n in self.metadata.output_names if n in outs[0]] or list(outs[0])
+        return [np.stack([_one_sample(o[n]) for o in outs]) for n in names]
 
     def describe(self) -> dict[str, Any]:
         """Runtime facts, plus which engine runs the program and the compute units."""

@@ -6,21 +6,18 @@ XNNPACK delegate by default (``xnnpack=False`` runs the reference built-in kerne
 An interpreter is not thread-safe, so ``thread_safe`` is False and the Predictor locks.
 
 Metadata lives in the flatbuffer's ``metadata`` table (entry ``staredge`` pointing at a
-buffer holding the JSON document); it is read with the schema module ai-edge-litert ships.
+buffer holding the JSON document); it is read by :mod:`staredge.metadata`'s reader.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from staredge.errors import MissingDependencyError
-from staredge.metadata import ArtifactMetadata
-from staredge.runtimes.base import ArtifactError, Backend, DeviceError, check_artifact_file, metadata_from_json
+from staredge.errors import DeviceError, MissingDependencyError
+from staredge.runtimes.base import ArtifactError, Backend, check_artifact_file
 
 #: Interpreter modules in order of preference.
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
@@ -40,59 +37,17 @@ def import_interpreter_module():
     )
 
 
-def read_tflite_metadata_bytes(data: bytes, key: str = "staredge") -> bytes | None:
-    """The bytes of metadata entry ``key`` in a .tflite flatbuffer, or None if it has none."""
-    try:
-        schema = importlib.import_module("ai_edge_litert.schema_py_generated")
-    except ImportError:
-        try:
-            schema = importlib.import_module("tflite_runtime.schema_py_generated")  # pragma: no cover
-        except ImportError:
-            return None
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ArtifactError("not a TFLite flatbuffer (missing the 'TFL3' identifier)")
-    model = schema.Model.GetRootAs(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        name = entry.Name()
-        if (name.decode() if isinstance(name, bytes) else name) != key:
-            continue
-        buf = model.Buffers(entry.Buffer())
-        if buf.Offset() > 0:  # large models keep buffers after the flatbuffer
-            return bytes(data[buf.Offset() : buf.Offset() + buf.Size()])
-        return buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
-    return None
-
-
-def read_tflite_metadata(path: Path) -> ArtifactMetadata:
-    """The StarEdge metadata embedded in a .tflite file."""
-    data = Path(path).read_bytes()
-    try:
-        raw = read_tflite_metadata_bytes(data)
-    except ArtifactError as exc:
-        raise ArtifactError(f"{path}: {exc}; re-export it with `staredge export`") from exc
-    except Exception as exc:  # a damaged flatbuffer fails with IndexError/struct.error deep inside
-        raise ArtifactError(f"{path} is a damaged TFLite file ({type(exc).__name__}); re-export it") from exc
-    return metadata_from_json(raw, path)
-
-
 class LiteRtBackend(Backend):
     """A ``.tflite`` file on the LiteRT interpreter (CPU, XNNPACK).
 
-    Options: ``xnnpack`` (default True). Inputs are NCHW float32 like every backend's; when
-    the artifact's metadata says ``input_layout="NHWC"`` they are transposed here.
+    Options: ``xnnpack`` (default True); ``batch`` resizes the input tensor for that batch
+    size before the tensors are allocated. Inputs are NCHW float32 like every backend's;
+    when the artifact's metadata says ``input_layout="NHWC"`` they are transposed here.
     """
 
     name = "litert"
-    formats = ("tflite",)
-    module = "ai_edge_litert"
-    extra = "tflite"
     thread_safe = False
-
-    @classmethod
-    def is_available(cls) -> bool:
-        """True when ai-edge-litert or tflite-runtime can be imported."""
-        return any(importlib.util.find_spec(m.split(".")[0]) is not None for m in INTERPRETER_MODULES)
+    OPTIONS = ("xnnpack",)
 
     def load(self) -> None:
         mod = import_interpreter_module()
@@ -104,7 +59,6 @@ class LiteRtBackend(Backend):
         check_artifact_file(self.path, "TFLite")
         if self.path.is_dir():
             raise ArtifactError(f"{self.path} is a directory; point at the .tflite file")
-        self._metadata = read_tflite_metadata(self.path)
         resolver = (
             mod.OpResolverType.AUTO
             if self.options.get("xnnpack", True)
@@ -114,12 +68,18 @@ class LiteRtBackend(Backend):
             self.interpreter = mod.Interpreter(
                 model_path=str(self.path), num_threads=self.threads, experimental_op_resolver_type=resolver
             )
+            batch = self.options.get("batch")
+            if batch is not None:
+                first = self.interpreter.get_input_details()[0]
+                if int(first["shape"][0]) != batch:
+                    self.interpreter.resize_tensor_input(first["index"], [batch, *first["shape"][1:]], strict=False)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(
                 f"LiteRT cannot load {self.path}: it is truncated, corrupt or not a TFLite model "
                 f"({str(exc).splitlines()[0][:300]}). Re-export it with `staredge export`"
             ) from exc
+        self._metadata = self.read_artifact_metadata(self.path)
         self.interpreter_module = mod.__name__
         self.xnnpack = bool(self.options.get("xnnpack", True))
         self._input = self.interpreter.get_input_details()[0]

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from staredge.errors import require
-from staredge.metadata import ArtifactMetadata
-from staredge.runtimes.base import ArtifactError, Backend, DeviceError, check_artifact_file, metadata_from_json
+from staredge.errors import ConfigError, DeviceError, require
+from staredge.runtimes.base import ArtifactError, Backend, check_artifact_file
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -31,30 +30,59 @@ def default_engine_cache_dir() -> Path:
     return Path(root) / "tensorrt"
 
 
+#: The exact provider chain for each accelerator a caller can name (CPU is always last,
+#: so ONNX Runtime can place nodes the accelerator lacks there).
+PROVIDER_CHAINS = {
+    "cpu": (CPU,),
+    "cuda": (CUDA, CPU),
+    "tensorrt": (TENSORRT, CUDA, CPU),
+}
+
+
 def select_providers(
     device: str,
     available: list[str],
     engine_cache_dir: str | os.PathLike | None = None,
     fp16: bool = False,
     device_id: int = 0,
+    accelerator: str | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Execution providers (with options) for ``device``, most preferred first.
 
-    ``auto`` prefers TensorRT, then CUDA, then CPU, using what ``available`` lists;
-    ``cuda``/``gpu`` require at least the CUDA provider; ``cpu`` uses only the CPU. The CPU
-    provider is always last, so ONNX Runtime can place unsupported nodes there.
+    The one place provider chains are chosen (the Predictor, validation and the benchmark
+    all come here). Without ``accelerator``: ``auto`` prefers TensorRT, then CUDA, then
+    CPU, using what ``available`` lists; ``cuda``/``gpu`` require at least the CUDA
+    provider; ``cpu`` uses only the CPU. ``accelerator`` ("cpu", "cuda", "tensorrt") asks
+    for exactly that chain (a benchmark times CUDA and TensorRT separately), and every
+    provider in it must be available. Raises :class:`DeviceError` naming what to install.
     """
-    has_cuda = CUDA in available
-    has_trt = TENSORRT in available and has_cuda  # TensorRT EP falls back on CUDA for some nodes
-    if device in ("cuda", "gpu") and not has_cuda:
+    if accelerator is not None:
+        if accelerator not in PROVIDER_CHAINS:
+            raise ConfigError(
+                f"unknown ONNX Runtime accelerator '{accelerator}': use one of {', '.join(PROVIDER_CHAINS)}"
+            )
+        chain = list(PROVIDER_CHAINS[accelerator])
+        if device == "cpu" and accelerator != "cpu":
+            raise DeviceError(f"accelerator '{accelerator}' runs on a GPU, but device='cpu' was asked for")
+    else:
+        has_cuda = CUDA in available
+        has_trt = TENSORRT in available and has_cuda  # TensorRT EP falls back on CUDA for some nodes
+        if device in ("cuda", "gpu") and not has_cuda:
+            chain = [CUDA, CPU]  # reported as missing below
+        elif device == "cpu":
+            chain = [CPU]
+        else:
+            chain = ([TENSORRT] if has_trt else []) + ([CUDA] if has_cuda else []) + [CPU]
+    missing = [p for p in chain if p != CPU and p not in available]
+    if missing:
         raise DeviceError(
-            f"device={device!r} needs onnxruntime's CUDAExecutionProvider, but this onnxruntime offers "
+            f"device={device!r} needs onnxruntime's {', '.join(missing)}, but this onnxruntime offers "
             f"{', '.join(available) or 'none'}. Install the GPU build (pip install -c constraints.txt "
-            f"'staredge[gpu]', which replaces onnxruntime) on a machine with CUDA, or use device='cpu'"
+            f"'staredge[gpu]', which replaces onnxruntime) on a machine with an NVIDIA GPU, or use device='cpu'"
         )
     providers: list[tuple[str, dict[str, Any]]] = []
-    if device != "cpu":
-        if has_trt:
+    for name in chain:
+        if name == TENSORRT:
             cache = Path(engine_cache_dir) if engine_cache_dir is not None else default_engine_cache_dir()
             providers.append(
                 (
@@ -69,28 +97,31 @@ def select_providers(
                     },
                 )
             )
-        if has_cuda:
+        elif name == CUDA:
             providers.append((CUDA, {"device_id": device_id}))
-    providers.append((CPU, {}))
+        else:
+            providers.append((CPU, {}))
     return providers
 
 
 class OnnxRuntimeBackend(Backend):
     """An ``.onnx`` file on ONNX Runtime.
 
-    Options: ``engine_cache_dir`` (TensorRT), ``device_id`` (GPU index), ``graph_optimization``
-    ("all" default, "extended", "basic", "disable"). ``InferenceSession.run`` is documented
-    as safe to call from several threads, so no lock is needed.
+    Options: ``accelerator`` (exactly "cpu", "cuda" or "tensorrt"; default: chosen from
+    ``device``), ``engine_cache_dir`` (TensorRT), ``device_id`` (GPU index),
+    ``graph_optimization`` ("all" default, "extended", "basic", "disable"), ``io_binding``
+    (True: :meth:`prepare` binds input and outputs once, on the device for CUDA;
+    ``forward`` on a GPU always binds). ``InferenceSession.run`` is documented as safe to
+    call from several threads, so no lock is needed.
     """
 
     name = "onnxruntime"
-    formats = ("onnx",)
-    module = "onnxruntime"
-    extra = "onnx"
     thread_safe = True
+    OPTIONS = ("accelerator", "engine_cache_dir", "device_id", "graph_optimization", "io_binding")
+    GRAPH_OPTIMIZATIONS = ("all", "extended", "basic", "disable")
 
     def load(self) -> None:
-        ort = require("onnxruntime", self.extra, "the ONNX Runtime backend")
+        ort = require("onnxruntime", self.spec().extra, "the ONNX Runtime backend")
         assert self.path is not None
         check_artifact_file(self.path, "ONNX")
         if self.path.is_dir():
@@ -101,12 +132,17 @@ class OnnxRuntimeBackend(Backend):
         so.intra_op_num_threads = self.threads or 0
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        optimization = self.options.get("graph_optimization", "all")
+        if optimization not in self.GRAPH_OPTIMIZATIONS:
+            raise ConfigError(
+                f"graph_optimization must be one of {', '.join(self.GRAPH_OPTIMIZATIONS)}, got {optimization!r}"
+            )
         level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }[self.options.get("graph_optimization", "all")]
+        }[optimization]
         so.graph_optimization_level = level
         self.providers = select_providers(
             self.requested_device,
@@ -114,6 +150,7 @@ class OnnxRuntimeBackend(Backend):
             engine_cache_dir=self.options.get("engine_cache_dir"),
             fp16=False,
             device_id=int(self.options.get("device_id", 0)),
+            accelerator=self.options.get("accelerator"),
         )
         if any(p == TENSORRT for p, _ in self.providers):
             Path(self.providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
@@ -131,8 +168,7 @@ class OnnxRuntimeBackend(Backend):
             ) from exc
         used = self.session.get_providers()
         self.device = "cuda" if (CUDA in used or TENSORRT in used) else "cpu"
-        meta_json = self.session.get_modelmeta().custom_metadata_map.get("staredge")
-        self._metadata = metadata_from_json(meta_json, self.path)
+        self._metadata = self.read_artifact_metadata(self.path)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -146,6 +182,30 @@ class OnnxRuntimeBackend(Backend):
         if self.device == "cuda":
             return self._run_io_binding(x)
         return self.session.run(self.output_names, {self.input_name: x})
+
+    def prepare(self, x: np.ndarray):
+        """A callable running ``x`` once; with ``io_binding`` (or on a GPU) input and outputs
+        are bound once and stay on the device, and the callable's ``sync()`` waits for them."""
+        x = self.check_input(x)
+        if not (self.options.get("io_binding") or self.device == "cuda"):
+            return lambda: self.session.run(self.output_names, {self.input_name: x})
+        import onnxruntime as ort
+
+        where = "cuda" if self.device == "cuda" else "cpu"
+        device_id = int(self.options.get("device_id", 0))
+        binding = self.session.io_binding()
+        x_bound = ort.OrtValue.ortvalue_from_numpy(x, where, device_id)
+        binding.bind_ortvalue_input(self.input_name, x_bound)
+        for name in self.output_names:
+            binding.bind_output(name, where, device_id)
+
+        def run() -> None:
+            self.session.run_with_iobinding(binding)
+
+        run.sync = binding.synchronize_outputs  # type: ignore[attr-defined]
+        run.outputs = lambda: [v.numpy() for v in binding.get_outputs()]  # type: ignore[attr-defined]
+        run.keep = x_bound  # type: ignore[attr-defined]  # the bound input must outlive the binding
+        return run
 
     def _run_io_binding(self, x: np.ndarray) -> list[np.ndarray]:
         """GPU path: copy the input to the device once and let outputs stay there until read.
@@ -168,11 +228,3 @@ class OnnxRuntimeBackend(Backend):
         d = super().describe()
         d["providers"] = self.session.get_providers()
         return d
-
-
-def read_onnx_metadata(path: Path) -> ArtifactMetadata:
-    """Metadata of an .onnx file without building a session (used by tests and tools)."""
-    onnx = require("onnx", "onnx")
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    return metadata_from_json(props.get("staredge"), path)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from staredge.errors import require
-from staredge.runtimes.base import ArtifactError, Backend, DeviceError, check_artifact_file, metadata_from_json
+from staredge.errors import DeviceError, require
+from staredge.runtimes.base import ArtifactError, Backend, check_artifact_file
 
 _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
@@ -58,19 +58,18 @@ class OpenVinoBackend(Backend):
     """An OpenVINO IR.
 
     Options: ``precision`` ("fp32" default, "bf16" or "fp16": the inference precision hint;
-    the artifact's weights stay as exported). The compiled model is shared; each thread gets
+    the artifact's weights stay as exported); ``batch`` re-shapes an IR with a static batch
+    axis for that batch size before compiling. The compiled model is shared; each thread gets
     its own infer request (requests are not thread-safe, the compiled model is), so several
     threads run without a lock.
     """
 
     name = "openvino"
-    formats = ("openvino",)
-    module = "openvino"
-    extra = "openvino"
     thread_safe = True
+    OPTIONS = ("precision",)
 
     def load(self) -> None:
-        ov = require("openvino", self.extra, "the OpenVINO backend")
+        ov = require("openvino", self.spec().extra, "the OpenVINO backend")
         assert self.path is not None
         check_artifact_file(self.path, "OpenVINO")
         xml = find_ir_xml(self.path)
@@ -88,8 +87,15 @@ class OpenVinoBackend(Backend):
                 f"OpenVINO cannot read {xml}: it is truncated, corrupt or not an IR "
                 f"({_ov_message(exc)}). Re-export it with `staredge export`"
             ) from exc
-        self._metadata = metadata_from_json(_rt_info_text(model, "staredge"), xml)
-        self._dynamic_batch = model.inputs[0].get_partial_shape()[0].is_dynamic
+        self._metadata = self.read_artifact_metadata(xml)
+        shape = model.inputs[0].get_partial_shape()
+        self._dynamic_batch = shape[0].is_dynamic
+        batch = self.options.get("batch")
+        if batch is not None and not self._dynamic_batch and shape[0].get_length() != batch:
+            try:
+                model.reshape({model.inputs[0]: ov.PartialShape([batch, *list(shape)[1:]])})
+            except Exception as exc:
+                raise ArtifactError(f"OpenVINO cannot re-shape {xml} for batch {batch}: {_ov_message(exc)}") from exc
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": _PRECISIONS[precision],
@@ -135,14 +141,3 @@ def _ov_message(exc: BaseException) -> str:
     """The informative line of an OpenVINO exception (its first lines are C++ source locations)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
     return (lines[0] if lines else type(exc).__name__)[:300]
-
-
-def _rt_info_text(model: Any, key: str) -> str | None:
-    try:
-        if not model.has_rt_info(key):
-            return None
-        value = model.get_rt_info(key)
-    except Exception:  # older bindings without has_rt_info
-        return None
-    text = value.astype(str) if hasattr(value, "astype") else str(value)
-    return text

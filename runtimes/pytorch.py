@@ -10,59 +10,29 @@ argument.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from staredge.errors import CheckpointError, ConfigError
-from staredge.metadata import ArtifactMetadata
-from staredge.runtimes.base import ArtifactError, Backend, DeviceError, check_artifact_file, metadata_from_json
+from staredge.errors import DeviceError
+from staredge.metadata import ArtifactMetadata, metadata_from_model, read_safetensors_text
+from staredge.runtimes.base import ArtifactError, Backend, check_artifact_file
 
 
 def metadata_for_module(module: Any, fmt: str = "pytorch") -> ArtifactMetadata:
-    """Metadata describing a StarEdge model module (from its ``pretrained_cfg``)."""
-    cfg = getattr(module, "pretrained_cfg", None)
-    name = getattr(module, "staredge_name", type(module).__name__)
-    if cfg is None:
+    """Metadata describing a StarEdge model module (:func:`staredge.metadata.metadata_from_model`).
+
+    Raises :class:`ConfigError` for a module without ``pretrained_cfg``: without it the
+    input size, preprocessing and labels are unknown.
+    """
+    if getattr(module, "pretrained_cfg", None) is None:
+        name = getattr(module, "staredge_name", type(module).__name__)
         raise ConfigError(
             f"module {name} has no pretrained_cfg (input size, preprocessing, labels); build it with "
             f"staredge.models.create(...) or set module.pretrained_cfg"
         )
-    family = name.split("_")[0] if "_" in name else name
-    return ArtifactMetadata(
-        model=name,
-        family=family,
-        format=fmt,
-        input_size=[int(v) for v in cfg.input_size],
-        dynamic_batch=True,
-        preprocessing={
-            "crop_pct": float(cfg.crop_pct),
-            "interpolation": cfg.interpolation,
-            "mean": [float(v) for v in cfg.mean],
-            "std": [float(v) for v in cfg.std],
-        },
-        labels=list(cfg.class_names()),
-        checkpoint_sha256=getattr(module, "checkpoint_sha256", None),
-    )
-
-
-def read_safetensors_metadata_json(path: Path) -> str | None:
-    """The ``staredge`` entry of a safetensors header, or None (also for non-safetensors files)."""
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            return None
-        n = int.from_bytes(head, "little")
-        if n <= 0 or n > 100_000_000:
-            return None
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError:
-            return None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return meta.get("staredge") if isinstance(meta, dict) else None
+    return metadata_from_model(module, fmt, dynamic_batch=True)
 
 
 class PyTorchBackend(Backend):
@@ -76,10 +46,8 @@ class PyTorchBackend(Backend):
     """
 
     name = "pytorch"
-    formats = ("pytorch",)
-    module = "torch"
-    extra = "all"
     thread_safe = True
+    OPTIONS = ("model", "channels_last", "compile")
 
     def __init__(self, path_or_module: Any, device: str = "auto", threads: int | None = None, **options: Any):
         import torch.nn as nn
@@ -98,7 +66,7 @@ class PyTorchBackend(Backend):
             check_artifact_file(self.path, "PyTorch checkpoint")
             if self.path.is_dir():
                 raise ArtifactError(f"{self.path} is a directory; point at the checkpoint file")
-            meta_json = read_safetensors_metadata_json(self.path)
+            meta_json = read_safetensors_text(self.path)
             if meta_json is None and model_opt is None:
                 raise ArtifactError(
                     f"{self.path} is a PyTorch checkpoint without StarEdge metadata, so the model it "
@@ -109,7 +77,7 @@ class PyTorchBackend(Backend):
             if not isinstance(model_opt, nn.Module):
                 raise ConfigError("the PyTorch backend needs a checkpoint path or an nn.Module")
             module = model_opt
-            meta = metadata_for_module(module)
+            meta = self.options.get("metadata") or metadata_for_module(module)
         if self.threads is not None:
             # torch's thread count is process-wide; set it only when asked.
             torch.set_num_threads(self.threads)
@@ -140,7 +108,7 @@ class PyTorchBackend(Backend):
         from staredge.models import create
 
         assert self.path is not None
-        meta = metadata_from_json(meta_json, self.path) if meta_json is not None else None
+        meta = ArtifactMetadata.from_json(meta_json) if meta_json is not None else None
         if isinstance(model_opt, nn.Module):
             from staredge.models.checkpoint import load_checkpoint
 

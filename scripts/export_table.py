@@ -31,7 +31,8 @@ import torch
 import torch.nn as nn
 
 from staredge.exporters import export
-from staredge.exporters.api import FORMATS, atomic_write_text
+from staredge.exporters.api import FORMATS
+from staredge.fileio import atomic_write_text
 from staredge.formats import FORMATS as FORMAT_SPECS
 from staredge.exporters.validate import TOLERANCES
 from staredge.models import create, list_models, realistic_weights
@@ -62,37 +63,12 @@ def machine_line() -> str:
 
 
 def _runner(fmt: str, path: str, threads: int):
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    if fmt == "onnx":
-        import onnxruntime as ort
+    """One batch-1 call of the artifact through the runtime layer (what the Predictor runs)."""
+    from staredge.runtimes import load_backend
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda: sess.run(None, {name: x})
-    if fmt == "openvino":
-        import openvino as ov
-
-        compiled = ov.Core().compile_model(
-            path, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        )
-        req = compiled.create_infer_request()
-        return lambda: req.infer({0: x})
-    if fmt == "tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        it = Interpreter(model_path=path, num_threads=threads)
-        it.allocate_tensors()
-        idx = it.get_input_details()[0]["index"]
-
-        def run():
-            it.set_tensor(idx, x)
-            it.invoke()
-
-        return run
-    raise ValueError(fmt)
+    backend = load_backend(path, device="cpu", threads=threads)
+    x = np.random.default_rng(0).standard_normal(backend.input_shape).astype(np.float32)
+    return backend.prepare(x)
 
 
 def measure_rewrites(model_name: str, formats: list[str], work: Path, rounds: int, iters: int, threads: int) -> list[dict]:
@@ -135,9 +111,9 @@ def _ops(fmt: str, path: str) -> dict[str, int]:
 
         return dict(collections.Counter(n.op_type for n in onnx.load(path).graph.node if n.op_type not in ("Constant", "Identity")))
     if fmt == "openvino":
-        import openvino as ov
+        from staredge.runtimes import load_backend
 
-        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = load_backend(path, device="cpu").compiled
         kinds = (op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ops())
         return dict(collections.Counter(k for k in kinds if k not in ("Const", "Input", "Output")))
     import ai_edge_litert.schema_py_generated as schema

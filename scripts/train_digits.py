@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,18 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from staredge.commands.demo import (
-    DIGITS_LABELS,
-    DIGITS_MEAN,
-    DIGITS_STD,
-    LABELS_FILE,
-    SPLIT_FILE,
-    WEIGHTS_FILE,
-    build_digits_model,
-    digits_config,
-    digits_images,
-    digits_metadata_json,
-)
+from staredge.commands.demo import LABELS_FILE, SPLIT_FILE, digits_images
+from staredge.fileio import atomic_write_bytes
+from staredge.models.digits import DIGITS_CONFIG, LABELS, WEIGHTS_FILE, digits_metadata_json, digits_model
 from staredge.preprocess import PreprocessConfig, preprocess
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "staredge" / "data"
@@ -63,8 +53,8 @@ def split_indices(targets: np.ndarray, heldout_fraction: float, seed: int) -> tu
 
 def preprocess_all(images: np.ndarray) -> torch.Tensor:
     """Every 8x8 uint8 scan through the inference preprocessing → (N, 3, 32, 32) float32."""
-    cfg = PreprocessConfig(input_size=digits_config().input_size, crop_pct=1.0, interpolation="bicubic",
-                           mean=DIGITS_MEAN, std=DIGITS_STD)
+    cfg = PreprocessConfig(input_size=DIGITS_CONFIG.input_size, crop_pct=DIGITS_CONFIG.crop_pct,
+                           interpolation=DIGITS_CONFIG.interpolation, mean=DIGITS_CONFIG.mean, std=DIGITS_CONFIG.std)
     return torch.from_numpy(np.stack([preprocess(im, cfg) for im in images]))
 
 
@@ -104,7 +94,7 @@ def train(epochs: int, batch_size: int, lr: float, seed: int, heldout_fraction: 
     x_tr, y_tr = x_all[train_idx], y_all[train_idx]
     x_te, y_te = x_all[held_idx], y_all[held_idx]
 
-    model = build_digits_model()
+    model = digits_model()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = math.ceil(len(x_tr) / batch_size)
     total = epochs * steps_per_epoch
@@ -135,11 +125,6 @@ def train(epochs: int, batch_size: int, lr: float, seed: int, heldout_fraction: 
     return model, accuracy(model, x_te, y_te), train_idx, held_idx
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
 
 def save(model, held_acc: float, held_idx: np.ndarray, out_dir: Path, args: argparse.Namespace) -> None:
     """Write weights (+ metadata in the header), labels and the held-out split atomically."""
@@ -152,13 +137,13 @@ def save(model, held_acc: float, held_idx: np.ndarray, out_dir: Path, args: argp
         sys.exit(f"refusing to overwrite {', '.join(map(str, existing))}; pass --force")
     recipe = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "heldout_fraction": args.heldout_fraction, "script": "scripts/train_digits.py"}
-    meta = digits_metadata_json(heldout_accuracy=round(held_acc, 6), extra={"recipe": recipe})
+    meta = digits_metadata_json(model, heldout_accuracy=round(held_acc, 6), extra={"recipe": recipe})
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(out_dir / WEIGHTS_FILE, save(state, metadata={"staredge": meta}))
-    _atomic_write(out_dir / LABELS_FILE, ("\n".join(DIGITS_LABELS) + "\n").encode())
+    atomic_write_bytes(out_dir / WEIGHTS_FILE, save(state, metadata={"staredge": meta}))
+    atomic_write_bytes(out_dir / LABELS_FILE, ("\n".join(LABELS) + "\n").encode())
     split = {"heldout": [int(i) for i in held_idx], "seed": args.seed, "heldout_fraction": args.heldout_fraction,
              "dataset": "sklearn.datasets.load_digits", "heldout_accuracy": round(held_acc, 6)}
-    _atomic_write(out_dir / SPLIT_FILE, (json.dumps(split) + "\n").encode())
+    atomic_write_bytes(out_dir / SPLIT_FILE, (json.dumps(split) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,11 @@ class ArtifactExistsError(ConfigError, FileExistsError):
     """An output (artifact, report, results file) exists and overwriting was not requested."""
 
 
+class DeviceError(ConfigError):
+    """The requested device (CUDA, TensorRT, an OpenVINO GPU, Apple hardware) is not available
+    to this runtime or on this machine. The one device error of the package."""
+
+
 class LimitError(ConfigError):
     """A size that a user or a file controls is over one of StarEdge's documented limits.
 

@@ -54,7 +54,10 @@ class FormatSpec:
     written and moved into place as one piece (a file or a folder); the entry is the path a
     runtime loads (the same file, or a file inside the unit folder). ``folder_marker``
     recognises folder artifacts: ``"Manifest.json"`` for a CoreML package, ``"ir"`` for a
-    folder holding one OpenVINO ``.xml`` with its ``.bin``.
+    folder holding one OpenVINO ``.xml`` with its ``.bin``. ``dynamic_batch``: the exporter
+    can give artifacts a symbolic batch axis; ``resizable_batch``: a static artifact can be
+    re-shaped for another batch size when it is loaded (``load_backend(..., batch=N)``).
+    ``validation_options``: backend options export validation loads artifacts with.
     """
 
     name: str
@@ -70,6 +73,8 @@ class FormatSpec:
     export_requires: tuple[tuple[str, str], ...] = ()
     extra: str = ""
     dynamic_batch: bool = False
+    resizable_batch: bool = False
+    validation_options: tuple[tuple[str, Any], ...] = ()
     tasks: tuple[str, ...] = (IMAGE_CLASSIFICATION,)
     default_passes: tuple[str, ...] = ("fuse_batchnorm",)
 
@@ -189,7 +194,7 @@ FORMATS: dict[str, FormatSpec] = {
             unit="{stem}_openvino", entry="{stem}_openvino/{stem}.xml",
             exporter="staredge.exporters.openvino:export_openvino",
             export_requires=(("torch", "torch"), ("openvino", "openvino")), extra="openvino",
-            runtime="openvino", dynamic_batch=True,
+            runtime="openvino", dynamic_batch=True, resizable_batch=True,
             metadata_reader="staredge.metadata:read_openvino_text",
         ),
         FormatSpec(
@@ -197,7 +202,7 @@ FORMATS: dict[str, FormatSpec] = {
             unit="{stem}.tflite", entry="{stem}.tflite",
             exporter="staredge.exporters.tflite:export_tflite",
             export_requires=(("torch", "torch"), ("litert_torch", "tflite"), ("ai_edge_litert", "tflite")),
-            extra="tflite", runtime="litert", dynamic_batch=False,
+            extra="tflite", runtime="litert", dynamic_batch=False, resizable_batch=True,
             metadata_reader="staredge.metadata:read_tflite_text",
         ),
         FormatSpec(
@@ -207,6 +212,9 @@ FORMATS: dict[str, FormatSpec] = {
             exporter="staredge.exporters.coreml:export_coreml",
             export_requires=(("torch", "torch"), ("coremltools", "coreml")), extra="coreml",
             runtime="coreml", dynamic_batch=False,
+            # the numpy MIL executor on every OS: Apple's image inputs take uint8 pixels only,
+            # so random validation inputs would be clipped there
+            validation_options=(("reference", True),),
             metadata_reader="staredge.metadata:read_coreml_text",
         ),
         FormatSpec(
@@ -278,7 +286,7 @@ def get_format(name: str, exportable: bool = False) -> FormatSpec:
 
 def get_runtime(name: str) -> RuntimeSpec:
     """The :class:`RuntimeSpec` called ``name`` (or an alias such as "ort", "ov", "tflite")."""
-    return _lookup(RUNTIMES, name, "runtime", tuple(RUNTIMES))
+    return _lookup(RUNTIMES, name, "backend", tuple(RUNTIMES))
 
 
 def parse_formats(formats: Any) -> list[str]:

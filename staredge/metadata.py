@@ -91,84 +91,51 @@ class MetadataError(StarEdgeError):
     """An artifact has no StarEdge metadata, or it cannot be parsed."""
 
 
-#: Artifact formats by file suffix (a directory is inspected by :func:`detect_format`).
-SUFFIX_FORMATS = {
-    ".onnx": "onnx",
-    ".xml": "openvino",
-    ".tflite": "tflite",
-    ".mlpackage": "coreml",
-    ".pt": "pytorch",
-    ".pth": "pytorch",
-    ".tar": "pytorch",
-    ".safetensors": "pytorch",
-}
-
-
 def detect_format(path) -> str:
-    """The artifact format of ``path`` ("onnx", "openvino", "tflite", "coreml", "pytorch").
+    """The artifact format name of ``path`` ("onnx", "openvino", "tflite", "coreml", "pytorch").
 
-    Uses the suffix; a directory is an ``.mlpackage`` if it holds ``Manifest.json`` and an
-    OpenVINO IR if it holds exactly one ``.xml`` with its ``.bin``. Raises
-    :class:`MetadataError` for anything else.
+    The format table (:func:`staredge.formats.detect_format`) decides from the suffix or a
+    folder's layout. Raises :class:`MetadataError` for anything else.
     """
-    from pathlib import Path
+    from staredge.formats import detect_format as detect
 
-    p = Path(path)
-    if not p.exists():
-        raise MetadataError(f"no such file or directory: {p}")
-    if p.is_dir():
-        if (p / "Manifest.json").is_file():
-            return "coreml"
-        xmls = [x for x in p.glob("*.xml") if x.with_suffix(".bin").is_file()]
-        if len(xmls) == 1:
-            return "openvino"
-        raise MetadataError(
-            f"{p} is a directory but neither a CoreML .mlpackage (no Manifest.json) nor an "
-            f"OpenVINO IR folder (one .xml with its .bin); point at the artifact file itself"
-        )
-    fmt = SUFFIX_FORMATS.get(p.suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(SUFFIX_FORMATS))
-        raise MetadataError(f"unknown artifact suffix '{p.suffix}' for {p}; known suffixes: {known}")
-    return fmt
+    return detect(path).name
 
 
 # --------------------------------------------------------------------------- readers
 # Each reader returns the raw JSON text stored under METADATA_KEY, or None when the
-# artifact has none. They parse only the metadata slot (no weights, no runtime needed).
+# artifact has none. They parse only the metadata slot (no weights, no runtime needed),
+# with the standard library alone. The format table names each format's reader.
 
 
-def read_metadata(path) -> ArtifactMetadata:
+def read_metadata(path, fmt: str | None = None) -> ArtifactMetadata:
     """The :class:`ArtifactMetadata` embedded in the artifact at ``path``.
 
-    Dispatches on :func:`detect_format`: ONNX ``metadata_props``, OpenVINO ``rt_info``
-    (read from the ``.xml``; a folder holding one IR works too), the ``staredge`` metadata
-    entry of a ``.tflite`` flatbuffer, CoreML user-defined metadata. Raises
-    :class:`MetadataError` if the artifact has no StarEdge metadata or it is damaged.
+    ``fmt`` (a format name) skips detection. Dispatches to the format's reader: ONNX
+    ``metadata_props``, OpenVINO ``rt_info`` (read from the ``.xml``; a folder holding one
+    IR works too), the ``staredge`` metadata entry of a ``.tflite`` flatbuffer, CoreML
+    user-defined metadata, a safetensors header. Raises :class:`MetadataError` if the
+    artifact has no StarEdge metadata or it is damaged.
     """
     from pathlib import Path
 
+    from staredge.formats import detect_format as detect, get_format
+
     p = Path(path)
-    fmt = detect_format(p)
-    readers = {"onnx": _read_onnx, "openvino": _read_openvino, "tflite": _read_tflite}
-    coreml_reader = globals().get("_read_coreml")
-    if coreml_reader is not None:
-        readers["coreml"] = coreml_reader
-    reader = readers.get(fmt)
-    if reader is None:
-        raise MetadataError(f"{p} is a {fmt} file; StarEdge metadata is read from exported artifacts only")
+    spec = get_format(fmt) if fmt is not None else detect(p)
     try:
-        text = reader(p)
+        text = spec.read_metadata_text(p)
     except MetadataError:
         raise
     except (OSError, ValueError, IndexError, KeyError) as exc:
-        raise MetadataError(f"cannot read the metadata of {p} ({fmt}): the file is damaged or truncated ({exc})") from exc
-    if text is None:
         raise MetadataError(
-            f"{p} carries no StarEdge metadata (key '{METADATA_KEY}'); export it with `staredge export`"
+            f"cannot read the metadata of {p} ({spec.name}): the file is damaged or truncated ({exc})"
+        ) from exc
+    if text is None or text == "":
+        raise MetadataError(
+            f"{p} carries no StarEdge metadata (key '{METADATA_KEY}'); it was not exported by StarEdge. "
+            f"Re-export it with `staredge export`, which embeds labels and preprocessing"
         )
-    if isinstance(text, ArtifactMetadata):
-        return text
     return ArtifactMetadata.from_json(text)
 
 
@@ -207,7 +174,7 @@ def _protobuf_fields(buf: bytes):
         yield number, wire, value
 
 
-def _read_onnx(path) -> str | None:
+def read_onnx_text(path) -> str | None:
     """``metadata_props[staredge]`` of an ONNX ModelProto (field 14), without the onnx package."""
     data = open(path, "rb").read()
     for number, wire, value in _protobuf_fields(data):
@@ -218,7 +185,7 @@ def _read_onnx(path) -> str | None:
     return None
 
 
-def _read_openvino(path) -> str | None:
+def read_openvino_text(path) -> str | None:
     """``rt_info/staredge@value`` of an OpenVINO IR ``.xml`` (the ``.bin`` is not opened)."""
     import xml.etree.ElementTree as ET
     from pathlib import Path
@@ -237,7 +204,7 @@ def _read_openvino(path) -> str | None:
     return None if node is None else node.get("value")
 
 
-def _read_tflite(path) -> str | None:
+def read_tflite_text(path) -> str | None:
     """The ``staredge`` entry of ``Model.metadata`` in a ``.tflite`` flatbuffer.
 
     A small reader of the TFLite schema: Model field 4 = buffers, field 6 = metadata
@@ -302,7 +269,7 @@ def _read_tflite(path) -> str | None:
     return None
 
 
-def _read_coreml(path) -> str | None:
+def read_coreml_text(path) -> str | None:
     """The ``staredge`` user-defined metadata of a CoreML ``.mlpackage``, without coremltools.
 
     ``Manifest.json`` names the root model spec (``rootModelIdentifier`` → item ``path``
@@ -332,3 +299,97 @@ def _read_coreml(path) -> str | None:
                 if kv.get(1, b"").decode("utf-8") == METADATA_KEY:
                     return kv.get(2, b"").decode("utf-8")
     return None
+
+
+def read_safetensors_text(path) -> str | None:
+    """The ``staredge`` entry of a safetensors header's ``__metadata__``, or None.
+
+    Also None for files that are not safetensors (a pickled ``.pth``), which carry no
+    StarEdge metadata.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return None
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > 100_000_000:
+            return None
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta.get(METADATA_KEY) if isinstance(meta, dict) else None
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def metadata_from_model(
+    model: Any,
+    fmt: str = "pytorch",
+    *,
+    precision: str = "fp32",
+    rewrites: list[str] | tuple[str, ...] = (),
+    dynamic_batch: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> ArtifactMetadata:
+    """The :class:`ArtifactMetadata` an artifact made from ``model`` carries.
+
+    Reads what a StarEdge model knows about itself: ``staredge_name`` (registry name),
+    ``pretrained_cfg`` (input size, preprocessing, labels) and ``checkpoint_sha256``. Used
+    by every exporter, the PyTorch backend and the model registry; imports no torch.
+    """
+    import sys
+
+    name = getattr(model, "staredge_name", None) or type(model).__name__.lower()
+    family = "custom"
+    if getattr(model, "staredge_name", None):
+        family = getattr(model, "staredge_family", None) or _registry_family(name)
+    cfg = getattr(model, "pretrained_cfg", None)
+    preprocessing: dict[str, Any] = {}
+    labels: list[str] = []
+    input_size = [3, 224, 224]
+    if cfg is not None:
+        input_size = [int(v) for v in cfg.input_size]
+        preprocessing = {
+            "resize_shorter": int(max(input_size[1:]) / float(cfg.crop_pct)),
+            "crop_pct": float(cfg.crop_pct),
+            "interpolation": str(cfg.interpolation),
+            "mean": [float(v) for v in cfg.mean],
+            "std": [float(v) for v in cfg.std],
+        }
+        labels = list(cfg.class_names())
+    info: dict[str, Any] = {}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_version"] = torch.__version__
+    info.update(extra or {})
+    return ArtifactMetadata(
+        model=name,
+        family=family,
+        format=fmt,
+        input_size=input_size,
+        input_layout="NCHW",
+        dynamic_batch=bool(dynamic_batch),
+        preprocessing=preprocessing,
+        labels=labels,
+        precision=precision,
+        rewrites=list(rewrites),
+        checkpoint_sha256=getattr(model, "checkpoint_sha256", None),
+        extra=info,
+    )
+
+
+def _registry_family(name: str) -> str:
+    """The registry family of ``name``, or "custom" (the registry needs torch: only asked then)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return "custom"
+    try:
+        from staredge.models import get_entry
+
+        return get_entry(name).family
+    except StarEdgeError:
+        return "custom"

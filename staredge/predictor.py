@@ -205,7 +205,7 @@ class Predictor:
             "interpolation": pc.interpolation,
             "mean": list(pc.mean),
             "std": list(pc.std),
-            "pixels_in_model": pc.pixels_in_model,
+            "pixels_in_model": bool(self.metadata.pixels_in_model),  # the artifact normalises inside itself
         }
 
     def __repr__(self) -> str:

@@ -19,24 +19,23 @@ import pytest
 import torch
 
 from staredge.bench import report
-from staredge.bench.backends import (
+from staredge.bench.device import resolve_device, torch_synchronizer
+from staredge.bench.runners import Runner, RunnerFactory, threads_in_effect
+from staredge.bench.specs import (
     BackendSpec,
     BackendUnavailable,
-    Runner,
-    RunnerFactory,
     compare_rewrite_specs,
     expand_backends,
     parse_backend,
-    threads_in_effect,
     with_baselines,
 )
-from staredge.bench.device import (
-    DeviceUnavailableError,
-    OrtIoBindingRunner,
-    ort_providers,
-    resolve_device,
-    torch_synchronizer,
-)
+from staredge.errors import DeviceError as DeviceUnavailableError
+from staredge.runtimes.onnxruntime import select_providers
+
+
+def ort_providers(accelerator, available):
+    """The provider names the one provider selection gives for a benchmark's accelerator."""
+    return [name for name, _ in select_providers("cuda", available, accelerator=accelerator)]
 from staredge.bench.harness import reported_latency, run_bench
 from staredge.bench.machine import parse_cpuinfo, short_machine_label
 from staredge.bench.measure import RunInterrupted, time_run
@@ -271,7 +270,7 @@ def test_backend_specs_parse_and_expand():
     with pytest.raises(ConfigError, match="baseline"):
         parse_backend("onnx-plain@fuse")
     cpu_all = [s.label for s in expand_backends(["all"], device="cpu")]
-    assert cpu_all == ["pytorch", "onnx-plain", "onnxruntime", "openvino", "tflite", "coreml"]
+    assert cpu_all == ["pytorch", "onnx-plain", "onnxruntime", "openvino", "litert", "coreml"]
     gpu_all = expand_backends(["all"], device="cuda")
     assert {s.device for s in gpu_all} == {"cuda"}
     for runtime, accel in (("onnxruntime", "cuda"), ("onnxruntime", "tensorrt"), ("pytorch", "cuda")):
@@ -320,55 +319,24 @@ def test_gpu_synchronisation_is_selected_per_device():
     assert calls == ["sync"]
 
 
-def test_ort_io_binding_runner_binds_on_device_and_syncs():
-    log = []
+def test_onnx_io_binding_through_the_backend_matches_forward(tmp_path):
+    """IO binding lives in the ONNX Runtime backend (prepare): bound once, run, synced, same numbers."""
+    from staredge.bench.artifacts import ArtifactCache
+    from staredge.metadata import ArtifactMetadata
+    from staredge.runtimes import load_backend
 
-    class Binding:
-        def bind_ortvalue_input(self, name, value):
-            log.append(("in", name, value.device))
-
-        def bind_output(self, name, device):
-            log.append(("out", name, device))
-
-        def synchronize_outputs(self):
-            log.append("sync")
-
-        def get_outputs(self):
-            return []
-
-    class IO:
-        def __init__(self, name):
-            self.name = name
-
-    class Session:
-        def io_binding(self):
-            return Binding()
-
-        def get_inputs(self):
-            return [IO("input")]
-
-        def get_outputs(self):
-            return [IO("logits")]
-
-        def run_with_iobinding(self, binding):
-            log.append("run")
-
-    class OrtValue:
-        def __init__(self, device):
-            self.device = device
-
-        @classmethod
-        def ortvalue_from_numpy(cls, x, device, index):
-            return cls(device)
-
-    class FakeOrt:
-        pass
-
-    FakeOrt.OrtValue = OrtValue
-    runner = OrtIoBindingRunner(Session(), np.zeros((1, 3, 4, 4), np.float32), "cuda", FakeOrt)
-    runner()
-    runner.sync()
-    assert log == [("in", "input", "cuda"), ("out", "logits", "cuda"), "run", "sync"]
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    path = ArtifactCache(model, tmp_path).plain_onnx(x)  # the onnx-plain baseline: no StarEdge metadata
+    meta = ArtifactMetadata(model="conv", family="custom", input_size=[3, 8, 8])
+    backend = load_backend(str(path), device="cpu", io_binding=True, metadata=meta)
+    run = backend.prepare(x)
+    run()
+    run.sync()
+    bound = run.outputs()[0]
+    np.testing.assert_allclose(bound, backend.forward(x)[0], rtol=0, atol=0)
+    with torch.no_grad():
+        np.testing.assert_allclose(bound, model(torch.from_numpy(x)).numpy(), atol=1e-5)
 
 
 def test_threads_in_effect_asks_the_runtime():

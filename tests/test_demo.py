@@ -66,7 +66,7 @@ def test_demo_cli_json_on_one_format(tmp_path, capsys):
     assert code == 0
     assert [r["format"] for r in out["rows"]] == ["pytorch", "onnx"]
     assert out["rows"][1]["accuracy"] == out["rows"][0]["accuracy"] and out["n_images"] == 12
-    assert (tmp_path / "starnet_s050.onnx").is_file()
+    assert (tmp_path / "starnet_digits.onnx").is_file()
 
 
 def test_shipped_weights_are_small_and_describe_themselves():

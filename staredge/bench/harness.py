@@ -12,8 +12,9 @@ import tempfile
 from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
-from staredge.bench.backends import BackendSpec, BackendUnavailable, RunnerFactory
-from staredge.bench.device import DeviceUnavailableError
+from staredge.bench.runners import RunnerFactory
+from staredge.bench.specs import BackendSpec, BackendUnavailable
+from staredge.errors import DeviceError
 from staredge.bench.machine import load_average, machine_info
 from staredge.bench.measure import RunInterrupted, time_run
 from staredge.bench.protocols import Protocol
@@ -266,7 +267,7 @@ def run_bench(
 
 def _fail(result: BenchResult, exc: BaseException) -> None:
     """Record why a backend produced no timing."""
-    if isinstance(exc, (BackendUnavailable, DeviceUnavailableError)):
+    if isinstance(exc, (BackendUnavailable, DeviceError)):
         result.status, result.error = "unavailable", str(exc)
     elif isinstance(exc, StarEdgeError):
         result.status, result.error = "error", str(exc)

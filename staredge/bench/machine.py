@@ -11,17 +11,20 @@ import platform
 import sys
 from typing import Any
 
+from staredge.formats import RUNTIMES
+
 #: CPU flags that change which kernels runtimes pick (reported when present).
 INTERESTING_FLAGS = (
     "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
     "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
 )
 
-#: Distribution names of the runtimes and converters whose versions results record.
-RUNTIME_PACKAGES = (
-    "staredge", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino",
-    "ai-edge-litert", "tflite-runtime", "litert-torch", "coremltools",
-)
+#: Distribution names of the runtimes and converters whose versions results record
+#: (the runtimes' own from the format table, plus the converters).
+RUNTIME_PACKAGES = tuple(dict.fromkeys(
+    ("staredge", "torch", "numpy", "onnx", "litert-torch")
+    + tuple(d for spec in RUNTIMES.values() for d in spec.distributions)
+))
 
 
 def parse_cpuinfo(text: str) -> dict[str, Any]:

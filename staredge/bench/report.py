@@ -387,7 +387,6 @@ def plot_latency_vs_top1(
     Written atomically with matplotlib's Agg backend (no display needed).
     """
     import os
-    import tempfile
 
     import matplotlib
 
@@ -439,15 +438,10 @@ def plot_latency_vs_top1(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    target_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(target_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".plot.", suffix=".png", dir=target_dir)
-    os.close(fd)
+    from staredge.fileio import atomic_write_with
+
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return drawn

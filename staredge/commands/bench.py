@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="time models on every runtime under a paper's protocol; Table-6-style reports and plots",
         description=(
             "Time MODEL(s) at batch 1 on each backend (the baselines pytorch and onnx-plain, and our "
-            "exports on onnxruntime, openvino, tflite, coreml) under a protocol preset whose every "
+            "exports on onnxruntime, openvino, litert, coreml) under a protocol preset whose every "
             "setting can be overridden. Presets: "
             + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items())
         ),
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure (or merge), print the tables, write the files; 130 after Ctrl-C (results kept)."""
     from rich.console import Console
 
-    from staredge.bench.backends import compare_rewrite_specs, expand_backends, with_baselines
+    from staredge.bench.specs import compare_rewrite_specs, expand_backends, with_baselines
     from staredge.bench.harness import run_bench
     from staredge.bench.results import load, merge, save
 

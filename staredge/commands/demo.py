@@ -27,16 +27,10 @@ from typing import Any
 import numpy as np
 
 from staredge.errors import StarEdgeError, require
+from staredge.formats import available_export_formats, parse_formats
 
-#: The registered architecture the digits model uses, and how it differs from it.
-DIGITS_BASE_MODEL = "starnet_s050"
-DIGITS_CREATE_KWARGS = {"num_classes": 10}
-DIGITS_INPUT_SIZE = (3, 32, 32)
-DIGITS_LABELS = tuple(str(i) for i in range(10))
-#: Pixel statistics of the scaled digits are far from ImageNet's; 0.5/0.5 maps [0, 1] to [-1, 1].
-DIGITS_MEAN = (0.5, 0.5, 0.5)
-DIGITS_STD = (0.5, 0.5, 0.5)
-WEIGHTS_FILE = "digits.safetensors"
+#: The registry name of the digits model (:mod:`staredge.models.digits`).
+DIGITS_MODEL = "starnet_digits"
 LABELS_FILE = "digits_labels.txt"
 SPLIT_FILE = "digits_heldout.json"
 #: Table note for the CoreML row off macOS (explained in the table caption).
@@ -44,8 +38,6 @@ REFERENCE_NOTE = "MIL reference*"
 #: Table note for a format exported with BatchNorm folding only (its "auto" rewrites failed).
 FALLBACK_NOTE = "fuse_batchnorm only**"
 FALLBACK_REWRITES = ["fuse_batchnorm"]
-#: Formats exported with a dynamic batch axis.
-BATCHED_FORMATS = ("onnx", "openvino")
 
 
 class DemoError(StarEdgeError):
@@ -53,31 +45,6 @@ class DemoError(StarEdgeError):
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def digits_config():
-    """The PretrainedConfig of the digits model: 32x32, no crop, bicubic, labels "0".."9"."""
-    from staredge.models.registry import PretrainedConfig
-
-    @dataclass(frozen=True)
-    class DigitsConfig(PretrainedConfig):
-        """PretrainedConfig whose class names are the ten digits."""
-
-        names: tuple[str, ...] = DIGITS_LABELS
-
-        def class_names(self) -> list[str]:
-            """The digit labels in class-index order."""
-            return list(self.names)
-
-    return DigitsConfig(
-        input_size=DIGITS_INPUT_SIZE,
-        crop_pct=1.0,
-        interpolation="bicubic",
-        mean=DIGITS_MEAN,
-        std=DIGITS_STD,
-        num_classes=10,
-        labels="digits",
-    )
 
 
 def digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -106,44 +73,17 @@ def _data_file(name: str):
 
 
 def weights_path() -> Path:
-    """Path of the shipped digits weights (safetensors with StarEdge metadata in its header)."""
-    return Path(str(_data_file(WEIGHTS_FILE)))
+    """Path of the shipped digits weights (see :func:`staredge.models.digits.digits_weights`)."""
+    from staredge.models.digits import digits_weights
+
+    return digits_weights()
 
 
 def build_digits_model(weights: str | Path | None = None):
-    """StarNet-050 with a 10-class head and the digits config; loads ``weights`` if given.
+    """The digits model by registry name, with ``weights`` loaded if given."""
+    from staredge.models.digits import digits_model
 
-    Exporters read ``.staredge_name`` and ``.pretrained_cfg`` from the module, so artifacts
-    made from it carry the digit labels and the 32x32 preprocessing.
-    """
-    from staredge.models import create
-
-    # drop_head=False: the checkpoint's head is the 10-class head (create() would otherwise
-    # drop it, since 10 differs from the registered variant's 1000 classes).
-    model = create(DIGITS_BASE_MODEL, checkpoint=None if weights is None else str(weights), drop_head=False,
-                   **DIGITS_CREATE_KWARGS)
-    model.pretrained_cfg = digits_config()
-    return model.eval()
-
-
-def digits_metadata_json(heldout_accuracy: float | None = None, extra: dict[str, Any] | None = None) -> str:
-    """The StarEdge metadata document stored in the weights file's header."""
-    from staredge.metadata import ArtifactMetadata
-
-    cfg = digits_config()
-    meta = ArtifactMetadata(
-        model=DIGITS_BASE_MODEL,
-        family="starnet",
-        format="pytorch",
-        input_size=list(cfg.input_size),
-        dynamic_batch=True,
-        preprocessing={"crop_pct": cfg.crop_pct, "interpolation": cfg.interpolation,
-                       "mean": list(cfg.mean), "std": list(cfg.std)},
-        labels=list(DIGITS_LABELS),
-        extra={"create_kwargs": dict(DIGITS_CREATE_KWARGS), "dataset": "scikit-learn load_digits",
-               "heldout_accuracy": heldout_accuracy, **(extra or {})},
-    )
-    return meta.to_json()
+    return digits_model(weights)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -210,31 +150,18 @@ def run_demo(
     model = build_digits_model(weights_path())
     if formats is None:
         formats = available_export_formats()
+    formats = parse_formats(formats)
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description}"), transient=True, disable=not progress) as bar:
         task = bar.add_task("exporting")
         notify = lambda fmt, stage: bar.update(task, description=f"{fmt}: {stage}")  # noqa: E731
-        # ONNX and OpenVINO get a dynamic batch (the Predictor batches lists of images for
-        # them); TFLite and CoreML artifacts are batch-1 and the Predictor loops.
-        batched = [f for f in formats if f in BATCHED_FORMATS]
-        fixed = [f for f in formats if f not in BATCHED_FORMATS]
-        results = []
-        for chosen, dynamic in ((batched, True), (fixed, False)):
-            if chosen:
-                report = export(model, chosen, out_dir, force=True, validate=True, dynamic_batch=dynamic,
-                                progress=notify)
-                results.extend(report.artifacts)
-        # A format whose "auto" rewrites break its converter gets one more try with
-        # BatchNorm folding only; the table marks the row and the reason is kept.
-        fallbacks: dict[str, str] = {}
-        for i, res in enumerate(results):
-            if res.path is None and res.rewrites != FALLBACK_REWRITES:
-                retry = export(model, [res.format], out_dir, force=True, validate=True,
-                               rewrite=FALLBACK_REWRITES, dynamic_batch=res.format in BATCHED_FORMATS,
-                               progress=notify).artifacts[0]
-                if retry.path is not None:
-                    fallbacks[res.format] = res.error or "export failed"
-                    results[i] = retry
+        # a dynamic batch wherever the format carries one (the Predictor batches lists of
+        # images for those and loops for the others); a format whose "auto" rewrites break
+        # its converter gets one more try with BatchNorm folding only (the table marks it)
+        report = export(model, formats, out_dir, force=True, validate=True, dynamic_batch="auto",
+                        fallback_rewrite=FALLBACK_REWRITES, progress=notify)
+        results = list(report.artifacts)
+        fallbacks = {a.format: a.fallback_error for a in results if a.fallback_error}
     export_total = time.perf_counter() - t0
     results.sort(key=lambda a: formats.index(a.format))
     failed = {a.format: a.error for a in results if a.path is None}
@@ -302,19 +229,6 @@ def _size_bytes(path: Path) -> int:
     if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
         total += path.with_suffix(".bin").stat().st_size
     return total
-
-
-def available_export_formats() -> list[str]:
-    """Formats whose exporter and runtime are both installed here."""
-    import importlib.util
-
-    need = {
-        "onnx": ("onnx", "onnxruntime"),
-        "openvino": ("openvino",),
-        "tflite": ("litert_torch", "ai_edge_litert"),
-        "coreml": ("coremltools",),
-    }
-    return [fmt for fmt, mods in need.items() if all(importlib.util.find_spec(m) for m in mods)]
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from staredge.formats import export_formats
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand."""
@@ -20,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="registry name (see `staredge models`) or a checkpoint file")
-    p.add_argument("--format", default="onnx", help="comma-separated: onnx,openvino,tflite,coreml, or 'all' (default: onnx)")
+    p.add_argument("--format", default="onnx",
+                   help=f"comma-separated: {','.join(export_formats())}, or 'all' (default: onnx)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="artifact precision (default: fp32)")
     p.add_argument(
         "--rewrite", default="auto",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from staredge.profiler import MAC_CONVENTION, profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +20,7 @@ def model_rows(family: str | None = None) -> list[dict]:
     """One dict per registered model: ours and the paper's params/MACs, deltas and notes."""
     from rich.progress import Progress, TextColumn, BarColumn, MofNCompleteColumn
     from staredge.models import get_entry, list_models
+    from staredge.profiler import profile
 
     rows = []
     names = list_models(family)
@@ -81,6 +81,8 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {r['name']} | {r['input']} | {_f(r['params_m'], '.3f')}{_mark(r)} | {_f(r['paper_params_m'], 'g')} "
             f"| {_f(r['macs_m'], '.1f')} | {_f(r['paper_macs_m'], 'g')} | {delta} | {_f(r['top1'], '.1f')} | {r['note']} |"
         )
+    from staredge.profiler import MAC_CONVENTION
+
     lines.append("")
     lines.append(f"Convention: {MAC_CONVENTION} {_NO_BN}")
     return "\n".join(lines)
@@ -88,6 +90,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the model table (or JSON)."""
+    from staredge.profiler import MAC_CONVENTION
+
     rows = model_rows(args.family)
     if args.json:
         print(json.dumps({"convention": MAC_CONVENTION, "models": rows}, indent=2))
