@@ -17,7 +17,7 @@ from staredge.errors import StarEdgeError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("staredge.commands.models", "staredge.commands.export", "staredge.commands.generate", "staredge.commands.genome", "staredge.commands.bench",
-                   "staredge.commands.classify", "staredge.commands.demo")
+                   "staredge.commands.classify", "staredge.commands.demo", "staredge.commands.ios_bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:
