@@ -22,8 +22,17 @@ install: $(STAMP)
 demo: install
 	$(BIN)/staredge demo
 
+# Swift for ios_bench/: the one on PATH, else the toolchain at /opt/swift.
+SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
+
 test: install
 	$(BIN)/python -m pytest -n 2 -ra $(PYTEST_ARGS)
+	@if [ -x "$(SWIFT)" ]; then \
+		echo "ios_bench: swift build && swift test ($(SWIFT))"; \
+		cd ios_bench && PATH="$$(dirname $(SWIFT)):$$PATH" "$(SWIFT)" build && PATH="$$(dirname $(SWIFT)):$$PATH" "$(SWIFT)" test; \
+	else \
+		echo "ios_bench: no Swift toolchain (not on PATH, not at /opt/swift): swift build/test NOT run"; \
+	fi
 
 # Everything but the tests marked slow (for a quick local loop).
 test-fast: install
