@@ -23,6 +23,7 @@ from typing import Any
 import torch.nn as nn
 
 from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError
+from staredge.errors import ExportError  # noqa: F401 - re-exported: defined in staredge.errors for every exporter
 from staredge.fileio import atomic_write_text, replace_folder_or_file
 from staredge.exporters.passes import apply_passes, check_pass_names, resolve_passes
 from staredge.formats import export_formats, get_format, parse_formats
@@ -32,10 +33,6 @@ from staredge.metadata import ArtifactMetadata, metadata_from_model
 FORMATS = export_formats()
 
 PRECISIONS = ("fp32", "fp16")
-
-
-class ExportError(StarEdgeError):
-    """A conversion failed; nothing was written for that format."""
 
 
 @dataclass

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError, require
+from staredge.errors import ArtifactExistsError, ConfigError, DeviceError, ExportError, require
 from staredge.metadata import METADATA_KEY, ArtifactMetadata
 
 #: Deployment targets accepted (ML Programs with fp16 I/O and our op set need iOS16+).
@@ -51,12 +51,13 @@ PROBABILITIES_OUTPUT = "classLabel_probs"
 LOGITS_OUTPUT = "logits"
 
 
-class CoreMLExportError(StarEdgeError):
+class CoreMLExportError(ExportError):
     """coremltools could not convert the model; nothing was written."""
 
 
-class CoreMLPlatformError(StarEdgeError):
-    """Apple's CoreML runtime was asked for on a platform that does not have it."""
+class CoreMLPlatformError(ExportError, DeviceError):
+    """Apple's CoreML runtime was asked for on a platform that does not have it (a
+    :class:`~staredge.errors.DeviceError` too: Apple hardware is the device missing)."""
 
 
 class _PixelNormalisation(nn.Module):
@@ -141,7 +142,7 @@ def export_coreml(
     *,
     image_input: bool | None = None,
     example_input: torch.Tensor | None = None,
-    overwrite: bool = False,
+    force: bool = False,
     **_ignored: Any,
 ) -> Path:
     """Convert ``model`` to a CoreML ``.mlpackage`` at ``path`` and return ``path``.
@@ -152,7 +153,7 @@ def export_coreml(
     (``metadata.labels`` non-empty and an image input) gets a softmax, a classifier config
     and a ``logits`` output. The package is built in a temporary folder next to ``path``
     and moved into place with ``os.replace``; an existing ``path`` raises
-    :class:`ArtifactExistsError` unless ``overwrite=True``. Conversion failures raise
+    :class:`ArtifactExistsError` unless ``force=True``. Conversion failures raise
     :class:`CoreMLExportError` and leave nothing behind. Extra keyword arguments that
     other exporters take (``dynamic_batch``...) are ignored: CoreML packages have batch 1.
     """
@@ -164,8 +165,8 @@ def export_coreml(
     path = Path(path)
     if path.suffix != ".mlpackage":
         raise ConfigError(f"a CoreML package path must end in .mlpackage, got {path}")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise ArtifactExistsError(f"{path} exists; pass overwrite=True (or --force) to replace it")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise ArtifactExistsError(f"{path} exists; pass force=True (--force) to replace it")
     size = [int(v) for v in metadata.input_size]
     if image_input is None:
         image_input = len(size) == 3 and size[0] in (1, 3) and size[1] > 1 and size[2] > 1
@@ -241,7 +242,7 @@ def export_coreml(
             ) from exc
 
     _describe(mlmodel, meta, classifier, bool(image_input))
-    return _save_atomically(mlmodel, path, overwrite)
+    return _save_atomically(mlmodel, path, force)
 
 
 def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
@@ -318,7 +319,7 @@ def _describe(mlmodel, meta: ArtifactMetadata, classifier: bool, image_input: bo
     mlmodel.user_defined_metadata[METADATA_KEY] = meta.to_json()
 
 
-def _save_atomically(mlmodel, path: Path, overwrite: bool) -> Path:
+def _save_atomically(mlmodel, path: Path, force: bool) -> Path:
     """Save into a temporary ``.mlpackage`` next to ``path``, then move it into place.
 
     A failure at any point removes the temporary package, so no partial package is ever
@@ -332,8 +333,8 @@ def _save_atomically(mlmodel, path: Path, overwrite: bool) -> Path:
         with _quiet_converter():
             mlmodel.save(str(staged))
         if path.exists() or path.is_symlink():
-            if not overwrite:
-                raise ArtifactExistsError(f"{path} appeared while exporting; pass overwrite=True to replace it")
+            if not force:
+                raise ArtifactExistsError(f"{path} appeared while exporting; pass force=True (--force) to replace it")
             aside = scratch / f"old-{path.name}"
             os.replace(path, aside)
             try:

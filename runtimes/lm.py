@@ -9,6 +9,7 @@ numpy arrays) and, for runtimes that keep the state themselves (OpenVINO), :meth
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ class LMContextError(StarEdgeError):
     """A step would go past the artifact's fixed maximum context."""
 
 
-class LMStepper:
+class LMStepper(ABC):
     """One decode stream over an LM artifact (state, position); make one per stream.
 
     ``step(ids)`` feeds tokens at the current position and returns their logits
@@ -52,6 +53,7 @@ class LMStepper:
         self.state: list[np.ndarray] = []
 
     # ----------------------------------------------------------------- to implement
+    @abstractmethod
     def _run(self, ids: np.ndarray, position: int) -> np.ndarray:  # pragma: no cover - abstract
         """One graph call: ``ids`` int64 [1, T] at ``position``; updates ``self.state``;
         returns logits float32 [1, T, V]."""

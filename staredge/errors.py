@@ -66,3 +66,11 @@ class LimitError(ConfigError):
     The message names the limit (a module constant or an argument) and its value; the
     check runs before anything of that size is allocated. See docs/security.md.
     """
+
+
+class ExportError(StarEdgeError):
+    """A conversion failed; nothing was written for that format.
+
+    Every format's export error derives from it (``CoreMLExportError``...), so one
+    ``except ExportError`` catches them all. Re-exported by :mod:`staredge.exporters`.
+    """

@@ -337,7 +337,7 @@ def test_existing_package_is_not_overwritten(tmp_path):
     with pytest.raises(ArtifactExistsError):
         export_coreml(model, path, meta)
     assert (path / "keep.txt").read_text() == "old"
-    export_coreml(model, path, meta, overwrite=True)
+    export_coreml(model, path, meta, force=True)
     assert not (path / "keep.txt").exists() and (path / "Manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.mlpackage"]
 

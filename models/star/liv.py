@@ -46,6 +46,7 @@ never modified in place: a step returns a new dict, so a state can be kept and r
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 import torch.nn as nn
@@ -150,7 +151,7 @@ class DiffLambda(nn.Module):
         return torch.exp((self.q1 * self.k1).sum()) - torch.exp((self.q2 * self.k2).sum()) + self.init_value
 
 
-class LIV(nn.Module):
+class LIV(nn.Module, ABC):
     """Base of every operator: ``forward`` is the parallel form, ``step`` the step form."""
 
     liv_class: int
@@ -165,10 +166,12 @@ class LIV(nn.Module):
         """Step form: ``x`` [B, T_new, d] at positions pos.., returns (y, new_state, exports)."""
         return self._mix(x, state, pos, shared or {})
 
+    @abstractmethod
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:  # pragma: no cover - abstract
         """The empty decode state (position 0)."""
         raise NotImplementedError
 
+    @abstractmethod
     def _mix(self, x, state, pos, shared):  # pragma: no cover - abstract
         raise NotImplementedError
 
