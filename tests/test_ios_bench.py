@@ -219,7 +219,7 @@ def test_ios_bundle_refuses_to_overwrite_a_manifest(tmp_path, capsys):
     assert not list(tmp_path.glob("*.mlpackage")), "nothing is exported before the check"
 
 
-def test_ios_bundle_exports_a_validated_package_and_its_manifest(tmp_path, swift_cli):
+def test_ios_bundle_exports_a_validated_package_and_its_manifest(tmp_path):
     pytest.importorskip("coremltools")
     out = tmp_path / "Models"
     assert main(["ios-bundle", "starnet_digits", "--out", str(out)]) == 0
@@ -229,13 +229,7 @@ def test_ios_bundle_exports_a_validated_package_and_its_manifest(tmp_path, swift
     assert entry["validated"] is True and entry["max_abs_diff"] < 1e-3
     assert entry["input_size"] == [3, 32, 32]
     assert entry["params_m"] == pytest.approx(0.415, abs=1e-3)
-    if swift_cli is None:
-        return
-    # the Swift reader lists what Python wrote (replay mode: no CoreML needed)
-    done = subprocess.run([swift_cli, "--replay", str(RECORDING), "--models", str(out), "--list"],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "model starnet_digits (star, fp32, image-classification): starnet_digits.mlpackage" in done.stdout
+    assert entry["rewrites"] == ["fuse_batchnorm"]
 
 
 # --------------------------------------------------------------------------- the Swift CLI
@@ -258,6 +252,7 @@ def swift_cli():
     return str(binary)
 
 
+@pytest.mark.slow  # builds the Swift tool (about a minute from a clean tree on 2 cores)
 def test_swift_cli_replay_results_match_python_and_merge(tmp_path, swift_cli):
     if swift_cli is None:
         pytest.skip("Swift is not installed here (CI has it at /opt/swift)")
@@ -287,6 +282,26 @@ def test_swift_cli_replay_results_match_python_and_merge(tmp_path, swift_cli):
     assert bad.returncode == 2 and "cannot drop 10 lowest and 10 highest of 20" in bad.stderr
 
 
+@pytest.mark.slow
+def test_swift_cli_reads_the_manifest_python_writes(tmp_path, swift_cli):
+    if swift_cli is None:
+        pytest.skip("Swift is not installed here (CI has it at /opt/swift)")
+    entries = [_example_entry("starnet_s1", 2.8692, 421.88, 2.1e-05, 1),
+               _example_entry("efficientformerv2_s0", 3.551, 395.9, 3e-05, 2)]
+    ios_bundle.write_manifest(tmp_path, ios_bundle.build_manifest(
+        entries, rewrite="none", created_utc="2026-12-01T00:00:00Z", staredge_version="0.1.0"))
+    done = subprocess.run([swift_cli, "--replay", str(RECORDING), "--models", str(tmp_path), "--list"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "model starnet_s1 (star, fp32, image-classification): starnet_s1.mlpackage" in done.stdout
+    assert "model efficientformerv2_s0 (star, fp32, image-classification): efficientformerv2_s0.mlpackage" in done.stdout
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema": "staredge-ios-bundle", "schema_version": 9, "models": []}))
+    newer = subprocess.run([swift_cli, "--replay", str(RECORDING), "--models", str(tmp_path), "--list"],
+                           capture_output=True, text=True, timeout=60)
+    assert newer.returncode == 2 and "update the app" in newer.stderr
+
+
+@pytest.mark.slow
 def test_swift_cli_without_coreml_says_what_to_do(swift_cli, tmp_path):
     if swift_cli is None:
         pytest.skip("Swift is not installed here (CI has it at /opt/swift)")
