@@ -2,7 +2,7 @@
 
 ``torch.onnx.export`` defaults to the dynamo exporter in torch 2.13, which needs
 ``onnxscript`` (not a dependency); the TorchScript path (``dynamo=False``) exports every
-zoo model and matches PyTorch to ~1e-6 in ONNX Runtime (shared/notes/platform.md).
+zoo model and matches PyTorch in ONNX Runtime (per-model differences: docs/exports.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """OpenVINO IR exporter (``.xml`` graph + ``.bin`` weights).
 
-``ov.save_model`` compresses weights to fp16 by default; fp32 artifacts pass
-``compress_to_fp16=False`` so that fp32 stays fp32 (shared/notes/platform.md).
+``ov.save_model`` compresses weights to fp16 by default (its ``compress_to_fp16``
+argument); fp32 artifacts pass ``compress_to_fp16=False`` so that fp32 stays fp32.
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ loader calls automatically; it also resizes the attention biases (bicubic) when 
 trained at one resolution is loaded into a model built for another.
 
 Variant configs (widths, depths, per-block expansion ratios, attention blocks in stages 3
-and 4) are seed 004 Table 8. Table 8 lists the stage-3/4 ratios of S1, S2 and L as counts
-("4 (x5), 3 (x4)"); the per-block order used here is the official release's, which has
-exactly those counts and is what the checkpoints' shapes require.
+and 4) are from the EfficientFormerV2 paper, supplementary Table 8. Table 8 lists the
+stage-3/4 ratios of S1, S2 and L as counts ("4 (x5), 3 (x4)"); the per-block order used
+here is the official release's, which has exactly those counts and is what the
+checkpoints' shapes require.
 """
 
 from __future__ import annotations
@@ -655,7 +656,7 @@ def _timm_to_official(sd: dict[str, torch.Tensor], model: EfficientFormerV2) -> 
 
 
 # ---------------------------------------------------------------------------------------
-# Variants (seed 004 Table 8) and registration
+# Variants (EfficientFormerV2 paper, supplementary Table 8) and registration
 # ---------------------------------------------------------------------------------------
 
 _VARIANTS: dict[str, dict] = {
@@ -697,16 +698,17 @@ _VARIANTS: dict[str, dict] = {
 # params_convention="no_bn" makes `staredge models` show our count without BN, and each
 # note repeats it (tests/test_efficientformer_v2.py checks these figures against the model).
 _NOTE = "paper params exclude BN: ours w/o BN {}M ({}); MACs: both heads + attention matmuls, no BN"
-_SOURCE = "EfficientFormerV2 paper Table 2; seed 004 Tables 2/8"
+_SOURCE = "EfficientFormerV2 paper Table 2; supplementary Tables 2/8"
 
-# Params (M), MACs (M), ImageNet-1k top-1 (distilled, 300 epochs; S0 also in seed 004
-# Table 6, S1 in Table 3; S2 and L from the main paper). The released *_450.pth weights
-# were trained for 450 epochs (S1: 79.7, seed 004 Table 3).
+# Params (M), MACs (M), ImageNet-1k top-1 (distilled, 300 epochs; S0 also in the
+# EfficientFormerV2 supplementary material, Table 6, S1 in its Table 3; S2 and L from the main
+# paper). The released *_450.pth weights were trained for 450 epochs (S1: 79.7, supplementary
+# Table 3).
 _PAPER = {
     "s0": PaperFigures(3.5, 400, 75.7, _SOURCE, _NOTE.format("3.551", "+1.5%"), params_convention="no_bn"),
     "s1": PaperFigures(6.1, 650, 79.0, _SOURCE, _NOTE.format("6.115", "+0.2%"), params_convention="no_bn"),
     "s2": PaperFigures(12.6, 1250, 81.6, _SOURCE, _NOTE.format("12.588", "-0.1%"), params_convention="no_bn"),
-    "l": PaperFigures(26.1, 2560, 83.3, "EfficientFormerV2 paper Table 2; seed 004 Table 8",
+    "l": PaperFigures(26.1, 2560, 83.3, "EfficientFormerV2 paper Table 2; supplementary Table 8",
                       _NOTE.format("26.126", "+0.1%"), params_convention="no_bn"),
 }
 

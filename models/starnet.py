@@ -142,7 +142,8 @@ class StarNet(nn.Module):
         return InferenceFolds(conv_bn=pairs, pooled_norm="norm", heads=("head",))
 
 
-# name, base width, depths, mlp ratio, paper figures (seed 001 Table 5/6, seed 000 Tables 13/14)
+# name, base width, depths, mlp ratio, paper figures (StarNet paper, Tables 5/6; its supplementary
+# material, Tables 13/14)
 _VARIANTS = {
     "starnet_s1": (24, (2, 2, 8, 3), 4, PaperFigures(2.9, 425, 73.5, "StarNet Table 5/6")),
     "starnet_s2": (32, (1, 2, 6, 2), 4, PaperFigures(3.7, 547, 74.8, "StarNet Table 5/6")),

@@ -20,7 +20,7 @@ S0 = "efficientformerv2_s0"
 VARIANTS = ["efficientformerv2_s0", "efficientformerv2_s1", "efficientformerv2_s2", "efficientformerv2_l"]
 SLOW = {"efficientformerv2_s2", "efficientformerv2_l"}
 
-# Seed 004 Table 8, written out: stem width (second stem conv = widths[0]), stage widths,
+# EfficientFormerV2 paper, supplementary Table 8, written out: stem width (second stem conv = widths[0]), stage widths,
 # depths, per-stage count of blocks with expansion ratio 4 and 3, attention blocks (MHSA N)
 # in stages 3 and 4.
 TABLE8 = {

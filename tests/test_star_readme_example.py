@@ -1,4 +1,4 @@
-"""The usage example of the ``star-backbone`` README (seed 003) runs as written.
+"""The usage example of the ``star-backbone`` package README runs as written.
 
 The snippet below is copied verbatim from the README. It imports from ``star`` (the
 third-party package name); our implementation lives in ``staredge.models.star``, so the test

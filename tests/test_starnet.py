@@ -189,7 +189,8 @@ def test_s4_is_the_mac_outlier():
 
 
 def test_profile_s1_conv_linear_macs():
-    """Counting only conv and linear MACs gives 421.9M for S1 (protocols.md)."""
+    """Counting only conv and linear MACs gives 421.9M for S1 (the StarNet paper, Table 6, reports 425M:
+    its counter also counts a few other ops)."""
     from staredge import profile
 
     assert round(profile("starnet_s1").macs_m, 1) == 421.9

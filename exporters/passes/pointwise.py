@@ -1,9 +1,9 @@
 """Pointwise conv → Linear (the ``pointwise_conv_to_linear`` pass) and permute simplification.
 
 Every 1x1, stride-1, ungrouped conv becomes ``permute → Linear → permute`` (the rewrite the
-StarNet authors used for their GPU latency figures: StarNet paper, supplementary Section A.3); back-to-back
-permutes then cancel and permutes sink through element-wise ops, so that a run of pointwise
-ops (StarNet's ``f1``/``f2``/act/star/``g``) stays channels-last (NHWC).
+StarNet authors used for their GPU latency figures: StarNet paper, supplementary Section
+A.3); back-to-back permutes then cancel and permutes sink through element-wise ops, so that
+a run of pointwise ops (StarNet's ``f1``/``f2``/act/star/``g``) stays channels-last (NHWC).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every concrete choice the STAR paper leaves open, in one place.
 
-The STAR paper (seed 002, Appendix A.6) names the LIV classes and their operator genomes but
+The STAR paper ("STAR: Synthesis of Tailored Architectures", Appendix A.6) names the LIV classes and their operator genomes but
 not head sizes, kernel lengths, state sizes, initialisation or the meaning of each sharing
 strategy value. Our answers live here so that the docs (docs/star-lm.md) can cite them and
 so that they can be changed in one place. The operator table built from these values is in

@@ -1,5 +1,5 @@
 """Per-class operator configuration: the ``LIVConfig`` / structure enums users know from the
-``star-backbone`` README (seed 003), checked against the paper's operator genomes and
+``star-backbone`` package README (the STAR reference implementation), checked against the paper's operator genomes and
 resolved into concrete sizes (heads, state size, kernel lengths) for one model width."""
 
 from __future__ import annotations

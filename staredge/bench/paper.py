@@ -2,8 +2,8 @@
 
 Params, MACs and top-1 come from the model registry (``PaperFigures``); only the
 latencies live here, because they belong to a platform, not to a model. Sources: StarNet
-paper (seed 001) Table 6 and Table 8, StarNet supplement (seed 000) Tables 13/14,
-EfficientFormerV2 (seed 004 and its main paper). See docs/benchmarks.md.
+paper, Tables 6 and 8, and its supplementary material, Tables 13/14; EfficientFormerV2
+paper and its supplementary material. See docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ PRESETS: dict[str, Protocol] = {
             threads=4,
             warmup=50,
             iters=500,
-            source="StarNet supp. (seed 000) A.3; paper (seed 001) Table 6",
+            source="StarNet paper, Table 6 and supplementary Section A.3",
         ),
         Protocol(
             name="paper-gpu",
@@ -134,7 +134,7 @@ PRESETS: dict[str, Protocol] = {
             warmup=50,
             iters=500,
             rewrite="fuse_batchnorm,pointwise_conv_to_linear",
-            source="StarNet supp. (seed 000) A.3",
+            source="StarNet paper, supplementary Section A.3",
         ),
         Protocol(
             name="ios",
@@ -146,7 +146,7 @@ PRESETS: dict[str, Protocol] = {
             iters=500,
             repeats=3,
             reduce="last",
-            source="StarNet supp. (seed 000) A.3",
+            source="StarNet paper, supplementary Section A.3",
         ),
         Protocol(
             name="modelbench",
@@ -162,7 +162,7 @@ PRESETS: dict[str, Protocol] = {
             trim_low=10,
             trim_high=10,
             recreate_per_run=True,
-            source="MobileOne ModelBench app defaults (protocols.md)",
+            source="MobileOne ModelBench iOS app defaults (apple/ml-mobileone)",
         ),
     )
 }

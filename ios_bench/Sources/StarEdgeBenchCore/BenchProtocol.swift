@@ -45,7 +45,7 @@ public struct BenchProtocol: Equatable, Sendable {
     public static let modelBench = BenchProtocol(
         name: "modelbench",
         description: "MobileOne ModelBench: 20 rounds x 50 inferences, 1 warm-up per round, 10 lowest and 10 highest dropped",
-        source: "MobileOne ModelBench app defaults (protocols.md)",
+        source: "MobileOne ModelBench iOS app defaults (apple/ml-mobileone)",
         warmup: 1, iters: 50, repeats: 20, reduce: .mean, statistic: .trimmedMean,
         trimLow: 10, trimHigh: 10, recreatePerRun: true)
 
@@ -54,7 +54,7 @@ public struct BenchProtocol: Equatable, Sendable {
     public static let paperIPhone = BenchProtocol(
         name: "ios",
         description: "StarNet iOS practice: the whole measurement run three times, the last run reported",
-        source: "StarNet supp. (seed 000) A.3",
+        source: "StarNet paper, supplementary Section A.3",
         warmup: 50, iters: 500, repeats: 3, reduce: .last, statistic: .mean)
 
     /// The presets by name, in the order the app and the CLI list them.
