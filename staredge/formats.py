@@ -76,6 +76,9 @@ class FormatSpec:
     resizable_batch: bool = False
     validation_options: tuple[tuple[str, Any], ...] = ()
     tasks: tuple[str, ...] = (IMAGE_CLASSIFICATION,)
+    #: What ``--rewrite auto`` applies. Fuse only for every format: pointwise conv → Linear
+    #: was not faster on any CPU runtime in every run (StarNet-S1 and EfficientFormerV2-S0;
+    #: the measurements are in docs/benchmarks.md, "--rewrite auto", and docs/exports.md).
     default_passes: tuple[str, ...] = ("fuse_batchnorm",)
 
     @property
