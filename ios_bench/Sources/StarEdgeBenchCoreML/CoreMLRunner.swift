@@ -43,8 +43,10 @@ public final class CoreMLProvider: RunnerProvider {
 
     public init(folder: URL, cacheFolder: URL? = nil) {
         self.folder = folder
-        self.cacheFolder = cacheFolder
-            ?? FileManager.default.temporaryDirectory.appendingPathComponent("StarEdgeBench-compiled", isDirectory: true)
+        // one folder per provider: two processes (or two models folders) never share a compiled model
+        self.cacheFolder = (cacheFolder
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("StarEdgeBench-compiled", isDirectory: true))
+            .appendingPathComponent(UUID().uuidString, isDirectory: true)
     }
 
     /// "CoreML, iOS 18.1" (the OS version is the CoreML version that matters).
@@ -77,7 +79,11 @@ public final class CoreMLProvider: RunnerProvider {
             try fm.createDirectory(at: cacheFolder, withIntermediateDirectories: true)
             let target = cacheFolder.appendingPathComponent((model.package as NSString).deletingPathExtension + ".mlmodelc")
             if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }
-            try fm.moveItem(at: temporary, to: target)
+            if temporary.standardizedFileURL == source.standardizedFileURL {
+                try fm.copyItem(at: temporary, to: target)  // never move the bundled package itself
+            } else {
+                try fm.moveItem(at: temporary, to: target)
+            }
             compiled[model.package] = target
             return target
         } catch {
