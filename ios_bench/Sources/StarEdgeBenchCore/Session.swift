@@ -70,6 +70,11 @@ public struct BenchSession {
                 if case .invalidProtocol = error { throw error }
                 result.status = "unavailable"
                 result.error = error.description
+            } catch {
+                result = BenchResultRecord(model: model.name, backend: unit.backend, machine: machineId, proto: protoId, measuredUTC: now())
+                result.device = unit.device
+                result.status = "error"
+                result.error = String(describing: error)
             }
             if model.isLanguageModel {
                 // latency is per decoded token: add the throughput readers look for

@@ -63,6 +63,28 @@ final class DocumentTests: XCTestCase {
         XCTAssertEqual(results[0]["params_m"], .double(2.8692))
     }
 
+    func testASessionRecordsWhatCouldNotRunAndGoesOn() throws {
+        struct Failing: Error, CustomStringConvertible { var description: String { "disk on fire" } }
+        final class Provider: RunnerProvider {
+            var runtimeVersion: String? { "test" }
+            func factory(for model: BundledModel, units: ComputeUnits) throws -> RunnerFactory {
+                if units == .cpuOnly { throw Failing() }
+                if units == .cpuAndGPU { throw BenchError.unsupported("no GPU here") }
+                return replayFactory([1, 2, 3]).0
+            }
+        }
+        let session = BenchSession(tool: "t", machine: MachineInfo(label: "x", os: "y", hardware: "z", arch: "a"),
+                                   proto: try BenchProtocol.paperIPhone.withOverrides(warmup: 0, iters: 3, repeats: 1),
+                                   now: { "2026-12-01T00:00:00Z" })
+        let doc = try session.run(models: [BundledModel(name: "m", package: "m.mlpackage")],
+                                  units: [.cpuOnly, .cpuAndGPU, .all], provider: Provider())
+        XCTAssertEqual(doc.results.map(\.status), ["error", "unavailable", "ok"])
+        XCTAssertEqual(doc.results.map(\.error), ["disk on fire", "no GPU here", nil])
+        XCTAssertEqual(doc.results[2].runtimeVersion, "test")
+        XCTAssertTrue(doc.complete)
+        XCTAssertEqual(doc.protocols.map(\.0), ["ios[iters=3,repeats=1,warmup=0]"])
+    }
+
     func testResultsMustReferToKnownIds() {
         var doc = BenchDocument(tool: "t", createdUTC: "2026-12-01T00:00:00Z")
         doc.results.append(BenchResultRecord(model: "m", backend: "coreml:all", machine: "nowhere", proto: "ios", measuredUTC: ""))
