@@ -219,6 +219,12 @@ def test_ios_bundle_refuses_to_overwrite_a_manifest(tmp_path, capsys):
     assert not list(tmp_path.glob("*.mlpackage")), "nothing is exported before the check"
 
 
+def test_ios_bundle_checks_every_name_before_exporting(tmp_path, capsys):
+    assert main(["ios-bundle", "starnet_digits", "no_such_model", "--out", str(tmp_path)]) == 2
+    assert "no_such_model" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing was exported"
+
+
 def test_ios_bundle_exports_a_validated_package_and_its_manifest(tmp_path):
     pytest.importorskip("coremltools")
     out = tmp_path / "Models"

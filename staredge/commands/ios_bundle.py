@@ -188,6 +188,10 @@ def bundle(
     names = list(dict.fromkeys(str(m) for m in models))
     if not names:
         raise ConfigError("name at least one model to bundle (see `staredge models`)")
+    from staredge.models import get_entry
+
+    for name in names:  # every name is checked before anything is exported
+        get_entry(name)
     folder = Path(out)
     target = folder / MANIFEST_NAME
     if target.exists() and not force:
