@@ -90,10 +90,9 @@ def load_backend(
             )
         name = select_backend(path_or_module, backend)
     spec = RUNTIMES[name]
-    reason = spec.missing_reason()
-    if reason:
-        raise MissingDependencyError(f"the {name} backend: {reason}")
-    cls = spec.backend_class()
+    cls = spec.backend_class()  # backend modules import their runtime package only in load()
+    if not cls.is_available():
+        raise MissingDependencyError(f"the {name} backend: {spec.install_hint()}")
     return cls(path_or_module, device=device, threads=threads, **options)
 
 

@@ -16,12 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from staredge.errors import ConfigError, DeviceError, StarEdgeError  # noqa: F401 - DeviceError re-exported
+from staredge.errors import ArtifactError, ConfigError, DeviceError, StarEdgeError  # noqa: F401 - re-exported
 from staredge.metadata import ArtifactMetadata, read_metadata
-
-
-class ArtifactError(StarEdgeError):
-    """An artifact cannot be loaded: missing, truncated, corrupt or not what its suffix says."""
 
 
 class InputShapeError(StarEdgeError, ValueError):

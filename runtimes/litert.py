@@ -76,7 +76,7 @@ class LiteRtBackend(Backend):
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(
-                f"LiteRT cannot load {self.path}: it is truncated, corrupt or not a TFLite model "
+                f"LiteRT cannot load {self.path}: it is damaged, truncated or not a TFLite model "
                 f"({str(exc).splitlines()[0][:300]}). Re-export it with `staredge export`"
             ) from exc
         self._metadata = self.read_artifact_metadata(self.path)

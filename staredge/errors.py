@@ -74,3 +74,7 @@ class ExportError(StarEdgeError):
     Every format's export error derives from it (``CoreMLExportError``...), so one
     ``except ExportError`` catches them all. Re-exported by :mod:`staredge.exporters`.
     """
+
+
+class ArtifactError(StarEdgeError):
+    """An artifact cannot be loaded: missing, truncated, corrupt or not what its suffix says."""

@@ -143,14 +143,16 @@ class RuntimeSpec:
         """Whether one of the runtime's packages can be imported here."""
         return any(_importable(m) for m in self.modules)
 
-    def missing_reason(self) -> str | None:
-        """None when the runtime is installed, else what to install."""
-        if self.available():
-            return None
+    def install_hint(self) -> str:
+        """What the runtime needs and how to install it."""
         return (
             f"{self.title} needs the Python package '{self.modules[0].split('.')[0]}', which is not installed. "
             f"Install it with: pip install -c constraints.txt 'staredge[{self.extra}]'"
         )
+
+    def missing_reason(self) -> str | None:
+        """None when the runtime is installed, else what to install."""
+        return None if self.available() else self.install_hint()
 
     def timing_refusal(self) -> str | None:
         """Why timings of this runtime would mean nothing here, or None."""
@@ -342,8 +344,8 @@ def detect_format(path: str | os.PathLike) -> FormatSpec:
                 if len(xmls) == 1:
                     return spec
         raise MetadataError(
-            f"{p} is a directory but no known artifact folder (a CoreML .mlpackage holds Manifest.json; "
-            f"an OpenVINO IR folder holds one .xml with its .bin); point at the artifact file itself"
+            f"{p} is a directory but neither a CoreML .mlpackage (no Manifest.json) nor an OpenVINO IR "
+            f"folder (one .xml with its .bin); point at the artifact file itself"
         )
     suffix = p.suffix.lower()
     for spec in FORMATS.values():

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from staredge._version import __version__
-from staredge.errors import StarEdgeError
+from staredge.errors import ArtifactError, StarEdgeError
 
 #: Key under which the JSON document is stored in every format.
 METADATA_KEY = "staredge"
@@ -91,6 +91,10 @@ class MetadataError(StarEdgeError):
     """An artifact has no StarEdge metadata, or it cannot be parsed."""
 
 
+class DamagedArtifactError(MetadataError, ArtifactError):
+    """The artifact's metadata slot cannot be read: the file is truncated or corrupt."""
+
+
 def detect_format(path) -> str:
     """The artifact format name of ``path`` ("onnx", "openvino", "tflite", "coreml", "pytorch").
 
@@ -128,9 +132,15 @@ def read_metadata(path, fmt: str | None = None) -> ArtifactMetadata:
     except MetadataError:
         raise
     except (OSError, ValueError, IndexError, KeyError) as exc:
-        raise MetadataError(
-            f"cannot read the metadata of {p} ({spec.name}): the file is damaged or truncated ({exc})"
+        raise DamagedArtifactError(
+            f"cannot read the metadata of {p} ({spec.name}): the file is damaged or truncated ({exc}); "
+            f"re-export it with `staredge export`"
         ) from exc
+    if (text is None or text == "") and not spec.exportable:
+        raise MetadataError(
+            f"{p} is a {spec.title} without StarEdge metadata; StarEdge metadata is read from exported "
+            f"artifacts only (and from safetensors files whose header carries it)"
+        )
     if text is None or text == "":
         raise MetadataError(
             f"{p} carries no StarEdge metadata (key '{METADATA_KEY}'); it was not exported by StarEdge. "

@@ -45,12 +45,14 @@ def test_every_package_folder_is_listed():
 
 def test_torch_pinned_and_constraints():
     deps = _pyproject()["project"]["dependencies"]
-    assert "torch==2.13.0" in deps
+    extras = _pyproject()["project"]["optional-dependencies"]
+    # torch is the `torch` extra (inference needs none), pinned there and in constraints.txt
+    assert "torch==2.13.0" in extras["torch"] and not any(d.startswith("torch") for d in deps)
+    assert "torch" in extras["all"][0]
     assert not any(d.startswith(("torchvision", "timm")) for d in deps)
     cons = (ROOT / "constraints.txt").read_text()
     assert "torch==2.13.0" in cons and "numpy>=2,<2.4" in cons
-    extras = _pyproject()["project"]["optional-dependencies"]
-    assert {"onnx", "openvino", "tflite", "coreml", "gpu", "all", "dev"} <= set(extras)
+    assert {"torch", "onnx", "openvino", "tflite", "coreml", "gpu", "all", "dev"} <= set(extras)
 
 
 def test_generic_names_not_importable_from_elsewhere(tmp_path):
