@@ -64,6 +64,112 @@ class ContextLengthError(StarEdgeError, ValueError):
 
 
 # --------------------------------------------------------------------------------------
+# Argument validation (every check runs when stream() is called, before any work)
+# --------------------------------------------------------------------------------------
+
+#: Limits on what a caller may ask of :func:`stream` (docs/security.md). The prompt limit
+#: is checked before it is encoded; longer prompts are refused even with truncate="left".
+MAX_PROMPT_BYTES = 1 << 24
+MAX_NEW_TOKENS = 1 << 20
+MAX_STOP_STRINGS = 256
+MAX_STOP_CHARS = 1024
+#: Seeds are unsigned 63-bit integers (what a torch.Generator takes).
+MAX_SEED = 2**63 - 1
+
+
+def _is_int(v: Any) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _show(v: Any, limit: int = 60) -> str:
+    try:
+        text = repr(v)
+    except ValueError:  # an int over Python's int-string limit
+        return f"a {type(v).__name__} too large to print"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def validate_stream_args(prompt: Any, max_new_tokens: Any, seed: Any, stop: Any, add_bos: Any = True,
+                         prefill_chunk: Any = DEFAULT_PREFILL_CHUNK) -> None:
+    """Raise :class:`~staredge.errors.ConfigError` (or :class:`~staredge.errors.LimitError`) for
+    arguments :func:`stream` cannot use, with what to pass instead: a prompt that is not text,
+    bytes or token ids (None, a list of strings, a lone surrogate, ids that are not integers),
+    a seed that is not an integer in 0..2**63-1, ``stop`` given as bytes, lengths of the wrong
+    type or over :data:`MAX_PROMPT_BYTES` / :data:`MAX_NEW_TOKENS` / :data:`MAX_STOP_STRINGS`."""
+    from staredge.errors import LimitError
+
+    if prompt is None:
+        raise ConfigError('prompt is None; pass text (e.g. "Once upon"), bytes, token ids, or "" for none')
+    if isinstance(prompt, str):
+        if len(prompt) > MAX_PROMPT_BYTES:
+            raise LimitError(f"the prompt is {len(prompt):,} characters, over the limit of {MAX_PROMPT_BYTES:,} "
+                             "(MAX_PROMPT_BYTES)")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = prompt[exc.start]
+            raise ConfigError(
+                f"the prompt holds a lone surrogate U+{ord(bad):04X} at character {exc.start}, which is not "
+                f"text and has no UTF-8 bytes; remove or replace it (s.encode('utf-8', 'replace').decode()), "
+                f"or pass the prompt as bytes") from None
+    elif isinstance(prompt, (bytes, bytearray, memoryview)):
+        if len(prompt) > MAX_PROMPT_BYTES:
+            raise LimitError(f"the prompt is {len(prompt):,} bytes, over the limit of {MAX_PROMPT_BYTES:,} "
+                             "(MAX_PROMPT_BYTES)")
+    elif isinstance(prompt, (list, tuple)) or (hasattr(prompt, "__len__") and hasattr(prompt, "__getitem__")
+                                               and not isinstance(prompt, dict)):
+        if len(prompt) > MAX_PROMPT_BYTES:
+            raise LimitError(f"the prompt is {len(prompt):,} token ids, over the limit of {MAX_PROMPT_BYTES:,} "
+                             "(MAX_PROMPT_BYTES)")
+        if any(isinstance(t, str) for t in prompt):
+            raise ConfigError('the prompt is a list of strings; pass one string ("".join(parts)) or a list '
+                              'of token ids (integers 0..258)')
+        ok = object()
+        wrong = next((t for t in prompt if not _is_int(t) and not (getattr(t, "ndim", None) == 0
+                                                                    and _is_int(t.item()))), ok)
+        if wrong is not ok:
+            raise ConfigError(f"prompt token ids must be integers 0..{VOCAB_SIZE - 1}, got {type(wrong).__name__} "
+                              f"{_show(wrong)}")
+    else:
+        raise ConfigError(f"prompt must be text, bytes or a list of token ids, got {type(prompt).__name__}")
+    if not _is_int(max_new_tokens):
+        raise ConfigError(f"max_new_tokens must be an integer >= 0, got {type(max_new_tokens).__name__} "
+                          f"{_show(max_new_tokens)}")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise LimitError(f"max_new_tokens is {_show(max_new_tokens)}, over the limit of {MAX_NEW_TOKENS:,} "
+                         "(MAX_NEW_TOKENS); generation also stops at the model's context")
+    if seed is not None:
+        if not _is_int(seed):
+            raise ConfigError(f"seed must be an integer 0..2**63-1 or None, got {type(seed).__name__} {_show(seed)}")
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in 0..2**63-1, got {_show(seed)}; reduce it, e.g. seed % 2**63")
+    if isinstance(stop, (bytes, bytearray, memoryview)):
+        raise ConfigError(f"stop is bytes ({_show(bytes(stop))}); pass a str (stop={_show(bytes(stop).decode('utf-8', 'replace'))}) "
+                          f"or token ids (stop=[{', '.join(map(str, bytes(stop)[:4]))}])")
+    if stop is not None and not isinstance(stop, (str, int)):
+        try:
+            items = list(stop)
+        except TypeError:
+            raise ConfigError(f"stop must be a string, a token id or a list of them, got {type(stop).__name__}") from None
+        if len(items) > MAX_STOP_STRINGS:
+            raise LimitError(f"{len(items)} stop entries, over the limit of {MAX_STOP_STRINGS} (MAX_STOP_STRINGS)")
+        for item in items:
+            if isinstance(item, (bytes, bytearray)):
+                raise ConfigError(f"stop entry {_show(item)} is bytes; pass it as a str")
+    for item in ([stop] if isinstance(stop, str) else list(stop) if isinstance(stop, (list, tuple)) else []):
+        if isinstance(item, str) and len(item) > MAX_STOP_CHARS:
+            raise LimitError(f"a stop string is {len(item):,} characters, over the limit of {MAX_STOP_CHARS} "
+                             "(MAX_STOP_CHARS)")
+    if not isinstance(add_bos, bool):
+        raise ConfigError(f"add_bos must be True or False, got {type(add_bos).__name__} {_show(add_bos)}")
+    if not _is_int(prefill_chunk):
+        raise ConfigError(f"prefill_chunk must be a positive integer, got {type(prefill_chunk).__name__} "
+                          f"{_show(prefill_chunk)}")
+
+
+# --------------------------------------------------------------------------------------
 # Tokenizer
 # --------------------------------------------------------------------------------------
 
@@ -425,6 +531,7 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
     A stream that reaches the end of the context stops with ``finish_reason == "context"``.
     Arguments are checked when this is called, not on the first ``next()``.
     """
+    validate_stream_args(prompt, max_new_tokens, seed, stop, add_bos, prefill_chunk)
     tokenizer = tokenizer or ByteTokenizer()
     config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:

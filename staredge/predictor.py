@@ -36,6 +36,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _check_predictor_args(batch_size: Any, max_pixels: Any) -> None:
+    """Raise :class:`ConfigError` for a ``batch_size`` or ``max_pixels`` of the wrong type or range."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        hint = f"; pass batch_size={int(batch_size)}" if isinstance(batch_size, str) and batch_size.isdigit() else ""
+        raise ConfigError(f"batch_size must be a positive integer, got {type(batch_size).__name__} {batch_size!r}{hint}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise ConfigError(f"max_pixels must be a positive integer or None (no limit), got {max_pixels!r}")
+
+
 class Predictor:
     """Classify images with an exported artifact (or a PyTorch checkpoint) on its runtime.
 
@@ -63,8 +74,7 @@ class Predictor:
         batch_size: int = 32,
         **options: Any,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        _check_predictor_args(batch_size, max_pixels)
         self.backend = load_backend(path, backend=backend, device=device, threads=threads, **options)
         self.metadata = self.backend.metadata
         self._preprocess_config: PreprocessConfig | None = None

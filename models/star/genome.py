@@ -289,9 +289,18 @@ def check_depth(depth) -> int:
     return check_int("depth", depth, 1, MAX_DEPTH, "MAX_DEPTH")
 
 
+def _show(v, limit: int = 40) -> str:
+    """``repr(v)`` cut to ``limit`` characters; safe for ints over Python's int-string limit."""
+    try:
+        text = repr(v)
+    except ValueError:
+        return f"<a {type(v).__name__} too large to print>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _gene(v, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "..."
+        shown = _show(v)
         raise GenomeError(f"{where}: genes must be integers, got {type(v).__name__} {shown}")
     if not -MAX_GENE_VALUE <= v <= MAX_GENE_VALUE:
         raise GenomeError(f"{where}: a gene value is over the limit of {MAX_GENE_VALUE:,} (MAX_GENE_VALUE); "
@@ -405,7 +414,7 @@ def parse_genome(genome, depth: int | None = None, repair: bool = False, seed: i
                     elif isinstance(item, Segment):
                         rows.append(list(item.as_tuple(True)))
                     elif isinstance(item, (list, tuple)):
-                        rows.append(_segment_from_ints(item, f"segment {k + 1} ({list(item)})"))
+                        rows.append(_segment_from_ints(item, f"segment {k + 1} ({_show(list(item))})"))
                     else:
                         raise GenomeError(f"segment {k + 1}: expected a list of ints or a string, got {type(item).__name__}")
         else:

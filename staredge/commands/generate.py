@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from staredge.errors import ConfigError
@@ -36,6 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _argv_prompt(prompt: str) -> str | bytes:
+    """The prompt as given on the command line: text, or its raw bytes when they are not
+    valid UTF-8 (Python hands such bytes over as lone surrogates, e.g. ``$'\\xff\\xfe'``)."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(prompt)  # the bytes the shell passed, byte for byte
+        except UnicodeEncodeError as exc:
+            raise ConfigError(f"the prompt holds characters that are not text (position {exc.start}); "
+                              "pass UTF-8 text") from None
+    return prompt
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, stream the continuation to stdout as it is generated."""
     from staredge.generation import load_lm
@@ -47,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             "staredge generate \"your prompt here\""
         )
     model_name, prompt = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    prompt = _argv_prompt(prompt)
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     import torch
@@ -59,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
         truncate=args.truncate,
     )
     out = sys.stdout
-    last = prompt if not args.no_echo else ""
+    shown = prompt if isinstance(prompt, str) else prompt.decode("utf-8", errors="replace")
+    last = shown if not args.no_echo else ""
     if not args.no_echo:
-        out.write(prompt)
+        out.write(shown)
         out.flush()
     try:
         for piece in text_stream:

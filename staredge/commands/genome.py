@@ -29,7 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the analysis table (or JSON)."""
     from staredge.models.star.analysis import analyze_genome
+    from staredge.models.star.config import MAX_DIM, check_int
+    from staredge.models.star.genome import check_depth
 
+    # every size is checked before the genome is tiled or any module is built
+    check_int("--dim", args.dim, 1, MAX_DIM, "MAX_DIM")
+    check_int("--seq-len", args.seq_len, 0)
+    check_int("--bytes-per-element", args.bytes_per_element, 1, 64)
+    if args.depth is not None:
+        check_depth(args.depth)
     report = analyze_genome(args.genome, args.dim, args.seq_len, args.bytes_per_element, depth=args.depth,
                             repair=args.repair)
     if args.json:
