@@ -164,6 +164,92 @@ def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | Non
     return path
 
 
+# ---------------------------------------------------------------------------------- TFLite
+
+#: TFLite ops the decode graph must not contain (XNNPACK cannot run them; see lm_export notes).
+TFLITE_FORBIDDEN_OPS = ("STABLEHLO_SCATTER", "SCATTER_ND")
+
+
+def tflite_name(name: str) -> str:
+    """Signature names cannot hold dots: ``past_key_values.2.key`` -> ``past_key_values_2_key``."""
+    return name.replace(".", "_")
+
+
+class _SignatureModule(torch.nn.Module):
+    """Keyword I/O for litert-torch signatures: ``input_ids``, ``position``, ``past_*`` in;
+    a dict ``logits``, ``present_*`` out (names with underscores)."""
+
+    def __init__(self, graph: LMDecodeGraph) -> None:
+        super().__init__()
+        self.decoder = graph  # not "graph": torch.fx reserves that attribute name
+
+    def forward(self, input_ids, position, **past):
+        spec = self.decoder.spec
+        out = self.decoder(input_ids, position, *[past[tflite_name(s.input_name)] for s in spec])
+        return {"logits": out[0], **{tflite_name(s.output_name): o for s, o in zip(spec, out[1:])}}
+
+    def sample(self, tokens: int) -> dict:
+        ex = self.decoder.example_inputs(tokens)
+        return {"input_ids": ex[0], "position": ex[1],
+                **{tflite_name(s.input_name): t for s, t in zip(self.decoder.spec, ex[2:])}}
+
+
+def export_lm_tflite(model, path: str | os.PathLike, *, max_context: int | None = None,
+                     prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True) -> Path:
+    """Write a ``.tflite`` with signatures ``decode`` (T = 1) and ``prefill`` (T = ``prefill_chunk``).
+
+    I/O names use underscores (``past_key_values_2_key``); ``input_ids`` and ``position`` stay
+    int64. The file is refused if the converter emitted a scatter op.
+    """
+    litert_torch = require("litert_torch", "tflite", "TFLite export")
+    from staredge.exporters.tflite import add_metadata
+
+    graph = as_graph(model, max_context)
+    chunk = _check_chunk(graph, prefill_chunk)
+    meta = lm_artifact_metadata(graph, "tflite", name, chunk, {"tflite": {
+        "signatures": {"decode": 1, **({"prefill": chunk} if chunk > 1 else {})},
+        "names": "dots replaced by underscores: input past_X -> " + tflite_name("past_X.y")}})
+    for s in meta.lm["state"]:
+        s["input"], s["output"] = tflite_name(s["input"]), tflite_name(s["output"])
+    module = _SignatureModule(graph).eval()
+    previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            conv = litert_torch.signature("decode", module, sample_kwargs=module.sample(1))
+            if chunk > 1:
+                conv = conv.signature("prefill", module, sample_kwargs=module.sample(chunk))
+            flat = bytes(conv.convert(enable_x64=True).model_content())
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"TFLite conversion of the decode graph of {meta.model} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if previous is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
+    bad = sorted(set(tflite_op_names(flat)) & set(TFLITE_FORBIDDEN_OPS))
+    if bad:
+        raise ExportError(f"the TFLite decode graph of {meta.model} contains {bad}, which XNNPACK cannot run; not written")
+    data = add_metadata(flat, METADATA_KEY, meta.to_json().encode("utf-8"))
+    return atomic_write_bytes(path, data, force=force)
+
+
+def tflite_op_names(flatbuffer: bytes) -> list[str]:
+    """Builtin op names used by a ``.tflite`` flatbuffer (custom ops by their custom code)."""
+    schema = require("ai_edge_litert.schema_py_generated", "tflite", "reading TFLite files")
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    out = []
+    for code in model.operatorCodes or []:
+        op = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if op == schema.BuiltinOperator.CUSTOM and code.customCode:
+            out.append(code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode))
+        else:
+            out.append(names.get(op, str(op)))
+    return out
+
+
 def _make_stateful(ov, ov_model, graph: LMDecodeGraph) -> None:
     """Turn every ``past_X`` parameter / ``present_X`` result pair into one variable named
     ``past_X`` (ReadValue initialised to zeros -> graph -> Assign).
@@ -198,4 +284,117 @@ def _make_stateful(ov, ov_model, graph: LMDecodeGraph) -> None:
     ov_model.validate_nodes_and_infer_types()
 
 
-__all__ = ["export_lm_onnx", "export_lm_openvino", "lm_artifact_metadata", "as_graph", "TEXT_GENERATION"]
+# ------------------------------------------------------------------------- orchestration
+
+#: LM formats in the order ``all`` exports them, and the file suffix of each.
+LM_FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
+#: Registry names of language models (besides saved-model paths).
+LM_NAMES = ("star_lm_pydoc", "transformer_pp", "striped_mamba")
+#: Width and depth of a baseline exported by name when none is given.
+BASELINE_DEFAULTS = {"dim": 128, "depth": 10}
+
+
+def is_lm_source(name_or_path) -> bool:
+    """Whether ``staredge export`` should treat this as a language model: a registry LM
+    name, a STARLanguageModel, or a saved STAR LM (``.json`` or its ``.safetensors``)."""
+    if isinstance(name_or_path, (STARLanguageModel, LMDecodeGraph)):
+        return True
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return False
+    text = str(name_or_path)
+    if text.lower() in LM_NAMES:
+        return True
+    p = Path(text)
+    stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+    cfg = stem.with_suffix(".json")
+    if cfg.is_file():
+        try:
+            import json
+
+            return json.loads(cfg.read_text("utf-8")).get("format") == "staredge-star-lm"
+        except (OSError, ValueError, AttributeError):
+            return False
+    return False
+
+
+def resolve_lm(name_or_path, dim: int | None = None, depth: int | None = None) -> tuple[STARLanguageModel, str]:
+    """(model, name) for a registry LM name, a saved STAR LM path, or a model."""
+    if isinstance(name_or_path, STARLanguageModel):
+        return name_or_path.eval(), getattr(name_or_path, "staredge_name", "star_lm")
+    text = str(name_or_path)
+    key = text.lower()
+    if key in ("transformer_pp", "striped_mamba"):
+        from staredge.models.star import BASELINES
+
+        d = int(dim or BASELINE_DEFAULTS["dim"])
+        n = int(depth or BASELINE_DEFAULTS["depth"])
+        torch.manual_seed(0)
+        model = STARLanguageModel(d, n, BASELINES[key](d, n)).eval()
+        return model, f"{key}_d{d}_n{n}"
+    from staredge.generation import load_lm
+
+    lm = load_lm(text)
+    return lm.model.eval(), lm.name
+
+
+def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context: int | None = None,
+              prefill_chunk: int = DEFAULT_PREFILL_CHUNK, validate: bool = True, force: bool = False,
+              dim: int | None = None, depth: int | None = None, progress=None) -> list[dict[str, Any]]:
+    """Export a STAR LM to each of ``formats`` under ``out_dir`` and validate each artifact
+    through its runtime (:func:`staredge.exporters.lm_validate.validate_lm`).
+
+    Returns one dict per format: format, path, size_bytes, export_s, state_bytes,
+    analysis_state_bytes, validation (numbers), passed, error. A format that fails records
+    its error and the others go on. An existing artifact raises ``ArtifactExistsError``
+    unless ``force``.
+    """
+    import time
+
+    from staredge.errors import ArtifactExistsError
+    from staredge.exporters.lm_validate import validate_lm
+    from staredge.models.star.analysis import analyze_genome
+    from staredge.runtimes.lm import load_lm_artifact
+
+    model, name = resolve_lm(model_or_name, dim, depth)
+    unknown = [f for f in formats if f not in LM_FORMATS]
+    if unknown:
+        raise ConfigError(f"language models export to {', '.join(LM_FORMATS)}; not to {', '.join(unknown)}")
+    graph = LMDecodeGraph(model, max_context)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}_ctx{graph.max_context}"
+    analysis = analyze_genome(model.genome, model.dim, graph.max_context, bytes_per_element=4,
+                              configs=model.backbone.configs).total_cache_bytes
+    writers = {"onnx": export_lm_onnx, "openvino": export_lm_openvino, "tflite": export_lm_tflite}
+    results = []
+    for fmt in formats:
+        path = out / f"{stem}{LM_FORMATS[fmt]}"
+        if path.exists() and not force:
+            raise ArtifactExistsError(f"{path} exists; pass force=True (or --force) to replace it")
+        row: dict[str, Any] = {"format": fmt, "path": str(path), "model": name, "max_context": graph.max_context,
+                               "prefill_chunk": prefill_chunk, "state_bytes": sum(s.nbytes for s in graph.spec),
+                               "analysis_state_bytes": analysis, "passed": None, "error": None}
+        if progress:
+            progress(fmt, "export")
+        start = time.perf_counter()
+        try:
+            writers[fmt](graph, path, max_context=graph.max_context, prefill_chunk=prefill_chunk, name=name)
+        except Exception as exc:  # noqa: BLE001 - recorded, the other formats go on
+            row.update(path=None, error=f"{type(exc).__name__}: {exc}", passed=False)
+            results.append(row)
+            continue
+        row["export_s"] = round(time.perf_counter() - start, 2)
+        row["size_bytes"] = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
+        if validate:
+            if progress:
+                progress(fmt, "validate")
+            try:
+                row["validation"] = validate_lm(load_lm_artifact(path), model)
+                row["passed"] = row["validation"]["passed"]
+            except Exception as exc:  # noqa: BLE001
+                row.update(error=f"validation failed to run: {type(exc).__name__}: {exc}", passed=False)
+        results.append(row)
+    return results
+
+
+__all__ = ["export_lm", "resolve_lm", "is_lm_source", "LM_FORMATS", "LM_NAMES", "export_lm_onnx", "export_lm_openvino", "export_lm_tflite", "tflite_op_names", "tflite_name", "lm_artifact_metadata", "as_graph", "TEXT_GENERATION"]

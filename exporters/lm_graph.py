@@ -321,25 +321,30 @@ class LMDecodeGraph(nn.Module):
             new[name] = kv[g]
         k, v = kv["k"], kv["v"]
         rep = s.heads // s.kv_heads
-        if rep > 1:
-            mctx = k.shape[2]
-            k = k[:, :, None].expand(b, s.kv_heads, rep, mctx, s.head_dim).reshape(b, s.heads, mctx, s.head_dim)
-            v = v[:, :, None].expand(b, s.kv_heads, rep, mctx, s.head_dim).reshape(b, s.heads, mctx, s.head_dim)
+        # Grouped-query heads: the `rep` query heads of one K/V head are stacked along the
+        # token axis ([B, kv, rep*T, D]) so K/V are never repeated (head h reads K/V head
+        # h // rep, as repeat_interleave does in the model). No broadcast/expand of K/V: the
+        # TFLite lowering of expand+reshape produced wrong values here.
+        q = q.reshape(b, s.kv_heads, rep * t, s.head_dim)
         cols = torch.arange(k.shape[2], device=x.device, dtype=torch.int64)
         allowed = cols[None, :] <= pos[:, None]  # [T, M]
 
         def probs(qq, kk):
-            sc = (qq @ kk.transpose(-1, -2)) * (qq.shape[-1] ** -0.5)
+            sc = (qq @ kk.transpose(-1, -2)) * (qq.shape[-1] ** -0.5)  # [B, kv, rep*T, M]
+            sc = sc.reshape(b, s.kv_heads, rep, t, sc.shape[-1])
             sc = torch.where(allowed, sc, torch.full_like(sc, float("-inf")))
-            return torch.softmax(sc, dim=-1)
+            return torch.softmax(sc, dim=-1).reshape(b, s.kv_heads, rep * t, -1)
 
         if liv.differential:
             half = s.head_dim // 2
             lam = liv.lam()
             pr = probs(q[..., :half], k[..., :half]) - lam * probs(q[..., half:], k[..., half:])
-            o = liv.sub_norm(pr @ v) * (1.0 - liv.lam.init_value)
+            o = pr @ v
         else:
             o = probs(q, k) @ v
+        o = o.reshape(b, s.heads, t, s.head_dim)
+        if liv.differential:
+            o = liv.sub_norm(o) * (1.0 - liv.lam.init_value)
         y = liv.out(o.transpose(1, 2).reshape(b, -1, s.heads * s.head_dim))
         return y, new, kv
 

@@ -68,6 +68,7 @@ class Backend(ABC):
         self.device = "cpu"
         self._metadata: ArtifactMetadata | None = None
         self.load()
+        self.check_graph_input()
 
     @classmethod
     def spec(cls):
@@ -91,7 +92,29 @@ class Backend(ABC):
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         """Run one validated, contiguous float32 NCHW batch."""
 
+    def graph_input_shape(self) -> tuple[int | None, ...] | None:
+        """The input shape the loaded graph itself declares (None for a dynamic axis), or
+        None when the runtime cannot tell. Backends that can tell override this."""
+        return None
+
     # -- shared behaviour -------------------------------------------------------------
+
+    def check_graph_input(self) -> None:
+        """Raise :class:`ArtifactError` at load time when the metadata's ``input_size`` is not
+        the graph's own input shape (metadata that lies, or was copied from another model),
+        instead of a runtime's raw error at the first call."""
+        graph = self.graph_input_shape()
+        if graph is None or self.metadata.task != "image-classification":
+            return
+        dims = list(graph)
+        if self.metadata.input_layout.upper() == "NHWC" and len(dims) == 4:
+            dims = [dims[0], dims[3], dims[1], dims[2]]
+        want = [int(v) for v in self.metadata.input_size]
+        if len(dims) != len(want) + 1 or any(d is not None and d != w for d, w in zip(dims[1:], want)):
+            shown = "(" + ", ".join("?" if d is None else str(d) for d in graph) + ")"
+            raise ArtifactError(
+                f"{self.path}: its metadata says input_size {want} but the graph takes input shape {shown}; "
+                f"the metadata was edited or belongs to another model. Re-export it with `staredge export`")
 
     def read_artifact_metadata(self, path: Path) -> ArtifactMetadata:
         """The artifact's embedded metadata, through the one set of readers in

@@ -86,6 +86,12 @@ class LiteRtBackend(Backend):
         self._outputs = self.interpreter.get_output_details()
         self.device = "cpu"
 
+    def graph_input_shape(self) -> tuple[int | None, ...]:
+        """The interpreter's input shape (``shape_signature``: -1 marks a dynamic axis)."""
+        sig = self._input.get("shape_signature")
+        dims = sig if sig is not None and len(sig) else self._input["shape"]
+        return tuple(int(d) if int(d) > 0 else None for d in dims)
+
     @property
     def supports_batch(self) -> bool:
         """False: the interpreter's tensors are allocated for the exported (batch-1) shape."""

@@ -172,6 +172,10 @@ class OnnxRuntimeBackend(Backend):
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
+    def graph_input_shape(self) -> tuple[int | None, ...]:
+        """The ONNX graph's declared input shape (symbolic axes as None)."""
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in self.session.get_inputs()[0].shape)
+
     @property
     def supports_batch(self) -> bool:
         """True when the graph's batch axis is symbolic (what the file says, not only the metadata)."""

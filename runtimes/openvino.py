@@ -113,6 +113,11 @@ class OpenVinoBackend(Backend):
         self.device = "cpu" if ov_device == "CPU" else "gpu"
         self._local = threading.local()
 
+    def graph_input_shape(self) -> tuple[int | None, ...]:
+        """The compiled IR's input shape (dynamic dimensions as None)."""
+        shape = self.compiled.inputs[0].get_partial_shape()
+        return tuple(d.get_length() if d.is_static else None for d in shape)
+
     @property
     def supports_batch(self) -> bool:
         """True when the IR's batch dimension is dynamic."""

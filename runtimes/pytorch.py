@@ -35,6 +35,33 @@ def metadata_for_module(module: Any, fmt: str = "pytorch") -> ArtifactMetadata:
     return metadata_from_model(module, fmt, dynamic_batch=True)
 
 
+#: The ``create()`` keyword arguments a checkpoint's metadata may set (``extra.create_kwargs``),
+#: with the range each value must be in. Everything else in a file is refused: the model's
+#: architecture comes from its registered name, never from keys a file supplies.
+CREATE_KWARGS_FROM_FILE = {"num_classes": (1, 1_000_000), "in_chans": (1, 64), "img_size": (1, 4096)}
+
+
+def create_kwargs_from_metadata(meta: ArtifactMetadata | None, path: Any) -> dict[str, Any]:
+    """The checked ``create_kwargs`` of a checkpoint's metadata: only the keys in
+    :data:`CREATE_KWARGS_FROM_FILE`, each an integer in its range; else a MetadataError."""
+    from staredge.metadata import MetadataError
+
+    raw = (meta.extra.get("create_kwargs") or {}) if meta else {}
+    if not isinstance(raw, dict):
+        raise MetadataError(f"{path}: metadata extra.create_kwargs must be a JSON object, got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in CREATE_KWARGS_FROM_FILE)
+    if unknown:
+        raise MetadataError(
+            f"{path}: metadata extra.create_kwargs holds {unknown}, which a file may not set (allowed: "
+            f"{', '.join(CREATE_KWARGS_FROM_FILE)}); the file was edited or is damaged, re-export it")
+    for key, value in raw.items():
+        low, high = CREATE_KWARGS_FROM_FILE[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise MetadataError(f"{path}: metadata extra.create_kwargs.{key} must be an integer in {low}..{high}, "
+                                f"got {value!r}")
+    return dict(raw)
+
+
 class PyTorchBackend(Backend):
     """A PyTorch module (given, or built from a checkpoint) run eagerly in inference mode.
 
@@ -116,7 +143,7 @@ class PyTorchBackend(Backend):
             module = model_opt
         else:
             name = model_opt or meta.model  # type: ignore[union-attr]
-            kwargs = dict((meta.extra.get("create_kwargs") or {}) if meta else {})
+            kwargs = create_kwargs_from_metadata(meta, self.path)
             if meta and meta.labels and "num_classes" not in kwargs:
                 kwargs["num_classes"] = len(meta.labels)
             try:

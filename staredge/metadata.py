@@ -11,6 +11,7 @@ an artifact needs no side file. This module is shared by exporters (writers) and
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -73,7 +74,7 @@ class ArtifactMetadata:
         missing = {"model", "family"} - set(data)
         if missing:
             raise MetadataError(f"artifact metadata lacks required keys {sorted(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return _checked(cls(**{k: v for k, v in data.items() if k in known}))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ArtifactMetadata":
@@ -89,6 +90,66 @@ class ArtifactMetadata:
 
 class MetadataError(StarEdgeError):
     """An artifact has no StarEdge metadata, or it cannot be parsed."""
+
+
+#: Limits on what a file's metadata may ask for (docs/security.md): the elements of one
+#: input sample (a Predictor allocates a zero input of that shape) and the label count.
+MAX_INPUT_ELEMENTS = 1 << 26
+MAX_LABELS = 1 << 20
+
+_STR_FIELDS = ("model", "family", "format", "task", "input_name", "input_layout", "precision", "staredge_version")
+_LIST_OF_STR_FIELDS = ("output_names", "labels", "rewrites")
+_DICT_FIELDS = ("preprocessing", "extra", "lm")
+
+
+def _checked(meta: "ArtifactMetadata") -> "ArtifactMetadata":
+    """``meta`` if every field has the type and range the readers rely on; else a
+    :class:`MetadataError` naming the field (metadata that lies is refused at load time,
+    not at the first call)."""
+
+    def bad(name: str, want: str, value: Any) -> MetadataError:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+        return MetadataError(f"artifact metadata field '{name}' must be {want}, got {type(value).__name__} {shown}; "
+                             f"the metadata was edited or is damaged: re-export the artifact with `staredge export`")
+
+    for name in _STR_FIELDS:
+        if not isinstance(getattr(meta, name), str):
+            raise bad(name, "a string", getattr(meta, name))
+    for name in _LIST_OF_STR_FIELDS:
+        value = getattr(meta, name)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(name, "a list of strings", value)
+    if len(meta.labels) > MAX_LABELS:
+        raise MetadataError(f"artifact metadata has {len(meta.labels):,} labels, over the limit of {MAX_LABELS:,} "
+                            f"(MAX_LABELS)")
+    for name in _DICT_FIELDS:
+        if not isinstance(getattr(meta, name), dict):
+            raise bad(name, "a JSON object", getattr(meta, name))
+    for name in ("dynamic_batch", "pixels_in_model"):
+        if not isinstance(getattr(meta, name), bool):
+            raise bad(name, "true or false", getattr(meta, name))
+    if meta.checkpoint_sha256 is not None and not isinstance(meta.checkpoint_sha256, str):
+        raise bad("checkpoint_sha256", "a string or null", meta.checkpoint_sha256)
+    size = meta.input_size
+    if (not isinstance(size, list) or not 1 <= len(size) <= 4
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise bad("input_size", "a list of 1 to 4 positive integers", size)
+    elements = 1
+    for v in size:
+        elements *= v
+    if elements > MAX_INPUT_ELEMENTS:
+        raise MetadataError(f"artifact metadata says input_size {size} ({elements:,} values per sample), over the "
+                            f"limit of {MAX_INPUT_ELEMENTS:,} (MAX_INPUT_ELEMENTS); the metadata lies or is damaged")
+    pre = meta.preprocessing
+    if "crop_pct" in pre and (isinstance(pre["crop_pct"], bool) or not isinstance(pre["crop_pct"], (int, float))):
+        raise bad("preprocessing.crop_pct", "a number", pre["crop_pct"])
+    for name in ("mean", "std"):
+        if name in pre and (not isinstance(pre[name], list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in pre[name])):
+            raise bad(f"preprocessing.{name}", "a list of numbers", pre[name])
+    if "interpolation" in pre and not isinstance(pre["interpolation"], str):
+        raise bad("preprocessing.interpolation", "a string", pre["interpolation"])
+    return meta
 
 
 class DamagedArtifactError(MetadataError, ArtifactError):
@@ -131,7 +192,7 @@ def read_metadata(path, fmt: str | None = None) -> ArtifactMetadata:
         text = spec.read_metadata_text(p)
     except MetadataError:
         raise
-    except (OSError, ValueError, IndexError, KeyError) as exc:
+    except (OSError, ValueError, IndexError, KeyError, TypeError, struct.error, RecursionError) as exc:
         raise DamagedArtifactError(
             f"cannot read the metadata of {p} ({spec.name}): the file is damaged or truncated ({exc}); "
             f"re-export it with `staredge export`"
@@ -226,28 +287,44 @@ def read_tflite_text(path) -> str | None:
     buf = open(path, "rb").read()
     if len(buf) < 8:
         raise ValueError("file too short for a flatbuffer")
+    size = len(buf)
+
+    # Every offset comes from the file: each read is bounds-checked first (a negative or
+    # past-the-end offset is a damaged file, never a wrap-around or a huge loop).
+    def need(pos: int, n: int, what: str) -> None:
+        if pos < 0 or n < 0 or pos + n > size:
+            raise ValueError(f"damaged flatbuffer: {what} at offset {pos} (+{n} bytes) lies outside the file "
+                             f"({size} bytes)")
 
     def u32(pos: int) -> int:
+        need(pos, 4, "an offset")
         return struct.unpack_from("<I", buf, pos)[0]
 
     def field(table: int, index: int) -> int | None:
+        need(table, 4, "a table")
         vtable = table - struct.unpack_from("<i", buf, table)[0]
+        need(vtable, 4, "a vtable")
         vt_size = struct.unpack_from("<H", buf, vtable)[0]
         slot = 4 + 2 * index
-        if slot >= vt_size:
+        if slot + 2 > vt_size:
             return None
+        need(vtable + slot, 2, "a vtable entry")
         off = struct.unpack_from("<H", buf, vtable + slot)[0]
         return table + off if off else None
 
     def deref(pos: int) -> int:
-        return pos + u32(pos)
+        target = pos + u32(pos)
+        need(target, 4, "a referenced table or vector")
+        return target
 
-    def vector(table: int, index: int) -> tuple[int, int]:
+    def vector(table: int, index: int, elem: int = 4) -> tuple[int, int]:
         pos = field(table, index)
         if pos is None:
             return 0, 0
         vec = deref(pos)
-        return vec + 4, u32(vec)
+        n = u32(vec)
+        need(vec + 4, n * elem, "a vector")
+        return vec + 4, n
 
     if buf[4:8] != b"TFL3":
         raise ValueError("not a TFLite flatbuffer (file identifier is not TFL3)")
@@ -259,6 +336,7 @@ def read_tflite_text(path) -> str | None:
         if name_pos is None:
             continue
         s = deref(name_pos)
+        need(s + 4, u32(s), "a name string")
         name = buf[s + 4 : s + 4 + u32(s)].decode("utf-8")
         if name != METADATA_KEY:
             continue
@@ -268,13 +346,16 @@ def read_tflite_text(path) -> str | None:
         if buffer_index >= buffers_len:
             raise ValueError(f"metadata buffer index {buffer_index} out of range")
         buffer = deref(buffers_start + 4 * buffer_index)
-        data_start, data_len = vector(buffer, 0)
+        data_start, data_len = vector(buffer, 0, elem=1)
         if data_len:
             return buf[data_start : data_start + data_len].decode("utf-8")
         off_pos, size_pos = field(buffer, 1), field(buffer, 2)
         if off_pos is not None and size_pos is not None:
-            offset, size = struct.unpack_from("<Q", buf, off_pos)[0], struct.unpack_from("<Q", buf, size_pos)[0]
-            return buf[offset : offset + size].decode("utf-8")
+            need(off_pos, 8, "a buffer offset")
+            need(size_pos, 8, "a buffer size")
+            offset, length = struct.unpack_from("<Q", buf, off_pos)[0], struct.unpack_from("<Q", buf, size_pos)[0]
+            need(offset, length, "the metadata buffer")
+            return buf[offset : offset + length].decode("utf-8")
         return ""
     return None
 
@@ -295,7 +376,11 @@ def read_coreml_text(path) -> str | None:
     try:
         manifest = json.loads(manifest_path.read_text("utf-8"))
         item = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
-        spec = (pkg / "Data" / item["path"]).read_bytes()
+        spec_path = (pkg / "Data" / item["path"]).resolve()
+        if not spec_path.is_relative_to((pkg / "Data").resolve()):
+            raise MetadataError(f"{manifest_path} names a model spec outside the package ({item['path']!r}); "
+                                "re-export the package")
+        spec = spec_path.read_bytes()
     except (KeyError, TypeError) as exc:
         raise MetadataError(f"{manifest_path} does not name a root model spec ({exc}); re-export the package") from exc
 

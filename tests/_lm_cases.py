@@ -8,9 +8,11 @@ classes, with sharing and residual groups: those are exported to every format.
 
 from __future__ import annotations
 
+import random
+
 import torch
 
-from staredge.models.star import STARLanguageModel, striped_mamba, transformer_pp
+from staredge.models.star import STARLanguageModel, random_genome, striped_mamba, transformer_pp
 from staredge.models.star import choices as C
 from staredge.exporters.lm_validate import prompt_ids
 from test_star_parity import CASES, CONFIGS, _scale_up
@@ -20,6 +22,14 @@ CONTEXT = 232
 #: Max |logit| of the test models on the validation prompt (the shipped model: 13.5).
 LOGIT_SCALE = 12.0
 MIXED = [(n, g) for n, g in CASES if n.startswith("mixed-share")]
+
+
+def all_classes_genome(seed: int = 11):
+    """One genome holding every LIV class twice (34 LIVs, shuffled), with featurizer and
+    feature-group sharing and residual groups: one conversion covers all 17 classes."""
+    classes = [c for c in range(1, 18) for _ in range(2)]
+    random.Random(seed).shuffle(classes)
+    return random_genome(len(classes), seed=seed, classes=classes, share_prob=0.8, residual_prob=0.3)
 
 
 def small_model(genome, seed: int, dim: int | None = None, max_seq_len: int = CONTEXT) -> STARLanguageModel:
@@ -44,4 +54,4 @@ def baseline(name: str, seed: int = 0) -> STARLanguageModel:
     return small_model(genome, seed, dim=64)
 
 
-__all__ = ["CASES", "MIXED", "CONTEXT", "small_model", "baseline"]
+__all__ = ["all_classes_genome", "CASES", "MIXED", "CONTEXT", "small_model", "baseline"]
