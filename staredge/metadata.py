@@ -448,7 +448,6 @@ def metadata_from_model(
     if cfg is not None:
         input_size = [int(v) for v in cfg.input_size]
         preprocessing = {
-            "resize_shorter": int(max(input_size[1:]) / float(cfg.crop_pct)),
             "crop_pct": float(cfg.crop_pct),
             "interpolation": str(cfg.interpolation),
             "mean": [float(v) for v in cfg.mean],
