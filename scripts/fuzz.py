@@ -112,9 +112,14 @@ def _metadata_case(i, rng, st):
 def _metadata_run(args, st):
     from staredge.metadata import read_metadata
 
+    import _fuzz_seeds as S
+
     suffix, data = args
-    path = st["tmp"] / f"case{suffix}"
-    path.write_bytes(data)
+    if suffix == ".mlmodel":  # a CoreML spec lives inside a package folder
+        path = S.write_coreml_package(st["tmp"] / "case.mlpackage", data)
+    else:
+        path = st["tmp"] / f"case{suffix}"
+        path.write_bytes(data)
     read_metadata(path)
 
 

@@ -194,3 +194,91 @@ def checkpoint_seeds() -> list[bytes]:
     out.append(buf.getvalue())
     out.append(save({k: v.contiguous() for k, v in sd.items()}, metadata={"format": "pt"}))
     return checked_seeds(out)
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def sample_metadata_json(fmt: str) -> str:
+    """A realistic metadata document (labels with non-ASCII names, preprocessing)."""
+    from staredge.metadata import ArtifactMetadata
+
+    return ArtifactMetadata(
+        model="tinynet", family="custom", format=fmt, input_size=[3, 32, 32],
+        preprocessing={"crop_pct": 0.875, "interpolation": "bicubic", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        labels=["cat", "dog", "über"], checkpoint_sha256="ab" * 32,
+    ).to_json()
+
+
+def _pb_field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2)."""
+
+    def varint(v: int) -> bytes:
+        out = bytearray()
+        while True:
+            b, v = v & 0x7F, v >> 7
+            out.append(b | (0x80 if v else 0))
+            if not v:
+                return bytes(out)
+
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def artifact_seeds(tmp) -> list[tuple[str, bytes]]:
+    """(suffix, bytes) of small artifacts whose metadata slot :func:`read_metadata` parses:
+    an ONNX model proto, a TFLite flatbuffer, an OpenVINO .xml, a safetensors file and a
+    CoreML model spec (``.mlmodel``: written into a package by the fuzz target). Built
+    directly (no converter runs), so they cost milliseconds."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    out: list[tuple[str, bytes]] = []
+    # ONNX: a one-node graph with the metadata entry
+    node = helper.make_node("Relu", ["input"], ["logits"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 32, 32])])
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"staredge": sample_metadata_json("onnx")})
+    out.append((".onnx", model.SerializeToString()))
+    # TFLite: an empty model with the metadata entry (the exporter's own writer)
+    import flatbuffers
+
+    from staredge.exporters.tflite import _schema, add_metadata
+
+    schema = _schema()
+    m = schema.ModelT()
+    m.version, m.buffers, m.subgraphs, m.description = 3, [schema.BufferT()], [schema.SubGraphT()], "fuzz"
+    b = flatbuffers.Builder(256)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    out.append((".tflite", add_metadata(bytes(b.Output()), "staredge", sample_metadata_json("tflite").encode())))
+    # OpenVINO IR .xml (the reader never opens the .bin)
+    from xml.sax.saxutils import quoteattr
+
+    xml = (f'<?xml version="1.0"?>\n<net name="tiny" version="11"><layers/><edges/>'
+           f'<rt_info><staredge value={quoteattr(sample_metadata_json("openvino"))}/></rt_info></net>\n')
+    out.append((".xml", xml.encode()))
+    # safetensors with the metadata in its header
+    import torch
+    from safetensors.torch import save
+
+    out.append((".safetensors", save({"w": torch.zeros(2)}, metadata={"staredge": sample_metadata_json("pytorch")})))
+    # CoreML model spec: description (2) -> metadata (100) -> userDefined (100) {key 1, value 2}
+    entry = _pb_field(1, b"staredge") + _pb_field(2, sample_metadata_json("coreml").encode())
+    spec = _pb_field(1, b"\x08\x07") + _pb_field(2, _pb_field(100, _pb_field(100, entry)))
+    out.append((".mlmodel", spec))
+    assert onnx is not None
+    return out
+
+
+def write_coreml_package(folder, spec: bytes):
+    """A minimal ``.mlpackage`` folder around ``spec`` (Manifest.json + Data/.../model.mlmodel)."""
+    import json
+    from pathlib import Path
+
+    pkg = Path(folder)
+    (pkg / "Data" / "com.apple.CoreML").mkdir(parents=True, exist_ok=True)
+    (pkg / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(spec)
+    manifest = {"fileFormatVersion": "1.0.0", "rootModelIdentifier": "A",
+                "itemInfoEntries": {"A": {"path": "com.apple.CoreML/model.mlmodel", "name": "model.mlmodel"}}}
+    (pkg / "Manifest.json").write_text(json.dumps(manifest))
+    return pkg
