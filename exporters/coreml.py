@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from staredge.errors import ArtifactExistsError, ConfigError, DeviceError, ExportError, require
+from staredge.fileio import replace_folder_or_file
 from staredge.metadata import METADATA_KEY, ArtifactMetadata
 
 #: Deployment targets accepted (ML Programs with fp16 I/O and our op set need iOS16+).
@@ -332,18 +333,9 @@ def _save_atomically(mlmodel, path: Path, force: bool) -> Path:
         staged = scratch / path.name
         with _quiet_converter():
             mlmodel.save(str(staged))
-        if path.exists() or path.is_symlink():
-            if not force:
-                raise ArtifactExistsError(f"{path} appeared while exporting; pass force=True (--force) to replace it")
-            aside = scratch / f"old-{path.name}"
-            os.replace(path, aside)
-            try:
-                os.replace(staged, path)
-            except BaseException:
-                os.replace(aside, path)
-                raise
-        else:
-            os.replace(staged, path)
+        if (path.exists() or path.is_symlink()) and not force:
+            raise ArtifactExistsError(f"{path} appeared while exporting; pass force=True (--force) to replace it")
+        replace_folder_or_file(staged, path, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path

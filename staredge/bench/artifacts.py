@@ -15,13 +15,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from staredge.errors import StarEdgeError
+from staredge.errors import ExportError
 from staredge.fileio import atomic_write_text, atomic_write_with
 
 MARKER = ".staredge-bench-artifact.json"
 
 
-class BenchExportError(StarEdgeError):
+class BenchExportError(ExportError):
     """Our exporter could not produce the artifact a backend spec needs."""
 
 

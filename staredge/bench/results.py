@@ -200,6 +200,10 @@ def load(path: str | os.PathLike) -> BenchDocument:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise BenchFormatError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:  # e.g. an image passed to --merge
+        raise BenchFormatError(
+            f"{p} is not a results file (not UTF-8 text: byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+            f"--merge takes the JSON files `staredge bench` writes") from exc
     try:
         data = json.loads(text)
     except ValueError as exc:
