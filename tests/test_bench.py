@@ -184,9 +184,9 @@ def test_presets_match_the_papers():
     gpu = PRESETS["paper-gpu"]
     assert gpu.device == "cuda" and (gpu.warmup, gpu.iters) == (50, 500)
     assert "pointwise_conv_to_linear" in gpu.rewrite and gpu.backends == ("onnxruntime:cuda",)
-    ios = PRESETS["ios"]
+    ios = PRESETS["ios-settings-on-host"]  # renamed by issue 15: it times the host CPU, not an iPhone
     assert ios.repeats == 3 and ios.reduce == "last"
-    mb = PRESETS["modelbench"]
+    mb = PRESETS["modelbench-settings-on-host"]  # renamed by issue 15, like ios
     assert (mb.repeats, mb.iters, mb.warmup, mb.trim_low, mb.trim_high) == (20, 50, 1, 10, 10)
     assert mb.statistic == "trimmed_mean" and mb.reduce == "mean" and mb.recreate_per_run
 

@@ -19,10 +19,14 @@ from staredge.bench.machine import load_average, machine_info
 from staredge.bench.measure import RunInterrupted, time_run
 from staredge.bench.protocols import Protocol
 from staredge.bench.results import BenchDocument, BenchResult, compute_speedups
-from staredge.bench.stats import RunStats, mean
+from staredge.bench.reliability import assess
+from staredge.bench.stats import RunStats, mean, percentile
 from staredge.errors import ConfigError, StarEdgeError
 
 VARIANTS = ("star", "sum")
+#: What the timed models' weights are: ``build_model`` never loads a checkpoint. Latency does
+#: not depend on the weights' values; accuracy does, which is why plots quote the papers'.
+WEIGHTS = "random init (seeded); the papers' accuracies need the released weights"
 
 
 def reported_latency(runs: Sequence[RunStats], protocol: Protocol) -> tuple[float, int | None]:
@@ -77,7 +81,9 @@ def measure_backend(
     """All runs of one backend under ``protocol``; returns (runs, the last runner).
 
     On Ctrl-C raises :class:`RunInterrupted` whose ``runs`` attribute holds the finished
-    runs plus the partial one. ``clock`` replaces ``time.perf_counter_ns`` (tests).
+    runs plus the partial one. ``clock`` replaces ``time.perf_counter_ns`` (tests). Runs
+    keep their timings (for the spread the reports draw); :func:`_fill` drops them from
+    the result unless ``keep_samples``.
     """
     timing = {} if clock is None else {"clock": clock, "cpu_clock": None}
     runner = factory.build(spec, protocol.threads)
@@ -97,7 +103,7 @@ def measure_backend(
                 runs.append(
                     time_run(
                         runner.infer, protocol.warmup, protocol.iters, sync=runner.sync, trim=protocol.trim,
-                        keep_samples=keep_samples, on_progress=progress, **timing,
+                        keep_samples=True, on_progress=progress, **timing,
                     )
                 )
             except KeyboardInterrupt as stop:
@@ -111,21 +117,35 @@ def measure_backend(
 
 
 class _Progress:
-    """A rich progress display (or nothing), updated between timings, never inside one."""
+    """A rich progress display (or nothing), updated between timings, never inside one.
 
-    def __init__(self, enabled: bool, total: int, console: Any = None) -> None:
+    The overall bar counts timed inferences (so its time-remaining estimate follows the
+    work, not the number of measurements); the second line shows the current measurement.
+    """
+
+    def __init__(self, enabled: bool, total: int, console: Any = None, inferences: int | None = None) -> None:
         self.enabled = enabled
         self._bar = None
+        self.total = total
+        self.done = 0
+        self._base = 0
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+            )
 
             # A low refresh rate: the display thread competes with the timed runtime for the CPU.
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                TextColumn("left"), TimeRemainingColumn(),
                 console=console, refresh_per_second=2, transient=False,
             )
-            self._overall = self._bar.add_task("measurements", total=total)
+            self._overall = self._bar.add_task(self._label(), total=inferences or total)
+            self._per_inference = inferences is not None
             self._current = self._bar.add_task("", total=1, visible=False)
+
+    def _label(self) -> str:
+        return f"measurement {min(self.done + 1, self.total)}/{self.total}"
 
     def __enter__(self) -> "_Progress":
         if self._bar is not None:
@@ -142,17 +162,25 @@ class _Progress:
             return None
         self._bar.update(self._current, description=f"  {label}", total=total, completed=0, visible=True)
         step = max(1, total // 50)
+        base = self._base
+        self._base += total
 
         def advance(k: int) -> None:
             if k % step == 0 or k == total:
                 self._bar.update(self._current, completed=k)
+                if self._per_inference:
+                    self._bar.update(self._overall, completed=base + k)
 
         return advance
 
     def finish(self) -> None:
         """One measurement done."""
+        self.done += 1
         if self._bar is not None:
-            self._bar.advance(self._overall)
+            if self._per_inference:
+                self._bar.update(self._overall, completed=self._base, description=self._label())
+            else:
+                self._bar.update(self._overall, advance=1, description=self._label())
 
 
 def run_bench(
@@ -191,16 +219,18 @@ def run_bench(
         raise ConfigError("no protocol given")
     doc = doc or BenchDocument(tool=f"staredge bench {__version__}")
     machine_id = doc.add_machine(machine_info())
+    machine = doc.machines[machine_id]
     protocol_ids = [doc.add_protocol(p.to_dict()) for p in protocols]
     plan = [(m, v) for m in models for v in variants if v != "sum" or has_sum_variant(m)]
     for m in models:
         if "sum" in variants and not has_sum_variant(m):
             doc.notes.append(f"{m} has no star→sum variant (StarNet only): timed as is")
     total = len(plan) * len(protocols) * len(backends)
+    timed = len(plan) * len(backends) * sum(p.repeats * p.iters for p in protocols)
     done = 0
     tmp = tempfile.TemporaryDirectory(prefix="staredge-bench-") if workdir is None else nullcontext(workdir)
     try:
-        with tmp as root, _Progress(show_progress, total, console) as bar:
+        with tmp as root, _Progress(show_progress, total, console, inferences=timed) as bar:
             for model_name in models:
                 for variant in (v for v in variants if (model_name, v) in plan):
                     model = build_model(model_name, variant)
@@ -233,7 +263,7 @@ def run_bench(
                         if interleave:
                             _run_interleaved(
                                 factory, list(backends), protocol, new_result, record, bar, tag,
-                                keep_samples=keep_samples, clock=clock,
+                                keep_samples=keep_samples, clock=clock, machine=machine,
                             )
                             continue
                         for spec in backends:
@@ -244,10 +274,10 @@ def run_bench(
                                     factory, spec, protocol, keep_samples=keep_samples, on_progress=advance,
                                     clock=clock,
                                 )
-                                _fill(result, runs, runner, protocol)
+                                _fill(result, runs, runner, protocol, machine, keep_samples)
                             except RunInterrupted as stop:
                                 if stop.runs:
-                                    _fill(result, stop.runs, stop.runner, protocol)
+                                    _fill(result, stop.runs, stop.runner, protocol, machine, keep_samples)
                                     result.status = "interrupted"
                                     doc.results.append(result)
                                 raise
@@ -286,6 +316,7 @@ def _run_interleaved(
     *,
     keep_samples: bool,
     clock: Callable[[], int] | None,
+    machine: dict[str, Any] | None = None,
 ) -> None:
     """Time ``specs`` round-robin: repeat r runs every backend once before repeat r+1."""
     timing = {} if clock is None else {"clock": clock, "cpu_clock": None}
@@ -310,7 +341,7 @@ def _run_interleaved(
                     runs[spec].append(
                         time_run(
                             runner.infer, protocol.warmup, protocol.iters, sync=runner.sync, trim=protocol.trim,
-                            keep_samples=keep_samples, on_progress=advance, **timing,
+                            keep_samples=True, on_progress=advance, **timing,
                         )
                     )
                 except KeyboardInterrupt as stop:
@@ -318,7 +349,7 @@ def _run_interleaved(
                         runs[spec].append(stop.stats)
                     for s, result in results.items():
                         if runs[s]:
-                            _fill(result, runs[s], runners.get(s), protocol)
+                            _fill(result, runs[s], runners.get(s), protocol, machine, keep_samples)
                             result.status = "interrupted"
                             record(result)
                     raise
@@ -330,12 +361,19 @@ def _run_interleaved(
             runner.close()
     for spec, result in results.items():
         if runs[spec] and result.error is None:
-            _fill(result, runs[spec], runners.get(spec), protocol)
+            _fill(result, runs[spec], runners.get(spec), protocol, machine, keep_samples)
         record(result)
 
 
-def _fill(result: BenchResult, runs: list[RunStats], runner: Any, protocol: Protocol) -> None:
-    """Copy runs, the reported figure and what the runner reports into ``result``."""
+def _fill(
+    result: BenchResult,
+    runs: list[RunStats],
+    runner: Any,
+    protocol: Protocol,
+    machine: dict[str, Any] | None = None,
+    keep_samples: bool = True,
+) -> None:
+    """Copy runs, the reported figure, spread, reliability and what the runner reports into ``result``."""
     result.runs = runs
     result.latency_ms, result.reported_run = reported_latency(runs, protocol)
     result.latency_ms = round(result.latency_ms, 5)
@@ -346,3 +384,28 @@ def _fill(result: BenchResult, runs: list[RunStats], runner: Any, protocol: Prot
         result.precision = runner.precision
         result.device = runner.device
         result.notes = list(runner.notes)
+    result.spread_ms = spread(runs, result.reported_run)
+    if not keep_samples:
+        for run in runs:
+            run.samples_ms = None
+    result.load_average = load_average()
+    machine = machine or {}
+    utils = [r.cpu_utilisation for r in runs if r.cpu_utilisation is not None]
+    result.reliability = assess(
+        runs, cores=machine.get("usable_cpus") or machine.get("logical_cpus"),
+        threads=result.threads_in_effect or result.threads_requested,
+        load_start=machine.get("load_average"), load_after=result.load_average,
+        own_busy=max(utils) if utils else None,
+    ).to_dict()
+
+
+def spread(runs: Sequence[RunStats], reported_run: int | None) -> dict[str, float] | None:
+    """p10, p25, median, p75 and p90 of the reported run's timings (all runs pooled when none is reported).
+
+    None when the runs kept no timings.
+    """
+    chosen = [runs[reported_run]] if reported_run is not None else list(runs)
+    samples = [v for r in chosen for v in (r.samples_ms or [])]
+    if not samples:
+        return None
+    return {f"p{q}" if q != 50 else "median": round(percentile(samples, q), 6) for q in (10, 25, 50, 75, 90)}

@@ -49,6 +49,46 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
     }
 
 
+def count_physical_cores(cpuinfo: str, usable: set[int] | None = None) -> int | None:
+    """Distinct (physical id, core id) pairs in /proc/cpuinfo text, among ``usable`` CPUs.
+
+    Hyper-threads share a core; inference threads beyond the physical cores mostly wait.
+    None when the text has no core ids (a VM or OS that does not say).
+    """
+    cores: set[tuple[str, str]] = set()
+    processor = physical = core = None
+
+    def close() -> None:
+        if core is not None and (usable is None or processor is None or processor in usable):
+            cores.add((physical or "0", core))
+
+    for line in cpuinfo.splitlines() + [""]:
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if not key:
+            close()
+            processor = physical = core = None
+        elif key == "processor" and value.isdigit():
+            processor = int(value)
+        elif key == "physical id":
+            physical = value
+        elif key == "core id":
+            core = value
+    return len(cores) or None
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (at least 1): the default thread count."""
+    usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            counted = count_physical_cores(fh.read(), usable)
+    except OSError:
+        counted = None
+    logical = len(usable) if usable else (os.cpu_count() or 1)
+    return max(1, min(counted or logical, logical))
+
+
 def package_versions(names: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, str]:
     """Installed versions of ``names`` (absent packages are left out)."""
     found = {}
@@ -129,3 +169,27 @@ def short_machine_label(info: dict[str, Any]) -> str:
     if info.get("gpus"):
         parts.append(", ".join(info["gpus"]))
     return ", ".join(str(p) for p in parts)
+
+
+def compact_machine_label(info: dict[str, Any], limit: int = 28) -> str:
+    """A label short enough for a table cell: ``iPhone 13``, ``Intel Xeon Platinum 8375C ×2``.
+
+    The machine's own ``label`` when it has one; otherwise the CPU model without vendor
+    marks, clock and core-count words, with the usable cores. Cut at ``limit`` characters
+    with an ellipsis (never to a few letters).
+    """
+    import re
+
+    if info.get("label"):
+        text = str(info["label"])
+    else:
+        model = str(info.get("cpu_model") or info.get("arch") or "unknown CPU")
+        for pattern in (r"\(R\)", r"\(TM\)", r"\bCPU\b", r"\bProcessor\b", r"@\s*[\d.]+\s*GHz", r"\b\d+-Core\b"):
+            model = re.sub(pattern, "", model, flags=re.IGNORECASE)
+        model = " ".join(model.split())
+        cores = info.get("usable_cpus") or info.get("logical_cpus")
+        suffix = f" ×{cores}" if cores else ""
+        if len(model) + len(suffix) > limit:
+            model = model[: max(8, limit - len(suffix) - 1)].rstrip() + "…"
+        text = model + suffix
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

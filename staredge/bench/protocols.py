@@ -35,6 +35,9 @@ class Protocol:
     runtime session before every run, as ModelBench re-creates the model each round.
     ``rewrite`` is what the exporter applies to every exported artifact ("auto", "none" or
     a comma-separated list of pass names); the two baselines never get rewrites.
+    ``imitates`` names the device whose published practice the preset copies when it is
+    not the device the benchmark runs on (the iPhone presets time this host's CPU with
+    the phone's counts); it is printed as a notice and recorded in the results.
     """
 
     name: str
@@ -52,6 +55,7 @@ class Protocol:
     recreate_per_run: bool = False
     rewrite: str = "auto"
     source: str = ""
+    imitates: str = ""
     overrides: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -137,8 +141,9 @@ PRESETS: dict[str, Protocol] = {
             source="StarNet paper, supplementary Section A.3",
         ),
         Protocol(
-            name="ios",
-            description="StarNet iOS practice: the whole measurement run three times, the last run reported",
+            name="ios-settings-on-host",
+            description="the StarNet iOS practice's counts (whole run three times, last reported) "
+            "timed on this host's CPU, not on an iPhone",
             backends=("all",),
             device="cpu",
             threads=4,
@@ -147,10 +152,12 @@ PRESETS: dict[str, Protocol] = {
             repeats=3,
             reduce="last",
             source="StarNet paper, supplementary Section A.3",
+            imitates="iPhone (CoreML); real iPhone figures come from the ios_bench/ app, merged with --merge",
         ),
         Protocol(
-            name="modelbench",
-            description="MobileOne ModelBench: 20 rounds x 50 inferences, 1 warm-up per round, 10 lowest and 10 highest dropped",
+            name="modelbench-settings-on-host",
+            description="MobileOne ModelBench's counts (20 rounds x 50, 1 warm-up per round, 10 lowest and 10 "
+            "highest dropped) timed on this host's CPU, not on an iPhone",
             backends=("all",),
             device="cpu",
             threads=4,
@@ -163,15 +170,52 @@ PRESETS: dict[str, Protocol] = {
             trim_high=10,
             recreate_per_run=True,
             source="MobileOne ModelBench iOS app defaults (apple/ml-mobileone)",
+            imitates="iPhone (CoreML, ModelBench app); real iPhone figures come from the ios_bench/ app, merged with --merge",
+        ),
+        Protocol(
+            name="quick",
+            description="a first look: 5 warm-up, median of 30 timed, one run (seconds per backend, not a paper protocol)",
+            backends=("onnxruntime",),
+            device="cpu",
+            threads=4,
+            warmup=5,
+            iters=30,
+            statistic="median",
+            source="StarEdge (not from a paper): enough to rank runtimes, not to quote",
         ),
     )
 }
 
 
+#: Old preset names, still accepted: they time the host CPU, so they were renamed to say so.
+ALIASES = {"ios": "ios-settings-on-host", "modelbench": "modelbench-settings-on-host"}
+
+
+def canonical_protocol_name(name: str) -> str:
+    """A preset name, with the old names ``ios`` / ``modelbench`` mapped to their new ones."""
+    return ALIASES.get(name, name)
+
+
 def get_protocol(name: str, **overrides: Any) -> Protocol:
-    """The preset ``name`` with any non-None ``overrides`` (warmup, iters, threads, ...)."""
+    """The preset ``name`` with any non-None ``overrides`` (warmup, iters, threads, ...).
+
+    ``ios`` and ``modelbench`` are accepted for ``ios-settings-on-host`` and
+    ``modelbench-settings-on-host`` (they never ran on a phone).
+    """
     try:
-        base = PRESETS[name]
+        base = PRESETS[canonical_protocol_name(name)]
     except KeyError:
         raise ConfigError(f"unknown protocol '{name}': choose one of {', '.join(PRESETS)}") from None
     return base.with_overrides(**overrides)
+
+
+def default_threads(protocol: Protocol, physical_cores: int | None) -> int | None:
+    """The thread count used when ``--threads`` is not given.
+
+    The machine's physical cores, but no more than the preset's own count (``paper-cpu``
+    keeps the paper's 4 threads on a large machine, and runs 2 on a 2-core one instead of
+    4 threads competing for 2 cores). A preset without a count (the GPU one) keeps None.
+    """
+    if protocol.threads is None or not physical_cores:
+        return protocol.threads
+    return max(1, min(protocol.threads, physical_cores))

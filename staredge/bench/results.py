@@ -49,7 +49,14 @@ class BenchResult:
     ``latency_ms`` is the protocol's reported figure (its ``statistic`` of the reported
     run, or the mean over runs); ``runs`` holds every run, so nothing the protocol
     discards is lost. ``speedup_vs`` maps a baseline name to baseline latency / this
-    latency (above 1: faster than the baseline), filled by :func:`compute_speedups`.
+    latency (above 1: faster than the baseline), filled by :func:`compute_speedups`;
+    ``speedup_median_vs`` is the same ratio of medians (what the tables print: a median is
+    not dragged by a few slow inferences on a busy machine).
+
+    ``load_average`` is the machine's load right after this result's runs;
+    ``reliability`` the verdict of :func:`staredge.bench.reliability.assess` (``flagged``
+    and its ``reasons``); ``spread_ms`` the p10/p25/median/p75/p90 of the reported run (or
+    of all runs pooled) for the bar chart; ``weights`` what the timed model's weights were.
     """
 
     model: str
@@ -75,6 +82,11 @@ class BenchResult:
     speedup_vs: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     measured_utc: str = field(default_factory=utc_now)
+    speedup_median_vs: dict[str, float] = field(default_factory=dict)
+    load_average: list[float] | None = None
+    reliability: dict[str, Any] | None = None
+    spread_ms: dict[str, float] | None = None
+    weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""
@@ -99,6 +111,24 @@ class BenchResult:
     def ok(self) -> bool:
         """Whether this result has a latency to report (complete or interrupted run)."""
         return self.latency_ms is not None and self.status in ("ok", "interrupted")
+
+    def stat(self, name: str) -> float | None:
+        """A run statistic (``median``, ``p90``, ``mean``...) as the protocol reduces runs.
+
+        The reported run's value, or the mean over runs when the protocol averages them;
+        the reported figure itself for a result recorded without runs.
+        """
+        if not self.runs:
+            return self.latency_ms
+        if self.reported_run is not None and 0 <= self.reported_run < len(self.runs):
+            return self.runs[self.reported_run].statistic(name)
+        values = [r.statistic(name) for r in self.runs]
+        return sum(values) / len(values)
+
+    @property
+    def median_ms(self) -> float | None:
+        """The median latency (see :meth:`stat`)."""
+        return self.stat("median")
 
 
 @dataclass
@@ -255,19 +285,25 @@ def group_key(r: BenchResult) -> tuple[str, str, str, str]:
 
 
 def compute_speedups(results: list[BenchResult]) -> None:
-    """Fill ``speedup_vs`` of every result: baseline latency / its latency, per baseline.
+    """Fill ``speedup_vs`` (reported figures) and ``speedup_median_vs`` (medians) of every result.
+
+    Each is baseline latency / the result's latency, per baseline.
 
     Baselines are found in the same group (model, variant, machine, protocol); a result
     without a measured baseline gets no entry for it.
     """
-    baselines: dict[tuple, dict[str, float]] = {}
+    baselines: dict[tuple, dict[str, tuple[float, float | None]]] = {}
     for r in results:
         if r.baseline and r.ok:
-            baselines.setdefault(group_key(r), {})[r.baseline] = r.latency_ms
+            baselines.setdefault(group_key(r), {})[r.baseline] = (r.latency_ms, r.median_ms)
     for r in results:
         r.speedup_vs = {}
+        r.speedup_median_vs = {}
         if not r.ok:
             continue
-        for name, base in baselines.get(group_key(r), {}).items():
+        median = r.median_ms
+        for name, (base, base_median) in baselines.get(group_key(r), {}).items():
             if r.latency_ms > 0:
                 r.speedup_vs[name] = round(base / r.latency_ms, 4)
+            if base_median is not None and median:
+                r.speedup_median_vs[name] = round(base_median / median, 4)

@@ -2,10 +2,11 @@
 
 Examples::
 
-    staredge bench starnet_s1 starnet_s2 --protocol paper-cpu --threads 2,4 --out results.json
-    staredge bench starnet_s1 --backends pytorch,onnx-plain,onnxruntime --iters 100 --markdown t.md
-    staredge bench starnet_s1 --compare-star-sum --plot fig.png --out r.json
-    staredge bench --merge linux.json iphone.json --markdown merged.md
+    staredge bench starnet_s1 --protocol quick                      # a first look, seconds per runtime
+    staredge bench starnet_s1 starnet_s2 --backends all --out bench/  # JSON, Markdown, CSV, two plots
+    staredge bench starnet_s1 --threads 1,2 --json results.json --markdown t.md
+    staredge bench starnet_s1 --compare-star-sum --bars bars.png
+    staredge bench --merge linux.json iphone.json --out merged/
 """
 
 from __future__ import annotations
@@ -17,25 +18,40 @@ from pathlib import Path
 from staredge.errors import ConfigError
 
 
+#: What ``--out DIR`` writes, by report.
+OUT_FILES = {
+    "json": "results.json",
+    "markdown": "results.md",
+    "csv": "results.csv",
+    "bars": "latency_bars.png",
+    "plot": "accuracy_vs_latency.png",
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
-    from staredge.bench.protocols import PRESETS
+    from staredge.bench.protocols import ALIASES, PRESETS
 
     p = sub.add_parser(
         "bench",
         help="time models on every runtime under a paper's protocol; Table-6-style reports and plots",
         description=(
             "Time MODEL(s) at batch 1 on each backend (the baselines pytorch and onnx-plain, and our "
-            "exports on onnxruntime, openvino, litert, coreml) under a protocol preset whose every "
-            "setting can be overridden. Presets: "
+            "exports on onnxruntime, openvino, litert (alias tflite), coreml) under a protocol preset whose "
+            "every setting can be overridden. Tables give the median and p90 (mean beside them) and mark "
+            "results that a heavy tail or a busy machine makes unreliable. Presets: "
             + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items())
         ),
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="registered model names (see `staredge models`)")
-    p.add_argument("--backends", help="comma-separated backend specs RUNTIME[:ACCEL][@PASS+PASS] or 'all' "
+    p.add_argument("--backends", help="comma-separated backend specs RUNTIME[:ACCEL][@PASS+PASS] or 'all'; "
+                   "runtime names or aliases from the format table (litert or tflite, onnxruntime or ort...) "
                    "(default: the protocol's)")
-    p.add_argument("--protocol", default="paper-cpu", choices=sorted(PRESETS), help="measurement preset (default paper-cpu)")
-    p.add_argument("--threads", help="intra-op threads; a comma list (e.g. 2,4) times each setting")
+    p.add_argument("--protocol", default="paper-cpu", choices=sorted(PRESETS) + sorted(ALIASES), metavar="NAME",
+                   help=f"measurement preset: {', '.join(PRESETS)} (default paper-cpu; 'quick' for a first look; "
+                   "ios and modelbench are old names of the *-settings-on-host presets)")
+    p.add_argument("--threads", help="intra-op threads; a comma list (e.g. 2,4) times each setting "
+                   "(default: the machine's physical cores, at most the preset's count)")
     p.add_argument("--warmup", type=int, help="untimed inferences before each run (overrides the preset)")
     p.add_argument("--iters", type=int, help="timed inferences per run (overrides the preset)")
     p.add_argument("--repeats", type=int, help="runs per backend (overrides the preset)")
@@ -52,10 +68,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time each exported runtime with fuse_batchnorm and with fuse_batchnorm+pointwise_conv_to_linear")
     p.add_argument("--compare-star-sum", action="store_true",
                    help="also time StarNet with every star replaced by a sum (paper Table 8)")
-    p.add_argument("--out", help="results JSON (written as results come in; kept on Ctrl-C)")
-    p.add_argument("--markdown", help="write the tables as Markdown")
-    p.add_argument("--csv", help="write one CSV line per result")
-    p.add_argument("--plot", help="write latency vs. ImageNet top-1 (PNG)")
+    p.add_argument("--out", metavar="DIR",
+                   help="folder for everything the run writes: " + ", ".join(OUT_FILES.values())
+                   + " (a path ending in .json is read as --json FILE, the old meaning, with a notice)")
+    p.add_argument("--json", metavar="FILE", help="results JSON (written as results come in; kept on Ctrl-C)")
+    p.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+    p.add_argument("--csv", metavar="FILE", help="write one CSV line per result")
+    p.add_argument("--bars", metavar="FILE", help="write a bar chart: median per runtime, p10-p90 whiskers (PNG)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="write the papers' published top-1 against the latencies measured here (PNG)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="combine result files into one table instead of measuring")
     p.add_argument("--keep-samples", action="store_true", help="store every timed inference in the JSON")
     p.add_argument("--workdir", help="keep exported artifacts here (default: a temporary directory)")
@@ -76,12 +97,22 @@ def _threads(text: str | None) -> list[int | None]:
     return values
 
 
-def build_protocols(args: argparse.Namespace) -> list:
-    """The protocol(s) the arguments ask for: the preset with overrides, one per thread count."""
-    from staredge.bench.protocols import get_protocol
+def build_protocols(args: argparse.Namespace, physical_cores: int | None = None) -> list:
+    """The protocol(s) the arguments ask for: the preset with overrides, one per thread count.
 
+    Without ``--threads`` the thread count is :func:`~staredge.bench.protocols.default_threads`:
+    the machine's physical cores (``physical_cores``, detected when None), at most the
+    preset's own count.
+    """
+    from staredge.bench.machine import physical_cores as detect_cores
+    from staredge.bench.protocols import default_threads, get_protocol
+
+    thread_list = _threads(args.threads)
+    if args.threads is None:
+        preset = get_protocol(args.protocol)
+        thread_list = [default_threads(preset, physical_cores or detect_cores())]
     protocols = []
-    for threads in _threads(args.threads):
+    for threads in thread_list:
         protocols.append(
             get_protocol(
                 args.protocol, threads=threads, warmup=args.warmup, iters=args.iters, repeats=args.repeats,
@@ -91,28 +122,68 @@ def build_protocols(args: argparse.Namespace) -> list:
     return protocols
 
 
-def _outputs(args: argparse.Namespace) -> list[str]:
-    return [p for p in (args.out, args.markdown, args.csv, args.plot) if p]
+def resolve_outputs(args: argparse.Namespace, console=None) -> dict[str, str]:
+    """Report kind → file path: the explicit flags, then the files of the ``--out`` folder.
+
+    ``--out x.json`` keeps its old meaning (the results file) with a deprecation notice.
+    """
+    out = {k: getattr(args, k) for k in OUT_FILES if getattr(args, k, None)}
+    if args.out:
+        if args.out.lower().endswith(".json"):
+            if console is not None:
+                console.print(f"[yellow]note:[/] --out {args.out}: --out is now a folder; "
+                              f"writing the results to it as --json {args.out} would (this use is deprecated)")
+            out.setdefault("json", args.out)
+        else:
+            folder = Path(args.out)
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"--out {args.out} is a file; --out names a folder (use --json FILE for the results)")
+            for kind, name in OUT_FILES.items():
+                out.setdefault(kind, str(folder / name))
+    return out
 
 
-def write_reports(doc, args: argparse.Namespace, console) -> None:
+def write_reports(doc, args: argparse.Namespace, console, outputs: dict[str, str] | None = None) -> None:
     """Terminal tables, then the Markdown, CSV and plot files asked for."""
     from staredge.bench import report
     from staredge.bench.results import atomic_write_text
 
+    outputs = outputs if outputs is not None else resolve_outputs(args)
     report.print_tables(doc, console)
-    if args.markdown:
-        atomic_write_text(args.markdown, report.to_markdown(doc, title="StarEdge latency benchmark"), force=True)
-        console.print(f"wrote {args.markdown}")
-    if args.csv:
-        atomic_write_text(args.csv, report.to_csv(doc), force=True)
-        console.print(f"wrote {args.csv}")
-    if args.plot:
-        try:
-            report.plot_latency_vs_top1(doc, args.plot)
-            console.print(f"wrote {args.plot}")
-        except ConfigError as exc:
-            console.print(f"[yellow]no plot:[/] {exc}")
+    if outputs.get("markdown"):
+        atomic_write_text(outputs["markdown"], report.to_markdown(doc, title="StarEdge latency benchmark"), force=True)
+        console.print(f"wrote {outputs['markdown']}")
+    if outputs.get("csv"):
+        atomic_write_text(outputs["csv"], report.to_csv(doc), force=True)
+        console.print(f"wrote {outputs['csv']}")
+    for kind, draw in (("bars", report.plot_latency_bars), ("plot", report.plot_latency_vs_top1)):
+        if outputs.get(kind):
+            try:
+                draw(doc, outputs[kind])
+                console.print(f"wrote {outputs[kind]}")
+            except ConfigError as exc:
+                console.print(f"[yellow]no {'bar chart' if kind == 'bars' else 'plot'}:[/] {exc}")
+
+
+def _notices(args: argparse.Namespace, protocols: list, console) -> None:
+    """Say what a user could misread: a protocol that imitates another device, a changed thread count."""
+    from staredge.bench.protocols import ALIASES, PRESETS
+
+    proto = protocols[0]
+    if args.protocol in ALIASES:
+        console.print(f"[yellow]note:[/] --protocol {args.protocol} is now called {ALIASES[args.protocol]}")
+    if proto.imitates:
+        console.print(
+            f"[yellow]note:[/] {proto.name} uses the counts of {proto.imitates.split(';')[0]}, "
+            "but times this host's CPU: these are not iPhone numbers"
+            + (f" ({proto.imitates.split(';', 1)[1].strip()})" if ";" in proto.imitates else "")
+        )
+    preset = PRESETS[proto.name]
+    if args.threads is None and preset.threads is not None and proto.threads != preset.threads:
+        console.print(
+            f"[yellow]note:[/] {proto.threads} thread(s), the physical cores of this machine, instead of the "
+            f"preset's {preset.threads} (pass --threads {preset.threads} to use them anyway)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,23 +191,27 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from staredge.bench.specs import compare_rewrite_specs, expand_backends, with_baselines
-    from staredge.bench.harness import run_bench
+    from staredge.bench.harness import has_sum_variant, run_bench
     from staredge.bench.results import load, merge, save
 
     console = Console(stderr=False)
+    outputs = resolve_outputs(args, console)
     if not args.force:
-        existing = [p for p in _outputs(args) if Path(p).exists()]
+        existing = [p for p in outputs.values() if Path(p).exists()]
         if existing:
             raise ConfigError(f"{', '.join(existing)} already exist(s); pass --force to overwrite")
+    if args.out and not args.out.lower().endswith(".json"):
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    json_path = outputs.get("json")
 
     if args.merge:
         if args.models:
             raise ConfigError("--merge combines existing result files; do not name models with it")
         doc = merge([load(path) for path in args.merge])
-        if args.out:
-            save(doc, args.out, force=True)
-            console.print(f"wrote {args.out}")
-        write_reports(doc, args, console)
+        if json_path:
+            save(doc, json_path, force=True)
+            console.print(f"wrote {json_path}")
+        write_reports(doc, args, console, outputs)
         return 0
 
     if not args.models:
@@ -149,23 +224,33 @@ def run(args: argparse.Namespace) -> int:
     if args.compare_rewrites:
         specs = compare_rewrite_specs(specs)
     variants = ("star", "sum") if args.compare_star_sum else ("star",)
+    _notices(args, protocols, console)
+    if not args.no_progress:
+        from staredge.bench.estimate import describe_estimate
+        from staredge.bench.protocols import get_protocol
+
+        n_variants = 2 if args.compare_star_sum and any(has_sum_variant(m) for m in args.models) else 1
+        line = describe_estimate(args.models, len(specs), protocols, variants=n_variants,
+                                 quick=get_protocol("quick", threads=protocols[0].threads))
+        if line:
+            console.print(line)
 
     def checkpoint(doc) -> None:
-        if args.out:
+        if json_path:
             finished = doc.complete
             doc.complete = False  # a checkpoint is partial until the loop ends
-            save(doc, args.out, force=True)
+            save(doc, json_path, force=True)
             doc.complete = finished
 
     doc = run_bench(
         args.models, specs, protocols, variants=variants, workdir=args.workdir, keep_samples=args.keep_samples,
         show_progress=not args.no_progress, console=console, checkpoint=checkpoint, interleave=args.interleave,
     )
-    if args.out:
-        save(doc, args.out, force=True)
-        console.print(f"wrote {args.out}" + ("" if doc.complete else " (partial: interrupted)"))
+    if json_path:
+        save(doc, json_path, force=True)
+        console.print(f"wrote {json_path}" + ("" if doc.complete else " (partial: interrupted)"))
     if doc.results:
-        write_reports(doc, args, console)
+        write_reports(doc, args, console, outputs)
     if not doc.complete:
         print("interrupted: the results measured so far were kept", file=sys.stderr)
         return 130
