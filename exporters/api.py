@@ -22,10 +22,11 @@ from typing import Any
 
 import torch.nn as nn
 
-from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError
+from staredge.errors import ArtifactExistsError, CheckpointError, ConfigError, StarEdgeError
 from staredge.errors import ExportError  # noqa: F401 - re-exported: defined in staredge.errors for every exporter
 from staredge.fileio import atomic_write_text, replace_folder_or_file
 from staredge.exporters.passes import apply_passes, check_pass_names, resolve_passes
+from staredge.exporters.scratch import failed_paths, make_scratch, remove_stale_scratch
 from staredge.formats import export_formats, get_format, parse_formats
 from staredge.metadata import ArtifactMetadata, metadata_from_model
 
@@ -155,6 +156,9 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
                 ) from exc
             model_name = base
         return create(model_name, checkpoint=checkpoint)
+    if text.endswith(_CHECKPOINT_SUFFIXES) or "/" in text or os.sep in text:
+        raise CheckpointError(f"checkpoint not found: {text}; check the path (registry names such as starnet_s1 "
+                              f"have no '/' and no file suffix: see `staredge models`)")
     if model_name is not None and model_name != text:
         raise ConfigError(f"model given twice: '{text}' and --model '{model_name}'")
     return create(text, checkpoint=checkpoint)
@@ -193,6 +197,7 @@ def export(
     model_name: str | None = None,
     progress: ProgressCallback | None = None,
     fallback_rewrite: str | Iterable[str] | None = None,
+    keep_failed: bool = False,
 ) -> ExportReport:
     """Export a model to each format in ``formats`` and validate every artifact.
 
@@ -200,7 +205,10 @@ def export(
     or the file name says which architecture). ``rewrite``: "auto" (``fuse_batchnorm``
     always, ``pointwise_conv_to_linear`` where measured to help the format), "none", or a
     list of pass names. Artifacts are compared with the original (un-rewritten) PyTorch
-    model. Raises :class:`ArtifactExistsError` before any work if a target exists and
+    model; one that fails validation (NaN included) is kept for inspection as
+    ``<name>.failed.<suffix>``, never under its final name, unless ``keep_failed=True``.
+    Scratch folders a killed export left in ``out_dir`` are removed first
+    (:mod:`staredge.exporters.scratch`). Raises :class:`ArtifactExistsError` before any work if a target exists and
     ``force`` is False, and :class:`~staredge.errors.MissingDependencyError` (naming the
     pip extra) if a converter is missing. ``dynamic_batch`` (True or "auto": every format
     that can carry a symbolic batch axis, per the format table: ONNX and OpenVINO; the
@@ -220,7 +228,12 @@ def export(
     name, family = model_identity(model)
     stem = name if precision == "fp32" else f"{name}_{precision}"
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, /proc, a read-only or missing parent
+        raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}; choose a folder "
+                          f"you can write to") from exc
+    remove_stale_scratch(out)
     targets = {fmt: artifact_paths(out, stem, fmt) for fmt in fmts}
     existing = [str(unit) for unit, _ in targets.values() if unit.exists() or unit.is_symlink()]
     if existing and not force:
@@ -249,7 +262,7 @@ def export(
         # formats without a symbolic batch axis keep batch 1 (LiteRT resizes at load time instead)
         fmt_dynamic = _wants_dynamic(dynamic_batch, fmt)
         metadata = build_metadata(model, fmt, precision, passes, fmt_dynamic)
-        scratch = Path(tempfile.mkdtemp(prefix=".staredge-tmp-", dir=out))
+        scratch = make_scratch(out)
         try:
             staged_unit = scratch / unit.name
             staged_entry = scratch / entry.relative_to(out)
@@ -289,7 +302,16 @@ def export(
                     result.top1_agreement = check.top1_agreement
                     result.passed = check.passed
                     result.validation = check.to_dict()
+                    if any(v is not None and v != v for v in (check.max_abs_diff, check.rel_error, check.cosine)):
+                        result.passed = False  # NaN compares false with every tolerance: say so
+                        result.error = "validation measured NaN: the artifact's (or the model's) outputs are not finite"
                 result.validate_s = time.perf_counter() - vstart
+            if result.passed is False and not keep_failed:
+                unit, entry = failed_paths(unit, entry)
+                result.path = str(entry)
+                note = (f"failed validation: kept as {unit.name} for inspection, not under its final name "
+                        f"(pass keep_failed=True / --keep-failed to keep it there)")
+                result.error = f"{result.error}; {note}" if result.error else note
             replace_folder_or_file(staged_unit, unit, scratch)
             return result
         finally:

@@ -1,4 +1,4 @@
-"""Streaming text generation for STAR language models (PyTorch runtime).
+"""Streaming text generation for STAR language models, on any runtime (no torch needed).
 
 Three layers, each usable on its own:
 
@@ -6,19 +6,24 @@ Three layers, each usable on its own:
   (256 byte values plus ``BOS``/``EOS``/``PAD``) and a decoder that turns a stream of byte
   tokens into text without ever emitting half of a multi-byte character.
 * :class:`SamplingConfig` and :func:`sample_next_token`: repetition penalty, temperature,
-  top-k and top-p over one row of logits, drawing from a private ``torch.Generator`` so that
-  a seed fixes the result (temperature 0 is greedy).
-* :func:`stream` / :func:`generate`: prefill the prompt through ``model.step`` in chunks,
-  then decode one token per step, yielding text pieces as they become printable. Each call
-  owns its own decode state and generator, so any number of streams can be interleaved on
-  one model; closing a stream cancels it.
+  top-k and top-p over one row of numpy logits, drawing from a private
+  ``numpy.random.Generator`` so that a seed fixes the result (temperature 0 is greedy).
+* :func:`stream` / :func:`generate`: prefill the prompt (in chunks), then decode one token
+  per step, yielding text pieces as they become printable. The loop talks to a
+  :class:`DecodeSession` only (feed ids, get the last logits row as numpy), so the same
+  sampler, stop conditions, UTF-8 decoding, cancellation and context handling run on every
+  runtime: a PyTorch model (:class:`TorchStepSession`) or an exported artifact through its
+  text-generation backend (:mod:`staredge.runtimes.text`, used by ``Predictor.stream``).
+  Each call owns its own decode state and generator, so any number of streams can be
+  interleaved on one model; closing a stream cancels it and frees its state.
 
 :class:`LanguageModel` (``staredge.LanguageModel``, built by :func:`load_lm`) bundles a
 model with the tokenizer: ``lm.stream(prompt, ...)`` and ``lm.generate(prompt, ...)``.
 
 The model contract (``staredge.models.star.STARLanguageModel`` implements it):
 ``init_state(batch_size) -> state``, ``step(input_ids [B, T], state) -> (logits [B, T, V],
-new_state)`` and an integer ``max_seq_len``. The state is an explicit value; the model keeps
+new_state)`` and an integer ``max_seq_len``; or, for any runtime, ``max_seq_len`` and
+``open_session() -> DecodeSession``. The state is an explicit value; the model keeps
 none of its own, which is what makes concurrent sessions safe.
 """
 
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from staredge.errors import CheckpointError, ConfigError, StarEdgeError
 from staredge.fileio import atomic_write_bytes
@@ -73,7 +78,7 @@ MAX_PROMPT_BYTES = 1 << 24
 MAX_NEW_TOKENS = 1 << 20
 MAX_STOP_STRINGS = 256
 MAX_STOP_CHARS = 1024
-#: Seeds are unsigned 63-bit integers (what a torch.Generator takes).
+#: Seeds are unsigned 63-bit integers.
 MAX_SEED = 2**63 - 1
 
 
@@ -263,85 +268,165 @@ class SamplingConfig:
         return self.temperature == 0
 
 
-def apply_repetition_penalty(logits: torch.Tensor, previous_ids: Iterable[int], penalty: float) -> torch.Tensor:
+def _to_numpy_row(logits: Any) -> tuple[np.ndarray, Any]:
+    """``logits`` as a 1-D numpy row, and a function that turns a numpy result back into the
+    caller's kind (a torch tensor in gives a torch tensor out; torch is never imported here)."""
+    if isinstance(logits, np.ndarray):
+        return logits.reshape(-1), lambda a: a
+    if hasattr(logits, "detach") and hasattr(logits, "numpy"):  # a torch tensor
+        like = logits
+        row = logits.detach().float().cpu().numpy().reshape(-1)
+
+        def back(a: np.ndarray) -> Any:
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(a)).to(dtype=like.dtype, device=like.device)
+
+        return row, back
+    return np.asarray(logits, dtype=np.float32).reshape(-1), lambda a: a
+
+
+def _penalise(row: np.ndarray, previous_ids: Iterable[int], penalty: float) -> np.ndarray:
+    if penalty == 1.0:
+        return row
+    seen = sorted({int(i) for i in previous_ids if 0 <= int(i) < row.shape[-1]})
+    if not seen:
+        return row
+    out = row.copy()
+    idx = np.asarray(seen, dtype=np.int64)
+    vals = out[idx]
+    out[idx] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def _top_k(row: np.ndarray, k: int | None) -> np.ndarray:
+    if not k or k >= row.shape[-1]:
+        return row
+    kth = np.partition(row, row.shape[-1] - k)[row.shape[-1] - k]
+    return np.where(row < kth, -np.inf, row).astype(row.dtype, copy=False)
+
+
+#: Rounding allowance of the nucleus test: probabilities computed from float32 logits are
+#: exact to about 1e-7, so "the tokens above already hold p" is decided to within 1e-6.
+TOP_P_TOLERANCE = 1e-6
+
+
+def _softmax64(row: np.ndarray) -> np.ndarray:
+    z = row.astype(np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _top_p(row: np.ndarray, p: float) -> np.ndarray:
+    if p >= 1.0:
+        return row
+    order = np.argsort(-row, kind="stable")
+    probs = _softmax64(row[order])
+    mass_before = np.cumsum(probs) - probs
+    drop_sorted = mass_before >= p - TOP_P_TOLERANCE
+    drop_sorted[0] = False
+    drop = np.empty_like(drop_sorted)
+    drop[order] = drop_sorted
+    return np.where(drop, -np.inf, row).astype(row.dtype, copy=False)
+
+
+def apply_repetition_penalty(logits: Any, previous_ids: Iterable[int], penalty: float) -> Any:
     """Make every token already seen less likely (the CTRL rule, as in Hugging Face).
 
     A seen token's positive logit is divided by ``penalty`` and its negative logit multiplied
     by it, so ``penalty > 1`` always lowers it. Each seen token is penalised once, however
-    often it occurred. Returns a new tensor; ``logits`` is a 1-D row.
+    often it occurred. Returns a new row (numpy in, numpy out; a torch tensor in gives a
+    torch tensor out); ``logits`` is a 1-D row and is not modified.
     """
     if penalty == 1.0:
         return logits
-    seen = sorted({int(i) for i in previous_ids if 0 <= int(i) < logits.shape[-1]})
-    if not seen:
-        return logits
-    out = logits.clone()
-    idx = torch.tensor(seen, dtype=torch.long)
-    vals = out[idx]
-    out[idx] = torch.where(vals > 0, vals / penalty, vals * penalty)
-    return out
+    row, back = _to_numpy_row(logits)
+    out = _penalise(row, previous_ids, penalty)
+    return logits if out is row else back(out)
 
 
-def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+def filter_top_k(logits: Any, k: int | None) -> Any:
     """Keep the ``k`` highest logits (ties with the k-th are kept too); the rest become -inf."""
-    if not k or k >= logits.shape[-1]:
+    row, back = _to_numpy_row(logits)
+    if not k or k >= row.shape[-1]:
         return logits
-    kth = torch.topk(logits, k).values[-1]
-    return logits.masked_fill(logits < kth, float("-inf"))
+    return back(_top_k(row, k))
 
 
-def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+def filter_top_p(logits: Any, p: float) -> Any:
     """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``p``.
 
-    A token is dropped when the tokens ranked above it already hold probability >= ``p``;
-    the most likely token is always kept.
+    A token is dropped when the tokens ranked above it already hold probability >= ``p``
+    (to within :data:`TOP_P_TOLERANCE`); the most likely token is always kept.
     """
     if p >= 1.0:
         return logits
-    sorted_logits, order = torch.sort(logits, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
-    mass_before = torch.cumsum(probs, dim=-1) - probs
-    drop_sorted = mass_before >= p
-    drop_sorted[0] = False
-    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+    row, back = _to_numpy_row(logits)
+    return back(_top_p(row, p))
 
 
-def next_token_distribution(logits: torch.Tensor, config: SamplingConfig,
-                            previous_ids: Sequence[int] = ()) -> torch.Tensor:
+def _distribution(row: np.ndarray, config: SamplingConfig, previous_ids: Sequence[int]) -> np.ndarray:
+    row = _penalise(row.astype(np.float32, copy=False), previous_ids, config.repetition_penalty)
+    if config.greedy:
+        out = np.zeros(row.shape[-1], dtype=np.float64)
+        out[int(np.argmax(row))] = 1.0
+        return out
+    row = (row.astype(np.float64) / config.temperature)
+    row = _top_k(row, config.top_k)
+    row = _top_p(row, config.top_p)
+    return _softmax64(row)
+
+
+def next_token_distribution(logits: Any, config: SamplingConfig, previous_ids: Sequence[int] = ()) -> Any:
     """Probabilities the sampler draws from, after penalty, temperature, top-k and top-p.
 
-    With ``temperature == 0`` this is one-hot on the argmax of the penalised logits.
+    With ``temperature == 0`` this is one-hot on the argmax of the penalised logits. numpy in,
+    numpy out (float64); a torch tensor in gives a tensor of its dtype out.
     """
-    row = logits.detach().float().reshape(-1)
-    row = apply_repetition_penalty(row, previous_ids, config.repetition_penalty)
-    if config.greedy:
-        return torch.nn.functional.one_hot(torch.argmax(row), row.shape[-1]).float()
-    row = row / config.temperature
-    row = filter_top_k(row, config.top_k)
-    row = filter_top_p(row, config.top_p)
-    return torch.softmax(row, dim=-1)
+    row, back = _to_numpy_row(logits)
+    probs = _distribution(row, config, previous_ids)
+    return back(probs) if not isinstance(logits, np.ndarray) else probs
 
 
-def sample_next_token(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None = None,
+def _uniform(generator: Any) -> float:
+    """One draw in [0, 1) from a numpy Generator (or a torch.Generator, for callers that pass one)."""
+    if isinstance(generator, np.random.Generator):
+        return float(generator.random())
+    if generator is not None and hasattr(generator, "manual_seed"):
+        import torch
+
+        return float(torch.rand((), generator=generator, dtype=torch.float64))
+    return float(make_generator(None).random())
+
+
+def sample_next_token(logits: Any, config: SamplingConfig, generator: Any = None,
                       previous_ids: Sequence[int] = ()) -> int:
-    """One token id drawn from ``logits`` (shape [V]) with ``config``, using ``generator``.
+    """One token id drawn from ``logits`` (shape [V], numpy or torch) with ``config``.
 
     Greedy (temperature 0) takes the argmax (the first one on ties) and draws nothing.
+    Otherwise one uniform number is drawn from ``generator`` (a ``numpy.random.Generator``
+    from :func:`make_generator`; None draws a fresh OS seed) and mapped through the
+    cumulative distribution, so the same generator state gives the same token on every
+    runtime whose probabilities agree.
     """
-    row = logits.detach().float().reshape(-1)
+    row, _ = _to_numpy_row(logits)
     if config.greedy:
-        row = apply_repetition_penalty(row, previous_ids, config.repetition_penalty)
-        return int(torch.argmax(row))
-    probs = next_token_distribution(row, config, previous_ids)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        row = _penalise(row, previous_ids, config.repetition_penalty)
+        return int(np.argmax(row))
+    probs = _distribution(row, config, previous_ids)
+    cdf = np.cumsum(probs)
+    u = _uniform(generator) * cdf[-1]
+    idx = int(np.searchsorted(cdf, u, side="right"))
+    idx = min(idx, probs.shape[-1] - 1)
+    while probs[idx] == 0 and idx > 0:  # float rounding at the very top of the cdf
+        idx -= 1
+    return idx
 
 
-def make_generator(seed: int | None) -> torch.Generator:
-    """A private CPU generator: seeded from ``seed``, or from the OS when it is None."""
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
-    return gen
+def make_generator(seed: int | None) -> np.random.Generator:
+    """A private numpy generator for one stream: seeded from ``seed``, or from the OS when it
+    is None (never from numpy's or torch's global state)."""
+    return np.random.Generator(np.random.PCG64(int(seed) if seed is not None else secrets.randbits(63)))
 
 
 # --------------------------------------------------------------------------------------
@@ -407,6 +492,10 @@ class StreamStats:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     generated_ids: list[int] = field(default_factory=list)
+    #: Seconds from the start of the stream to the first sampled token (prefill + sampling).
+    first_token_s: float = float("nan")
+    #: Seconds of each decode step (one token fed, its logits back), in order.
+    step_s: list[float] = field(default_factory=list)
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -458,18 +547,83 @@ class TextStream(Iterator[str]):
 
 def _model_context(model: Any) -> int:
     n = getattr(model, "max_seq_len", None)
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"{type(model).__name__} has no positive integer max_seq_len; it cannot be streamed")
     return n
 
 
-def _model_device(model: Any) -> torch.device:
+def _model_device(model: Any) -> Any:
     """Where the model's weights live (token ids are created there); CPU for weightless models."""
+    import torch
+
     params = getattr(model, "parameters", None)
     if callable(params):
         for p in params():
             return p.device
     return torch.device("cpu")
+
+
+class DecodeSession:
+    """One stream's decode state over some runtime: :meth:`feed` takes token ids at the
+    current position and returns the logits row (numpy float32 ``[vocab]``) of the last one;
+    :meth:`close` frees the state. The generation loop (:func:`stream`) only talks to this,
+    so sampling, stop conditions and decoding are the same code on every runtime.
+
+    Implementations: :class:`TorchStepSession` (a PyTorch model with the step contract) and
+    the text-generation backends of :mod:`staredge.runtimes.text` (ONNX Runtime, OpenVINO,
+    LiteRT, CoreML, PyTorch), whose ``open_session()`` returns one.
+    """
+
+    def feed(self, ids: Sequence[int]) -> np.ndarray:  # pragma: no cover - interface
+        """Feed ``ids`` (prefill chunks are the session's business); logits row of the last."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the decode state (idempotent)."""
+
+
+class TorchStepSession(DecodeSession):
+    """A decode session over a PyTorch model with ``init_state``/``step`` (see the module doc).
+
+    Prompts are fed in chunks of ``prefill_chunk`` tokens; grad mode is entered around each
+    model call only (a generator suspended inside ``torch.no_grad()`` would leak that mode
+    into the caller's code)."""
+
+    def __init__(self, model: Any, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> None:
+        import torch
+
+        self._torch = torch
+        self.model = model
+        self.prefill_chunk = int(prefill_chunk)
+        self.device = _model_device(model)
+        with torch.no_grad():
+            self.state = model.init_state(1)
+
+    def feed(self, ids: Sequence[int]) -> np.ndarray:
+        torch = self._torch
+        ids = [int(i) for i in ids]
+        logits = None
+        with torch.no_grad():
+            for start in range(0, len(ids), self.prefill_chunk):
+                chunk = torch.tensor([ids[start:start + self.prefill_chunk]], dtype=torch.long, device=self.device)
+                logits, self.state = self.model.step(chunk, self.state)
+            return logits[0, -1].detach().float().cpu().numpy()
+
+    def close(self) -> None:
+        self.state = None
+
+
+def open_session(model: Any, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> DecodeSession:
+    """A fresh :class:`DecodeSession` for ``model``: a text backend's own ``open_session()``,
+    or a :class:`TorchStepSession` for a PyTorch model with the step contract."""
+    opener = getattr(model, "open_session", None)
+    if callable(opener):
+        return opener()
+    if callable(getattr(model, "init_state", None)) and callable(getattr(model, "step", None)):
+        return TorchStepSession(model, prefill_chunk)
+    raise ConfigError(f"{type(model).__name__} cannot be streamed: it has neither open_session() nor "
+                      "init_state()/step(); pass a STAR language model, a text-generation artifact's "
+                      "Predictor, or a model with the step contract")
 
 
 def _prepare_prompt(prompt: str | bytes | Sequence[int], tokenizer: ByteTokenizer, add_bos: bool,
@@ -514,7 +668,9 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
     """Generate text from ``model`` after ``prompt``, yielding pieces as they become printable.
 
     Args:
-        model: anything with ``init_state``, ``step`` and ``max_seq_len`` (see the module doc).
+        model: a PyTorch model with ``init_state``, ``step`` and ``max_seq_len``, or anything
+            with ``max_seq_len`` and ``open_session()`` (a text-generation backend from
+            :func:`staredge.runtimes.load_backend`; see the module doc).
         prompt: text (encoded as UTF-8 bytes after a BOS token), bytes, or token ids.
         max_new_tokens: at most this many tokens are generated.
         temperature, top_k, top_p, repetition_penalty: see :class:`SamplingConfig`.
@@ -526,7 +682,8 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
             context; ``"left"`` drops the oldest prompt bytes (keeping BOS) so that the
             prompt and ``max_new_tokens`` fit.
         add_bos: put BOS in front of the prompt (the shipped model was trained that way).
-        prefill_chunk: prompt tokens per prefill step.
+        prefill_chunk: prompt tokens per prefill step of a PyTorch model (an artifact
+            prefills in the chunks its graph was exported for).
 
     A stream that reaches the end of the context stops with ``finish_reason == "context"``.
     Arguments are checked when this is called, not on the first ``next()``.
@@ -548,76 +705,73 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
 
 
 def _stream_pieces(model: Any, ids: list[int], max_new_tokens: int, config: SamplingConfig,
-                   rng: torch.Generator, stop_strings: tuple[str, ...], stop_ids: frozenset[int],
+                   rng: np.random.Generator, stop_strings: tuple[str, ...], stop_ids: frozenset[int],
                    max_seq_len: int, prefill_chunk: int, tokenizer: ByteTokenizer,
                    stats: StreamStats) -> Iterator[str]:
-    # Grad mode is entered around each model call, never across a ``yield``: a generator
-    # suspended inside ``torch.no_grad()`` would leak that mode into the caller's code.
     if max_new_tokens == 0:
         stats.finish_reason = "length"
         return
     history = list(ids)  # what the repetition penalty looks at: prompt and generated tokens
     decoder = tokenizer.decoder()
     pending = ""  # decoded text held back because it might be the start of a stop string
-    device = _model_device(model)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        state = model.init_state(1)
-        logits = None
-        for start in range(0, len(ids), prefill_chunk):
-            chunk = torch.tensor([ids[start:start + prefill_chunk]], dtype=torch.long, device=device)
-            logits, state = model.step(chunk, state)
-        last = logits[0, -1]
-    stats.prefill_s = time.perf_counter() - t0
-    fed = len(ids)
-    t_decode = time.perf_counter()
-    stopped_by_string = False
+    session = open_session(model, prefill_chunk)  # the state exists from here until finally
     try:
-        while True:
-            token = sample_next_token(last, config, rng, history)
-            stats.generated_ids.append(token)
-            stats.generated_tokens += 1
-            history.append(token)
-            if token in stop_ids:
-                stats.finish_reason = "eos" if token == EOS_ID else "stop"
-                break
-            piece = decoder.feed(token)
-            if piece and stop_strings:
-                pending += piece
-                cut = _first_stop(pending, stop_strings)
-                if cut >= 0:
-                    pending, stopped_by_string = pending[:cut], True
-                    stats.finish_reason = "stop"
+        last = session.feed(ids)
+        stats.prefill_s = time.perf_counter() - t0
+        fed = len(ids)
+        t_decode = time.perf_counter()
+        stopped_by_string = False
+        try:
+            while True:
+                token = sample_next_token(last, config, rng, history)
+                if stats.generated_tokens == 0:
+                    stats.first_token_s = time.perf_counter() - t0
+                stats.generated_ids.append(token)
+                stats.generated_tokens += 1
+                history.append(token)
+                if token in stop_ids:
+                    stats.finish_reason = "eos" if token == EOS_ID else "stop"
                     break
-                keep = _held_back_length(pending, stop_strings)
-                piece, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
-            if piece:
-                yield piece
-            if stats.generated_tokens >= max_new_tokens:
-                stats.finish_reason = "length"
-                break
-            if fed >= max_seq_len:
-                stats.finish_reason = "context"
-                break
-            with torch.no_grad():
-                logits, state = model.step(torch.tensor([[token]], dtype=torch.long, device=device), state)
-            fed += 1
-            last = logits[0, -1]
-        # Text held back for a stop string that never completed is real output; so is the
-        # replacement for an incomplete final character. After a stop string, bytes that
-        # follow it are dropped with it.
-        tail = pending if stopped_by_string else pending + decoder.flush()
-        if not stopped_by_string and stop_strings:
-            cut = _first_stop(tail, stop_strings)
-            if cut >= 0:
-                tail, stats.finish_reason = tail[:cut], "stop"
-        if tail:
-            yield tail
+                piece = decoder.feed(token)
+                if piece and stop_strings:
+                    pending += piece
+                    cut = _first_stop(pending, stop_strings)
+                    if cut >= 0:
+                        pending, stopped_by_string = pending[:cut], True
+                        stats.finish_reason = "stop"
+                        break
+                    keep = _held_back_length(pending, stop_strings)
+                    piece, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
+                if piece:
+                    yield piece
+                if stats.generated_tokens >= max_new_tokens:
+                    stats.finish_reason = "length"
+                    break
+                if fed >= max_seq_len:
+                    stats.finish_reason = "context"
+                    break
+                t_step = time.perf_counter()
+                last = session.feed([token])
+                stats.step_s.append(time.perf_counter() - t_step)
+                fed += 1
+            # Text held back for a stop string that never completed is real output; so is the
+            # replacement for an incomplete final character. After a stop string, bytes that
+            # follow it are dropped with it.
+            tail = pending if stopped_by_string else pending + decoder.flush()
+            if not stopped_by_string and stop_strings:
+                cut = _first_stop(tail, stop_strings)
+                if cut >= 0:
+                    tail, stats.finish_reason = tail[:cut], "stop"
+            if tail:
+                yield tail
+        finally:
+            stats.decode_s = time.perf_counter() - t_decode
     finally:
-        stats.decode_s = time.perf_counter() - t_decode
         if stats.finish_reason is None:
             stats.finish_reason = "cancelled"
-        del state
+        session.close()
+        del session
 
 
 def generate(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens: int = 128,
