@@ -8,6 +8,11 @@ scratch folders whose owner is gone (:func:`remove_stale_scratch`) and leaves al
 of a process that is still running (a concurrent export) and any folder without an owner
 file (not made by this version of StarEdge). Nothing ever loads an artifact from a scratch
 folder: runtimes open the path they are given, and the folders are hidden (dot-prefixed).
+
+SIGINT (Ctrl-C) unwinds through the exporter's ``finally`` blocks. SIGTERM, whose default
+action ends the process at once, gets a handler while scratch folders exist: it removes
+them, then ends the process with SIGTERM as before (installed only from the main thread,
+and only when the application has not installed its own handler).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,9 +44,37 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None  # field 22 of proc(5); 3 fields precede this split
 
 
+_live: set[Path] = set()  # scratch folders of this process that may still exist
+_lock = threading.Lock()
+
+
+def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised in a subprocess by the tests
+    with _lock:
+        folders = list(_live)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_sigterm_cleanup() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter / no signals here
+        pass
+
+
 def make_scratch(out: Path) -> Path:
-    """A new scratch folder in ``out`` with this process's owner file."""
+    """A new scratch folder in ``out`` with this process's owner file (removed on SIGTERM)."""
+    _install_sigterm_cleanup()
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=out))
+    with _lock:
+        for old in [p for p in _live if not p.exists()]:
+            _live.discard(old)
+        _live.add(scratch)
     owner = {"pid": os.getpid(), "start": _process_start(os.getpid()), "created": time.time()}
     (scratch / OWNER_FILE).write_text(json.dumps(owner))
     return scratch
