@@ -333,6 +333,9 @@ def detect_format(path: str | os.PathLike) -> FormatSpec:
     except OSError as exc:  # e.g. a name longer than the file system allows
         raise MetadataError(f"cannot inspect {str(p)[:200]}: {exc.strerror or exc}") from exc
     if not exists:
+        if p.is_symlink():  # exists() follows links: a loop or a dangling link looks missing
+            raise MetadataError(f"{p} is a symbolic link that leads nowhere (a link loop, or its target "
+                                f"{os.readlink(p)!r} is missing); point at the artifact itself")
         raise MetadataError(f"no such file or directory: {p}")
     if is_dir:
         for spec in FORMATS.values():
