@@ -148,3 +148,50 @@ def test_predictor_arguments_are_checked_before_loading(tmp_path, kwargs, match)
     # the file does not exist: the argument error comes first, before anything is loaded
     with pytest.raises(ConfigError, match=match):
         Predictor(tmp_path / "missing.onnx", **kwargs)
+
+
+# ----------------------------------------------------------------------------- outputs and other CLI inputs
+
+
+def test_bench_merge_of_an_image_is_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from staredge.cli import main
+
+    png = tmp_path / "image.png"
+    Image.new("RGB", (4, 4)).save(png)
+    assert main(["bench", "--merge", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a results file" in err and "Traceback" not in err
+
+
+def test_output_checks_refuse_before_any_work(tmp_path):
+    from staredge.commands._outputs import check_output_file, check_output_folder
+    from staredge.errors import ArtifactExistsError
+
+    (tmp_path / "a-file").write_text("x")
+    for bad, match in [(tmp_path / "a-file", "is a file, not a folder"),
+                       (tmp_path / "a-file" / "below", "is a file, so no folder can be created below it"),
+                       ("/proc/staredge-out", "cannot write there")]:
+        with pytest.raises(ConfigError, match=match):
+            check_output_folder(bad)
+    assert check_output_folder(tmp_path / "new" / "folder").is_dir()
+    report = tmp_path / "r.json"
+    report.write_text("{}")
+    with pytest.raises(ArtifactExistsError, match="already exists; nothing was done"):
+        check_output_file(report, force=False)
+    assert check_output_file(report, force=True) == report and report.read_text() == "{}"
+    with pytest.raises(ConfigError, match="cannot write there"):
+        check_output_file("/proc/staredge-x/r.json", force=False)
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_output_file(tmp_path, force=True)
+
+
+def test_artifact_symlink_loop_says_so(tmp_path):
+    from staredge import Predictor
+    from staredge.errors import ArtifactError
+
+    loop = tmp_path / "loop.onnx"
+    loop.symlink_to(loop)
+    with pytest.raises(ArtifactError, match="symbolic link that leads nowhere"):
+        Predictor(loop)
