@@ -160,3 +160,27 @@ def test_fuzz_mutated_checkpoints(tmp_path, which, mutation_seed):
     except StarEdgeError:
         return
     assert isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())
+
+
+def test_pickled_code_is_refused_through_every_entry_point(tmp_path):
+    """The same payload through each public way of loading weights: refused, never run."""
+    from staredge.exporters import export
+    from staredge.runtimes import load_backend
+
+    marker = tmp_path / "marker.txt"
+    evil = tmp_path / "starnet_s050.pth"
+    torch.save({"state_dict": create("starnet_s050").state_dict(), "args": _Exec(str(marker))}, evil)
+    routes = {
+        "read_state_dict": lambda: read_state_dict(evil),
+        "load_checkpoint": lambda: load_checkpoint(create("starnet_s050"), evil),
+        "create": lambda: create("starnet_s050", checkpoint=str(evil)),
+        "load_backend": lambda: load_backend(evil, model="starnet_s050", device="cpu"),
+        "export": lambda: export(str(evil), "onnx", tmp_path / "out", validate=False),
+    }
+    for name, route in routes.items():
+        with pytest.raises(StarEdgeError, match="builtins.exec") as info:
+            route()
+        exc = info.value
+        assert isinstance(exc, UnsafeCheckpointError) or isinstance(exc.__cause__, UnsafeCheckpointError), name
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.onnx"))
