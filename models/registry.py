@@ -116,6 +116,11 @@ def get_entry(name: str) -> ModelEntry:
         return _REGISTRY[key]
     import difflib
 
+    if "/" in name or "\\" in name or name.endswith((".pth", ".pt", ".tar", ".safetensors", ".bin", ".ckpt")):
+        from staredge.errors import CheckpointNotFoundError
+
+        raise CheckpointNotFoundError(f"checkpoint not found: {name}; check the path (registry names such as "
+                                      f"starnet_s1 have no '/' and no file suffix: run `staredge models`)")
     close = difflib.get_close_matches(key, list(_REGISTRY), n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(

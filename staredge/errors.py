@@ -78,3 +78,11 @@ class ExportError(StarEdgeError):
 
 class ArtifactError(StarEdgeError):
     """An artifact cannot be loaded: missing, truncated, corrupt or not what its suffix says."""
+
+
+class CheckpointNotFoundError(UnknownModelError, CheckpointError):
+    """A model was named by a checkpoint path (``x.pth``, ``dir/x``) that does not exist.
+
+    Both an :class:`UnknownModelError` (it is not a registered name either) and a
+    :class:`CheckpointError`, so code catching either keeps working.
+    """

@@ -73,7 +73,7 @@ def test_shipped_weights_are_small_and_describe_themselves():
     path = demo.weights_path()
     assert path.stat().st_size < 5 * 1024 * 1024
     from staredge.metadata import ArtifactMetadata
-    from staredge.runtimes.pytorch import read_safetensors_metadata_json
+    from staredge.metadata import read_safetensors_text as read_safetensors_metadata_json
 
     meta = ArtifactMetadata.from_json(read_safetensors_metadata_json(path))
     assert meta.model == "starnet_s050" and meta.labels == [str(i) for i in range(10)]

@@ -180,9 +180,12 @@ def test_interrupt_halfway_leaves_no_file_and_keeps_old_artifact(tmp_path, monke
 
 
 def test_missing_converter_names_the_extra(tmp_path, monkeypatch):
-    import staredge.exporters.api as export_impl
+    import dataclasses
 
-    monkeypatch.setitem(export_impl.REQUIREMENTS, "tflite", [("staredge_no_such_converter", "tflite")])
+    from staredge.formats import FORMATS
+
+    missing = dataclasses.replace(FORMATS["tflite"], export_requires=(("staredge_no_such_converter", "tflite"),))
+    monkeypatch.setitem(FORMATS, "tflite", missing)
     with pytest.raises(MissingDependencyError, match=r"staredge\[tflite\]"):
         export("starnet_s050", "onnx,tflite", tmp_path)
     assert os.listdir(tmp_path) == []  # checked before any work
@@ -275,10 +278,10 @@ def test_checkpoint_without_a_registry_name_asks_for_model(tmp_path):
 def test_artifact_its_runtime_refuses_fails_validation(tmp_path, monkeypatch):
     import staredge.exporters.validate as validate_module
 
-    def refusing_runtime(path, export_batch, dynamic_batch):
+    def refusing_runtime(path, backend=None, device="auto", **options):
         raise RuntimeError("runtime refused the file")
 
-    monkeypatch.setitem(validate_module.RUNNERS, "onnx", refusing_runtime)
+    monkeypatch.setattr(validate_module, "load_backend", refusing_runtime)
     report = export(randomized("starnet_s050"), "onnx", tmp_path)
     art = report.artifacts[0]
     assert art.passed is False and "runtime refused the file" in art.error and not report.passed
