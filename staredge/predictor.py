@@ -152,6 +152,13 @@ class Predictor:
             logits = self.predict(chunk)[0]
             rows.append(logits.reshape(logits.shape[0], -1))
         logits = np.concatenate(rows)
+        if not np.isfinite(logits).all():  # never rank NaN: [('tench', nan), ...] means nothing
+            from staredge.errors import ArtifactError
+
+            raise ArtifactError(
+                f"{self.metadata.model}: the artifact's outputs are not finite (NaN or Inf) for "
+                f"{int((~np.isfinite(logits).all(axis=1)).sum())} of {len(logits)} image(s); its weights are damaged "
+                f"or it was exported from a diverged checkpoint: re-export it from good weights")
         return softmax(logits)
 
     def classify(self, img: Any, top_k: int = 5) -> Ranking | list[Ranking]:
