@@ -195,3 +195,18 @@ def test_artifact_symlink_loop_says_so(tmp_path):
     loop.symlink_to(loop)
     with pytest.raises(ArtifactError, match="symbolic link that leads nowhere"):
         Predictor(loop)
+
+
+def test_classify_refuses_nan_outputs():
+    import numpy as np
+
+    from staredge import Predictor
+    from staredge.errors import ArtifactError
+    from staredge.models import create
+
+    model = create("starnet_s050")
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    p = Predictor(model, device="cpu")
+    with pytest.raises(ArtifactError, match=r"outputs are not finite \(NaN or Inf\) for 1 of 1 image"):
+        p.classify(np.zeros((40, 40, 3), np.uint8))
