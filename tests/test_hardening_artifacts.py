@@ -245,3 +245,14 @@ def test_fuzz_metadata_documents(changes):
         PreprocessConfig.from_metadata(meta)
     except StarEdgeError:
         pass
+
+
+def test_openvino_xml_entity_bomb_is_refused(tmp_path):
+    """'Billion laughs' in an IR .xml: expat's amplification limit refuses it (no 3 GB string)."""
+    entities = '<!ENTITY l0 "lol">' + "".join(
+        f'<!ENTITY l{i} "{("&l" + str(i - 1) + ";") * 10}">' for i in range(1, 10))
+    path = tmp_path / "bomb.xml"
+    path.write_text(f'<?xml version="1.0"?><!DOCTYPE n [{entities}]>'
+                    f'<net><rt_info><staredge value="&l9;"/></rt_info></net>')
+    with pytest.raises(MetadataError, match="not a readable OpenVINO IR"):
+        read_metadata(path)
