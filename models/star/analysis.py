@@ -123,8 +123,12 @@ def analyze_genome(genome, dim: int, seq_len: int, bytes_per_element: int = 2, d
     (``repair=True`` analyses the repaired genome instead of rejecting an invalid one)."""
     from staredge.models.star.backbone import STARBackbone
 
-    if dim <= 0 or seq_len < 0 or bytes_per_element <= 0:
-        raise ConfigError(f"dim and bytes_per_element must be positive and seq_len >= 0, got {dim}, {seq_len}, {bytes_per_element}")
+    from staredge.models.star.config import MAX_DIM, check_int
+
+    # types and limits first: dim='16' or dim=16.5 used to fail inside the comparison or torch
+    check_int("dim", dim, 1, MAX_DIM, "MAX_DIM")
+    check_int("seq_len", seq_len, 0)
+    check_int("bytes_per_element", bytes_per_element, 1)
     g = resolve_genome(genome, dim, depth, repair)
     cfgs = normalize_configs(configs)
     with torch.device("meta"):
