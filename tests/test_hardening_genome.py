@@ -206,3 +206,17 @@ def test_fuzz_star_model_arguments(dim, depth):
     except StarEdgeError:
         return
     assert m.dim == dim and m.depth == depth
+
+
+def test_analyze_genome_arguments():
+    from staredge.models.star.analysis import analyze_genome
+
+    assert analyze_genome("1-9", 64, 16).dim == 64
+    for args, cls, match in [(("1-9", "16", 8), ConfigError, "dim must be an integer, got str"),
+                             (("1-9", 16.5, 8), ConfigError, "got float 16.5"),
+                             (("1-9", 16, -1), ConfigError, "seq_len must be >= 0"),
+                             (("1-9", 10**9, 8), LimitError, "MAX_DIM")]:
+        with pytest.raises(cls, match=match):
+            analyze_genome(*args)
+    with pytest.raises(GenomeError, match="even number of LIVs"):
+        analyze_genome("transformer_pp", 64, 16, depth=0)  # used to analyse 24 LIVs
