@@ -659,3 +659,271 @@ def test_star_sum_comparison_skips_models_without_a_sum_variant(tmp_path):
     assert [(r.model, r.variant) for r in doc.results] == [
         ("starnet_s050", "star"), ("starnet_s050", "sum"), ("efficientformerv2_s0", "star")]
     assert any("efficientformerv2_s0 has no star→sum variant" in n for n in doc.notes)
+
+
+# ----------------------------------------------------------------------------- issue 15: numbers a user can trust
+
+from staredge.bench import reliability as rel
+from staredge.bench.estimate import describe_estimate, estimate_seconds, format_duration, planned_inferences
+from staredge.bench.machine import compact_machine_label, count_physical_cores
+from staredge.bench.protocols import ALIASES, default_threads
+
+
+def _heavy_tail_runs():
+    """95 inferences of 5 ms and 5 of 40 ms: median 5, p99 40 (a busy machine's tail)."""
+    return [RunStats.from_samples([5.0] * 95 + [40.0] * 5)]
+
+
+def _quiet_machine(cores=8, load=(0.1, 0.1, 0.1)):
+    return {"label": "quiet box", "hostname": "quiet", "usable_cpus": cores, "logical_cpus": cores,
+            "load_average": list(load)}
+
+
+def test_reliability_flags_a_heavy_tail_a_wide_spread_oversubscription_and_load():
+    quiet = rel.assess([RunStats.from_samples([5.0 + 0.01 * i for i in range(100)])], cores=8, threads=4,
+                       load_start=[0.2, 0.2, 0.2], load_after=[4.1, 1, 1], own_busy=3.9)
+    assert not quiet.flagged and quiet.reasons == [] and quiet.tail_ratio < 1.1
+    assert quiet.other_load_per_core == pytest.approx(0.2 / 8, abs=1e-3)  # the run's own 3.9 cores are not "other"
+    tail = rel.assess(_heavy_tail_runs(), cores=8, threads=4)
+    assert tail.flagged and tail.tail_ratio == pytest.approx(8.0)
+    assert any("heavy tail" in r for r in tail.reasons) and any("wide spread" in r for r in tail.reasons)
+    over = rel.assess([RunStats.from_samples([5.0] * 20)], cores=2, threads=4)
+    assert over.flagged and over.reasons == ["4 threads on 2 cores: the threads compete for the cores"]
+    busy = rel.assess([RunStats.from_samples([5.0] * 20)], cores=2, threads=2, load_start=[7.1, 6.0, 5.0])
+    assert busy.flagged and busy.other_load_per_core == pytest.approx(3.55)
+    assert any("busy machine" in r and "7.1" in r for r in busy.reasons)
+    # too few timings to judge a spread: not flagged for it (a 2-sample run's p99 is its max)
+    assert not rel.assess([RunStats.from_samples([1.0, 9.0])], cores=8, threads=1).flagged
+
+
+def test_unreliable_run_is_flagged_in_the_json_and_marked_in_the_tables(tmp_path, monkeypatch, capsys):
+    import staredge.bench.harness as harness
+
+    clock = FakeClock()
+    monkeypatch.setattr(harness, "machine_info", lambda: _quiet_machine())
+    monkeypatch.setattr(harness, "load_average", lambda: [0.1, 0.1, 0.1])
+    heavy = [5.0] * 95 + [40.0] * 5
+    random.Random(1).shuffle(heavy)
+    scripts = {"pytorch": [9.0] + heavy, "onnxruntime": [9.0] + [4.0 + 0.001 * i for i in range(100)]}
+    protocol = get_protocol("paper-cpu", warmup=0, iters=100, threads=4)
+    doc = run_bench(["starnet_s050"], [BackendSpec("pytorch"), BackendSpec("onnxruntime")], [protocol],
+                    show_progress=False, workdir=str(tmp_path), clock=clock, factory_class=_fake_factory(clock, scripts))
+    by = {r.backend: r for r in doc.results}
+    assert by["pytorch"].reliability["flagged"] and "heavy tail" in by["pytorch"].reliability["reasons"][0]
+    assert by["onnxruntime"].reliability["flagged"] is False
+    # the spread for the bar chart is kept, the samples are not (no --keep-samples)
+    assert by["pytorch"].spread_ms["median"] == 5.0 and by["pytorch"].spread_ms["p90"] == 5.0
+    assert by["pytorch"].runs[0].samples_ms is None
+    # mean 6.75 vs median 5: the speed-up the tables print is the ratio of medians
+    assert by["onnxruntime"].speedup_vs["pytorch"] == pytest.approx(6.75 / by["onnxruntime"].latency_ms, rel=1e-3)
+    assert by["onnxruntime"].speedup_median_vs["pytorch"] == pytest.approx(5.0 / by["onnxruntime"].median_ms, rel=1e-3)
+    data = json.loads(save(doc, tmp_path / "r.json").read_text())
+    assert data["schema_version"] == 1  # new keys only: older readers ignore them (docs/bench-format.md)
+    (flagged,) = [r for r in data["results"] if r["reliability"]["flagged"]]
+    assert flagged["backend"] == "pytorch" and flagged["reliability"]["tail_ratio"] == pytest.approx(8.0)
+    assert load(tmp_path / "r.json").to_dict() == doc.to_dict()
+    md = report.to_markdown(doc)
+    assert "5.00!" in md and rel.CAPTION in md and "starnet_s050 · pytorch: heavy tail" in md
+    by_median = f"×{5.0 / by['onnxruntime'].median_ms:.2f}"  # ×1.23: 5.0 / 4.05 by medians
+    assert by_median == "×1.23" and by_median in md and "×1.67" not in md  # not 6.75 / 4.05 by means
+    out = io.StringIO()
+    from rich.console import Console
+
+    report.print_tables(doc, Console(file=out, width=100))
+    text = out.getvalue()
+    assert "5.00!" in text and "! = unreliable" in text
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(doc))))
+    assert {r["backend"]: r["unreliable"] for r in rows} == {"pytorch": "1", "onnxruntime": "0"}
+
+
+def test_star_vs_sum_at_high_load_is_not_a_result():
+    doc = _doc(results=[
+        _result("starnet_s1", "onnxruntime", 4.0),
+        _result("starnet_s1", "onnxruntime", 3.5, variant="sum"),
+    ])
+    doc.machines["m1"].update(usable_cpus=4, load_average=[7.1, 6.9, 6.0])  # the issue: +56.9 ms "result" at load 7.1
+    table = report.build_table(doc)
+    (row,) = report.star_sum_rows(table)
+    assert row[1] == "3.50 / 4.00 (not a result!)"
+    assert "+0.50" not in row[1]
+    md = report.to_markdown(doc)
+    assert report.STAR_SUM_CAPTION in md and "busy machine" in md
+    from rich.console import Console
+
+    out = io.StringIO()
+    report.print_tables(doc, Console(file=out, width=100))
+    assert "not a result!" in out.getvalue() and "says nothing about star vs. sum" in out.getvalue()
+    # the same pair on a quiet machine is a result
+    doc.machines["m1"].update(load_average=[0.1, 0.1, 0.1])
+    assert report.star_sum_rows(report.build_table(doc))[0][1] == "3.50 / 4.00 (+0.50)"
+
+
+def test_default_threads_are_the_physical_cores_at_most_the_presets():
+    import argparse
+
+    from staredge.commands.bench import build_protocols
+
+    cpuinfo = "".join(f"processor\t: {i}\nphysical id\t: 0\ncore id\t\t: {i // 2}\n\n" for i in range(4))
+    assert count_physical_cores(cpuinfo) == 2  # 4 hyper-threads on 2 cores
+    assert count_physical_cores(cpuinfo, usable={0, 1}) == 1
+    assert count_physical_cores("processor\t: 0\n") is None
+    args = argparse.Namespace(protocol="paper-cpu", threads=None, warmup=None, iters=None, repeats=None,
+                              device=None, rewrite=None, statistic=None, reduce=None)
+    (two,) = build_protocols(args, physical_cores=2)
+    assert two.threads == 2 and "threads" in two.overrides  # not the paper's 4 on a 2-core box
+    (many,) = build_protocols(args, physical_cores=32)
+    assert many.threads == 4 and many.overrides == ()  # the paper's count where the cores allow it
+    args.threads = "1,3"
+    assert [p.threads for p in build_protocols(args, physical_cores=2)] == [1, 3]  # asked for: as asked
+    assert default_threads(PRESETS["paper-gpu"], 2) is None
+
+
+def test_quick_preset_and_the_time_estimate():
+    quick = get_protocol("quick")
+    assert (quick.warmup, quick.iters, quick.repeats, quick.statistic) == (5, 30, 1, "median")
+    paper = get_protocol("paper-cpu")
+    assert planned_inferences(2, 3, [paper]) == 2 * 3 * 551
+    assert estimate_seconds({"a": 10.0, "b": 10.0}, 3, [paper]) == pytest.approx(33.06)
+    line = describe_estimate(["a", "b"], 3, [paper], probe=lambda m, t: 10.0, quick=quick)
+    assert line.startswith("Estimated time: about 33 s") and "3,306 inferences" in line
+    assert "--protocol quick takes about 2 s" in line
+    assert describe_estimate(["a"], 3, [quick], probe=lambda m, t: 10.0) is None  # short: no estimate, no probe
+    assert [format_duration(s) for s in (0.2, 75, 1500, 9000)] == ["about 1 s", "about 75 s", "about 25 min", "about 2.5 h"]
+
+
+def test_cli_quick_preset_prints_the_estimate_and_notices(tmp_path, monkeypatch, capsys):
+    import staredge.bench.estimate as estimate
+    import staredge.bench.harness as harness
+    import staredge.bench.machine as machine
+
+    clock = FakeClock()
+    monkeypatch.setattr(harness, "RunnerFactory", _fake_factory(clock, {"pytorch": [1.0] * 10_000, "onnx-plain": [1.0] * 10_000, "litert": [1.0] * 10_000}))
+    monkeypatch.setattr(machine, "physical_cores", lambda: 2)
+    monkeypatch.setattr(estimate, "probe_model", lambda name, threads: 2.0)
+    out = tmp_path / "q.json"
+    assert main(["bench", "starnet_s050", "--protocol", "quick", "--backends", "tflite", "--json", str(out)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "2 thread(s), the physical cores of this machine, instead of the preset's 4" in text
+    data = json.loads(out.read_text())
+    assert list(data["protocols"]) == ["quick[threads=2]"]
+    assert {r["backend"] for r in data["results"]} == {"pytorch", "onnx-plain", "litert"}  # tflite → litert
+    assert all(r["runs"][0]["n"] == 30 and r["runs"][0]["warmup"] == 5 for r in data["results"])
+    # a long run says how long it will take before it starts (and what quick would take)
+    long_out = tmp_path / "long.json"
+    assert main(["bench", "starnet_s050", "--backends", "litert", "--iters", "900", "--warmup", "1",
+                 "--json", str(long_out)]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # rich wraps long lines at the console width
+    assert "Estimated time:" in text and "--protocol quick takes" in text
+    assert text.index("Estimated time:") < text.index("Latency, batch 1")
+
+
+def test_protocols_that_imitate_a_phone_say_so(tmp_path, monkeypatch, capsys):
+    import staredge.bench.harness as harness
+
+    clock = FakeClock()
+    monkeypatch.setattr(harness, "RunnerFactory", _fake_factory(clock, {"pytorch": [1.0] * 100, "onnx-plain": [1.0] * 100}))
+    assert ALIASES == {"ios": "ios-settings-on-host", "modelbench": "modelbench-settings-on-host"}
+    assert get_protocol("ios") == get_protocol("ios-settings-on-host")
+    out = tmp_path / "r.json"
+    assert main(["bench", "starnet_s050", "--protocol", "ios", "--backends", "onnx-plain", "--warmup", "0",
+                 "--iters", "2", "--threads", "1", "--json", str(out), "--no-progress"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--protocol ios is now called ios-settings-on-host" in text
+    assert "times this host's CPU: these are not iPhone numbers" in text
+    (proto,) = json.loads(out.read_text())["protocols"].values()
+    assert proto["name"] == "ios-settings-on-host" and proto["imitates"].startswith("iPhone")
+    assert all(not p.imitates for n, p in PRESETS.items() if not n.endswith("-on-host"))
+
+
+def _many_runtime_merge():
+    """A Linux document with six runtimes and a phone document with three CoreML settings."""
+    linux = _doc("linux box")
+    linux.results += [_result("starnet_s1", "litert", 6.0), _result("starnet_s1", "openvino@fuse+pwlinear", 7.5),
+                      _result("starnet_s2", "pytorch", 12.0), _result("starnet_s2", "onnxruntime", 5.0)]
+    phone = BenchDocument(tool="StarEdge iOS 1.0")
+    phone.machines["iphone"] = {"label": "iPhone 13", "os": "iOS 18.1"}
+    phone.protocols["ios"] = {"name": "ios", "threads": None, "warmup": 50, "iters": 500, "repeats": 3,
+                              "reduce": "last", "statistic": "mean"}
+    phone.results = [_result(m, b, 0.8, machine="iphone", protocol="ios")
+                     for m in ("starnet_s1", "starnet_s2") for b in ("coreml:all", "coreml:cpuAndGPU", "coreml:cpuOnly")]
+    return linux, phone
+
+
+def test_merged_tables_fit_100_columns_with_readable_headers(tmp_path, capsys):
+    import re
+
+    linux, phone = _many_runtime_merge()
+    merged = merge([linux, phone])
+    labels = {r.backend for r in merged.results if r.ok}
+    assert len(labels) >= 8
+    from rich.console import Console
+
+    out = io.StringIO()
+    report.print_tables(merged, Console(file=out, width=240))  # a wide terminal still gets <= 100 columns
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for word in ("model / runtime", "measured on", "median", "p90", "mean", "×PyTorch", "×ORT"):
+        assert word in text, word
+    for label in labels:  # every runtime label whole, never cut to a few letters
+        assert re.search(rf"(^|\s){re.escape(label)}(\s|$)", text, re.M), label
+    assert "iPhone 13 · ios" in text and "linux box · paper-cpu" in text
+    # the same through the CLI
+    save(linux, tmp_path / "a.json")
+    save(phone, tmp_path / "b.json")
+    assert main(["bench", "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    cli_text = capsys.readouterr().out
+    assert max(len(line) for line in cli_text.splitlines()) <= 100
+    assert "coreml:cpuAndGPU" in cli_text and "openvino@fuse+pwlinear" in cli_text
+    # a narrow terminal narrows the tables further, without breaking names or numbers
+    out = io.StringIO()
+    report.print_tables(merged, Console(file=out, width=88, force_terminal=True, color_system=None))
+    assert max(len(line) for line in out.getvalue().splitlines()) <= 88 and "coreml:cpuAndGPU" in out.getvalue()
+    assert compact_machine_label({"cpu_model": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "usable_cpus": 2}) == \
+        "Intel Xeon Platinum 8375C ×2"
+
+
+def test_bar_chart_and_accuracy_plot_files(tmp_path):
+    linux, phone = _many_runtime_merge()
+    merged = merge([linux, phone])
+    merged.results[0].spread_ms = {"p10": 9.0, "p25": 9.5, "median": 10.0, "p75": 10.5, "p90": 11.0}
+    bars = tmp_path / "bars.png"
+    labels = report.plot_latency_bars(merged, str(bars))
+    data = bars.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert "coreml:all [ios] — iPhone 13" in labels and len(labels) == len(report.build_table(merged).columns)
+    plot = tmp_path / "acc.png"
+    drawn = report.plot_latency_vs_top1(merged, str(plot))
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert len(drawn) <= report.MAX_LEGEND and "papers' own latencies (their hardware)" in drawn
+    assert "coreml (3 settings)" in drawn and "openvino (2 settings)" in drawn  # nine columns, one entry per runtime
+    assert not any(d.startswith("paper:") for d in drawn)  # grouped, not one entry per paper platform
+    with pytest.raises(ConfigError, match="no result has a latency"):
+        report.plot_latency_bars(_doc(results=[_result("starnet_s1", "coreml", None, status="unavailable")]),
+                                 str(tmp_path / "none.png"))
+
+
+def test_out_is_a_folder_json_is_the_results_file(tmp_path, capsys):
+    linux, phone = _many_runtime_merge()
+    save(linux, tmp_path / "a.json")
+    save(phone, tmp_path / "b.json")
+    folder = tmp_path / "report"
+    assert main(["bench", "--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(folder)]) == 0
+    from staredge.commands.bench import OUT_FILES
+
+    for name in OUT_FILES.values():
+        assert (folder / name).stat().st_size > 0, name
+    assert load(folder / "results.json").results
+    # a second run refuses to overwrite any of them
+    assert main(["bench", "--merge", str(tmp_path / "a.json"), "--out", str(folder)]) == 2
+    assert "--force" in capsys.readouterr().err
+    # --out FILE.json: the old meaning, with a notice
+    assert main(["bench", "--merge", str(tmp_path / "a.json"), "--out", str(tmp_path / "old.json")]) == 0
+    assert "deprecated" in " ".join(capsys.readouterr().out.split()) and load(tmp_path / "old.json").results
+    (tmp_path / "afile").write_text("x")
+    assert main(["bench", "--merge", str(tmp_path / "a.json"), "--out", str(tmp_path / "afile"), "--force"]) == 2
+    assert "names a folder" in capsys.readouterr().err
+
+
+def test_backend_aliases_from_the_format_table():
+    assert parse_backend("tflite") == parse_backend("litert") == BackendSpec("litert")
+    assert [s.label for s in expand_backends(["litert,tflite,ort"])] == ["litert", "onnxruntime"]

@@ -532,9 +532,11 @@ def print_tables(
 ) -> None:
     """The tables in the terminal with rich, never wider than 100 columns.
 
-    The Table-6-style layout (one column per runtime) is printed when it fits; otherwise
-    the table is transposed, runtimes as rows, with the papers' figures in a table of their
-    own. Unreliable figures carry ``!`` and a caption says why.
+    The Table-6 layout (one column per runtime, the papers' columns beside them) does not
+    fit 100 columns beyond two or three runtimes, so the terminal gets it transposed:
+    runtimes as rows under each model (median, p90, mean, speed-ups of medians), and the
+    papers' figures in a table of their own. The Markdown keeps the Table-6 layout.
+    Unreliable figures carry ``!`` and a caption says why.
     """
     from rich import box
     from rich.console import Console
@@ -563,34 +565,19 @@ def print_tables(
             t.add_row(*row, style="bold" if heading else None, end_section=next_heading)
         return t
 
-    def natural_width(t: RichTable) -> int:
-        probe = Console(width=10_000, file=io.StringIO(), color_system=None)
-        return probe.measure(t).maximum
-
     flagged = bool(flagged_cells(table))
     context = "\n".join(describe_context(doc, results))
-    wide = build("Latency, batch 1: median (ms)", latency_header(table, short=True), latency_rows(table),
-                 context + ("\n" + UNRELIABLE_CAPTION if flagged else ""))
-    if natural_width(wide) <= width:
-        out.print(wide)
-        cols = speedup_columns(table)
-        if cols:
-            out.print(build(
-                "Speed-up of medians: ×vs PyTorch eager / ×vs plain ONNX Runtime (above 1 = faster)",
-                ["model"] + [c.label for c in cols], speedup_rows(table),
-            ))
-    else:
-        if table.columns:
-            out.print(build(
-                "Latency, batch 1 (ms), one row per runtime", runtime_header(table, doc, grouped=True),
-                runtime_rows(table, doc, grouped=True),
-                _median_caption() + "\n" + context + ("\n" + UNRELIABLE_CAPTION if flagged else ""),
-                group_first=True,
-            ))
+    if table.columns:
         out.print(build(
-            "Models: our params and MACs; the papers' top-1 and latencies (ms)", paper_header(table), paper_rows(table),
-            "; ".join(f"{SHORT_LABELS.get(p, p)} = {p}" for p in table.paper_platforms) or None,
+            "Latency, batch 1 (ms), one row per runtime", runtime_header(table, doc, grouped=True),
+            runtime_rows(table, doc, grouped=True),
+            _median_caption() + "\n" + context + ("\n" + UNRELIABLE_CAPTION if flagged else ""),
+            group_first=True,
         ))
+    out.print(build(
+        "Models: our params and MACs; the papers' top-1 and latencies (ms)", paper_header(table), paper_rows(table),
+        "; ".join(f"{SHORT_LABELS.get(p, p)} = {p}" for p in table.paper_platforms) or None,
+    ))
     ss_long = star_sum_long_rows(table, doc)
     if ss_long:
         out.print(build(
@@ -667,9 +654,10 @@ def plot_latency_vs_top1(
     models benchmarked here, with the weights the results record (``random init`` for
     ``staredge bench``: latency does not depend on the weights' values, accuracy does) —
     the axis labels and a footnote say so. Only models whose paper gives a top-1 are
-    plotted; the papers' own latencies are dashed series labelled with their hardware, or
-    one shared legend entry when there would be more than 8 entries. Returns the legend
-    labels. Written atomically with matplotlib's Agg backend.
+    plotted; the papers' own latencies are dashed series labelled with their hardware.
+    The legend keeps to 8 entries: past that the papers' series share one entry, and with
+    still too many runtime columns each runtime gets one colour and entry (its settings
+    told apart by marker). Returns the legend labels. Written atomically (Agg backend).
     """
     import os
 
@@ -703,12 +691,23 @@ def plot_latency_vs_top1(
             drawn.append(label)
 
     measured = [c for c in table.columns if any(row.latency.get(c) is not None for row in rows)]
+    platforms = [p for p in table.paper_platforms if any(p in row.paper for row in rows)] if include_paper else []
+    # Too many series for a readable legend: one entry (and colour) per runtime, its settings
+    # (accelerator, rewrites, machine, protocol) told apart by marker.
+    by_runtime = len(measured) + min(len(platforms), 1) > MAX_LEGEND
+    colours: dict[str, Any] = {}
     for i, col in enumerate(measured):
         pts = [(row.latency[col], row.top1, row.model) for row in rows if row.latency.get(col) is not None]
-        draw(pts, col.label, marker=markers[i % len(markers)])
-    if include_paper:
-        platforms = [p for p in table.paper_platforms if any(p in row.paper for row in rows)]
-        grouped = len(measured) + len(platforms) > MAX_LEGEND
+        if not by_runtime:
+            draw(pts, col.label, marker=markers[i % len(markers)])
+            continue
+        runtime = col.backend.split("@")[0].split(":")[0]
+        members = sum(1 for c in measured if c.backend.split("@")[0].split(":")[0] == runtime)
+        label = None if runtime in colours else (runtime if members == 1 else f"{runtime} ({members} settings)")
+        colour = colours.setdefault(runtime, f"C{len(colours) % 10}")
+        draw(pts, label, marker=markers[i % len(markers)], color=colour)
+    if platforms:
+        grouped = len(drawn) + len(platforms) > MAX_LEGEND
         for k, platform in enumerate(platforms):
             pts = [(row.paper[platform], row.top1, row.model) for row in rows if platform in row.paper]
             label = platform if not grouped else ("papers' own latencies (their hardware)" if k == 0 else None)
