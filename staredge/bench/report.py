@@ -61,7 +61,8 @@ class Cell:
 
 @dataclass
 class Row:
-    """One model (variant) with its figures and one latency (the median) per column."""
+    """One model (variant) with its figures and, per column, the protocol's reported figure
+    (``latency``) and the median (``median``, what the tables print)."""
 
     model: str
     variant: str
@@ -75,6 +76,7 @@ class Row:
     status: dict[Column, str]
     paper: dict[str, float]
     cells: dict[Column, Cell] = field(default_factory=dict)
+    median: dict[Column, float | None] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -153,7 +155,8 @@ def build_table(doc: BenchDocument, results: Iterable[BenchResult] | None = None
         if col is not None and r.ok:
             cell = make_cell(r, doc.machines.get(r.machine, {}))
             row.cells[col] = cell
-            row.latency[col] = cell.median
+            row.latency[col] = r.latency_ms
+            row.median[col] = cell.median
             row.speedups[col] = dict(cell.speedups)
             row.status[col] = r.status
     platforms = [p for p in PAPER_PLATFORMS if any(p in row.paper for row in rows.values())]
@@ -197,7 +200,7 @@ def _marks(row: Row, col: Column) -> str:
 
 
 def _cell(row: Row, col: Column) -> str:
-    value = row.latency.get(col)
+    value = row.median.get(col)
     return _fmt(value) + (_marks(row, col) if value is not None else "")
 
 
@@ -260,7 +263,7 @@ def star_sum_rows(table: Table) -> list[list[str]]:
         star, summ = variants["star"], variants["sum"]
         cells = [model]
         for col in table.columns:
-            cells.append(_pair(summ.latency.get(col), star.latency.get(col), 2, _pair_flagged(star, summ, col)))
+            cells.append(_pair(summ.median.get(col), star.median.get(col), 2, _pair_flagged(star, summ, col)))
         for p in table.paper_platforms:
             cells.append(_pair(summ.paper.get(p), star.paper.get(p), 1))
         out.append(cells)
@@ -426,7 +429,7 @@ def star_sum_long_rows(table: Table, doc: BenchDocument) -> list[list[str]]:
         star, summ = variants["star"], variants["sum"]
         first = True
         for col in table.columns:
-            a, b = summ.latency.get(col), star.latency.get(col)
+            a, b = summ.median.get(col), star.median.get(col)
             if a is None or b is None:
                 continue
             if first:
@@ -690,14 +693,14 @@ def plot_latency_vs_top1(
         if label:
             drawn.append(label)
 
-    measured = [c for c in table.columns if any(row.latency.get(c) is not None for row in rows)]
+    measured = [c for c in table.columns if any(row.median.get(c) is not None for row in rows)]
     platforms = [p for p in table.paper_platforms if any(p in row.paper for row in rows)] if include_paper else []
     # Too many series for a readable legend: one entry (and colour) per runtime, its settings
     # (accelerator, rewrites, machine, protocol) told apart by marker.
     by_runtime = len(measured) + min(len(platforms), 1) > MAX_LEGEND
     colours: dict[str, Any] = {}
     for i, col in enumerate(measured):
-        pts = [(row.latency[col], row.top1, row.model) for row in rows if row.latency.get(col) is not None]
+        pts = [(row.median[col], row.top1, row.model) for row in rows if row.median.get(col) is not None]
         if not by_runtime:
             draw(pts, col.label, marker=markers[i % len(markers)])
             continue
@@ -714,7 +717,7 @@ def plot_latency_vs_top1(
             style = {"color": "0.55"} if grouped else {}
             draw(pts, label, linestyle="--", marker="x", alpha=0.6, **style)
     for row in rows:  # name each model once, at its fastest measured point
-        xs = [row.latency[c] for c in table.columns if row.latency.get(c) is not None]
+        xs = [row.median[c] for c in table.columns if row.median.get(c) is not None]
         if xs:
             ax.annotate(_short_name(row.model), (min(xs), row.top1), textcoords="offset points",
                         xytext=(-6, 5), fontsize=7, ha="right")
@@ -766,7 +769,8 @@ def plot_latency_bars(
     plt = _pyplot()
     cols = table.columns
     n = len(cols)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 + len(rows) * (0.5 + 0.32 * n)), 5.5), dpi=120)
+    legend_rows = n if n <= 3 else (n + 1) // 2
+    fig, ax = plt.subplots(figsize=(max(9.0, 1.2 + len(rows) * (0.5 + 0.32 * n)), 5.0 + 0.22 * legend_rows), dpi=120)
     group = 0.84
     width = group / max(n, 1)
     used_min = False
@@ -805,15 +809,16 @@ def plot_latency_bars(
                        rotation=0 if len(rows) <= 8 else 30)
     if highs and lows and max(highs) / max(min(lows), 1e-9) > 30:
         ax.set_yscale("log")
-    ax.set_ylabel("latency, batch 1 (ms): median, whiskers p10–p90")
+    ax.set_ylabel("median latency, batch 1 (ms)\nwhiskers: p10–p90")
     ax.set_title(title or "Median latency per runtime, with spread")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=1 if n <= MAX_LEGEND else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              borderaxespad=0.0)
+    # Below the axes, so that long labels (runtime, protocol, machine) never squeeze the bars.
+    ax.legend(fontsize=8, ncol=1 if n <= 3 else 2, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+              borderaxespad=0.0, frameon=False)
     note = "Hatched: unreliable (spread or machine load, see the table). "
     if used_min:
         note += "Some results were recorded without p10: their lower whisker is the fastest inference. "
     fig.text(0.01, 0.01, note, fontsize=7, ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     _save_png(fig, path, plt)
     return [c.label for c in cols]
