@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from staredge.errors import ConfigError, MissingDependencyError
-from staredge.formats import RUNTIMES, detect_format, get_runtime
+from staredge.formats import RUNTIMES, TEXT_GENERATION, detect_format, get_runtime
 from staredge.metadata import MetadataError
 from staredge.runtimes.base import ArtifactError, Backend, DeviceError, InputShapeError
 
@@ -58,6 +59,30 @@ def _is_torch_module(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.nn.Module)
 
 
+def _is_text_generation(path_or_module: Any, runtime: str, metadata: Any = None) -> bool:
+    """Whether the artifact (or module) is a language model (metadata ``task ==
+    "text-generation"``, a ``save_lm`` pair, or a module with the step contract). Unreadable
+    metadata says no: the image backend then reports what is wrong with the file."""
+    if metadata is not None:
+        return getattr(metadata, "task", None) == TEXT_GENERATION
+    if not isinstance(path_or_module, (str, os.PathLike)):
+        from staredge.runtimes.text import is_text_module
+
+        return is_text_module(path_or_module)
+    if runtime == "pytorch":
+        from staredge.runtimes.text import _lm_pair_config
+
+        if _lm_pair_config(Path(path_or_module)) is not None:
+            return True
+    from staredge.errors import StarEdgeError
+    from staredge.metadata import read_metadata
+
+    try:
+        return read_metadata(path_or_module).task == TEXT_GENERATION
+    except (StarEdgeError, OSError, ValueError):
+        return False
+
+
 def load_backend(
     path_or_module: Any,
     backend: str | None = None,
@@ -78,6 +103,11 @@ def load_backend(
     ``graph_optimization`` (ONNX Runtime), ``channels_last=True`` (PyTorch). Raises
     :class:`ArtifactError` for missing, unknown or corrupt artifacts and
     :class:`MissingDependencyError` when the runtime is not installed.
+
+    A language model (metadata ``task == "text-generation"``, a ``save_lm`` pair, or a STAR
+    LM module) gets the runtime's text-generation backend instead
+    (:attr:`~staredge.formats.RuntimeSpec.text_backend`, :mod:`staredge.runtimes.text`):
+    ``open_session()`` streams, ``describe()`` shows the state spec.
     """
     if _is_torch_module(path_or_module):
         if backend is not None and get_runtime(backend).name != "pytorch":
@@ -90,7 +120,10 @@ def load_backend(
             )
         name = select_backend(path_or_module, backend)
     spec = RUNTIMES[name]
-    cls = spec.backend_class()  # backend modules import their runtime package only in load()
+    if spec.text_backend is not None and _is_text_generation(path_or_module, name, options.get("metadata")):
+        cls = spec.text_backend_class()  # a language model: the runtime's text-generation backend
+    else:
+        cls = spec.backend_class()  # backend modules import their runtime package only in load()
     if not cls.is_available():
         raise MissingDependencyError(f"the {name} backend: {spec.install_hint()}")
     return cls(path_or_module, device=device, threads=threads, **options)

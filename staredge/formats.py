@@ -138,6 +138,10 @@ class RuntimeSpec:
     aliases: tuple[str, ...] = ()
     accelerators: tuple[str, ...] = ("cpu",)
     apple_only: bool = False
+    #: ``"module:Class"`` of the runtime's text-generation backend: ``load_backend`` picks it
+    #: for an artifact whose metadata says ``task == "text-generation"`` (None: the runtime
+    #: runs no language models).
+    text_backend: str | None = None
 
     def available(self) -> bool:
         """Whether one of the runtime's packages can be imported here."""
@@ -181,6 +185,12 @@ class RuntimeSpec:
         """The Backend subclass (imported now)."""
         return load_object(self.backend)
 
+    def text_backend_class(self):
+        """The text-generation Backend subclass (imported now); ConfigError when there is none."""
+        if self.text_backend is None:
+            raise ConfigError(f"{self.title} has no text-generation backend in StarEdge")
+        return load_object(self.text_backend)
+
 
 #: Every artifact format, in the order ``--formats all`` exports them.
 FORMATS: dict[str, FormatSpec] = {
@@ -192,6 +202,7 @@ FORMATS: dict[str, FormatSpec] = {
             exporter="staredge.exporters.onnx:export_onnx",
             export_requires=(("torch", "torch"), ("onnx", "onnx"), ("onnxruntime", "onnx")), extra="onnx",
             runtime="onnxruntime", dynamic_batch=True,
+            tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_onnx_text",
         ),
         FormatSpec(
@@ -200,6 +211,7 @@ FORMATS: dict[str, FormatSpec] = {
             exporter="staredge.exporters.openvino:export_openvino",
             export_requires=(("torch", "torch"), ("openvino", "openvino")), extra="openvino",
             runtime="openvino", dynamic_batch=True, resizable_batch=True,
+            tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_openvino_text",
         ),
         FormatSpec(
@@ -208,6 +220,7 @@ FORMATS: dict[str, FormatSpec] = {
             exporter="staredge.exporters.tflite:export_tflite",
             export_requires=(("torch", "torch"), ("litert_torch", "tflite"), ("ai_edge_litert", "tflite")),
             extra="tflite", runtime="litert", dynamic_batch=False, resizable_batch=True,
+            tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_tflite_text",
         ),
         FormatSpec(
@@ -226,6 +239,7 @@ FORMATS: dict[str, FormatSpec] = {
             name="pytorch", title="PyTorch checkpoint", aliases=("torch",),
             suffixes=(".safetensors", ".pt", ".pth", ".tar", ".bin"),
             runtime="pytorch", extra="torch", dynamic_batch=True,
+            tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_safetensors_text",
         ),
     )
@@ -240,17 +254,20 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             backend="staredge.runtimes.onnxruntime:OnnxRuntimeBackend", modules=("onnxruntime",), extra="onnx",
             formats=("onnx",), distributions=("onnxruntime", "onnxruntime-gpu"),
             accelerators=("cpu", "cuda", "tensorrt"),
+            text_backend="staredge.runtimes.text:OnnxRuntimeTextBackend",
         ),
         RuntimeSpec(
             name="openvino", title="OpenVINO", aliases=("ov",),
             backend="staredge.runtimes.openvino:OpenVinoBackend", modules=("openvino",), extra="openvino",
             formats=("openvino",), distributions=("openvino",),
+            text_backend="staredge.runtimes.text:OpenVinoTextBackend",
         ),
         RuntimeSpec(
             name="litert", title="LiteRT", aliases=("tflite", "tflite_runtime", "tflite-runtime"),
             backend="staredge.runtimes.litert:LiteRtBackend",
             modules=("ai_edge_litert", "tflite_runtime"), extra="tflite",
             formats=("tflite",), distributions=("ai-edge-litert", "tflite-runtime"),
+            text_backend="staredge.runtimes.text:LiteRtTextBackend",
         ),
         RuntimeSpec(
             name="coreml", title="CoreML", aliases=("mlpackage",),
@@ -261,6 +278,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             name="pytorch", title="PyTorch", aliases=("torch",),
             backend="staredge.runtimes.pytorch:PyTorchBackend", modules=("torch",), extra="torch",
             formats=("pytorch",), distributions=("torch",), accelerators=("cpu", "cuda"),
+            text_backend="staredge.runtimes.text:PyTorchTextBackend",
         ),
     )
 }
