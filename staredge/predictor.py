@@ -1,4 +1,5 @@
-"""``Predictor``: one object that loads any StarEdge artifact and classifies images with it.
+"""``Predictor``: one object that loads any StarEdge artifact and classifies images with it
+(or, for a language model, streams text: ``Predictor("star_lm_pydoc.onnx").stream("The ")``).
 
     >>> from staredge import Predictor
     >>> p = Predictor("starnet_digits.onnx")          # or .xml, .tflite, .mlpackage, .safetensors
@@ -181,6 +182,36 @@ class Predictor:
             order = np.argsort(-row, kind="stable")[:k]
             rankings.append([(labels[i], float(row[i])) for i in order])
         return rankings if many else rankings[0]
+
+    # ------------------------------------------------------------------ text
+
+    def _text_backend(self) -> Any:
+        if not callable(getattr(self.backend, "open_session", None)):
+            raise ConfigError(
+                f"{self.metadata.model} is a {self.metadata.task!r} artifact; stream()/generate() need a "
+                f"text-generation artifact (e.g. staredge export star_lm_pydoc --formats onnx)")
+        return self.backend
+
+    def stream(self, prompt: Any = "", max_new_tokens: int = 128, temperature: float = 0.8,
+               top_k: int | None = None, top_p: float = 0.95, repetition_penalty: float = 1.0,
+               seed: int | None = None, stop: Any = None, **kwargs: Any) -> Any:
+        """Stream text from a text-generation artifact: an iterator of text pieces
+        (:class:`staredge.generation.TextStream`; ``.stats`` says what happened, ``.close()``
+        cancels and frees the stream's state). Every call has its own decode state, so
+        streams may run at once, from several threads. Arguments as
+        :func:`staredge.generation.stream` (``truncate="left"``, ``add_bos``...); a prompt
+        over the artifact's context raises :class:`~staredge.generation.ContextLengthError`."""
+        from staredge.generation import stream
+
+        return stream(self._text_backend(), prompt, max_new_tokens, temperature, top_k, top_p,
+                      repetition_penalty, seed, stop, **kwargs)
+
+    def generate(self, prompt: Any = "", max_new_tokens: int = 128, temperature: float = 0.8,
+                 top_k: int | None = None, top_p: float = 0.95, repetition_penalty: float = 1.0,
+                 seed: int | None = None, stop: Any = None, **kwargs: Any) -> str:
+        """The whole generated text (without the prompt); same arguments as :meth:`stream`."""
+        return self.stream(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
+                           **kwargs).text()
 
     # ------------------------------------------------------------------ misc
 
