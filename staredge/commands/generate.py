@@ -1,4 +1,8 @@
-"""``staredge generate [MODEL] PROMPT``: stream text from a STAR language model to the terminal."""
+"""``staredge generate [MODEL] PROMPT``: stream text from a STAR language model to the terminal.
+
+MODEL is a shipped model name, a ``save_lm`` path, or an exported text-generation artifact
+(``.onnx``, OpenVINO ``.xml``, ``.tflite``, ``.mlpackage``), which runs through
+``Predictor`` on its runtime (``--backend``/``--device``/``--threads``)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="stream text from a STAR language model (default: the shipped star_lm_pydoc)",
         description="Stream text from a STAR language model. MODEL is a shipped model name "
-                    "(default star_lm_pydoc) or a path saved with staredge.generation.save_lm.",
+                    "(default star_lm_pydoc), a path saved with staredge.generation.save_lm, or an "
+                    "exported text-generation artifact (.onnx, .xml, .tflite, .mlpackage) run on its runtime.",
     )
     p.add_argument("model_and_prompt", nargs="+", metavar="[MODEL] PROMPT",
                    help="optional model name or path, then the prompt text")
@@ -31,8 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop the oldest prompt bytes when the prompt is longer than the context")
     p.add_argument("--no-echo", action="store_true", help="print only the generated text, not the prompt")
     p.add_argument("--threads", type=int, default=1,
-                   help="PyTorch intra-op threads (default 1: batch-1 decode of a small model is "
+                   help="intra-op threads of the runtime (default 1: batch-1 decode of a small model is "
                         "dispatch-bound, and extra threads spin on a busy machine)")
+    p.add_argument("--backend", default=None,
+                   help="force a runtime for an artifact (onnxruntime, openvino, litert, coreml, pytorch); "
+                        "default: chosen from the artifact")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu"],
+                   help="where an artifact runs (default auto: a GPU when the runtime has one)")
     p.add_argument("--stats", action="store_true", help="print token counts and tokens/s to stderr at the end")
     p.set_defaults(func=run)
 
@@ -51,6 +61,18 @@ def _argv_prompt(prompt: str) -> str | bytes:
     return prompt
 
 
+def _is_artifact(model: str) -> bool:
+    """An existing path that is an exported artifact (not a ``save_lm`` pair or a name)."""
+    from pathlib import Path
+
+    p = Path(model).expanduser()
+    if not p.exists() or p.suffix.lower() == ".json":
+        return False
+    if p.is_dir():
+        return (p / "Manifest.json").is_file() or any(p.glob("*.xml"))
+    return p.suffix.lower() in (".onnx", ".xml", ".tflite")
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, stream the continuation to stdout as it is generated."""
     from staredge.generation import load_lm
@@ -65,10 +87,20 @@ def run(args: argparse.Namespace) -> int:
     prompt = _argv_prompt(prompt)
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    import torch
+    if model_name is not None and _is_artifact(model_name):
+        from staredge.predictor import Predictor
 
-    torch.set_num_threads(args.threads)
-    lm = load_lm(model_name)
+        lm = Predictor(model_name, device=args.device, threads=args.threads, backend=args.backend)
+        name = f"{lm.metadata.model} on {lm.backend.name} ({lm.backend.device})"
+    else:
+        if args.backend is not None and args.backend.lower() not in ("pytorch", "torch"):
+            raise ConfigError(f"--backend {args.backend} needs an exported artifact; {model_name or 'the shipped model'} "
+                              "is a PyTorch model (export it: staredge export star_lm_pydoc --formats onnx)")
+        import torch
+
+        torch.set_num_threads(args.threads)
+        lm = load_lm(model_name)
+        name = lm.name
     text_stream = lm.stream(
         prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop,
@@ -93,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stats:
         st = text_stream.stats
         print(
-            f"[{lm.name}: prompt {st.prompt_tokens} tokens ({st.prefill_tokens_per_s:.0f} tok/s prefill), "
+            f"[{name}: prompt {st.prompt_tokens} tokens ({st.prefill_tokens_per_s:.0f} tok/s prefill), "
             f"generated {st.generated_tokens} tokens ({st.decode_tokens_per_s:.1f} tok/s decode), "
-            f"finish: {st.finish_reason}]",
-            file=sys.stderr,
+            f"first token {st.first_token_s * 1000:.1f} ms, finish: {st.finish_reason}]",
+            file=getattr(getattr(args, "capture", None), "stderr", None) or sys.stderr,
         )
     return 0
