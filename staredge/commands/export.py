@@ -36,9 +36,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", dest="model_name", help="architecture of a checkpoint given as MODEL_OR_CHECKPOINT")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis where the format allows it (ONNX, OpenVINO)")
     p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="keep an artifact that fails validation under its final name (default: <name>.failed.<suffix>)")
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
     p.set_defaults(func=run)
+
+
+def _report_file(args: argparse.Namespace) -> str | None:
+    """The report file the flags name (``--report FILE`` / ``--json FILE``), or None."""
+    for name in ("report", "json"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value != "-":
+            return value
+    return None
+
+
+def _check_outputs(args: argparse.Namespace) -> str | None:
+    """Check ``--out`` and the report file before any work: a file in the way, a folder that
+    cannot be written (``/proc/...``) or an existing report without ``--force`` is a typed
+    error now, not a traceback (or a silently replaced report) after minutes of exporting."""
+    from staredge.commands._outputs import check_output_file, check_output_folder
+
+    report_file = _report_file(args)
+    if report_file:  # first: a refused report leaves no new folder behind
+        check_output_file(report_file, force=args.force, flag="--report")
+    check_output_folder(args.out)
+    return report_file
+
+
+def _write_report(report: Any, path: str, force: bool) -> None:
+    from staredge.errors import ConfigError, StarEdgeError
+
+    try:
+        report.write_json(path, force=force)
+    except StarEdgeError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from staredge.exporters import export
     from staredge.exporters.api import parse_formats
 
+    report_file = _check_outputs(args)  # before any work
     formats = parse_formats(args.format)
     console = Console(stderr=True)
     stages = ("rewrite", "export", "validate", "done")
@@ -65,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
             args.model, formats, args.out, precision=args.precision, rewrite=args.rewrite, force=args.force,
             checkpoint=args.checkpoint, validate=not args.no_validate, dynamic_batch=args.dynamic_batch,
             model_name=args.model_name, progress=progress,
+            keep_failed=args.keep_failed,
         )
-    if args.report:
-        report.write_json(args.report)
+    if report_file:
+        _write_report(report, report_file, args.force)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
