@@ -142,3 +142,27 @@ def test_unusable_out_folder_is_a_config_error(tmp_path, where):
 def test_missing_checkpoint_path_says_not_found(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found: .*missing.pth"):
         export(str(tmp_path / "missing.pth"), "onnx", tmp_path / "out")
+
+
+def test_export_cli_checks_its_outputs_before_any_work(tmp_path, capsys):
+    from staredge.cli import main
+
+    report = tmp_path / "r.json"
+    report.write_text('{"mine": 1}')
+    out = tmp_path / "out"
+    base = ["export", "starnet_s050", "--out", str(out), "--no-validate"]
+    # an existing report is not overwritten without --force, and nothing is exported
+    assert main(base + ["--report", str(report)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert report.read_text() == '{"mine": 1}' and not out.exists()
+    # a report under /proc: refused before the artifacts are written
+    assert main(base + ["--report", "/proc/staredge-x/r.json"]) == 2
+    assert "cannot write there" in capsys.readouterr().err and not out.exists()
+    # --out that is a file, or below a file
+    for bad in (report, report / "below"):
+        assert main(["export", "starnet_s050", "--out", str(bad), "--no-validate"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "--out" in err
+    # with --force the report is replaced
+    assert main(base + ["--report", str(report), "--force"]) == 0
+    assert json.loads(report.read_text())["model"] == "starnet_s050"
