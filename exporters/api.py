@@ -33,7 +33,8 @@ from staredge.metadata import ArtifactMetadata, metadata_from_model
 #: Every export format, in the order "all" exports them (from :data:`staredge.formats.FORMATS`).
 FORMATS = export_formats()
 
-PRECISIONS = ("fp32", "fp16")
+#: Artifact precisions: fp32, fp16 weights, int8 (needs calibration data: exporters/quantize.py).
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -198,6 +199,8 @@ def export(
     progress: ProgressCallback | None = None,
     fallback_rewrite: str | Iterable[str] | None = None,
     keep_failed: bool = False,
+    calibration: Any = None,
+    calibration_samples: int | None = None,
 ) -> ExportReport:
     """Export a model to each format in ``formats`` and validate every artifact.
 
@@ -216,7 +219,10 @@ def export(
     (``error``), nothing is left on disk for it, and the other formats go on;
     ``fallback_rewrite`` (pass names, e.g. ``["fuse_batchnorm"]``) retries a format whose
     conversion failed with those passes, and the result keeps the first error in
-    ``fallback_error``.
+    ``fallback_error``. ``precision="int8"`` quantises with each format's own tool and
+    needs ``calibration`` (a folder of images or an (N, C, H, W) array; the digits model
+    uses its training split), up to ``calibration_samples`` of them
+    (:func:`staredge.exporters.quantize.resolve_calibration`; none is a ``CalibrationError``).
     """
     fmts = parse_formats(formats)
     if precision not in PRECISIONS:
@@ -226,6 +232,11 @@ def export(
     passes_by_format = {fmt: resolve_passes(rewrite, fmt) for fmt in fmts}
     model = resolve_model(model_or_name, checkpoint, model_name)
     name, family = model_identity(model)
+    calib = None
+    if precision == "int8":
+        from staredge.exporters.quantize import resolve_calibration
+
+        calib = resolve_calibration(model, calibration, calibration_samples)
     stem = name if precision == "fp32" else f"{name}_{precision}"
     out = Path(out_dir)
     try:
@@ -262,6 +273,10 @@ def export(
         # formats without a symbolic batch axis keep batch 1 (LiteRT resizes at load time instead)
         fmt_dynamic = _wants_dynamic(dynamic_batch, fmt)
         metadata = build_metadata(model, fmt, precision, passes, fmt_dynamic)
+        quant_kw: dict[str, Any] = {}
+        if calib is not None:
+            quant_kw["calibration"] = calib
+            metadata.extra["calibration_samples"] = int(len(calib))
         scratch = make_scratch(out)
         try:
             staged_unit = scratch / unit.name
@@ -272,7 +287,7 @@ def export(
             try:
                 get_format(fmt).exporter_function()(
                     rewritten[key], staged_entry, metadata, precision,
-                    example_input=example, dynamic_batch=fmt_dynamic,
+                    example_input=example, dynamic_batch=fmt_dynamic, **quant_kw,
                 )
             except StarEdgeError as exc:
                 return _failed(fmt, precision, passes, start, str(exc))
