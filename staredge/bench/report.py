@@ -543,7 +543,9 @@ def print_tables(
     """
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     console = console or Console()
     if width is None:
@@ -555,9 +557,10 @@ def print_tables(
     table = build_table(doc, results)
 
     def build(title: str, header: list[str], body: list[list[str]], caption: str | None = None,
-              group_first: bool = False) -> RichTable:
+              group_first: bool = False) -> tuple[RichTable, str | None]:
         # group_first: rows whose cells after the first are empty name a model; a rule above each.
-        t = RichTable(title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        # The caption is printed under the table at the full width, not squeezed to the table's.
+        t = RichTable(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
         for i, h in enumerate(header):
             # Names and numbers are never broken; only the "measured on" column wraps.
             t.add_column(h, justify="left" if i == 0 or h == "measured on" else "right", overflow="fold",
@@ -566,33 +569,40 @@ def print_tables(
             heading = group_first and not any(row[1:])
             next_heading = group_first and k + 1 < len(body) and not any(body[k + 1][1:])
             t.add_row(*row, style="bold" if heading else None, end_section=next_heading)
-        return t
+        return t, caption
+
+    def show(built: tuple[RichTable, str | None]) -> None:
+        t, caption = built
+        out.print(t)
+        if caption:
+            out.print(Text(caption, style="dim"))
+        out.print()
 
     flagged = bool(flagged_cells(table))
     context = "\n".join(describe_context(doc, results))
     if table.columns:
-        out.print(build(
+        show(build(
             "Latency, batch 1 (ms), one row per runtime", runtime_header(table, doc, grouped=True),
             runtime_rows(table, doc, grouped=True),
             _median_caption() + "\n" + context + ("\n" + UNRELIABLE_CAPTION if flagged else ""),
             group_first=True,
         ))
-    out.print(build(
+    show(build(
         "Models: our params and MACs; the papers' top-1 and latencies (ms)", paper_header(table), paper_rows(table),
         "; ".join(f"{SHORT_LABELS.get(p, p)} = {p}" for p in table.paper_platforms) or None,
     ))
     ss_long = star_sum_long_rows(table, doc)
     if ss_long:
-        out.print(build(
+        show(build(
             "Star vs. sum, medians (ms)", ["model / runtime", "sum", "star", "star − sum"], ss_long,
             STAR_SUM_CAPTION if any(r[-1] == NOT_A_RESULT for r in ss_long) else None, group_first=True,
         ))
     for line in reliability_notes(table):
-        out.print(f"[yellow]{UNRELIABLE_MARKER}[/] {line}")
+        out.print(f"[yellow]{UNRELIABLE_MARKER}[/] {escape(line)}")
     for backend, why in table.unavailable.items():
-        out.print(f"[yellow]{backend}[/] not measured: {why}")
+        out.print(f"[yellow]{escape(backend)}[/] not measured: {escape(why)}")
     for note in table.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def _family(model: str) -> str:
