@@ -8,6 +8,7 @@ will carry and the figures the papers print for it (used by ``staredge models``)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -16,6 +17,8 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from staredge.errors import ConfigError, UnknownModelError
+from staredge.labels import read_labels
+from staredge.models.hub import WeightsSource, fetch_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,22 +92,70 @@ class ModelEntry:
     cfg: PretrainedConfig = PretrainedConfig()
     paper: PaperFigures = PaperFigures()
     description: str = ""
+    #: The released weights (None: no release; ``create(name)`` gives seeded random weights).
+    weights: WeightsSource | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
+_STARNET_RELEASE = "https://github.com/ma-xu/Rewrite-the-Stars/releases/download/checkpoints_v1"
+_EFORMER_OFFICIAL = "https://github.com/snap-research/EfficientFormer"
+
+#: Released ImageNet-1k weights per model, as data. StarNet S1-S4: the official release
+#: assets (``checkpoints_v1`` of ma-xu/Rewrite-the-Stars; weights under ``state_dict``).
+#: EfficientFormerV2: the official ``eformer_*_450.pth`` files are on Google Drive, which
+#: gives no direct download link, so the URLs are timm's copies on the Hugging Face hub
+#: (safetensors, timm's key layout, which :mod:`staredge.models.efficientformer_v2` maps
+#: onto the official one). No digests are published for either, so each file's SHA-256 is
+#: recorded on first download and checked on every later load (``staredge.models.hub``).
+RELEASED_WEIGHTS: dict[str, WeightsSource] = {
+    **{
+        f"starnet_s{i}": WeightsSource(
+            url=f"{_STARNET_RELEASE}/starnet_s{i}.pth.tar", filename=f"starnet_s{i}.pth.tar",
+            source="StarNet authors, GitHub release checkpoints_v1",
+            page="https://github.com/ma-xu/Rewrite-the-Stars/releases/tag/checkpoints_v1",
+        )
+        for i in (1, 2, 3, 4)
+    },
+    **{
+        f"efficientformerv2_{v}": WeightsSource(
+            url=f"https://huggingface.co/timm/efficientformerv2_{v}.snap_dist_in1k/resolve/main/model.safetensors",
+            filename=f"efficientformerv2_{v}.snap_dist_in1k.safetensors",
+            source=f"timm's copy of the official eformer_{v}_450.pth (Hugging Face hub)",
+            page=_EFORMER_OFFICIAL,
+        )
+        for v in ("s0", "s1", "s2", "l")
+    },
+}
+
 
 def register(entry: ModelEntry) -> ModelEntry:
-    """Add a variant to the registry (names are unique)."""
+    """Add a variant to the registry (names are unique); its released weights come from
+    :data:`RELEASED_WEIGHTS` unless the entry names its own."""
     if entry.name in _REGISTRY:
         raise ConfigError(f"model '{entry.name}' is registered twice")
+    if entry.weights is None and entry.name in RELEASED_WEIGHTS:
+        entry = dataclasses.replace(entry, weights=RELEASED_WEIGHTS[entry.name])
     _REGISTRY[entry.name] = entry
     return entry
+
+
+def init_seed(name: str) -> int:
+    """The seed of ``name``'s random initialisation (from its name: the same on every machine)."""
+    return int.from_bytes(hashlib.sha256(f"staredge:{name}".encode()).digest()[:4], "little")
+
+
+def families() -> list[str]:
+    """Registered family names, in registration order."""
+    _ensure_loaded()
+    return list(dict.fromkeys(e.family for e in _REGISTRY.values()))
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Registered model names, in registration order (optionally of one family)."""
     _ensure_loaded()
+    if family is not None and family not in families():
+        raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(families())}")
     return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
 
 
@@ -133,43 +184,95 @@ def create(
     checkpoint: str | None = None,
     num_classes: int | None = None,
     *,
+    pretrained: bool = False,
+    labels: Any = None,
     drop_head: bool | None = None,
+    progress: bool = True,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights, in eval mode.
 
-    ``num_classes`` overrides the head size; when it differs from the checkpoint's, the
-    checkpoint's head is dropped (``drop_head`` defaults to True in that case) and the new
-    head keeps its fresh initialisation. Extra ``kwargs`` go to the family's constructor
-    (e.g. ``img_size`` for EfficientFormerV2). The returned module has ``.staredge_name``
-    and ``.pretrained_cfg`` attributes that exporters read.
+    Without weights the model is randomly initialised from a seed derived from its name
+    (:func:`init_seed`): the same name gives the same weights on every call and machine,
+    and ``model.pretrained`` is False. ``pretrained=True`` downloads the released weights
+    (see :data:`RELEASED_WEIGHTS` and :mod:`staredge.models.hub`: user cache, SHA-256
+    recorded and checked, ``STAREDGE_OFFLINE``) and loads them strictly; ``checkpoint``
+    loads a file instead (not both). ``num_classes`` overrides the head size; when it
+    differs from the weights', their head is dropped (``drop_head`` defaults to True in that
+    case) and the new head keeps its (seeded) initialisation. ``labels``: class names in
+    index order (a list, or a text file with one name per line), carried into exported
+    artifacts. Extra ``kwargs`` go to the family's constructor (e.g. ``img_size`` for
+    EfficientFormerV2). The returned module has ``.staredge_name`` and ``.pretrained_cfg``
+    attributes that exporters read.
     """
     entry = get_entry(name)
+    if pretrained and checkpoint is not None:
+        raise ConfigError("pass either pretrained=True (--pretrained) or a checkpoint (--checkpoint), not both")
+    if pretrained and entry.weights is None:
+        released = ", ".join(n for n, e in _REGISTRY.items() if e.weights is not None)
+        raise ConfigError(f"{entry.name} has no released weights; models with released weights: {released}. "
+                          f"Load your own with checkpoint=... (--checkpoint FILE)")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+        raise ConfigError(f"num_classes must be an integer, got {type(num_classes).__name__} {num_classes!r}")
     args = dict(entry.kwargs)
     if num_classes is not None:
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         args["num_classes"] = num_classes
     args.update(kwargs)
-    try:
-        model = entry.builder(**args)
-    except TypeError as exc:
-        raise ConfigError(f"cannot build '{entry.name}' with {kwargs}: {exc}") from exc
+    import torch
+
+    seed = init_seed(entry.name)
+    # seeded without touching the caller's random state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = entry.builder(**args)
+        except TypeError as exc:
+            raise ConfigError(f"cannot build '{entry.name}' with {kwargs}: {exc}") from exc
     cfg = entry.cfg
     if num_classes is not None and num_classes != cfg.num_classes:
         cfg = dataclasses.replace(cfg, num_classes=num_classes, labels="none")
+    if labels is not None:
+        names = read_labels(labels)
+        if len(names) != cfg.num_classes:
+            raise ConfigError(f"{len(names)} labels given for a model with {cfg.num_classes} classes; "
+                              f"give one name per class (and num_classes=... / --num-classes for a new head)")
+        cfg = dataclasses.replace(cfg, names=tuple(names), labels="custom")
     if "img_size" in kwargs:
         size = int(kwargs["img_size"])
         cfg = dataclasses.replace(cfg, input_size=(cfg.input_size[0], size, size))
     model.staredge_name = entry.name
     model.pretrained_cfg = cfg
+    model.pretrained = False
+    model.init_seed = seed
+    if pretrained:
+        checkpoint = fetch_weights(entry.name, entry.weights, progress=progress)
     if checkpoint is not None:
-        from staredge.models.checkpoint import load_checkpoint
+        from staredge.models.checkpoint import file_sha256, load_state_dict, read_state_dict
 
+        sd = read_state_dict(checkpoint)
         if drop_head is None:
-            drop_head = num_classes is not None and num_classes != entry.cfg.num_classes
-        load_checkpoint(model, checkpoint, drop_head=drop_head)
+            # a new head size drops the checkpoint's head, unless the checkpoint already has
+            # that size (a fine-tuned checkpoint: num_classes=10 with a 10-class head)
+            drop_head = num_classes is not None and not _head_fits(model, sd)
+        load_state_dict(model, sd, drop_head=drop_head)
+        model.checkpoint_sha256 = file_sha256(checkpoint)
+        model.pretrained = True
     return model.eval()
+
+
+def _head_fits(model: nn.Module, sd: dict) -> bool:
+    """Whether the checkpoint's classifier head has the model's shapes (after the family's key filter)."""
+    from staredge.models.checkpoint import head_prefixes
+
+    filt = getattr(model, "filter_checkpoint", None)
+    mapped = filt(dict(sd)) if callable(filt) else sd
+    own = model.state_dict()
+    heads = head_prefixes(model)
+    keys = [k for k in mapped if k.startswith(heads) and k in own]
+    return bool(keys) and all(tuple(mapped[k].shape) == tuple(own[k].shape) for k in keys)
+
 
 
 # Family modules whose import registers their variants (add new families here).

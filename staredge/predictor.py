@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from staredge.errors import ConfigError
+from staredge.labels import read_labels
 from staredge.preprocess import DEFAULT_MAX_PIXELS, ImageInputError, PreprocessConfig, preprocess
 from staredge.runtimes import load_backend
 from staredge.runtimes.base import InputShapeError
@@ -48,6 +49,25 @@ def _check_predictor_args(batch_size: Any, max_pixels: Any) -> None:
         raise ConfigError(f"max_pixels must be a positive integer or None (no limit), got {max_pixels!r}")
 
 
+def _check_backend_runs_format(path: str | os.PathLike, backend: str) -> None:
+    """Raise :class:`ConfigError` when the runtime ``backend`` does not run ``path``'s format."""
+    from staredge.formats import detect_format, get_runtime
+    from staredge.metadata import MetadataError
+
+    runtime = get_runtime(backend)
+    try:
+        fmt = detect_format(path)
+    except MetadataError:
+        return  # load_backend reports a missing or unknown artifact
+    if fmt.name not in runtime.formats:
+        runs = ", ".join(runtime.formats)
+        raise ConfigError(
+            f"the {runtime.name} runtime runs {runs} artifacts, and {path} is {fmt.title} (run by {fmt.runtime}); "
+            f"drop backend= (--backends) to use {fmt.runtime}, or export a {runs} artifact with "
+            f"`staredge export MODEL --formats {runtime.formats[0]}`"
+        )
+
+
 class Predictor:
     """Classify images with an exported artifact (or a PyTorch checkpoint) on its runtime.
 
@@ -56,8 +76,14 @@ class Predictor:
             ``.mlpackage``, or a PyTorch checkpoint that carries StarEdge metadata.
         device: "auto" (a GPU when the runtime has one, else the CPU), "cpu" or "cuda".
         threads: intra-op threads for the runtime (None: the runtime's default).
-        backend: force a runtime by name ("onnxruntime", "openvino", "litert", "coreml",
-            "pytorch"); None chooses from the artifact.
+        backend: force a runtime by name or alias ("onnxruntime"/"ort", "openvino"/"ov",
+            "litert"/"tflite", "coreml", "pytorch"); None chooses from the artifact. The
+            runtime must run the artifact's format (see ``staredge.formats``): an ``.onnx``
+            file runs on onnxruntime only; asking for another runtime is a
+            :class:`ConfigError` that names the runtime to use (export another format with
+            ``staredge export --formats``).
+        labels: class names in output-index order (a list, or a text file with one name
+            per line), replacing the names the artifact carries.
         max_pixels: refuse images larger than this many pixels (decompression bombs).
         batch_size: images per runtime call in :meth:`classify` when the artifact takes
             batches; artifacts with a fixed batch of 1 are called once per image.
@@ -73,9 +99,13 @@ class Predictor:
         *,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         batch_size: int = 32,
+        labels: Sequence[str] | str | os.PathLike | None = None,
         **options: Any,
     ) -> None:
         _check_predictor_args(batch_size, max_pixels)
+        if backend is not None and isinstance(path, (str, os.PathLike)):
+            _check_backend_runs_format(path, backend)
+        self._labels = read_labels(labels) if labels is not None else None
         self.backend = load_backend(path, backend=backend, device=device, threads=threads, **options)
         self.metadata = self.backend.metadata
         self._preprocess_config: PreprocessConfig | None = None
@@ -104,7 +134,10 @@ class Predictor:
 
     @property
     def labels(self) -> list[str]:
-        """Class names in output-index order (generic names when the artifact has none)."""
+        """Class names in output-index order: ``labels=`` if given, else the artifact's
+        (generic names when it has none)."""
+        if self._labels is not None:
+            return list(self._labels)
         if self.metadata.labels:
             return list(self.metadata.labels)
         n = self._num_outputs()
@@ -173,6 +206,9 @@ class Predictor:
         many = isinstance(img, (list, tuple))
         probs = self.probabilities(list(img) if many else [img])
         labels = self.labels
+        if self._labels is not None and len(labels) != probs.shape[1]:
+            raise ConfigError(f"{len(labels)} labels given for a model with {probs.shape[1]} outputs; "
+                              f"give one name per class (--labels FILE: one per line)")
         if len(labels) != probs.shape[1]:
             labels = [f"class_{i}" for i in range(probs.shape[1])]
         k = min(top_k, probs.shape[1])

@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="registry name (see `staredge models`) or a checkpoint file")
-    p.add_argument("--format", default="onnx",
-                   help=f"comma-separated: {','.join(export_formats())}, or 'all' (default: onnx)")
+    p.add_argument("--formats", "--format", dest="formats", default="onnx",
+                   help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: onnx)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="artifact precision (default: fp32)")
     p.add_argument(
         "--rewrite", default="auto",
@@ -32,15 +32,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="exports", help="output folder (default: ./exports)")
     p.add_argument("--force", action="store_true", help="replace artifacts that already exist")
-    p.add_argument("--checkpoint", help="weights to load into the registry model")
-    p.add_argument("--model", dest="model_name", help="architecture of a checkpoint given as MODEL_OR_CHECKPOINT")
+    add_model_arguments(p)
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis where the format allows it (ONNX, OpenVINO)")
     p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
     p.add_argument("--keep-failed", action="store_true",
                    help="keep an artifact that fails validation under its final name (default: <name>.failed.<suffix>)")
-    p.add_argument("--report", help="write the JSON report here")
-    p.add_argument("--json", action="store_true", help="print the JSON report instead of a table")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the JSON report to FILE ('-' or no FILE: print it instead of the table)")
+    p.add_argument("--report", dest="json", metavar="FILE", help=argparse.SUPPRESS)  # old spelling of --json FILE
     p.set_defaults(func=run)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that say which model and weights: shared by every command that builds a model."""
+    p.add_argument("--checkpoint", metavar="FILE", help="weights to load into the registry model")
+    p.add_argument("--pretrained", action="store_true",
+                   help="download the released weights into the cache (see `staredge models`) and load them")
+    p.add_argument("--model", dest="model_name", metavar="NAME",
+                   help="architecture (registry name) of a checkpoint given as MODEL_OR_CHECKPOINT")
+    p.add_argument("--num-classes", type=int, metavar="N", help="classifier head size (e.g. of a fine-tuned checkpoint)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one per line in index order; carried in the artifacts")
+
+
+def model_from_args(args: argparse.Namespace) -> Any:
+    """The model the flags describe: a registry name or a checkpoint file, with ``--model``,
+    ``--checkpoint``, ``--pretrained``, ``--num-classes`` and ``--labels``."""
+    from staredge.errors import ConfigError
+    from staredge.exporters.api import _CHECKPOINT_SUFFIXES
+    from staredge.models import create, get_entry
+
+    text, checkpoint, name = str(args.model), args.checkpoint, args.model_name
+    if os.path.isfile(text):
+        if checkpoint is not None:
+            raise ConfigError("give the checkpoint either as MODEL_OR_CHECKPOINT or with --checkpoint, not both")
+        checkpoint = text
+        if name is None:
+            base = os.path.basename(text)
+            for suffix in _CHECKPOINT_SUFFIXES:
+                if base.endswith(suffix):
+                    base = base[: -len(suffix)]
+                    break
+            try:
+                name = get_entry(base).name
+            except Exception as exc:
+                raise ConfigError(f"cannot tell the architecture of checkpoint {text} from its file name; "
+                                  f"name it with --model NAME, e.g. --model starnet_s1") from exc
+    else:
+        if name is not None and name != text:
+            raise ConfigError(f"model given twice: '{text}' and --model '{name}'")
+        name = text
+    return create(name, checkpoint=checkpoint, num_classes=args.num_classes, labels=args.labels,
+                  pretrained=args.pretrained, progress=True)
+
+
+def weights_notice(model: Any) -> str | None:
+    """The one-line notice for a randomly initialised model (None when it has weights)."""
+    if getattr(model, "pretrained", True):
+        return None
+    from staredge.models import get_entry
+
+    entry = get_entry(model.staredge_name)
+    hint = ("--pretrained downloads the released weights" if entry.weights is not None
+            else "--checkpoint FILE loads trained weights")
+    return (f"{model.staredge_name} has random weights (seed {model.init_seed}, the same on every run): "
+            f"predictions mean nothing; {hint}")
 
 
 def _report_file(args: argparse.Namespace) -> str | None:
@@ -83,10 +138,16 @@ def run(args: argparse.Namespace) -> int:
 
     from staredge.exporters import export
     from staredge.exporters.api import parse_formats
+    from staredge.quiet import notice
 
+    capture = getattr(args, "capture", None)
     report_file = _check_outputs(args)  # before any work
-    formats = parse_formats(args.format)
-    console = Console(stderr=True)
+    formats = parse_formats(args.formats)
+    console = Console(file=capture.stderr) if capture is not None else Console(stderr=True)
+    model = model_from_args(args)
+    message = weights_notice(model)
+    if message:
+        notice(message, capture)
     stages = ("rewrite", "export", "validate", "done")
     with Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -98,14 +159,13 @@ def run(args: argparse.Namespace) -> int:
             bar.update(task, description=f"{fmt}: {stage}", advance=1)
 
         report = export(
-            args.model, formats, args.out, precision=args.precision, rewrite=args.rewrite, force=args.force,
-            checkpoint=args.checkpoint, validate=not args.no_validate, dynamic_batch=args.dynamic_batch,
-            model_name=args.model_name, progress=progress,
+            model, formats, args.out, precision=args.precision, rewrite=args.rewrite, force=args.force,
+            validate=not args.no_validate, dynamic_batch=args.dynamic_batch, progress=progress,
             keep_failed=args.keep_failed,
         )
     if report_file:
         _write_report(report, report_file, args.force)
-    if args.json:
+    if args.json == "-":
         print(json.dumps(report.to_dict(), indent=2))
     else:
         Console(width=max(140, Console().width)).print(summary_table(report))

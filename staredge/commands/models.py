@@ -10,51 +10,72 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``models`` subcommand."""
     p = sub.add_parser("models", help="list registered models with params/MACs beside the papers' figures")
-    p.add_argument("--family", help="only this family (starnet, demonet, ...)")
+    p.add_argument("--family", help="only this family (starnet, demonet, efficientformer_v2, ...); "
+                   "an unknown family is an error that lists them")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
     p.set_defaults(func=run)
 
 
-def model_rows(family: str | None = None) -> list[dict]:
-    """One dict per registered model: ours and the paper's params/MACs, deltas and notes."""
-    from rich.progress import Progress, TextColumn, BarColumn, MofNCompleteColumn
-    from staredge.models import get_entry, list_models
+#: Package data written by ``scripts/model_figures.py`` (checked against the profiler by
+#: ``tests/test_model_figures.py``): params and MACs of every registered model.
+FIGURES_FILE = "model_figures.json"
+
+
+def stored_figures() -> dict[str, dict]:
+    """``{name: {"params", "params_no_bn", "macs", "input_size"}}`` from the package data ({} if absent)."""
+    from importlib import resources
+
+    ref = resources.files("staredge").joinpath("data", FIGURES_FILE)
+    try:
+        return dict(json.loads(ref.read_text("utf-8"))["models"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _figures(name: str, stored: dict[str, dict]) -> dict:
+    """A model's params/MACs: the stored figures, or the profiler for a model they lack."""
+    if name in stored:
+        return stored[name]
     from staredge.profiler import profile
 
-    rows = []
-    names = list_models(family)
-    from rich.console import Console
+    res = profile(name)
+    return {"params": res.params, "params_no_bn": res.params_no_bn, "macs": res.macs,
+            "input_size": list(res.input_size)}
 
-    progress = Progress(
-        TextColumn("profiling {task.description}"), BarColumn(), MofNCompleteColumn(),
-        transient=True, console=Console(stderr=True),
-    )
-    with progress as bar:
-        task = bar.add_task("", total=len(names))
-        for name in names:
-            bar.update(task, description=name)
-            entry = get_entry(name)
-            res = profile(name)
-            paper = entry.paper
-            row = {
-                "name": name,
-                "family": entry.family,
-                "input": "2-D points" if entry.family == "demonet" and res.input_size[0] == 2
-                else "x".join(map(str, res.input_size[1:])),
-                # ours under the paper's convention (e.g. without BN), so the columns compare
-                "params_m": (res.params_no_bn if paper.params_convention == "no_bn" else res.params) / 1e6,
-                "params_convention": paper.params_convention,
-                "paper_params_m": paper.params_m,
-                "macs_m": res.macs_m,
-                "paper_macs_m": paper.macs_m,
-                "macs_delta_pct": (100 * (res.macs_m - paper.macs_m) / paper.macs_m) if paper.macs_m else None,
-                "top1": paper.top1,
-                "source": paper.source,
-                "note": paper.note,
-            }
-            rows.append(row)
-            bar.advance(task)
+
+def model_rows(family: str | None = None) -> list[dict]:
+    """One dict per registered model: ours and the paper's params/MACs, deltas, notes and
+    the released weights (URL, whether and where they are cached)."""
+    from staredge.models import get_entry, list_models
+    from staredge.models.hub import describe
+
+    stored = stored_figures()
+    rows = []
+    for name in list_models(family):
+        entry = get_entry(name)
+        fig = _figures(name, stored)
+        paper = entry.paper
+        macs_m = fig["macs"] / 1e6
+        input_size = tuple(fig["input_size"])
+        row = {
+            "name": name,
+            "family": entry.family,
+            "input": "2-D points" if entry.family == "demonet" and input_size[0] == 2
+            else "x".join(map(str, input_size[1:])),
+            # ours under the paper's convention (e.g. without BN), so the columns compare
+            "params_m": (fig["params_no_bn"] if paper.params_convention == "no_bn" else fig["params"]) / 1e6,
+            "params_convention": paper.params_convention,
+            "paper_params_m": paper.params_m,
+            "macs_m": macs_m,
+            "paper_macs_m": paper.macs_m,
+            "macs_delta_pct": (100 * (macs_m - paper.macs_m) / paper.macs_m) if paper.macs_m else None,
+            "top1": paper.top1,
+            "source": paper.source,
+            "note": paper.note,
+            "weights": describe(name, entry.weights),
+        }
+        rows.append(row)
     return rows
 
 
@@ -105,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title="StarEdge model zoo: ours vs. the papers", caption=f"{MAC_CONVENTION} {_NO_BN}", caption_justify="left")
     for col, just in [
         ("model", "left"), ("input", "right"), ("params (M)", "right"), ("paper", "right"),
-        ("MACs (M)", "right"), ("paper", "right"), ("Δ MACs", "right"), ("top-1", "right"), ("note", "left"),
+        ("MACs (M)", "right"), ("paper", "right"), ("Δ MACs", "right"), ("top-1", "right"), ("weights", "left"),
+        ("note", "left"),
     ]:
         table.add_column(col, justify=just)
     for r in rows:
@@ -113,7 +135,19 @@ def run(args: argparse.Namespace) -> int:
             r["name"], r["input"], _f(r["params_m"], ".3f") + _mark(r), _f(r["paper_params_m"], "g"),
             _f(r["macs_m"], ".1f"), _f(r["paper_macs_m"], "g"),
             "—" if r["macs_delta_pct"] is None else f"{r['macs_delta_pct']:+.1f}%",
-            _f(r["top1"], ".1f"), r["note"],
+            _f(r["top1"], ".1f"), _weights_cell(r["weights"]), r["note"],
         )
     Console(width=max(150, Console().width)).print(table)
+    released = [r["weights"] for r in rows if r["weights"]["released"]]
+    if released:
+        from staredge.paths import weights_dir
+
+        print(f"weights: 'release' = released ImageNet-1k weights, fetched by --pretrained / create(name, "
+              f"pretrained=True) into {weights_dir()}; 'cached' = already there; '—' = random init (seeded by name).")
     return 0
+
+
+def _weights_cell(w: dict) -> str:
+    if not w["released"]:
+        return "—"
+    return "cached" if w["cached"] else "release"
