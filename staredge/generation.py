@@ -496,6 +496,9 @@ class StreamStats:
     first_token_s: float = float("nan")
     #: Seconds of each decode step (one token fed, its logits back), in order.
     step_s: list[float] = field(default_factory=list)
+    #: ``time.perf_counter()`` when each token was sampled (its differences are the time per
+    #: token as the caller sees it: graph call plus sampling and loop).
+    token_t: list[float] = field(default_factory=list)
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -664,7 +667,7 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
            repetition_penalty: float = 1.0, seed: int | None = None,
            stop: str | int | Iterable[str | int] | None = None, *, truncate: str | None = None,
            add_bos: bool = True, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-           tokenizer: ByteTokenizer | None = None) -> TextStream:
+           tokenizer: ByteTokenizer | None = None, ignore_eos: bool = False) -> TextStream:
     """Generate text from ``model`` after ``prompt``, yielding pieces as they become printable.
 
     Args:
@@ -684,6 +687,8 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
         add_bos: put BOS in front of the prompt (the shipped model was trained that way).
         prefill_chunk: prompt tokens per prefill step of a PyTorch model (an artifact
             prefills in the chunks its graph was exported for).
+        ignore_eos: EOS does not end the stream (it produces no text); for benchmarks that
+            need exactly ``max_new_tokens`` tokens.
 
     A stream that reaches the end of the context stops with ``finish_reason == "context"``.
     Arguments are checked when this is called, not on the first ``next()``.
@@ -696,6 +701,9 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
     if not isinstance(prefill_chunk, int) or prefill_chunk < 1:
         raise ConfigError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
     stop_strings, stop_ids = _split_stop(stop)
+    if ignore_eos is True and EOS_ID in stop_ids and not (stop == EOS_ID or (isinstance(stop, (list, tuple))
+                                                                         and EOS_ID in stop)):
+        stop_ids = frozenset(stop_ids - {EOS_ID})
     max_seq_len = _model_context(model)
     ids, dropped = _prepare_prompt(prompt, tokenizer, add_bos, max_seq_len, max_new_tokens, truncate)
     stats = StreamStats(prompt_tokens=len(ids), truncated_tokens=dropped)
@@ -725,8 +733,10 @@ def _stream_pieces(model: Any, ids: list[int], max_new_tokens: int, config: Samp
         try:
             while True:
                 token = sample_next_token(last, config, rng, history)
+                now = time.perf_counter()
                 if stats.generated_tokens == 0:
-                    stats.first_token_s = time.perf_counter() - t0
+                    stats.first_token_s = now - t0
+                stats.token_t.append(now)
                 stats.generated_ids.append(token)
                 stats.generated_tokens += 1
                 history.append(token)

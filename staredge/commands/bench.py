@@ -82,6 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", help="keep exported artifacts here (default: a temporary directory)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--task", choices=["classify", "generate"], default="classify",
+                   help="generate: the LM decode benchmark of a language model (staredge.bench.generate)")
     p.set_defaults(func=run)
 
 
@@ -188,6 +190,10 @@ def _notices(args: argparse.Namespace, protocols: list, console) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure (or merge), print the tables, write the files; 130 after Ctrl-C (results kept)."""
+    if getattr(args, "task", "classify") == "generate":
+        from staredge.bench.generate import run_cli
+
+        return run_cli(args)
     from rich.console import Console
 
     from staredge.bench.specs import compare_rewrite_specs, expand_backends, with_baselines
