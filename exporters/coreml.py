@@ -148,7 +148,9 @@ def export_coreml(
 ) -> Path:
     """Convert ``model`` to a CoreML ``.mlpackage`` at ``path`` and return ``path``.
 
-    ``precision``: "fp32" or "fp16" compute precision. ``image_input`` (default: True for
+    ``precision``: "fp32" or "fp16" compute precision, or "int8": int8 weights
+    decompressed to fp32 compute (coremltools' optimize API, :func:`quantize_weights_int8`; CoreML's
+    activation quantisation needs Apple's runtime to calibrate, so it is not used). ``image_input`` (default: True for
     3- or 1-channel image models) makes the input an RGB/grayscale image with
     normalisation inside the model and sets ``metadata.pixels_in_model``; a classifier
     (``metadata.labels`` non-empty and an image input) gets a softmax, a classifier config
@@ -160,8 +162,8 @@ def export_coreml(
     """
     with _quiet_converter():  # importing coremltools prints warnings about torch/sklearn versions
         ct = require("coremltools", "coreml", "CoreML export")
-    if precision not in ("fp32", "fp16"):
-        raise ConfigError(f"CoreML export supports precision fp32 or fp16, not {precision!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"CoreML export supports precision fp32, fp16 or int8, not {precision!r}")
     target = _deployment_target(ct, deployment_target)
     path = Path(path)
     if path.suffix != ".mlpackage":
@@ -242,8 +244,34 @@ def export_coreml(
                 + (f"\nconverter output (last lines):\n{tail}" if tail else "")
             ) from exc
 
+    if precision == "int8":
+        with _quiet_converter():
+            mlmodel = quantize_weights_int8(mlmodel)
     _describe(mlmodel, meta, classifier, bool(image_input))
     return _save_atomically(mlmodel, path, force)
+
+
+#: Weights with fewer elements stay fp16 (biases, norms: tiny, and sensitive).
+INT8_WEIGHT_THRESHOLD = 512
+
+
+def quantize_weights_int8(mlmodel, weight_threshold: int = INT8_WEIGHT_THRESHOLD):
+    """``mlmodel`` with its weights linearly quantised to int8 (symmetric, per output channel)
+    by ``coremltools.optimize.coreml.linear_quantize_weights``. Weights are decompressed by
+    ``constexpr_*`` ops (``constexpr_affine_dequantize`` for iOS16/17 targets,
+    ``constexpr_blockwise_shift_scale`` for iOS18), which the MIL reference executor runs."""
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+
+    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=weight_threshold))
+    # The in-memory program of a classifier (built from MIL with a classify op) holds list
+    # types the optimize API cannot serialise; the saved package reads back cleanly. (An
+    # fp16-compute classifier fails even so, in coremltools 9.0: int8 starts from fp32.)
+    with tempfile.TemporaryDirectory(prefix="staredge-coreml-int8-") as tmp:
+        staged = os.path.join(tmp, "fp.mlpackage")
+        mlmodel.save(staged)
+        return cto.linear_quantize_weights(ct.models.MLModel(staged, skip_model_load=True), config)
 
 
 def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:

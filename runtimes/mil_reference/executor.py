@@ -88,6 +88,8 @@ class MILExecutor:
         for op in self._ops:
             if op.type == "const":
                 self._consts[op.outputs[0].name] = self._const_value(op)
+            elif op.type.startswith("constexpr_"):  # weight decompression: evaluated once at load
+                self._consts.update(self._constexpr_values(op))
             elif op.type == "classify":
                 classes = op.inputs["classes"].arguments[0]
                 if classes.WhichOneof("binding") == "name":
@@ -95,7 +97,8 @@ class MILExecutor:
                 else:
                     value = self._value(classes.value)
                 self.class_labels = list(np.asarray(value, dtype=object).reshape(-1)) if value is not None else None
-        self._plan = [(op, self._bindings(op)) for op in self._ops if op.type != "const"]
+        self._plan = [(op, self._bindings(op)) for op in self._ops
+                      if op.type != "const" and not op.type.startswith("constexpr_")]
         self.predicted_feature_name = self.spec.description.predictedFeatureName or None
         self.probabilities_name = self.spec.description.predictedProbabilitiesName or None
 
@@ -164,6 +167,16 @@ class MILExecutor:
         if "val" not in op.attributes:
             raise MILProgramError(f"{self.path}: const '{op.outputs[0].name}' has no value")
         return self._value(op.attributes["val"])
+
+    def _constexpr_values(self, op) -> dict[str, Any]:
+        """A ``constexpr_*`` op (quantised / palettised weights) run by its kernel at load time;
+        its arguments are attributes (iOS16 ops) or inputs bound to constants (iOS18 ops)."""
+        values = {k: [self._value(v)] for k, v in op.attributes.items() if k != "name"}
+        for key, arg in op.inputs.items():
+            values[key] = [self._consts[b.name] if b.WhichOneof("binding") == "name" else self._value(b.value)
+                           for b in arg.arguments]
+        results = KERNELS[op.type](Args(op.type, op.outputs[0].name, values))
+        return {o.name: self._store(o, r) for o, r in zip(op.outputs, results)}
 
     def _value(self, value) -> Any:
         """A MIL ``Value`` (immediate or stored in a blob file) as numpy / Python data."""
