@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="registry name (see `staredge models`) or a checkpoint file")
     p.add_argument("--formats", "--format", dest="formats", default="onnx",
                    help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: onnx)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="artifact precision (default: fp32)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="artifact precision (default: fp32); int8 needs --calibration (docs/low-precision.md)")
+    p.add_argument("--calibration", metavar="DIR",
+                   help="int8: folder of representative images (the digits model uses its own training split)")
+    p.add_argument("--calibration-samples", type=int, default=None, metavar="N",
+                   help="int8: calibration images to use (default: 128)")
     p.add_argument(
         "--rewrite", default="auto",
         help="'auto' (fuse BN always; pointwise conv→Linear where measured to help), 'none', "
@@ -161,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         report = export(
             model, formats, args.out, precision=args.precision, rewrite=args.rewrite, force=args.force,
             validate=not args.no_validate, dynamic_batch=args.dynamic_batch, progress=progress,
-            keep_failed=args.keep_failed,
+            keep_failed=args.keep_failed, calibration=args.calibration,
+            calibration_samples=args.calibration_samples,
         )
     if report_file:
         _write_report(report, report_file, args.force)
@@ -198,7 +204,8 @@ def summary_table(report: Any):
 
     from staredge.exporters.validate import TOLERANCES
 
-    labels = {"max_abs_diff": "max |Δ| ≤ {:.0e}", "rel_error": "rel. err ≤ {:.0e}", "top1_agreement": "top-1 = {:.0%}"}
+    labels = {"max_abs_diff": "max |Δ| ≤ {:.0e}", "rel_error": "rel. err ≤ {:.0e}", "top1_agreement": "top-1 ≥ {:.0%}",
+              "accuracy_drop": "accuracy drop ≤ {:.1%}", "cosine": "cosine ≥ {} (no labelled set)"}
     tol = ", ".join(labels.get(k, k + " ≤ {}").format(v) for k, v in TOLERANCES[report.precision].items())
     table = Table(
         title=f"staredge export: {report.model} ({report.precision}) → {report.out_dir}",
