@@ -95,7 +95,7 @@ class RuntimeRow:
 
     format: str
     backend: str
-    path: str
+    path: str | None  # None when the artifact was in a temporary folder that is gone
     size_kb: float
     export_s: float | None
     max_abs_diff: float | None
@@ -124,6 +124,7 @@ def run_demo(
     threads: int | None = None,
     repeats: int = 30,
     progress: bool = True,
+    console: Any = None,
 ) -> dict[str, Any]:
     """Export, validate and run the digits model on every available format.
 
@@ -152,7 +153,7 @@ def run_demo(
         formats = available_export_formats()
     formats = parse_formats(formats)
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), transient=True, disable=not progress) as bar:
+    with Progress(TextColumn("{task.description}"), transient=True, disable=not progress, console=console) as bar:
         task = bar.add_task("exporting")
         notify = lambda fmt, stage: bar.update(task, description=f"{fmt}: {stage}")  # noqa: E731
         # a dynamic batch wherever the format carries one (the Predictor batches lists of
@@ -173,7 +174,7 @@ def run_demo(
     rows: list[RuntimeRow] = []
     reference_top1: np.ndarray | None = None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  transient=True, disable=not progress) as bar:
+                  transient=True, disable=not progress, console=console) as bar:
         task = bar.add_task("classifying", total=len(candidates) * len(held_images))
         for fmt, path, res in candidates:
             bar.update(task, description=f"classifying with {fmt}")
@@ -243,32 +244,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads per runtime (default 1: a tiny model on a shared machine)")
     p.add_argument("--repeats", type=int, default=30, help="timed calls per runtime (median is shown)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the results as JSON to FILE ('-' or no FILE: print them instead of the table)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its table; exit 1 if any runtime's accuracy differs from PyTorch's."""
-    import os
+    # Converter and runtime messages are captured by the CLI (staredge.quiet; -v shows them);
+    # the CoreML reference-executor notice is in the table's caption.
     import warnings
 
-    # Converters log at import and conversion time (absl, glog, deprecation notices); the
-    # table says what matters. The CoreML reference-executor notice is in its caption.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="CoreML: Apple's runtime runs only on macOS")
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
     with tempfile.TemporaryDirectory(prefix="staredge-demo-") as tmp:
         summary = run_demo(args.out or tmp, limit=args.limit, formats=formats, threads=args.threads,
-                           repeats=args.repeats, progress=not args.json)
+                           repeats=args.repeats, progress=args.json != "-", console=_console(args))
+        if not args.out:
+            # the artifacts were in a temporary folder that is removed now: report no paths into it
+            for row in summary["rows"]:
+                if row.path.startswith(tmp):
+                    row.path = None
+            summary["out_dir"] = None
+            summary["artifacts_kept"] = "no: pass --out DIR to keep the exported artifacts"
+        else:
+            summary["out_dir"] = str(Path(args.out).resolve())
+            summary["artifacts_kept"] = "yes"
     if args.json:
         out = dict(summary, rows=[dataclasses.asdict(r) for r in summary["rows"]])
-        print(json.dumps(out, indent=2, default=str))
-    else:
+        text = json.dumps(out, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            from staredge.fileio import atomic_write_text
+
+            atomic_write_text(args.json, text + "\n")
+    if args.json != "-":
         print_table(summary)
     return 0 if summary["all_equal"] and summary["all_validated"] else 1
+
+
+def _console(args: argparse.Namespace):
+    """A rich console on the real stderr (the CLI captures descriptor 2 for converter messages)."""
+    from rich.console import Console
+
+    capture = getattr(args, "capture", None)
+    return Console(file=capture.stderr) if capture is not None else Console(stderr=True)
 
 
 def print_table(summary: dict[str, Any]) -> None:

@@ -1,0 +1,33 @@
+"""``staredge models`` reads stored params/MACs (staredge/data/model_figures.json): every
+entry must equal what the profiler counts now, and every registered model must have one."""
+
+from __future__ import annotations
+
+import pytest
+
+from staredge.commands.models import stored_figures
+from staredge.models import list_models
+from staredge.profiler import profile
+
+
+@pytest.mark.slow  # profiles every model (~30 s of CPU)
+def test_stored_figures_match_the_profiler_for_every_model():
+    stored = stored_figures()
+    assert sorted(stored) == sorted(list_models()), "run scripts/model_figures.py after adding a model"
+    for name in list_models():
+        res = profile(name)
+        assert stored[name] == {"params": res.params, "params_no_bn": res.params_no_bn, "macs": res.macs,
+                                "input_size": list(res.input_size)}, name
+
+
+def test_models_command_does_not_profile(monkeypatch, capsys):
+    import staredge.profiler
+
+    def refuse(*a, **k):
+        raise AssertionError("staredge models profiled a model that has stored figures")
+
+    monkeypatch.setattr(staredge.profiler, "profile", refuse)
+    from staredge.cli import main
+
+    assert main(["models", "--json"]) == 0
+    assert "starnet_s1" in capsys.readouterr().out
