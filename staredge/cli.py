@@ -23,7 +23,7 @@ from staredge.errors import StarEdgeError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("staredge.commands.models", "staredge.commands.export", "staredge.commands.generate", "staredge.commands.genome", "staredge.commands.bench",
-                   "staredge.commands.classify", "staredge.commands.demo", "staredge.commands.ios_bundle")
+                   "staredge.commands.classify", "staredge.commands.demo", "staredge.commands.ios_bundle", "staredge.commands.tune")
 
 _VERBOSE_HELP = "show converter and runtime messages (normally logged to a file) and tracebacks for errors"
 

@@ -1,0 +1,276 @@
+"""``staredge tune``: the fastest artifact that passes accuracy on this machine.
+
+For every format this machine can export and run (:func:`staredge.formats.available_export_formats`)
+and every precision asked for (fp32, fp16, int8), :func:`tune` exports and validates the
+artifact (:func:`staredge.exporters.export`: int8 accuracy on the labelled held-out set where
+the model has one, else agreement with fp32 PyTorch on real photos), times it at batch 1 with
+the benchmark's own measurement code (:func:`staredge.bench.measure.time_run` over the
+runtime layer's ``prepare`` callable, on the bench's fixed input), and copies the fastest
+artifact that passed validation to ``OUT/``, with a table (``tune.md``) and ``tune.json`` of
+everything tried. CoreML packages are exported and validated off macOS (MIL reference
+executor) but not timed there: that executor is a numpy reference, not Apple's runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from staredge.errors import ConfigError
+
+#: Precisions tried when none are given.
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+#: Timing defaults (batch 1): warm-up calls and timed calls per artifact.
+DEFAULT_WARMUP = 10
+DEFAULT_ITERS = 50
+
+
+@dataclass
+class Candidate:
+    """One tried (format, precision): its artifact, validation figures and timing."""
+
+    format: str
+    precision: str
+    runtime: str
+    path: str | None
+    size_bytes: int
+    passed: bool | None
+    error: str | None = None
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    threads: int | None = None
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
+    cosine: float | None = None
+    accuracy: float | None = None
+    reference_accuracy: float | None = None
+    labelled_set: str | None = None
+    note: str = ""
+
+
+@dataclass
+class TuneReport:
+    """Everything tried, and the winner (index into ``candidates``) copied to ``out_dir``."""
+
+    model: str
+    out_dir: str
+    threads: int
+    machine: str
+    candidates: list[Candidate] = field(default_factory=list)
+    winner: int | None = None
+    winner_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+
+def _parse_list(text: str | list[str] | tuple[str, ...] | None, choices: tuple[str, ...], what: str) -> list[str]:
+    items = text.split(",") if isinstance(text, str) else list(text or ())
+    names = [s.strip().lower() for s in items if s.strip()]
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        raise ConfigError(f"{what} must be a comma-separated list of {', '.join(choices)}; got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def _timeable(fmt: str) -> str:
+    """'' when this machine can time ``fmt`` with its deployment runtime, else why not."""
+    if fmt == "coreml" and platform.system() != "Darwin":
+        return "not timed: no Apple runtime here (validated on the MIL reference executor)"
+    return ""
+
+
+def time_artifact(path: str, runtime: str, input_size: tuple[int, ...], threads: int,
+                  warmup: int = DEFAULT_WARMUP, iters: int = DEFAULT_ITERS):
+    """(RunStats, threads in effect) for ``path`` at batch 1: the bench's fixed input and
+    timing loop over :func:`staredge.runtimes.load_backend`'s ``prepare`` callable."""
+    from staredge.bench.measure import time_run
+    from staredge.bench.runners import fixed_input, threads_in_effect
+    from staredge.runtimes import load_backend
+
+    backend = load_backend(path, backend=runtime, device="cpu", threads=threads)
+    try:
+        infer = backend.prepare(fixed_input(tuple(input_size)))
+        stats = time_run(infer, warmup, iters, sync=getattr(infer, "sync", None))
+        return stats, threads_in_effect(backend)
+    finally:
+        backend.close()
+
+
+def tune(
+    model_or_name: Any,
+    out_dir: str | os.PathLike,
+    formats: str | list[str] | None = None,
+    precisions: str | list[str] | None = None,
+    *,
+    threads: int = 2,
+    calibration: Any = None,
+    calibration_samples: int | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    iters: int = DEFAULT_ITERS,
+    force: bool = False,
+    progress: Any = None,
+) -> TuneReport:
+    """Export, validate and time every (format, precision); copy the fastest passing artifact
+    to ``out_dir`` and write ``tune.json`` and ``tune.md`` there. ``formats``: default every
+    format this machine can export and run. int8 needs ``calibration`` except for the
+    digits model (:func:`staredge.exporters.quantize.resolve_calibration`)."""
+    from staredge.exporters import export
+    from staredge.exporters.api import PRECISIONS, path_size, resolve_model
+    from staredge.fileio import atomic_write_text, replace_folder_or_file
+    from staredge.formats import available_export_formats, get_format, parse_formats
+
+    here = available_export_formats()
+    fmts = here if formats in (None, "", "all") else parse_formats(formats)
+    missing = [f for f in fmts if f not in here]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} cannot be exported and run on this machine; available: {', '.join(here)}")
+    precs = _parse_list(precisions or ",".join(DEFAULT_PRECISIONS), PRECISIONS, "--precisions")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    if "int8" in precs:  # fail before any export when int8 has no calibration data
+        from staredge.exporters.quantize import resolve_calibration
+
+        model = resolve_model(model_or_name)
+        calibration = resolve_calibration(model, calibration, calibration_samples)
+    else:
+        model = resolve_model(model_or_name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    candidates_dir = out / "candidates"
+    report = TuneReport(model=getattr(model, "staredge_name", type(model).__name__), out_dir=str(out),
+                        threads=threads, machine=f"{platform.machine()} {os.cpu_count()} cores")
+    input_size = tuple(int(v) for v in model.pretrained_cfg.input_size)
+    notify = progress or (lambda text: None)
+    for precision in precs:
+        notify(f"{precision}: export + validate {', '.join(fmts)}")
+        exported = export(model, fmts, candidates_dir / precision, precision=precision, force=True,
+                          calibration=calibration, calibration_samples=calibration_samples)
+        for a in exported.artifacts:
+            v = a.validation or {}
+            fmt_spec = get_format(a.format)
+            cand = Candidate(
+                format=a.format, precision=precision, runtime=fmt_spec.runtime, path=a.path, size_bytes=a.size_bytes,
+                passed=a.passed, error=a.error, top1_agreement=a.top1_agreement, top5_agreement=v.get("top5_agreement"),
+                cosine=a.cosine, accuracy=v.get("accuracy"), reference_accuracy=v.get("reference_accuracy"),
+                labelled_set=v.get("labelled_set"),
+            )
+            why_not = _timeable(a.format)
+            if a.path and os.path.exists(a.path) and not why_not:
+                notify(f"{precision}: timing {a.format}")
+                try:
+                    stats, used = time_artifact(a.path, fmt_spec.runtime, input_size, threads, warmup, iters)
+                except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is reported
+                    cand.note = f"timing failed: {type(exc).__name__}: {str(exc)[:200]}"
+                else:
+                    cand.median_ms, cand.p90_ms, cand.threads = stats.median_ms, stats.p90_ms, used
+            elif why_not:
+                cand.note = why_not
+            report.candidates.append(cand)
+    timed = [i for i, c in enumerate(report.candidates) if c.passed and c.median_ms is not None]
+    if timed:
+        best = min(timed, key=lambda i: report.candidates[i].median_ms)
+        report.winner = best
+        win = report.candidates[best]
+        unit, _ = get_format(win.format).artifact_paths(candidates_dir / win.precision, _stem(report.model, win.precision))
+        final = out / unit.name
+        if (final.exists() or final.is_symlink()) and not force:
+            raise ConfigError(f"{final} exists; pass --force to replace it")
+        scratch = Path(tempfile.mkdtemp(prefix=".staredge-tmp-", dir=out))
+        try:
+            staged = scratch / unit.name
+            (shutil.copytree if unit.is_dir() else shutil.copy2)(unit, staged)
+            replace_folder_or_file(staged, final, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        report.winner_path = str(final / Path(win.path).relative_to(unit)) if unit.is_dir() else str(final)
+        win.note = (win.note + "; " if win.note else "") + f"winner, size on disk {path_size(final)} B"
+    atomic_write_text(out / "tune.json", json.dumps(report.to_dict(), indent=2) + "\n", force=True)
+    atomic_write_text(out / "tune.md", markdown_table(report), force=True)
+    return report
+
+
+def _stem(model: str, precision: str) -> str:
+    return model if precision == "fp32" else f"{model}_{precision}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def markdown_table(report: TuneReport) -> str:
+    """All candidates as a Markdown table, fastest passing first; the winner marked."""
+    order = sorted(range(len(report.candidates)), key=lambda i: (
+        not report.candidates[i].passed, report.candidates[i].median_ms is None,
+        report.candidates[i].median_ms or 0.0))
+    lines = [
+        f"# staredge tune: {report.model} ({report.machine}, batch 1, {report.threads} threads)", "",
+        "| format | precision | median ms | p90 ms | size KB | accuracy (fp32) | top-1 agree | top-5 agree | "
+        "min cosine | validation | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for i in order:
+        c = report.candidates[i]
+        acc = "—" if c.accuracy is None else f"{_pct(c.accuracy)} ({_pct(c.reference_accuracy)})"
+        verdict = "error" if c.error and not c.path else ("pass" if c.passed else "FAIL")
+        ms = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+        mark = " **(winner)**" if i == report.winner else ""
+        lines.append(
+            f"| {c.format}{mark} | {c.precision} | {ms(c.median_ms)} | {ms(c.p90_ms)} | {c.size_bytes / 1024:.0f} | {acc} | "
+            f"{_pct(c.top1_agreement)} | {_pct(c.top5_agreement)} | "
+            f"{'—' if c.cosine is None else f'{c.cosine:.4f}'} | {verdict} | {(c.note or (c.error or ''))[:120]} |")
+    lines.append("")
+    lines.append(f"Winner: {report.winner_path or 'none (no artifact both passed validation and was timed)'}")
+    return "\n".join(lines) + "\n"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``tune`` subcommand."""
+    p = sub.add_parser(
+        "tune",
+        help="export every format x precision this machine runs, validate, time, keep the fastest that passes",
+        description=(
+            "Export MODEL to every format this machine can run, in each precision, validate each artifact "
+            "(int8: accuracy on a labelled set or agreement with fp32 PyTorch on photos), time it at batch 1 "
+            "with the benchmark's timing loop, and copy the fastest artifact that passed to --out with a "
+            "table (tune.md) and tune.json of everything tried. Exit 1 if nothing passed."),
+    )
+    p.add_argument("model", metavar="MODEL", help="registry name (see `staredge models`) or a checkpoint file")
+    p.add_argument("--formats", default="all", help="comma-separated formats (default: every one this machine runs)")
+    p.add_argument("--precisions", default=",".join(DEFAULT_PRECISIONS), help="comma-separated (default: fp32,fp16,int8)")
+    p.add_argument("--out", default=None, help="output folder (default: ./tune-MODEL)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for timing (default: 2)")
+    p.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"timed calls per artifact (default {DEFAULT_ITERS})")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"untimed calls first (default {DEFAULT_WARMUP})")
+    p.add_argument("--calibration", metavar="DIR", help="int8 calibration images (the digits model needs none)")
+    p.add_argument("--calibration-samples", type=int, default=None, metavar="N", help="calibration images to use")
+    p.add_argument("--force", action="store_true", help="replace a winner artifact already in --out")
+    p.add_argument("--json", action="store_true", help="print tune.json instead of the table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run :func:`tune`, print the table; 0 when an artifact passed and was timed, else 1."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    out = args.out or f"tune-{Path(str(args.model)).name}"
+    with console.status("tuning") as status:
+        report = tune(
+            args.model, out, args.formats, args.precisions, threads=args.threads, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, warmup=args.warmup, iters=args.iters, force=args.force,
+            progress=lambda text: status.update(text),
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(markdown_table(report))
+    return 0 if report.winner is not None else 1
