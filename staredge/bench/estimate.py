@@ -95,7 +95,8 @@ def describe_estimate(
     text = (
         f"Estimated time: {format_duration(seconds)} of inference "
         f"({planned_inferences(len(models) * variants, n_backends, protocols):,} inferences on {n_backends} "
-        f"backend(s); probe: PyTorch {', '.join(f'{m} {ms:.1f} ms' for m, ms in probes.items())}), exports not included."
+        f"backend(s) at PyTorch eager's speed, probed: {', '.join(f'{m} {ms:.1f} ms' for m, ms in probes.items())}; "
+        "exported runtimes are usually faster, exports not included)."
     )
     if quick is not None and quick not in protocols:
         fast = estimate_seconds(probes, n_backends, [quick] * len(protocols), variants)
