@@ -331,3 +331,39 @@ def test_streaming_from_an_artifact_needs_no_torch(artifacts, shipped):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout == shipped.generate(PROMPT, max_new_tokens=60, temperature=0)
+
+
+# ------------------------------------------------------------------------------ the LM benchmark (small settings)
+
+
+def test_generate_bench_measures_streams_and_baselines(artifacts, shipped):
+    pytest.importorskip("transformers")
+    import torch
+
+    from staredge.bench.generate import (combine, markdown_table, matched_llama_config, measure_streams,
+                                         measure_transformers, prompt_ids)
+    from staredge.runtimes import load_backend
+
+    config, llama_params, star_params = matched_llama_config(shipped.model)
+    assert config.vocab_size == 259 and config.hidden_size == shipped.model.dim
+    assert abs(llama_params - star_params) / star_params < 0.01
+    import transformers
+
+    torch.manual_seed(0)
+    llama = transformers.LlamaForCausalLM(config).eval()
+    assert sum(p.numel() for p in llama.parameters()) - 259 * config.hidden_size == llama_params
+    ids = prompt_ids(20)
+    assert len(ids) == 20 and ids[0] == 256
+    backend = load_backend(artifacts["onnx"], threads=1)
+    rows = [measure_streams(backend, 20, 12, repeats=2), measure_streams(shipped.model, 20, 12, repeats=1),
+            measure_transformers(llama, 20, 12, repeats=1)]
+    for row in rows:
+        assert row["new_tokens"] == 12 and row["prompt_tokens"] == 20  # EOS ignored: exactly 12 tokens
+        assert row["decode_tokens_per_s"] > 0 and row["ms_per_token_p90"] >= row["ms_per_token_median"] > 0
+        assert row["first_token_ms"] > 0 and row["prefill_tokens_per_s"] > 0
+    doc = {"generation_results": [dict(r, runtime=n, threads=1, state_bytes=None)
+                                  for r, n in zip(rows, ["onnxruntime", "pytorch-eager", "transformers"])]}
+    table = markdown_table(doc)
+    assert table.count("\n") == 5 and "| onnxruntime | 1 |" in table
+    with pytest.raises(ConfigError, match="repeats"):
+        combine([])

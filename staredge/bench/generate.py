@@ -66,6 +66,8 @@ def summarize_stream(stats: Any) -> dict[str, Any]:
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median over runs for the rates; median/p90 over every token of every run."""
+    if not runs:
+        raise ConfigError("no runs to combine; repeats must be >= 1")
     gaps = [g for r in runs for g in r["ms_per_token"]]
     steps = [g for r in runs for g in r["graph_ms_per_step"]]
     return {
