@@ -878,6 +878,15 @@ def test_merged_tables_fit_100_columns_with_readable_headers(tmp_path, capsys):
     out = io.StringIO()
     report.print_tables(merged, Console(file=out, width=88, force_terminal=True, color_system=None))
     assert max(len(line) for line in out.getvalue().splitlines()) <= 88 and "coreml:cpuAndGPU" in out.getvalue()
+    # the models table with every paper platform and a long model name: headers break at spaces only
+    four = _doc(results=[_result("starnet_s1", "onnxruntime", 4.0), _result("starnet_s1", "onnxruntime", 3.5, variant="sum"),
+                         _result("efficientformerv2_s0", "onnxruntime", 9.0)])
+    out = io.StringIO()
+    report.print_tables(four, Console(file=out, width=100))
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for word in ("E5", "4thr", "P100", "iPhone13", "iPhone12", "params", "MACs", "top-1", "starnet_s1 (sum)"):
+        assert re.search(rf"(^|\s){re.escape(word)}(\s|$)", text, re.M), word
     assert compact_machine_label({"cpu_model": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "usable_cpus": 2}) == \
         "Intel Xeon Platinum 8375C ×2"
 

@@ -43,7 +43,7 @@ PAPER_LATENCY_MS: dict[str, dict[str, dict[str, float]]] = {
 
 #: Short labels for narrow displays (the terminal table).
 SHORT_LABELS = {
-    STARNET_CPU: "paper E5-2680v4 4thr",
+    STARNET_CPU: "paper E5 4thr",
     STARNET_GPU: "paper P100",
     STARNET_MOBILE: "paper iPhone13",
     EFFICIENTFORMERV2_MOBILE: "paper iPhone12",

@@ -557,14 +557,14 @@ def print_tables(
     table = build_table(doc, results)
 
     def build(title: str, header: list[str], body: list[list[str]], caption: str | None = None,
-              group_first: bool = False) -> tuple[RichTable, str | None]:
+              group_first: bool = False, wrap_headers: bool = False) -> tuple[RichTable, str | None]:
         # group_first: rows whose cells after the first are empty name a model; a rule above each.
         # The caption is printed under the table at the full width, not squeezed to the table's.
         t = RichTable(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
         for i, h in enumerate(header):
             # Names and numbers are never broken; only the "measured on" column wraps.
             t.add_column(h, justify="left" if i == 0 or h == "measured on" else "right", overflow="fold",
-                         no_wrap=h not in ("measured on", "machine", "protocol"))
+                         no_wrap=h not in ("measured on", "machine", "protocol") and not (wrap_headers and i))
         for k, row in enumerate(body):
             heading = group_first and not any(row[1:])
             next_heading = group_first and k + 1 < len(body) and not any(body[k + 1][1:])
@@ -590,6 +590,7 @@ def print_tables(
     show(build(
         "Models: our params and MACs; the papers' top-1 and latencies (ms)", paper_header(table), paper_rows(table),
         "; ".join(f"{SHORT_LABELS.get(p, p)} = {p}" for p in table.paper_platforms) or None,
+        wrap_headers=True,  # headers break at spaces (two lines), never mid-word: the numbers are short
     ))
     ss_long = star_sum_long_rows(table, doc)
     if ss_long:
