@@ -284,10 +284,117 @@ def _make_stateful(ov, ov_model, graph: LMDecodeGraph) -> None:
     ov_model.validate_nodes_and_infer_types()
 
 
+# ---------------------------------------------------------------------------------- CoreML
+
+
+class _CoreMLStateful(torch.nn.Module):
+    """The decode graph with its state as mutable fp16 buffers (``state_<k>`` in spec order):
+    read (cast to fp32), run, write back by slice assignment -> ``read_state`` /
+    ``coreml_update_state`` in the ML Program."""
+
+    def __init__(self, graph: LMDecodeGraph) -> None:
+        super().__init__()
+        self.decoder = graph
+        for k, t in enumerate(graph.zero_state()):
+            self.register_buffer(f"state_{k}", t.half())
+
+    def forward(self, input_ids, position):
+        n = len(self.decoder.spec)
+        past = [getattr(self, f"state_{k}").float() for k in range(n)]
+        out = self.decoder(input_ids.long(), position.long(), *past)
+        for k, new in enumerate(out[1:]):
+            getattr(self, f"state_{k}")[0:1] = new.half()
+        return out[0]
+
+
+class _CoreMLExplicit(torch.nn.Module):
+    """int32 ids/position in (CoreML has no int64 inputs), past/present tensors as in the contract."""
+
+    def __init__(self, graph: LMDecodeGraph) -> None:
+        super().__init__()
+        self.decoder = graph
+
+    def forward(self, input_ids, position, *past):
+        return self.decoder(input_ids.long(), position.long(), *past)
+
+
+def coreml_name(name: str) -> str:
+    """CoreML feature names: dots become underscores (as for TFLite)."""
+    return name.replace(".", "_")
+
+
+def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None = None, stateful: bool = True,
+                     name: str | None = None, force: bool = True, prefill_chunk: int = 1) -> Path:
+    """Write a CoreML ``.mlpackage`` ML Program of the decode graph (one token per call).
+
+    ``stateful=True``: an iOS 18 stateful program, inputs ``input_ids`` and ``position``
+    (int32), one state ``state_<k>`` per spec entry, stored as **fp16** (coremltools requires
+    fp16 states; compute stays fp32, the state is rounded to fp16 after every step).
+    ``stateful=False``: the explicit form for iOS 16+, ``past_*`` inputs / ``present_*``
+    outputs in fp32. ``prefill_chunk`` is accepted for a uniform API; CoreML artifacts take
+    one token per call (prefill runs token by token).
+    """
+    from staredge.exporters.coreml import _quiet_converter, _save_atomically
+
+    with _quiet_converter():
+        ct = require("coremltools", "coreml", "CoreML export")
+    path = Path(path)
+    if path.suffix != ".mlpackage":
+        raise ConfigError(f"a CoreML package path must end in .mlpackage, got {path}")
+    graph = as_graph(model, max_context)
+    target = "iOS18" if stateful else "iOS16"
+    meta = lm_artifact_metadata(graph, "coreml", name, 1, {"coreml": {
+        "deployment_target": target, "stateful": stateful, "ids_dtype": "int32",
+        "state_dtype": "float16" if stateful else "float32",
+        "states": [f"state_{k}" for k in range(len(graph.spec))] if stateful else []}})
+    for k, st in enumerate(meta.lm["state"]):
+        st["input"], st["output"] = coreml_name(st["input"]), coreml_name(st["output"])
+        if stateful:
+            st["coreml_state"] = f"state_{k}"
+            st["dtype"] = "float16"
+    if stateful:
+        meta.lm["state_bytes"] = sum(s.numel * 2 for s in graph.spec)
+    ids = ct.TensorType("input_ids", shape=(1, 1), dtype=np.int32)
+    pos = ct.TensorType("position", shape=(1,), dtype=np.int32)
+    ex = (torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32))
+    with _quiet_converter() as log:
+        try:
+            if stateful:
+                module = _CoreMLStateful(graph).eval()
+                with torch.no_grad():
+                    program = torch.export.export(module, ex).run_decompositions({})
+                pipeline = ct.PassPipeline.DEFAULT
+                # coremltools 9's canonicalize_inplace_pattern fails on this graph (KeyError in
+                # insert_op_before); the program is valid without it.
+                pipeline.remove_passes({"common::canonicalize_inplace_pattern"})
+                mlmodel = ct.convert(program, inputs=[ids, pos], outputs=[ct.TensorType("logits")],
+                                     minimum_deployment_target=ct.target.iOS18, convert_to="mlprogram",
+                                     compute_precision=ct.precision.FLOAT32, skip_model_load=True,
+                                     pass_pipeline=pipeline)
+            else:
+                module = _CoreMLExplicit(graph).eval()
+                full = ex + tuple(graph.zero_state())
+                with torch.no_grad():
+                    traced = torch.jit.trace(module, full, check_trace=False)
+                inputs = [ids, pos] + [ct.TensorType(coreml_name(s.input_name), shape=s.shape, dtype=np.float32)
+                                       for s in graph.spec]
+                outputs = [ct.TensorType("logits")] + [ct.TensorType(coreml_name(s.output_name)) for s in graph.spec]
+                mlmodel = ct.convert(traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
+                                     minimum_deployment_target=ct.target.iOS16,
+                                     compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+        except Exception as exc:  # noqa: BLE001
+            tail = "\n".join(log.getvalue().strip().splitlines()[-5:])
+            raise ExportError(f"CoreML conversion ({'stateful' if stateful else 'explicit'}) of the decode graph of "
+                              f"{meta.model} failed: {type(exc).__name__}: {exc}\n{tail}") from exc
+    mlmodel.short_description = f"STAR language model {meta.model}: decode graph (docs/lm-artifacts.md)"
+    mlmodel.user_defined_metadata[METADATA_KEY] = meta.to_json()
+    return _save_atomically(mlmodel, path, force)
+
+
 # ------------------------------------------------------------------------- orchestration
 
 #: LM formats in the order ``all`` exports them, and the file suffix of each.
-LM_FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
+LM_FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite", "coreml": ".mlpackage"}
 #: Registry names of language models (besides saved-model paths).
 LM_NAMES = ("star_lm_pydoc", "transformer_pp", "striped_mamba")
 #: Width and depth of a baseline exported by name when none is given.
@@ -339,19 +446,21 @@ def resolve_lm(name_or_path, dim: int | None = None, depth: int | None = None) -
 
 def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context: int | None = None,
               prefill_chunk: int = DEFAULT_PREFILL_CHUNK, validate: bool = True, force: bool = False,
-              dim: int | None = None, depth: int | None = None, progress=None) -> list[dict[str, Any]]:
+              dim: int | None = None, depth: int | None = None, progress=None,
+              stateful_coreml: bool = True) -> list[dict[str, Any]]:
     """Export a STAR LM to each of ``formats`` under ``out_dir`` and validate each artifact
     through its runtime (:func:`staredge.exporters.lm_validate.validate_lm`).
 
     Returns one dict per format: format, path, size_bytes, export_s, state_bytes,
     analysis_state_bytes, validation (numbers), passed, error. A format that fails records
-    its error and the others go on. An existing artifact raises ``ArtifactExistsError``
+    its error and the others go on. CoreML is the iOS 18 stateful form (fp16 state, checked at
+    its own tolerance and 32 identical greedy tokens) unless ``stateful_coreml=False``. An existing artifact raises ``ArtifactExistsError``
     unless ``force``.
     """
     import time
 
     from staredge.errors import ArtifactExistsError
-    from staredge.exporters.lm_validate import validate_lm
+    from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, FP32_ATOL, validate_lm
     from staredge.models.star.analysis import analyze_genome
     from staredge.runtimes.lm import load_lm_artifact
 
@@ -365,7 +474,8 @@ def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context
     stem = f"{name}_ctx{graph.max_context}"
     analysis = analyze_genome(model.genome, model.dim, graph.max_context, bytes_per_element=4,
                               configs=model.backbone.configs).total_cache_bytes
-    writers = {"onnx": export_lm_onnx, "openvino": export_lm_openvino, "tflite": export_lm_tflite}
+    writers = {"onnx": export_lm_onnx, "openvino": export_lm_openvino, "tflite": export_lm_tflite,
+               "coreml": export_lm_coreml}
     results = []
     for fmt in formats:
         path = out / f"{stem}{LM_FORMATS[fmt]}"
@@ -378,18 +488,26 @@ def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context
             progress(fmt, "export")
         start = time.perf_counter()
         try:
-            writers[fmt](graph, path, max_context=graph.max_context, prefill_chunk=prefill_chunk, name=name)
+            kwargs = {"stateful": stateful_coreml} if fmt == "coreml" else {}
+            writers[fmt](graph, path, max_context=graph.max_context, prefill_chunk=prefill_chunk, name=name, **kwargs)
         except Exception as exc:  # noqa: BLE001 - recorded, the other formats go on
             row.update(path=None, error=f"{type(exc).__name__}: {exc}", passed=False)
             results.append(row)
             continue
         row["export_s"] = round(time.perf_counter() - start, 2)
-        row["size_bytes"] = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
+        if fmt == "coreml":
+            row["size_bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            row["state_bytes"] = read_state_bytes(path)
+        else:
+            row["size_bytes"] = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
         if validate:
             if progress:
                 progress(fmt, "validate")
             try:
-                row["validation"] = validate_lm(load_lm_artifact(path), model)
+                fp16_state = fmt == "coreml" and stateful_coreml
+                row["validation"] = validate_lm(load_lm_artifact(path), model,
+                                                atol=FP16_STATE_ATOL if fp16_state else FP32_ATOL,
+                                                min_greedy=FP16_MIN_GREEDY if fp16_state else None)
                 row["passed"] = row["validation"]["passed"]
             except Exception as exc:  # noqa: BLE001
                 row.update(error=f"validation failed to run: {type(exc).__name__}: {exc}", passed=False)
@@ -397,4 +515,11 @@ def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context
     return results
 
 
-__all__ = ["export_lm", "resolve_lm", "is_lm_source", "LM_FORMATS", "LM_NAMES", "export_lm_onnx", "export_lm_openvino", "export_lm_tflite", "tflite_op_names", "tflite_name", "lm_artifact_metadata", "as_graph", "TEXT_GENERATION"]
+def read_state_bytes(path) -> int:
+    """``lm.state_bytes`` recorded in an artifact's metadata."""
+    from staredge.metadata import read_metadata
+
+    return int(read_metadata(path).lm["state_bytes"])
+
+
+__all__ = ["export_lm", "export_lm_coreml", "coreml_name", "resolve_lm", "is_lm_source", "LM_FORMATS", "LM_NAMES", "export_lm_onnx", "export_lm_openvino", "export_lm_tflite", "tflite_op_names", "tflite_name", "lm_artifact_metadata", "as_graph", "TEXT_GENERATION"]

@@ -396,8 +396,10 @@ class LMDecodeGraph(nn.Module):
         h = liv.long_filter(mctx)  # [M, d], depends on weights only (constant-folded)
         src = torch.arange(mctx, device=x.device, dtype=torch.int64)
         lag = pos[:, None] - src[None, :]  # [T, M]
-        taps = h.index_select(0, lag.clamp(min=0).reshape(-1)).reshape(-1, mctx, h.shape[1])
-        taps = taps * (lag >= 0)[..., None].to(h.dtype)
+        causal = lag >= 0
+        idx = torch.where(causal, lag, torch.zeros_like(lag))  # not clamp: CoreML lowers clip to fp32
+        taps = h.index_select(0, idx.reshape(-1)).reshape(-1, mctx, h.shape[1])
+        taps = taps * causal[..., None].to(h.dtype)
         conv = torch.einsum("tsd,bsd->btd", taps, hist)
         c = shared["C"] if "C" in sg else p["C"](x)
         return liv.out(c * conv), new, {"u": hist, "C": c}

@@ -127,6 +127,9 @@ def _stepper_class(fmt: str):
     if fmt == "tflite":
         from staredge.runtimes.litert_lm import LiteRTLM
         return LiteRTLM
+    if fmt == "coreml":
+        from staredge.runtimes.coreml_lm import CoreMLReferenceLM
+        return CoreMLReferenceLM
     raise ConfigError(f"no language-model runtime for {fmt} artifacts here")
 
 

@@ -11,7 +11,7 @@ import importlib
 from staredge.runtimes.mil_reference.kernels.base import KERNELS, REQUIRED, Args, f32, kernel
 
 #: The modules whose ``@kernel`` functions make up the executor's op set.
-KERNEL_MODULES = ("elementwise", "nn", "tensor", "quantization")
+KERNEL_MODULES = ("elementwise", "nn", "tensor", "lm", "quantization")
 
 for _module in KERNEL_MODULES:
     importlib.import_module(f"{__name__}.{_module}")

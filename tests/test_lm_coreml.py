@@ -1,0 +1,75 @@
+"""CoreML LM artifacts (iOS 18 stateful with fp16 state, and the explicit past/present form),
+converted with coremltools and run by StarEdge's MIL executor (read_state / write_state),
+token by token vs PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _lm_cases import CONTEXT, MIXED, baseline, small_model
+from staredge.exporters.lm_export import export_lm_coreml
+from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, validate_lm
+from staredge.generation import load_lm
+from staredge.metadata import read_metadata
+from staredge.runtimes.lm import load_lm_artifact
+
+pytest.importorskip("coremltools")
+
+
+@pytest.fixture(scope="module")
+def stateful(tmp_path_factory):
+    model = load_lm().model
+    path = export_lm_coreml(model, tmp_path_factory.mktemp("lm") / "star_lm_pydoc.mlpackage", max_context=256,
+                            stateful=True, name="star_lm_pydoc")
+    return model, path
+
+
+def test_stateful_shipped_model(stateful):
+    model, path = stateful
+    stepper = load_lm_artifact(path)
+    assert stepper.stateful and set(stepper.states) == {f"state_{k}" for k in range(len(stepper.state_spec))}
+    assert all(a.dtype == np.float16 for a in stepper.states.values())
+    result = validate_lm(stepper, model, atol=FP16_STATE_ATOL, min_greedy=FP16_MIN_GREEDY)
+    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= FP16_STATE_ATOL, result
+    assert result["greedy_agree"] >= FP16_MIN_GREEDY and result["passed"], result
+    # fp16 state costs accuracy: measurably more than the fp32 artifacts' 1e-5
+    assert result["max_abs_diff"] > 1e-4
+
+
+def test_stateful_metadata_and_reset(stateful):
+    model, path = stateful
+    meta = read_metadata(path)
+    assert meta.task == "text-generation" and meta.extra["coreml"]["stateful"]
+    assert meta.extra["coreml"]["deployment_target"] == "iOS18"
+    assert meta.lm["state_bytes"] == sum(int(np.prod(s["shape"])) * 2 for s in meta.lm["state"])
+    stepper = load_lm_artifact(path)
+    a = stepper.prefill([256, 84, 104, 101])
+    assert any(v.any() for v in stepper.states.values())
+    stepper.reset()
+    assert not any(v.any() for v in stepper.states.values())
+    np.testing.assert_array_equal(a, stepper.prefill([256, 84, 104, 101]))
+
+
+def test_conversion_failure_is_an_export_error_and_writes_nothing(tmp_path):
+    """coremltools 9 cannot convert this genome (differential LIVs; its error is passed on):
+    the export is refused, no package is left behind."""
+    from staredge.errors import StarEdgeError
+
+    name, genome = MIXED[1]
+    model = small_model(genome, seed=sum(map(ord, name)))
+    with pytest.raises(StarEdgeError, match="CoreML conversion"):
+        export_lm_coreml(model, tmp_path / "m.mlpackage", max_context=CONTEXT, stateful=False)
+    assert not (tmp_path / "m.mlpackage").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["transformer_pp"])
+def test_explicit_form_fp32(tmp_path, which):
+    model = baseline(which)
+    path = export_lm_coreml(model, tmp_path / "m.mlpackage", max_context=CONTEXT, stateful=False)
+    stepper = load_lm_artifact(path)
+    assert not stepper.stateful
+    result = validate_lm(stepper, model)
+    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= 1e-4, result
+    assert result["greedy_identical"] and result["passed"], result
