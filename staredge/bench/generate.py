@@ -345,7 +345,8 @@ def plot_decode_vs_context(doc: dict[str, Any], path: str | Path) -> Path:
         if points:
             ax.plot([p["context"] for p in points], [p["ms_per_token_median"] for p in points], marker="o", label=name)
     ax.set_xlabel("context length (tokens already in the state)")
-    ax.set_ylabel("ms per decode step (median)")
+    ax.set_ylabel("ms per decode step (median, log scale)")
+    ax.set_yscale("log")
     ax.set_title(f"{doc['generation']['model']}: decode cost vs context (1 thread)")
     ax.grid(alpha=0.3)
     ax.legend()
