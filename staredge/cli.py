@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Subcommands whose output is captured (they load converters or runtimes).
-QUIET_COMMANDS = ("export", "classify", "demo", "bench", "ios-bundle", "generate", "models")
+#: Subcommands whose converter/runtime output is captured: they load converters or runtimes
+#: and write their own progress and notices to ``args.capture.stderr``.
+QUIET_COMMANDS = ("export", "classify", "demo", "generate", "models")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,12 @@ from staredge.cli import main
 BIN = Path(sys.executable).parent / "staredge"
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Logs and downloads of these tests go to a temporary cache, not the user's."""
+    monkeypatch.setenv("STAREDGE_CACHE", str(tmp_path / "staredge-cache"))
+
+
 def test_console_script_help_and_version():
     out = subprocess.run([str(BIN), "--help"], capture_output=True, text=True, check=True).stdout
     assert "models" in out
@@ -106,6 +112,8 @@ def test_old_spellings_are_aliases():
     assert parser.parse_args(["export", "starnet_s1", "--json"]).json == "-"
     assert parser.parse_args(["classify", "m.onnx", "i.png", "--backend", "ov"]).backend == "ov"
     assert parser.parse_args(["classify", "m.onnx", "i.png", "--backends", "ov"]).backend == "ov"
+    assert parser.parse_args(["generate", "hi", "--backends", "ort"]).backend == "ort"
+    assert parser.parse_args(["generate", "hi", "--backend", "ort"]).backend == "ort"
 
 
 def test_unknown_family_is_an_error_listing_the_families(capsys):

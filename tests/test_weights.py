@@ -277,7 +277,8 @@ def test_cli_export_pretrained_and_models_shows_the_cache(server, cache, monkeyp
     assert rows["starnet_s050"]["weights"]["url"].startswith("http://127.0.0.1:")
 
 
-def test_two_random_exports_are_byte_identical(tmp_path, capsys):
+def test_two_random_exports_are_byte_identical(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STAREDGE_CACHE", str(tmp_path / "cache"))
     for d in ("a", "b"):
         assert main(["export", MODEL, "--formats", "onnx", "--out", str(tmp_path / d), "--no-validate"]) == 0
     err = capsys.readouterr().err

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads of the runtime (default 1: batch-1 decode of a small model is "
                         "dispatch-bound, and extra threads spin on a busy machine)")
-    p.add_argument("--backend", default=None,
+    p.add_argument("--backends", "--backend", dest="backend", default=None, metavar="RUNTIME",
                    help="force a runtime for an artifact (onnxruntime, openvino, litert, coreml, pytorch); "
                         "default: chosen from the artifact")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "gpu"],
