@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the JSON report to FILE ('-' or no FILE: print it instead of the table)")
     p.add_argument("--report", dest="json", metavar="FILE", help=argparse.SUPPRESS)  # old spelling of --json FILE
+    from staredge.commands.export_lm import add_lm_arguments
+
+    add_lm_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -138,6 +141,10 @@ def _write_report(report: Any, path: str, force: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, show progress and a summary table; 0 if every artifact passed, else 1."""
+    from staredge.commands.export_lm import is_lm, run_lm
+
+    if is_lm(args):  # language models: decode-graph artifacts (docs/lm-artifacts.md)
+        return run_lm(args)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
