@@ -367,3 +367,18 @@ def test_generate_bench_measures_streams_and_baselines(artifacts, shipped):
     assert table.count("\n") == 5 and "| onnxruntime | 1 |" in table
     with pytest.raises(ConfigError, match="repeats"):
         combine([])
+
+
+def test_predictor_streams_a_saved_pytorch_lm(shipped):
+    """A save_lm pair (.safetensors + .json) goes to the PyTorch text backend."""
+    from staredge import Predictor
+    from staredge.generation import _data_dir
+
+    p = Predictor(_data_dir() / "star_lm_pydoc.safetensors", device="cpu", threads=1)
+    assert type(p.backend).__name__ == "PyTorchTextBackend" and p.backend.device == "cpu"
+    info = p.info()
+    assert info["task"] == "text-generation" and info["max_context"] == shipped.max_seq_len
+    assert info["state_bytes"] == 1_070_080  # the cache analysis at max_context, as the artifacts hold
+    kw = dict(max_new_tokens=40, temperature=0.7, seed=4)
+    assert p.generate("The ", **kw) == shipped.generate("The ", **kw)
+    assert p.backend.open_streams == 0
