@@ -198,3 +198,13 @@ def test_converter_output_goes_to_the_log_not_the_terminal(tmp_path):
     text = log.read_text()
     assert "some C++ library log line" in text and "python stderr chatter" in text
     assert "a third-party deprecation" in text
+
+
+def test_demo_json_names_no_path_in_its_deleted_folder(tmp_path, capsys):
+    result = tmp_path / "demo.json"
+    assert main(["demo", "--formats", "onnx", "--limit", "4", "--repeats", "1", "--json", str(result)]) == 0
+    data = json.loads(result.read_text())
+    rows = {r["format"]: r for r in data["rows"]}
+    assert rows["onnx"]["path"] is None and data["out_dir"] is None and "--out" in data["artifacts_kept"]
+    assert Path(rows["pytorch"]["path"]).is_file()  # the shipped checkpoint stays where it is
+    assert "held-out" in capsys.readouterr().out  # the table is printed as well
