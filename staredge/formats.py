@@ -230,6 +230,7 @@ FORMATS: dict[str, FormatSpec] = {
             exporter="staredge.exporters.coreml:export_coreml",
             export_requires=(("torch", "torch"), ("coremltools", "coreml")), extra="coreml",
             runtime="coreml", dynamic_batch=False,
+            tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             # the numpy MIL executor on every OS: Apple's image inputs take uint8 pixels only,
             # so random validation inputs would be clipped there
             validation_options=(("reference", True),),
@@ -273,6 +274,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             name="coreml", title="CoreML", aliases=("mlpackage",),
             backend="staredge.runtimes.coreml:CoreMLBackend", modules=("coremltools",), extra="coreml",
             formats=("coreml",), distributions=("coremltools",), apple_only=True,
+            text_backend="staredge.runtimes.text:CoreMLTextBackend",
         ),
         RuntimeSpec(
             name="pytorch", title="PyTorch", aliases=("torch",),

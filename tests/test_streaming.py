@@ -382,3 +382,25 @@ def test_predictor_streams_a_saved_pytorch_lm(shipped):
     kw = dict(max_new_tokens=40, temperature=0.7, seed=4)
     assert p.generate("The ", **kw) == shipped.generate("The ", **kw)
     assert p.backend.open_streams == 0
+
+
+def test_coreml_text_backend_streams_the_pytorch_text(tmp_path, shipped, capsys):
+    """CoreML packages (explicit fp32 state, and the iOS 18 stateful form with fp16 state) on
+    the MIL reference executor off macOS, with the usual notice; greedy text as PyTorch's."""
+    pytest.importorskip("coremltools")
+    from staredge.cli import main
+    from staredge.exporters.lm_export import export_lm_coreml
+    from staredge.runtimes import load_backend, text
+
+    ref_text, ref_ids = _greedy(shipped.model, n=120)
+    for stateful in (False, True):
+        path = export_lm_coreml(shipped.model, tmp_path / f"lm_{stateful}.mlpackage", max_context=CONTEXT,
+                                stateful=stateful, name="star_lm_pydoc")
+        b = load_backend(path, threads=1)
+        assert isinstance(b, text.CoreMLTextBackend) and b.describe()["stateful"] is stateful
+        if sys.platform != "darwin":
+            assert b.describe()["engine"] == "mil-reference"
+        assert _greedy(b, n=120) == (ref_text, ref_ids)
+        assert b.open_streams == 0
+    assert main(["generate", str(path), PROMPT, "--temperature", "0", "--max-new-tokens", "120"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == (PROMPT + ref_text).rstrip("\n")
