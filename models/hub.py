@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -118,8 +117,11 @@ def _progress(total: int | None, label: str, enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    from staredge.quiet import terminal
+
+    # the real stderr, also while the CLI captures converter output
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    console=Console(file=sys.stderr), transient=True, disable=not enabled)
+                    console=Console(file=terminal()), transient=True, disable=not enabled)
 
 
 def _download(url: str, tmp: Path, label: str, progress: bool) -> str:

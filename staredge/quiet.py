@@ -68,9 +68,18 @@ def _writes_to_fd2(stream: Any) -> bool:
         return False
 
 
+#: The capture in effect (None outside :func:`captured`).
+_ACTIVE: list[Capture] = []
+
+
+def terminal() -> TextIO:
+    """Where StarEdge's own progress and notices go: the real stderr, also under a capture."""
+    return _ACTIVE[-1].stderr if _ACTIVE else sys.stderr
+
+
 def notice(message: str, capture: Capture | None = None) -> None:
     """Print one StarEdge notice line on the real stderr (the captured one when given)."""
-    stream = capture.stderr if capture is not None else sys.stderr
+    stream = capture.stderr if capture is not None else terminal()
     print(f"staredge: {message}", file=stream, flush=True)
 
 
@@ -122,9 +131,11 @@ def captured(command: str = "staredge", verbose: bool = False) -> Iterator[Captu
 
     os.dup2(log.fileno(), 2)
     warnings.showwarning = showwarning
+    _ACTIVE.append(capture)
     try:
         yield capture
     finally:
+        _ACTIVE.remove(capture)
         warnings.showwarning = old_showwarning
         with contextlib.suppress(Exception):
             sys.stderr.flush()
@@ -142,4 +153,4 @@ def captured(command: str = "staredge", verbose: bool = False) -> Iterator[Captu
                 os.environ[k] = v
 
 
-__all__ = ["Capture", "captured", "notice"]
+__all__ = ["Capture", "captured", "notice", "terminal"]
