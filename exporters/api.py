@@ -153,7 +153,7 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
             except StarEdgeError as exc:
                 raise ConfigError(
                     f"cannot tell the architecture of checkpoint {text} from its file name; "
-                    f"name it with --model NAME (model_name=...), e.g. --model starnet_s1"
+                    f"name it with --model NAME (model_name= in Python), e.g. --model starnet_s1"
                 ) from exc
             model_name = base
         return create(model_name, checkpoint=checkpoint)

@@ -324,7 +324,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
             parts.append(f"shape mismatches ({len(mismatched)}): {_fmt(mismatched)}")
         hint = ""
         if mismatched and all(m.startswith(heads) for m in mismatched):
-            hint = " The mismatch is only in the classifier head: pass num_classes=... / drop_head=True to replace it."
+            hint = " The mismatch is only in the classifier head: pass num_classes=N (--num-classes N on the command line) to replace it, or drop_head=True."
         name = getattr(model, "staredge_name", type(model).__name__)
         raise CheckpointError(f"checkpoint does not fit {name}: " + "; ".join(parts) + "." + hint)
     check_tensors(model, sd, allow_non_finite=allow_non_finite)

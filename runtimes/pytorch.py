@@ -97,7 +97,7 @@ class PyTorchBackend(Backend):
             if meta_json is None and model_opt is None:
                 raise ArtifactError(
                     f"{self.path} is a PyTorch checkpoint without StarEdge metadata, so the model it "
-                    f"belongs to is unknown; pass the model name, e.g. load_backend(path, model='starnet_s1')"
+                    f"belongs to is unknown; name it: --model starnet_s1 on the command line, Predictor(path, model='starnet_s1') in Python"
                 )
             module, meta = self._build_from_checkpoint(model_opt, meta_json)
         else:
