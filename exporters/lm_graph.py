@@ -41,6 +41,7 @@ from staredge.models.star import choices as C
 from staredge.models.star.backbone import STARLanguageModel, STARState
 from staredge.models.star.liv import (
     Attention,
+    DiffLambda,
     Differential,
     GatedLongConv,
     GatedShortConv,
@@ -206,6 +207,12 @@ class LMDecodeGraph(nn.Module):
         self.model = model.eval()
         self.max_context = resolve_max_context(model, max_context)
         self.spec = state_spec(model, self.max_context)
+        # Differential λ depends on weights only: computed once here and kept as a [1] buffer
+        # (coremltools cannot constant-fold the 0-d expression of the model's DiffLambda).
+        for i, liv in enumerate(model.backbone.livs):
+            if isinstance(getattr(liv, "lam", None), DiffLambda):
+                with torch.no_grad():
+                    self.register_buffer(f"lam_{i}", liv.lam().detach().reshape(1).float(), persistent=False)
         # Rotary tables of length max_context per rotary width (the same function as the model's).
         self._rope: dict[int, tuple[Tensor, Tensor]] = {}
         for liv in self._leaf_livs():
@@ -253,7 +260,7 @@ class LMDecodeGraph(nn.Module):
             u = x if src is None else x + outputs[src]
             p = bb.feature_producers[i]
             shared = {} if p is None else exports[p]
-            y, st, ex = self._mix(liv, bb.norms[i](u), caches[i], pos, shared)
+            y, st, ex = self._mix(liv, bb.norms[i](u), caches[i], pos, shared, i)
             new[i] = st
             x = u + y
             if i in bb._export_needed:
@@ -264,18 +271,21 @@ class LMDecodeGraph(nn.Module):
         present = [new[s.liv][s.key] for s in self.spec]
         return (logits, *present)
 
-    def _mix(self, liv, x, st, pos, shared):
+    def _lambda(self, index: int) -> Tensor:
+        return getattr(self, f"lam_{index}")
+
+    def _mix(self, liv, x, st, pos, shared, index):
         if isinstance(liv, Differential):
             outs, new, exports = [], {}, {}
             for tag, br in (("a", liv.branch_a), ("b", liv.branch_b)):
                 sub = {k[2:]: v for k, v in st.items() if k.startswith(tag + ".")}
-                y, s, ex = self._mix(br, x, sub, pos, shared.get(tag, {}))
+                y, s, ex = self._mix(br, x, sub, pos, shared.get(tag, {}), index)
                 outs.append(y)
                 exports[tag] = ex
                 new.update({f"{tag}.{k}": v for k, v in s.items()})
-            return outs[0] - liv.lam() * outs[1], new, exports
+            return outs[0] - self._lambda(index) * outs[1], new, exports
         if isinstance(liv, Attention):
-            return self._attention(liv, x, st, pos, shared)
+            return self._attention(liv, x, st, pos, shared, index)
         if isinstance(liv, Recurrence):
             return self._recurrence(liv, x, st, pos, shared)
         if isinstance(liv, GatedShortConv):
@@ -287,7 +297,7 @@ class LMDecodeGraph(nn.Module):
             return y, {}, ex
         raise ConfigError(f"no decode-graph form for LIV operator {type(liv).__name__}")  # pragma: no cover
 
-    def _attention(self, liv: Attention, x, st, pos, shared):
+    def _attention(self, liv: Attention, x, st, pos, shared, index):
         b, t, _ = x.shape
         s = liv.shape
         f = liv.featurizer
@@ -337,7 +347,7 @@ class LMDecodeGraph(nn.Module):
 
         if liv.differential:
             half = s.head_dim // 2
-            lam = liv.lam()
+            lam = self._lambda(index)
             pr = probs(q[..., :half], k[..., :half]) - lam * probs(q[..., half:], k[..., half:])
             o = pr @ v
         else:
