@@ -153,6 +153,8 @@ def run_demo(
         formats = available_export_formats()
     formats = parse_formats(formats)
     t0 = time.perf_counter()
+    if console is not None and not console.is_terminal:
+        progress = False  # a log or a pipe: no bars (they would leave blank lines)
     with Progress(TextColumn("{task.description}"), transient=True, disable=not progress, console=console) as bar:
         task = bar.add_task("exporting")
         notify = lambda fmt, stage: bar.update(task, description=f"{fmt}: {stage}")  # noqa: E731

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     stages = ("rewrite", "export", "validate", "done")
     with Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=True,
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
     ) as bar:
         task = bar.add_task("preparing", total=len(formats) * len(stages))
 
