@@ -63,7 +63,7 @@ def _check_backend_runs_format(path: str | os.PathLike, backend: str) -> None:
         runs = ", ".join(runtime.formats)
         raise ConfigError(
             f"the {runtime.name} runtime runs {runs} artifacts, and {path} is {fmt.title} (run by {fmt.runtime}); "
-            f"drop backend= (--backends) to use {fmt.runtime}, or export a {runs} artifact with "
+            f"drop backend= (--backends) to use {fmt.runtime}, or export the model for {runtime.name} with "
             f"`staredge export MODEL --formats {runtime.formats[0]}`"
         )
 
