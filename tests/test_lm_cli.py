@@ -18,3 +18,12 @@ def test_export_baseline_lm_by_name(tmp_path, capsys):
     assert rows[0]["state_bytes"] == rows[0]["analysis_state_bytes"] == 2 * 64 * 232 * 4
     meta = read_metadata(rows[0]["path"])
     assert meta.task == "text-generation" and meta.lm["max_context"] == 232 and meta.lm["depth"] == 2
+
+
+def test_models_lists_language_models(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["language_models"]}
+    assert set(rows) == {"star_lm_pydoc", "transformer_pp", "striped_mamba"}
+    shipped = rows["star_lm_pydoc"]
+    assert shipped["params"] == 1_281_664 and shipped["context"] == 1024
+    assert shipped["cache_bytes_fp16"] == 535_040  # docs/star-lm.md: 535.0 kB at 1024 tokens

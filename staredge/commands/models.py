@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
     rows = model_rows(args.family)
     if args.json:
-        print(json.dumps({"convention": MAC_CONVENTION, "models": rows}, indent=2))
+        from staredge.commands.export_lm import lm_rows
+
+        print(json.dumps({"convention": MAC_CONVENTION, "models": rows, "language_models": lm_rows()}, indent=2))
         return 0
     if args.markdown:
         print(markdown_table(rows))
@@ -138,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
             _f(r["top1"], ".1f"), _weights_cell(r["weights"]), r["note"],
         )
     Console(width=max(150, Console().width)).print(table)
+    from staredge.commands.export_lm import print_lm_table
+
+    print_lm_table()
     released = [r["weights"] for r in rows if r["weights"]["released"]]
     if released:
         from staredge.paths import weights_dir
