@@ -145,6 +145,16 @@ def init_seed(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"staredge:{name}".encode()).digest()[:4], "little")
 
 
+def weights_fingerprint(model: nn.Module) -> str:
+    """A digest of a model's first and last four floating-point tensors (cheap; any load or
+    training step changes it)."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    h = hashlib.sha256()
+    for t in tensors[:4] + tensors[-4:]:
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def families() -> list[str]:
     """Registered family names, in registration order."""
     _ensure_loaded()
@@ -246,6 +256,9 @@ def create(
     model.pretrained_cfg = cfg
     model.pretrained = False
     model.init_seed = seed
+    # exported metadata says "pretrained": false while the weights are still these (checked
+    # when the metadata is built, so loading or training by any route counts)
+    model.init_fingerprint = weights_fingerprint(model)
     if pretrained:
         checkpoint = fetch_weights(entry.name, entry.weights, progress=progress)
     if checkpoint is not None:

@@ -458,6 +458,11 @@ def metadata_from_model(
     torch = sys.modules.get("torch")
     if torch is not None:
         info["torch_version"] = torch.__version__
+    fingerprint = getattr(model, "init_fingerprint", None)
+    if isinstance(fingerprint, str) and torch is not None:  # a registry model: weights still its seeded init?
+        from staredge.models.registry import weights_fingerprint
+
+        info["pretrained"] = weights_fingerprint(model) != fingerprint
     info.update(extra or {})
     return ArtifactMetadata(
         model=name,

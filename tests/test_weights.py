@@ -265,6 +265,7 @@ def test_cli_export_pretrained_and_models_shows_the_cache(server, cache, monkeyp
                "--json", str(tmp_path / "report.json")])
     assert rc == 0
     meta = read_metadata(out / f"{MODEL}.onnx")
+    assert meta.extra["pretrained"] is True
     assert meta.checkpoint_sha256 == hashlib.sha256(server.files["/release/starnet_s050.pth.tar"]).hexdigest()
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["artifacts"][0]["format"] == "onnx"
@@ -284,3 +285,31 @@ def test_two_random_exports_are_byte_identical(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "random weights" in err and "seed" in err
     assert (tmp_path / "a" / f"{MODEL}.onnx").read_bytes() == (tmp_path / "b" / f"{MODEL}.onnx").read_bytes()
+    from staredge.metadata import read_metadata
+
+    assert read_metadata(tmp_path / "a" / f"{MODEL}.onnx").extra["pretrained"] is False
+    # classify says so in one line
+    import numpy as np
+    from PIL import Image
+
+    img = tmp_path / "img.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    assert main(["classify", str(tmp_path / "a" / f"{MODEL}.onnx"), str(img), "--top-k", "1"]) == 0
+    assert "random weights" in capsys.readouterr().err
+
+
+def test_metadata_says_whether_the_weights_are_still_the_random_init(tmp_path):
+    from staredge.metadata import metadata_from_model
+    from staredge.models.checkpoint import load_checkpoint, save_safetensors
+
+    model = create(MODEL)
+    assert metadata_from_model(model).extra["pretrained"] is False
+    trained = create(MODEL)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.mul_(0.5)  # as a training step would, in place
+    assert metadata_from_model(trained).extra["pretrained"] is True
+    path = save_safetensors(trained, tmp_path / "w.safetensors")
+    loaded = load_checkpoint(create(MODEL), path)  # loaded outside create()
+    assert metadata_from_model(loaded).extra["pretrained"] is True
+    assert "pretrained" not in metadata_from_model(torch.nn.Linear(2, 2)).extra

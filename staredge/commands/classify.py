@@ -63,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor(_source(args), device=args.device, threads=args.threads, backend=args.backend,
                           labels=args.labels)
+    if predictor.metadata.extra.get("pretrained") is False:
+        from staredge.quiet import notice
+
+        notice(f"{args.artifact} was exported from {predictor.metadata.model} with random weights (no checkpoint, "
+               f"no --pretrained): its predictions mean nothing", getattr(args, "capture", None))
     rankings = predictor.classify(list(args.images), top_k=args.top_k)
     if args.json:
         out = {
