@@ -12,7 +12,11 @@ with the state spec) inside it -> a stepper in :mod:`staredge.runtimes.lm` runs 
   ``past_X``/``present_X`` pair becomes a variable named ``past_X``): inputs ``input_ids`` and ``position``
   only; the runtime compiles it with ``INFERENCE_PRECISION_HINT = f32``;
 * **TFLite**: ``decode`` (T = 1) and ``prefill`` (T = ``prefill_chunk``) signatures, names with
-  underscores instead of dots.
+  underscores instead of dots;
+* **CoreML**: an iOS 18 stateful ML Program (fp16 state buffers, one token per call) or the
+  explicit iOS 16 past/present form (fp32), run here by the MIL reference executor.
+
+``export_lm`` exports and validates several formats at once (``staredge export``).
 """
 
 from __future__ import annotations
