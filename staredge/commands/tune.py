@@ -136,13 +136,16 @@ def tune(
     precs = _parse_list(precisions or ",".join(DEFAULT_PRECISIONS), PRECISIONS, "--precisions")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a positive integer, got {threads!r}")
-    if "int8" in precs:  # fail before any export when int8 has no calibration data
-        from staredge.exporters.quantize import resolve_calibration
+    from staredge.exporters.quantize import DIGITS_MODEL, resolve_calibration
 
-        model = resolve_model(model_or_name)
-        calibration = resolve_calibration(model, calibration, calibration_samples)
+    if model_or_name == DIGITS_MODEL:  # the trained digits model, not an untrained registry build
+        from staredge.models.digits import digits_model, digits_weights
+
+        model = digits_model(digits_weights())
     else:
         model = resolve_model(model_or_name)
+    if "int8" in precs:  # fail before any export when int8 has no calibration data
+        calibration = resolve_calibration(model, calibration, calibration_samples)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     candidates_dir = out / "candidates"
