@@ -195,7 +195,7 @@ def test_unknown_format_and_precision(tmp_path):
     with pytest.raises(StarEdgeError, match="unknown export format"):
         export("starnet_s050", "onnx,keras", tmp_path)
     with pytest.raises(StarEdgeError, match="precision"):
-        export("starnet_s050", "onnx", tmp_path, precision="int8")
+        export("starnet_s050", "onnx", tmp_path, precision="int4")
 
 
 def test_validation_catches_a_different_model(tmp_path):
