@@ -9,7 +9,7 @@ EXTRAS ?= all,dev
 STAMP  := $(VENV)/.staredge-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast clean docs
+.PHONY: install demo test test-fast clean docs lock
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrite constraints.txt as a full lock of the installed environment (run after changing
+# pyproject's dependencies and a successful install; keeps the header comments).
+lock: install
+	@grep '^#' constraints.txt > constraints.txt.new
+	$(BIN)/python -m pip freeze --exclude-editable | sed -e 's/+cpu$$//' >> constraints.txt.new
+	@mv constraints.txt.new constraints.txt
 
 demo: install
 	$(BIN)/staredge demo
