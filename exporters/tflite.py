@@ -80,18 +80,16 @@ def quantize_static_int8(flatbuffer: bytes, calibration: np.ndarray, batch: int 
     model's static ``batch``) through the model's one signature.
     """
     aeq = require("ai_edge_quantizer", "tflite", "TFLite int8 quantisation")
-    from ai_edge_litert.interpreter import Interpreter
-
     from staredge.exporters.quantize import batches
+    from staredge.runtimes.litert import signature_inputs
 
-    interpreter = Interpreter(model_content=flatbuffer)
-    signatures = interpreter.get_signature_list()
+    signatures = signature_inputs(flatbuffer)
     if len(signatures) != 1:
         raise StarEdgeError(f"expected one signature in the converted TFLite model, found {sorted(signatures)}")
-    key, sig = next(iter(signatures.items()))
-    if len(sig["inputs"]) != 1:
-        raise StarEdgeError(f"expected one input in signature {key}, found {sig['inputs']}")
-    input_name = sig["inputs"][0]
+    key, inputs = next(iter(signatures.items()))
+    if len(inputs) != 1:
+        raise StarEdgeError(f"expected one input in signature {key}, found {inputs}")
+    input_name = inputs[0]
     data = {key: [{input_name: x} for x in batches(np.asarray(calibration, dtype=np.float32), batch)]}
     quantizer = aeq.Quantizer(bytearray(flatbuffer), _float_io_int8_recipe(aeq))
     previous = os.environ.get("TQDM_DISABLE")

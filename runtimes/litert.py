@@ -37,6 +37,20 @@ def import_interpreter_module():
     )
 
 
+def signature_inputs(model_content: bytes) -> dict[str, list[str]]:
+    """Each signature of an in-memory TFLite model and its input names (``{key: [names]}``).
+
+    Exporters read a flatbuffer they have just converted through this, so the LiteRT
+    interpreter is built only here, in the runtime layer.
+    """
+    mod = import_interpreter_module()
+    try:
+        interpreter = mod.Interpreter(model_content=bytes(model_content))
+    except (ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"LiteRT cannot read the TFLite model ({str(exc).splitlines()[0][:300]})") from exc
+    return {key: list(sig["inputs"]) for key, sig in interpreter.get_signature_list().items()}
+
+
 class LiteRtBackend(Backend):
     """A ``.tflite`` file on the LiteRT interpreter (CPU, XNNPACK).
 

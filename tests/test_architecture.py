@@ -169,10 +169,7 @@ def _calls_outside_runtimes() -> list[str]:
 def test_only_the_runtime_layer_constructs_runtimes():
     hits = _calls_outside_runtimes()
     allowed_prefix = "runtimes/"
-    # known exception (issue 13, to move into runtimes/litert.py): the TFLite int8 path reads
-    # the in-memory float flatbuffer's signature with an Interpreter before quantising
-    known = ("exporters/tflite.py",)
-    offenders = [h for h in hits if not h.startswith(allowed_prefix) and not h.startswith(known)]
+    offenders = [h for h in hits if not h.startswith(allowed_prefix)]
     assert offenders == [], offenders
 
 
