@@ -13,25 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _no_torch import NO_TORCH
 from staredge import formats
 from staredge.errors import ConfigError, MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("staredge", "models", "exporters", "runtimes", "scripts")
 
-# A sitecustomize-style prelude that makes `import torch` fail in a subprocess, as on a
-# machine where torch is not installed.
-NO_TORCH = textwrap.dedent(
-    """
-    import sys
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-    sys.meta_path.insert(0, _NoTorch())
-    """
-)
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

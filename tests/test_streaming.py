@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _no_torch import NO_TORCH
 from staredge.errors import ConfigError, DeviceError
 from staredge.generation import ContextLengthError, load_lm, stream
 
@@ -306,19 +307,6 @@ def test_ort_text_backend_puts_state_on_the_device_when_cuda_is_listed(artifacts
 
 
 # ------------------------------------------------------------------------------ no torch
-
-
-NO_TORCH = textwrap.dedent(
-    """
-    import sys
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-    sys.meta_path.insert(0, _NoTorch())
-    """
-)
 
 
 def test_streaming_from_an_artifact_needs_no_torch(artifacts, shipped):
