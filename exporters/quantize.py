@@ -153,3 +153,28 @@ def resolve_calibration(model: Any, calibration: Any, samples: int | None = None
 def batches(calibration: np.ndarray, batch: int = 1) -> list[np.ndarray]:
     """The calibration inputs cut into arrays of ``batch`` samples (the export batch)."""
     return [calibration[i : i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
+
+
+#: scikit-image photos for calibrating when no data is given to a benchmark or a measuring
+#: script (none of them is among the validation photos, ``staredge.exporters.validate.PHOTOS``).
+CALIBRATION_PHOTOS = ("cat", "coins", "moon", "page", "retina", "text", "clock", "grass", "gravel", "brick")
+
+
+def photo_calibration(model: Any, samples: int | None = None) -> np.ndarray:
+    """Calibration inputs from :data:`CALIBRATION_PHOTOS` and their mirror images, prepared with
+    the model's preprocessing (up to ``samples``). For timing int8 artifacts of models without
+    data of their own (``staredge bench``); real deployments calibrate on their own images.
+    Raises :class:`CalibrationError` when scikit-image (the ``dev`` extra) is not installed.
+    """
+    from staredge.exporters.validate import photo_inputs
+
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        model_preprocess_config(model)  # raises the CalibrationError that explains it
+    photos, _ = photo_inputs(cfg, CALIBRATION_PHOTOS)
+    if len(photos) == 0:
+        raise CalibrationError(
+            "no calibration data: the fallback photos need scikit-image (pip install staredge[dev]); pass "
+            "--calibration DIR (a folder of images)")
+    x = np.concatenate([photos, photos[..., ::-1]]).astype(np.float32)
+    return np.ascontiguousarray(x if samples is None else x[: max(1, int(samples))])

@@ -246,6 +246,7 @@ def run_bench(
                             return BenchResult(
                                 model=model_name, variant=variant, backend=spec.label, runtime=spec.runtime,
                                 device=spec.device, baseline=spec.baseline, machine=machine_id, protocol=pid,
+                                precision=spec.precision,
                                 threads_requested=protocol.threads, params_m=round(prof.params_m, 4),
                                 macs_m=round(prof.macs_m, 2),
                             )

@@ -116,6 +116,15 @@ class Protocol:
         return cls(**kw)
 
 
+def _on_host(name: str, counts: str, source: str, device: str, **settings: Any) -> Protocol:
+    """A preset that repeats a phone app's counts (all backends, 4 threads) on this host's CPU."""
+    return Protocol(
+        name=name, description=f"{counts} timed on this host's CPU, not on an iPhone", backends=("all",),
+        device="cpu", threads=4, source=source,
+        imitates=f"{device}; real iPhone figures come from the ios_bench/ app, merged with --merge", **settings,
+    )
+
+
 PRESETS: dict[str, Protocol] = {
     p.name: p
     for p in (
@@ -140,37 +149,17 @@ PRESETS: dict[str, Protocol] = {
             rewrite="fuse_batchnorm,pointwise_conv_to_linear",
             source="StarNet paper, supplementary Section A.3",
         ),
-        Protocol(
-            name="ios-settings-on-host",
-            description="the StarNet iOS practice's counts (whole run three times, last reported) "
-            "timed on this host's CPU, not on an iPhone",
-            backends=("all",),
-            device="cpu",
-            threads=4,
-            warmup=50,
-            iters=500,
-            repeats=3,
-            reduce="last",
-            source="StarNet paper, supplementary Section A.3",
-            imitates="iPhone (CoreML); real iPhone figures come from the ios_bench/ app, merged with --merge",
+        _on_host(
+            "ios-settings-on-host", "the StarNet iOS practice's counts (whole run three times, last reported)",
+            "StarNet paper, supplementary Section A.3", "iPhone (CoreML)",
+            warmup=50, iters=500, repeats=3, reduce="last",
         ),
-        Protocol(
-            name="modelbench-settings-on-host",
-            description="MobileOne ModelBench's counts (20 rounds x 50, 1 warm-up per round, 10 lowest and 10 "
-            "highest dropped) timed on this host's CPU, not on an iPhone",
-            backends=("all",),
-            device="cpu",
-            threads=4,
-            warmup=1,
-            iters=50,
-            repeats=20,
-            reduce="mean",
-            statistic="trimmed_mean",
-            trim_low=10,
-            trim_high=10,
+        _on_host(
+            "modelbench-settings-on-host",
+            "MobileOne ModelBench's counts (20 rounds x 50, 1 warm-up per round, 10 lowest and 10 highest dropped)",
+            "MobileOne ModelBench iOS app defaults (apple/ml-mobileone)", "iPhone (CoreML, ModelBench app)",
+            warmup=1, iters=50, repeats=20, reduce="mean", statistic="trimmed_mean", trim_low=10, trim_high=10,
             recreate_per_run=True,
-            source="MobileOne ModelBench iOS app defaults (apple/ml-mobileone)",
-            imitates="iPhone (CoreML, ModelBench app); real iPhone figures come from the ios_bench/ app, merged with --merge",
         ),
         Protocol(
             name="quick",

@@ -251,16 +251,18 @@ def speedup_rows(table: Table) -> list[list[str]]:
     return [[row.name] + [_speedup_cell(row, c) for c in cols] for row in table.rows]
 
 
-def star_sum_rows(table: Table) -> list[list[str]]:
-    """Paper-Table-8 style rows: per model, ``sum / star (Δ sum−star)`` per column and paper platform."""
+def _star_sum_pairs(table: Table) -> list[tuple[str, Row, Row]]:
+    """(model, star row, sum row) for every model timed in both variants, in table order."""
     pairs: dict[str, dict[str, Row]] = {}
     for row in table.rows:
         pairs.setdefault(row.model, {})[row.variant] = row
+    return [(model, v["star"], v["sum"]) for model, v in pairs.items() if "star" in v and "sum" in v]
+
+
+def star_sum_rows(table: Table) -> list[list[str]]:
+    """Paper-Table-8 style rows: per model, ``sum / star (Δ sum−star)`` per column and paper platform."""
     out = []
-    for model, variants in pairs.items():
-        if "star" not in variants or "sum" not in variants:
-            continue
-        star, summ = variants["star"], variants["sum"]
+    for model, star, summ in _star_sum_pairs(table):
         cells = [model]
         for col in table.columns:
             cells.append(_pair(summ.median.get(col), star.median.get(col), 2, _pair_flagged(star, summ, col)))
@@ -419,14 +421,8 @@ def star_sum_long_rows(table: Table, doc: BenchDocument) -> list[list[str]]:
     The difference reads ``not a result!`` when either run is unreliable.
     """
     machine, _ = _context_columns(table, doc)
-    pairs: dict[str, dict[str, Row]] = {}
-    for row in table.rows:
-        pairs.setdefault(row.model, {})[row.variant] = row
     out = []
-    for model, variants in pairs.items():
-        if "star" not in variants or "sum" not in variants:
-            continue
-        star, summ = variants["star"], variants["sum"]
+    for model, star, summ in _star_sum_pairs(table):
         first = True
         for col in table.columns:
             a, b = summ.median.get(col), star.median.get(col)
@@ -478,6 +474,7 @@ def to_markdown(doc: BenchDocument, results: Iterable[BenchResult] | None = None
         parts.append("Star vs. sum (paper Table 8 style): sum / star (star − sum), medians.\n")
         parts.append(_md_table(star_sum_header(table), ss) + "\n")
     footer = [MAC_NOTE] + table.notes + [f"`{b}` not measured: {why}" for b, why in table.unavailable.items()]
+    footer += precision_notes(doc.results if results is None else results)
     if flagged_cells(table):
         footer.append(UNRELIABLE_CAPTION)
         footer += reliability_notes(table, limit=50)
@@ -487,13 +484,23 @@ def to_markdown(doc: BenchDocument, results: Iterable[BenchResult] | None = None
     return "\n".join(parts)
 
 
+def precision_notes(results: Iterable[BenchResult]) -> list[str]:
+    """One line per backend timed at another precision than fp32: which, and its calibration."""
+    lines: dict[str, str] = {}
+    for r in results:
+        if r.precision != "fp32" and r.backend not in lines:
+            calib = [n for n in r.notes if "calibrated" in n]
+            lines[r.backend] = f"`{r.backend}`: {r.precision} artifact" + (f"; {calib[0]}" if calib else "")
+    return list(lines.values())
+
+
 #: CSV columns, one line per result.
 CSV_FIELDS = (
     "model", "variant", "backend", "runtime", "device", "protocol", "machine", "status", "threads_requested",
     "threads_in_effect", "latency_ms", "first_ms", "mean_ms", "median_ms", "p90_ms", "p99_ms", "std_ms", "min_ms",
     "trimmed_mean_ms", "runs", "cpu_utilisation", "speedup_vs_pytorch", "speedup_vs_onnx_plain", "params_m",
     "macs_m", "paper_top1", "rewrites", "runtime_version", "error", "speedup_median_vs_pytorch",
-    "speedup_median_vs_onnx_plain", "unreliable", "unreliable_reasons", "weights",
+    "speedup_median_vs_onnx_plain", "unreliable", "unreliable_reasons", "weights", "precision",
 )
 
 
@@ -516,6 +523,7 @@ def to_csv(doc: BenchDocument, results: Iterable[BenchResult] | None = None) -> 
             "rewrites": "+".join(r.rewrites), "runtime_version": r.runtime_version, "error": r.error,
             "speedup_median_vs_pytorch": r.speedup_median_vs.get("pytorch"),
             "speedup_median_vs_onnx_plain": r.speedup_median_vs.get("onnx-plain"), "weights": r.weights,
+            "precision": r.precision,
         }
         if r.ok:
             verdict = r.reliability if r.reliability is not None else assess_result(

@@ -77,7 +77,9 @@ class RunnerFactory:
     """Builds runners for one model, exporting each artifact once (cached in ``workdir``).
 
     ``torch_cuda`` and ``providers`` can be injected (tests); by default they are
-    detected from torch and ONNX Runtime.
+    detected from torch and ONNX Runtime. ``calibration`` / ``calibration_samples``: the
+    int8 calibration data for specs like ``onnxruntime@int8`` (see
+    :func:`staredge.bench.artifacts.calibration_for`; resolved on the first int8 spec).
     """
 
     def __init__(
@@ -88,8 +90,13 @@ class RunnerFactory:
         *,
         torch_cuda: bool | None = None,
         providers: list[str] | None = None,
+        calibration: Any = None,
+        calibration_samples: int | None = None,
     ) -> None:
         self.model = model
+        self.calibration = calibration
+        self.calibration_samples = calibration_samples
+        self._calibration: tuple[np.ndarray, str] | None = None
         self.cache = ArtifactCache(model, workdir)
         self.workdir = self.cache.workdir
         self.default_rewrite = default_rewrite
@@ -150,7 +157,10 @@ class RunnerFactory:
             path = self.cache.plain_onnx(self.x)
             return self._artifact(spec, "onnxruntime", path, [], threads, foreign=True)
         path, rewrites = self._export(spec)
-        return self._artifact(spec, spec.runtime, path, rewrites, threads)
+        runner = self._artifact(spec, spec.runtime, path, rewrites, threads)
+        if spec.precision == "int8" and self._calibration is not None:
+            runner.notes.append(self._calibration[1])
+        return runner
 
     # -- runners -----------------------------------------------------------------------
 
@@ -227,7 +237,14 @@ class RunnerFactory:
         rewrite = self.default_rewrite if spec.rewrites is None else (",".join(spec.rewrites) or "none")
         fmt = spec.format
         passes = resolve_passes(_rewrite_arg(rewrite), fmt)  # what "auto" means for this format today
-        return self.cache.exported(fmt, list(passes))
+        calibration = None
+        if spec.precision == "int8":
+            if self._calibration is None:
+                from staredge.bench.artifacts import calibration_for
+
+                self._calibration = calibration_for(self.model, self.calibration, self.calibration_samples)
+            calibration = self._calibration[0]
+        return self.cache.exported(fmt, list(passes), spec.precision, calibration)
 
 
 def _rewrite_arg(rewrite: str) -> Any:

@@ -1,7 +1,10 @@
 """What gets timed: backend specs, parsed from strings like ``onnxruntime:cuda@fuse``.
 
-A backend spec is ``RUNTIME[:ACCELERATOR][@PASS+PASS...]`` (passes by registry name, or
-``fuse`` for ``fuse_batchnorm`` and ``pwlinear`` for ``pointwise_conv_to_linear``):
+A backend spec is ``RUNTIME[:ACCELERATOR][@PASS+PASS...][+PRECISION]`` (passes by registry
+name, or ``fuse`` for ``fuse_batchnorm`` and ``pwlinear`` for ``pointwise_conv_to_linear``;
+a precision, ``fp32``, ``fp16`` or ``int8``, may stand among them: ``onnxruntime@int8``,
+``openvino@fuse+int8``; the artifact is then exported at that precision, int8 calibrated as
+:class:`~staredge.bench.artifacts.ArtifactCache` says):
 
 - ``pytorch`` — the first baseline: PyTorch eager under ``torch.inference_mode()``,
   no rewrites (``pytorch@pointwise_conv_to_linear`` applies our passes to the module);
@@ -18,7 +21,8 @@ A backend spec is ``RUNTIME[:ACCELERATOR][@PASS+PASS...]`` (passes by registry n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from staredge.errors import ConfigError, StarEdgeError
 from staredge.formats import FORMATS, RUNTIMES, get_runtime
@@ -40,6 +44,12 @@ POINTWISE = "pointwise_conv_to_linear"
 #: Short pass names for labels (and accepted in specs): report columns stay readable.
 PASS_ALIASES = {"fuse": FUSE, "pwlinear": POINTWISE}
 _SHORT_NAMES = {v: k for k, v in PASS_ALIASES.items()}
+#: Artifact precisions a spec can ask for (the exporter's, ``staredge.exporters.api.PRECISIONS``;
+#: repeated here so that parsing a spec imports no torch).
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Words that read as a precision (``int4``, ``bf16``, ``uint8``...): unknown ones are refused
+#: as precisions, not as pass names.
+_PRECISION_LIKE = re.compile(r"^(fp|bf|int|uint|float|f|i|u|q)\d+$")
 
 
 class BackendUnavailable(StarEdgeError):
@@ -53,14 +63,18 @@ class BackendSpec:
     runtime: str
     accelerator: str = "cpu"
     rewrites: tuple[str, ...] | None = None  # None: the protocol's rewrite setting
+    precision: str = "fp32"
 
     @property
     def label(self) -> str:
-        """The canonical spec string, used as the column name in reports."""
+        """The canonical spec string, used as the column name in reports (``onnxruntime@int8``)."""
         text = self.runtime if self.accelerator == "cpu" else f"{self.runtime}:{self.accelerator}"
+        parts = []
         if self.rewrites is not None:
-            text += "@" + ("+".join(_SHORT_NAMES.get(p, p) for p in self.rewrites) if self.rewrites else "none")
-        return text
+            parts.append("+".join(_SHORT_NAMES.get(p, p) for p in self.rewrites) if self.rewrites else "none")
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        return text + ("@" + "+".join(parts) if parts else "")
 
     @property
     def device(self) -> str:
@@ -91,11 +105,31 @@ def canonical_runtime(name: str) -> str:
         raise ConfigError(f"unknown backend '{name}': runtimes are {', '.join(RUNTIME_NAMES)} (or 'all')") from None
 
 
+def check_precision(name: str, where: str = "") -> str:
+    """``name`` lower-cased if it is a precision a spec can ask for, else a ConfigError naming them."""
+    key = name.strip().lower()
+    if key not in PRECISIONS:
+        raise ConfigError(f"{where}unknown precision '{name.strip()}': precisions are {', '.join(PRECISIONS)}")
+    return key
+
+
+def parse_precisions(text: str | None) -> list[str]:
+    """``--precision fp32,int8`` → ``["fp32", "int8"]`` (order kept, duplicates removed); [] for None."""
+    if text is None:
+        return []
+    names = [check_precision(t, "--precision: ") for t in text.split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"--precision takes a comma list of {', '.join(PRECISIONS)}, got '{text}'")
+    return list(dict.fromkeys(names))
+
+
 def parse_backend(text: str) -> BackendSpec:
-    """Parse one spec like ``onnxruntime``, ``onnxruntime:cuda@fuse_batchnorm+pointwise_conv_to_linear``.
+    """Parse one spec like ``onnxruntime``, ``onnxruntime:cuda@fuse_batchnorm+pointwise_conv_to_linear``,
+    ``onnxruntime@int8`` or ``openvino@fuse+int8``.
 
     Pass names are checked against the pass registry: an unknown one is a ConfigError
-    naming the valid ones.
+    naming the valid ones; a word that reads as a precision but is not one (``int4``) is a
+    ConfigError naming the precisions. The baselines take no precision but fp32.
     """
     raw = text.strip()
     body, _, rewrite_text = raw.partition("@")
@@ -109,14 +143,27 @@ def parse_backend(text: str) -> BackendSpec:
             f"backend '{raw}': {runtime} supports {', '.join(ACCELERATORS[runtime])}, not '{accelerator}'"
         )
     rewrites: tuple[str, ...] | None = None
+    precision = "fp32"
     if "@" in raw:
-        names = [PASS_ALIASES.get(n.strip(), n.strip()) for n in rewrite_text.split("+") if n.strip()]
-        rewrites = () if names in ([], ["none"]) else tuple(names)
+        tokens = [n.strip() for n in rewrite_text.split("+") if n.strip()]
+        precisions = [t for t in tokens if t.lower() in PRECISIONS or _PRECISION_LIKE.match(t.lower())]
+        names = [PASS_ALIASES.get(t, t) for t in tokens if t not in precisions]
+        if len(precisions) > 1:
+            raise ConfigError(f"backend '{raw}' names more than one precision ({', '.join(precisions)}); "
+                              f"time each as its own backend, e.g. {body}@{precisions[0]},{body}@{precisions[1]}")
+        if precisions:
+            precision = check_precision(precisions[0], f"backend '{raw}': ")
+        if not (precisions and not names):  # '@int8' alone keeps the protocol's rewrites
+            rewrites = () if names in ([], ["none"]) else tuple(names)
         if rewrites:
             _check_passes(rewrites, raw)
         if runtime == "onnx-plain" and rewrites:
             raise ConfigError("'onnx-plain' is the no-rewrite baseline; use 'onnxruntime@...' for rewrites")
-    return BackendSpec(runtime, accelerator, rewrites)
+    if runtime in BASELINES and precision != "fp32":
+        raise ConfigError(
+            f"backend '{raw}': the {runtime} baseline runs fp32 only; ask for {precision} on an exported runtime, "
+            f"e.g. onnxruntime@{precision}")
+    return BackendSpec(runtime, accelerator, rewrites, precision)
 
 
 def _check_passes(names: tuple[str, ...], raw: str) -> None:
@@ -176,6 +223,23 @@ def with_baselines(specs: list[BackendSpec], device: str = "cpu") -> list[Backen
     return [b for b in wanted if b not in specs] + list(specs)
 
 
+def with_precisions(specs: list[BackendSpec], precisions: list[str]) -> list[BackendSpec]:
+    """Each exported runtime's fp32 spec once per precision in ``precisions`` (``--precision``).
+
+    Baselines and specs that already name another precision (``openvino@int8``) are kept as
+    they are; duplicates are removed, order kept. An empty ``precisions`` changes nothing.
+    """
+    if not precisions:
+        return list(specs)
+    out: list[BackendSpec] = []
+    for s in specs:
+        if s.runtime in EXPORTED_RUNTIMES and s.precision == "fp32":
+            out += [replace(s, precision=p) for p in precisions]
+        else:
+            out.append(s)
+    return list(dict.fromkeys(out))
+
+
 def compare_rewrite_specs(specs: list[BackendSpec]) -> list[BackendSpec]:
     """Each exported runtime twice: BatchNorm fusing only, and fusing + pointwise→Linear.
 
@@ -186,7 +250,7 @@ def compare_rewrite_specs(specs: list[BackendSpec]) -> list[BackendSpec]:
     out: list[BackendSpec] = []
     for s in specs:
         if s.runtime in EXPORTED_RUNTIMES and s.rewrites is None:
-            out += [BackendSpec(s.runtime, s.accelerator, (FUSE,)), BackendSpec(s.runtime, s.accelerator, (FUSE, POINTWISE))]
+            out += [replace(s, rewrites=(FUSE,)), replace(s, rewrites=(FUSE, POINTWISE))]
         else:
             out.append(s)
     return out

@@ -6,6 +6,8 @@ Examples::
     staredge bench starnet_s1 starnet_s2 --backends all --out bench/  # JSON, Markdown, CSV, two plots
     staredge bench starnet_s1 --threads 1,2 --json results.json --markdown t.md
     staredge bench starnet_s1 --compare-star-sum --bars bars.png
+    staredge bench starnet_s1 --backends onnxruntime,onnxruntime@int8,openvino@int8   # precision per backend
+    staredge bench starnet_s1 --backends onnxruntime,openvino --precision fp32,int8   # ... or for all of them
     staredge bench --merge linux.json iphone.json --out merged/
 """
 
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 from staredge.errors import ConfigError
+from staredge.fileio import atomic_write_text
 
 
 #: What ``--out DIR`` writes, by report.
@@ -44,9 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("models", nargs="*", metavar="MODEL", help="registered model names (see `staredge models`)")
-    p.add_argument("--backends", help="comma-separated backend specs RUNTIME[:ACCEL][@PASS+PASS] or 'all'; "
-                   "runtime names or aliases from the format table (litert or tflite, onnxruntime or ort...) "
-                   "(default: the protocol's)")
+    p.add_argument("--backends", help="comma-separated backend specs RUNTIME[:ACCEL][@PASS+PASS][+PRECISION] or 'all'; "
+                   "runtime names or aliases from the format table (litert or tflite, onnxruntime or ort...), "
+                   "a precision among the passes: onnxruntime@int8, openvino@fuse+fp16 (default: the protocol's)")
+    p.add_argument("--precision", metavar="LIST",
+                   help="time every exported runtime at each precision of a comma list of fp32, fp16, int8 "
+                   "(e.g. fp32,int8); the baselines stay fp32. int8 is calibrated on --calibration, else the model's "
+                   "own data (digits), else scikit-image photos outside the validation set")
+    p.add_argument("--calibration", metavar="DIR", help="int8 calibration images (see staredge export --calibration)")
+    p.add_argument("--calibration-samples", type=int, metavar="N", help="calibration images to use (default 128)")
     p.add_argument("--protocol", default="paper-cpu", choices=sorted(PRESETS) + sorted(ALIASES), metavar="NAME",
                    help=f"measurement preset: {', '.join(PRESETS)} (default paper-cpu; 'quick' for a first look; "
                    "ios and modelbench are old names of the *-settings-on-host presets)")
@@ -148,8 +157,6 @@ def resolve_outputs(args: argparse.Namespace, console=None) -> dict[str, str]:
 def write_reports(doc, args: argparse.Namespace, console, outputs: dict[str, str] | None = None) -> None:
     """Terminal tables, then the Markdown, CSV and plot files asked for."""
     from staredge.bench import report
-    from staredge.bench.results import atomic_write_text
-
     outputs = outputs if outputs is not None else resolve_outputs(args)
     report.print_tables(doc, console)
     if outputs.get("markdown"):
@@ -196,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
         return run_cli(args)
     from rich.console import Console
 
-    from staredge.bench.specs import compare_rewrite_specs, expand_backends, with_baselines
+    from staredge.bench.specs import (
+        compare_rewrite_specs, expand_backends, parse_precisions, with_baselines, with_precisions,
+    )
     from staredge.bench.harness import has_sum_variant, run_bench
     from staredge.bench.results import load, merge, save
 
@@ -225,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
     protocols = build_protocols(args)
     device = protocols[0].device
     specs = expand_backends([args.backends] if args.backends else list(protocols[0].backends), device=device)
+    specs = with_precisions(specs, parse_precisions(getattr(args, "precision", None)))
     if not args.no_baselines:
         specs = with_baselines(specs, device)
     if args.compare_rewrites:
@@ -248,9 +258,12 @@ def run(args: argparse.Namespace) -> int:
             save(doc, json_path, force=True)
             doc.complete = finished
 
+    calibration = {k: v for k, v in (("calibration", getattr(args, "calibration", None)),
+                                     ("calibration_samples", getattr(args, "calibration_samples", None))) if v is not None}
     doc = run_bench(
         args.models, specs, protocols, variants=variants, workdir=args.workdir, keep_samples=args.keep_samples,
         show_progress=not args.no_progress, console=console, checkpoint=checkpoint, interleave=args.interleave,
+        factory_options=calibration or None,
     )
     if json_path:
         save(doc, json_path, force=True)
