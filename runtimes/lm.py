@@ -4,7 +4,8 @@
 in the artifact, tracks the position, splits a prompt into prefill chunks, and decodes
 greedily. A subclass per runtime implements :meth:`LMStepper._run` (one graph call on
 numpy arrays) and, for runtimes that keep the state themselves (OpenVINO), :meth:`reset`.
-``load_lm_artifact(path)`` picks the subclass from the artifact's format. No torch here.
+``load_lm_artifact(path)`` picks the subclass the format table names for the artifact's
+format (:attr:`staredge.formats.RuntimeSpec.lm_stepper`). No torch here.
 """
 
 from __future__ import annotations
@@ -117,28 +118,23 @@ class LMStepper(ABC):
         return tokens
 
 
-def _stepper_class(fmt: str):
-    if fmt == "onnx":
-        from staredge.runtimes.onnxruntime_lm import OnnxRuntimeLM
-        return OnnxRuntimeLM
-    if fmt == "openvino":
-        from staredge.runtimes.openvino_lm import OpenVINOLM
-        return OpenVINOLM
-    if fmt == "tflite":
-        from staredge.runtimes.litert_lm import LiteRTLM
-        return LiteRTLM
-    if fmt == "coreml":
-        from staredge.runtimes.coreml_lm import CoreMLReferenceLM
-        return CoreMLReferenceLM
-    raise ConfigError(f"no language-model runtime for {fmt} artifacts here")
+def stepper_class(fmt: str) -> type[LMStepper]:
+    """The :class:`LMStepper` subclass for artifacts of format ``fmt``: the one its default
+    runtime's :class:`~staredge.formats.RuntimeSpec` names (``lm_stepper``), imported now."""
+    from staredge.formats import runtime_for_format
+
+    spec = runtime_for_format(fmt)
+    if spec.lm_stepper is None:
+        raise ConfigError(f"no language-model runtime for {fmt} artifacts here ({spec.title} has no LM stepper)")
+    return spec.lm_stepper_class()
 
 
 def load_lm_artifact(path: str | Path, **kwargs: Any) -> LMStepper:
     """A fresh :class:`LMStepper` (reset, position 0) for the LM artifact at ``path``."""
     fmt = detect_format(path)
-    stepper = _stepper_class(fmt)(path, **kwargs)
+    stepper = stepper_class(fmt)(path, **kwargs)
     stepper.reset()
     return stepper
 
 
-__all__ = ["LMStepper", "LMContextError", "load_lm_artifact", "TEXT_GENERATION"]
+__all__ = ["LMStepper", "LMContextError", "load_lm_artifact", "stepper_class", "TEXT_GENERATION"]

@@ -308,9 +308,9 @@ class OnnxRuntimeTextBackend(TextBackend):
 
 
 def _openvino_text_stepper_class():
-    from staredge.runtimes.openvino_lm import OpenVINOLM
+    from staredge.formats import get_runtime
 
-    class OpenVinoTextLM(OpenVINOLM):
+    class OpenVinoTextLM(get_runtime("openvino").lm_stepper_class()):
         """OpenVINO stepper over a compiled model shared by the streams; one infer request each."""
 
         def __init__(self, path, compiled, metadata=None):  # noqa: D107 - shares ``compiled``
@@ -368,9 +368,9 @@ class OpenVinoTextBackend(TextBackend):
 
 
 def _litert_text_stepper_class():
-    from staredge.runtimes.litert_lm import LiteRTLM
+    from staredge.formats import get_runtime
 
-    class LiteRtTextLM(LiteRTLM):
+    class LiteRtTextLM(get_runtime("litert").lm_stepper_class()):
         """LiteRT stepper sharing one interpreter (calls under a lock); its own state arrays."""
 
         def __init__(self, path, threads, lock, metadata=None):  # noqa: D107

@@ -80,6 +80,10 @@ class FormatSpec:
     #: was not faster on any CPU runtime in every run (StarNet-S1 and EfficientFormerV2-S0;
     #: the measurements are in docs/benchmarks.md, "--rewrite auto", and docs/exports.md).
     default_passes: tuple[str, ...] = ("fuse_batchnorm",)
+    #: ``"module:function"`` writing a STAR language model's decode graph in this format
+    #: (``docs/lm-artifacts.md``; None: no LM artifacts). ``staredge export`` of an LM
+    #: dispatches here; the artifact's suffix is ``suffixes[0]``.
+    lm_exporter: str | None = None
 
     @property
     def exportable(self) -> bool:
@@ -113,6 +117,12 @@ class FormatSpec:
             raise ConfigError(f"StarEdge does not export {self.title} artifacts")
         return load_object(self.exporter)
 
+    def lm_exporter_function(self):
+        """The LM exporter entry point (imported now); ConfigError when the format has none."""
+        if self.lm_exporter is None:
+            raise ConfigError(f"StarEdge does not export language models as {self.title} artifacts")
+        return load_object(self.lm_exporter)
+
     def read_metadata_text(self, path: Path) -> Any:
         """The raw metadata document of an artifact of this format (see :mod:`staredge.metadata`)."""
         return load_object(self.metadata_reader)(path)
@@ -142,6 +152,9 @@ class RuntimeSpec:
     #: for an artifact whose metadata says ``task == "text-generation"`` (None: the runtime
     #: runs no language models).
     text_backend: str | None = None
+    #: ``"module:Class"`` of the runtime's :class:`~staredge.runtimes.lm.LMStepper` (one
+    #: decode stream over an LM artifact, numpy in and out; ``load_lm_artifact`` picks it).
+    lm_stepper: str | None = None
 
     def available(self) -> bool:
         """Whether one of the runtime's packages can be imported here."""
@@ -185,6 +198,12 @@ class RuntimeSpec:
         """The Backend subclass (imported now)."""
         return load_object(self.backend)
 
+    def lm_stepper_class(self):
+        """The LMStepper subclass (imported now); ConfigError when there is none."""
+        if self.lm_stepper is None:
+            raise ConfigError(f"{self.title} has no language-model stepper in StarEdge")
+        return load_object(self.lm_stepper)
+
     def text_backend_class(self):
         """The text-generation Backend subclass (imported now); ConfigError when there is none."""
         if self.text_backend is None:
@@ -200,6 +219,7 @@ FORMATS: dict[str, FormatSpec] = {
             name="onnx", title="ONNX", aliases=("ort",), suffixes=(".onnx",),
             unit="{stem}.onnx", entry="{stem}.onnx",
             exporter="staredge.exporters.onnx:export_onnx",
+            lm_exporter="staredge.exporters.onnx_lm:export_lm_onnx",
             export_requires=(("torch", "torch"), ("onnx", "onnx"), ("onnxruntime", "onnx")), extra="onnx",
             runtime="onnxruntime", dynamic_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
@@ -209,6 +229,7 @@ FORMATS: dict[str, FormatSpec] = {
             name="openvino", title="OpenVINO IR", aliases=("ov", "ir"), suffixes=(".xml",), folder_marker="ir",
             unit="{stem}_openvino", entry="{stem}_openvino/{stem}.xml",
             exporter="staredge.exporters.openvino:export_openvino",
+            lm_exporter="staredge.exporters.openvino_lm:export_lm_openvino",
             export_requires=(("torch", "torch"), ("openvino", "openvino")), extra="openvino",
             runtime="openvino", dynamic_batch=True, resizable_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
@@ -218,6 +239,7 @@ FORMATS: dict[str, FormatSpec] = {
             name="tflite", title="TFLite", aliases=("litert",), suffixes=(".tflite",),
             unit="{stem}.tflite", entry="{stem}.tflite",
             exporter="staredge.exporters.tflite:export_tflite",
+            lm_exporter="staredge.exporters.tflite_lm:export_lm_tflite",
             export_requires=(("torch", "torch"), ("litert_torch", "tflite"), ("ai_edge_litert", "tflite")),
             extra="tflite", runtime="litert", dynamic_batch=False, resizable_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
@@ -228,6 +250,7 @@ FORMATS: dict[str, FormatSpec] = {
             folder_marker="Manifest.json",
             unit="{stem}.mlpackage", entry="{stem}.mlpackage",
             exporter="staredge.exporters.coreml:export_coreml",
+            lm_exporter="staredge.exporters.coreml_lm:export_lm_coreml",
             export_requires=(("torch", "torch"), ("coremltools", "coreml")), extra="coreml",
             runtime="coreml", dynamic_batch=False,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
@@ -256,12 +279,14 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             formats=("onnx",), distributions=("onnxruntime", "onnxruntime-gpu"),
             accelerators=("cpu", "cuda", "tensorrt"),
             text_backend="staredge.runtimes.text:OnnxRuntimeTextBackend",
+            lm_stepper="staredge.runtimes.onnxruntime_lm:OnnxRuntimeLM",
         ),
         RuntimeSpec(
             name="openvino", title="OpenVINO", aliases=("ov",),
             backend="staredge.runtimes.openvino:OpenVinoBackend", modules=("openvino",), extra="openvino",
             formats=("openvino",), distributions=("openvino",),
             text_backend="staredge.runtimes.text:OpenVinoTextBackend",
+            lm_stepper="staredge.runtimes.openvino_lm:OpenVINOLM",
         ),
         RuntimeSpec(
             name="litert", title="LiteRT", aliases=("tflite", "tflite_runtime", "tflite-runtime"),
@@ -269,12 +294,14 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             modules=("ai_edge_litert", "tflite_runtime"), extra="tflite",
             formats=("tflite",), distributions=("ai-edge-litert", "tflite-runtime"),
             text_backend="staredge.runtimes.text:LiteRtTextBackend",
+            lm_stepper="staredge.runtimes.litert_lm:LiteRTLM",
         ),
         RuntimeSpec(
             name="coreml", title="CoreML", aliases=("mlpackage",),
             backend="staredge.runtimes.coreml:CoreMLBackend", modules=("coremltools",), extra="coreml",
             formats=("coreml",), distributions=("coremltools",), apple_only=True,
             text_backend="staredge.runtimes.text:CoreMLTextBackend",
+            lm_stepper="staredge.runtimes.coreml_lm:CoreMLReferenceLM",
         ),
         RuntimeSpec(
             name="pytorch", title="PyTorch", aliases=("torch",),

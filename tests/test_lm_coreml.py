@@ -8,21 +8,14 @@ import numpy as np
 import pytest
 
 from _lm_cases import CONTEXT, MIXED, baseline, small_model
-from staredge.exporters.lm_export import export_lm_coreml
+from lm_helpers import assert_fp16_state_passes, export, export_and_check, shipped_fixture, validate_path
 from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, validate_lm
-from staredge.generation import load_lm
 from staredge.metadata import read_metadata
 from staredge.runtimes.lm import load_lm_artifact
 
 pytest.importorskip("coremltools")
 
-
-@pytest.fixture(scope="module")
-def stateful(tmp_path_factory):
-    model = load_lm().model
-    path = export_lm_coreml(model, tmp_path_factory.mktemp("lm") / "star_lm_pydoc.mlpackage", max_context=256,
-                            stateful=True, name="star_lm_pydoc")
-    return model, path
+stateful = shipped_fixture("coreml", stateful=True)
 
 
 def test_stateful_shipped_model(stateful):
@@ -56,19 +49,13 @@ def test_stateful_differential_genome(tmp_path):
     """Diff-GConv-2, Diff-SA-2, SA-2 with sharing (coremltools needs λ precomputed for these)."""
     name, genome = MIXED[1]
     model = small_model(genome, seed=sum(map(ord, name)))
-    path = export_lm_coreml(model, tmp_path / "m.mlpackage", max_context=CONTEXT, stateful=True)
-    result = validate_lm(load_lm_artifact(path), model, atol=FP16_STATE_ATOL, min_greedy=FP16_MIN_GREEDY)
-    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= FP16_STATE_ATOL, result
-    assert result["greedy_agree"] >= FP16_MIN_GREEDY and result["passed"], result
+    path = export("coreml", model, tmp_path / "m.mlpackage", max_context=CONTEXT, stateful=True)
+    assert_fp16_state_passes(validate_path(path, model, fp16_state=True))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["transformer_pp"])
 def test_explicit_form_fp32(tmp_path, which):
     model = baseline(which)
-    path = export_lm_coreml(model, tmp_path / "m.mlpackage", max_context=CONTEXT, stateful=False)
-    stepper = load_lm_artifact(path)
-    assert not stepper.stateful
-    result = validate_lm(stepper, model)
-    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= 1e-4, result
-    assert result["greedy_identical"] and result["passed"], result
+    export_and_check("coreml", model, tmp_path / "m.mlpackage", max_context=CONTEXT, stateful=False)
+    assert not load_lm_artifact(tmp_path / "m.mlpackage").stateful

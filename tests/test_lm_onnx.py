@@ -11,23 +11,16 @@ import json
 import numpy as np
 import pytest
 
-from _lm_cases import CONTEXT, MIXED, baseline, small_model
-from staredge.exporters.lm_export import export_lm_onnx
+from _lm_cases import CONTEXT, MIXED, small_model
+from lm_helpers import GENOME_CASES, GENOME_IDS, case_model, export, export_and_check, shipped_fixture
 from staredge.exporters.lm_validate import prompt_ids, reference, validate_lm
-from staredge.generation import load_lm
 from staredge.metadata import read_metadata
 from staredge.models.star.analysis import analyze_genome
 from staredge.runtimes.lm import LMContextError, load_lm_artifact
 
 pytest.importorskip("onnxruntime")
 
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-    model = load_lm().model
-    path = export_lm_onnx(model, tmp_path_factory.mktemp("lm") / "star_lm_pydoc.onnx", max_context=256,
-                          name="star_lm_pydoc")
-    return model, path
+shipped = shipped_fixture("onnx")
 
 
 def test_shipped_model_passes_through_the_runtime(shipped):
@@ -86,19 +79,14 @@ def test_driven_with_onnxruntime_api_only(shipped):
     assert tokens == ref_tokens
 
 
-@pytest.mark.parametrize("name,genome", MIXED + [("transformer_pp", None), ("striped_mamba", None)],
-                         ids=[n for n, _ in MIXED] + ["transformer_pp", "striped_mamba"])
+@pytest.mark.parametrize("name,genome", GENOME_CASES, ids=GENOME_IDS)
 def test_random_genomes_and_baselines(tmp_path, name, genome):
-    model = baseline(name) if genome is None else small_model(genome, seed=sum(map(ord, name)))
-    path = export_lm_onnx(model, tmp_path / f"{name}.onnx", max_context=CONTEXT, prefill_chunk=16)
-    result = validate_lm(load_lm_artifact(path), model)
-    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= 1e-4, result
-    assert result["greedy_identical"] and result["passed"], result
+    export_and_check("onnx", case_model(name, genome), tmp_path / f"{name}.onnx", max_context=CONTEXT, prefill_chunk=16)
 
 
 def test_stream_refuses_to_run_past_the_context(tmp_path):
     model = small_model(MIXED[0][1], seed=3, max_seq_len=16)
-    stepper = load_lm_artifact(export_lm_onnx(model, tmp_path / "m.onnx", max_context=16, prefill_chunk=4))
+    stepper = load_lm_artifact(export("onnx", model, tmp_path / "m.onnx", max_context=16, prefill_chunk=4))
     stepper.prefill(list(range(16)))
     with pytest.raises(LMContextError):
         stepper.step([0])

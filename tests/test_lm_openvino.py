@@ -6,22 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _lm_cases import CONTEXT, MIXED, baseline, small_model
-from staredge.exporters.lm_export import export_lm_openvino
+from _lm_cases import CONTEXT
+from lm_helpers import GENOME_CASES, GENOME_IDS, case_model, export_and_check, shipped_fixture
 from staredge.exporters.lm_validate import validate_lm
-from staredge.generation import load_lm
 from staredge.metadata import read_metadata
 from staredge.runtimes.lm import load_lm_artifact
 
 ov = pytest.importorskip("openvino")
 
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-    model = load_lm().model
-    path = export_lm_openvino(model, tmp_path_factory.mktemp("lm") / "star_lm_pydoc.xml", max_context=256,
-                              name="star_lm_pydoc")
-    return model, path
+shipped = shipped_fixture("openvino")
 
 
 def test_shipped_model_passes(shipped):
@@ -63,11 +56,7 @@ def test_two_streams_are_independent(shipped):
     np.testing.assert_allclose(la2, a.step([32]), atol=1e-6)
 
 
-@pytest.mark.parametrize("name,genome", MIXED + [("transformer_pp", None), ("striped_mamba", None)],
-                         ids=[n for n, _ in MIXED] + ["transformer_pp", "striped_mamba"])
+@pytest.mark.parametrize("name,genome", GENOME_CASES, ids=GENOME_IDS)
 def test_random_genomes_and_baselines(tmp_path, name, genome):
-    model = baseline(name) if genome is None else small_model(genome, seed=sum(map(ord, name)))
-    path = export_lm_openvino(model, tmp_path / f"{name}.xml", max_context=CONTEXT, prefill_chunk=16)
-    result = validate_lm(load_lm_artifact(path), model)
-    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= 1e-4, result
-    assert result["greedy_identical"] and result["passed"], result
+    export_and_check("openvino", case_model(name, genome), tmp_path / f"{name}.xml", max_context=CONTEXT,
+                     prefill_chunk=16)

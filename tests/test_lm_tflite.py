@@ -13,22 +13,16 @@ import numpy as np
 import pytest
 
 from _lm_cases import CONTEXT, all_classes_genome, baseline, small_model
-from staredge.exporters.lm_export import export_lm_tflite, tflite_op_names
+from lm_helpers import export_and_check, shipped_fixture
 from staredge.exporters.lm_validate import prompt_ids, reference, validate_lm
-from staredge.generation import load_lm
+from staredge.exporters.tflite_lm import tflite_op_names
 from staredge.metadata import read_metadata
 from staredge.runtimes.lm import load_lm_artifact
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
-
-@pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-    model = load_lm().model
-    path = export_lm_tflite(model, tmp_path_factory.mktemp("lm") / "star_lm_pydoc.tflite", max_context=256,
-                            name="star_lm_pydoc")
-    return model, path
+shipped = shipped_fixture("tflite")
 
 
 def test_shipped_model_passes(shipped):
@@ -103,7 +97,4 @@ def test_baselines_and_all_classes(tmp_path, which):
         model, chunk = small_model(all_classes_genome(), seed=5), 1  # decode signature only: halves the conversion
     else:
         model, chunk = baseline(which), 16
-    path = export_lm_tflite(model, tmp_path / f"{which}.tflite", max_context=CONTEXT, prefill_chunk=chunk)
-    result = validate_lm(load_lm_artifact(path), model)
-    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= 1e-4, result
-    assert result["greedy_identical"] and result["passed"], result
+    export_and_check("tflite", model, tmp_path / f"{which}.tflite", max_context=CONTEXT, prefill_chunk=chunk)

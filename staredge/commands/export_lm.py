@@ -30,10 +30,10 @@ def run_lm(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from staredge.exporters.lm_export import LM_FORMATS, export_lm
+    from staredge.exporters.lm_export import export_lm, lm_formats
 
     text = str(args.formats).lower()
-    formats = list(LM_FORMATS) if text == "all" else [f.strip() for f in text.split(",") if f.strip()]
+    formats = list(lm_formats()) if text == "all" else [f.strip() for f in text.split(",") if f.strip()]
     rows = export_lm(args.model, formats, args.out, max_context=args.max_context,
                      prefill_chunk=args.prefill_chunk, validate=not args.no_validate, force=args.force,
                      dim=args.dim, depth=args.depth)

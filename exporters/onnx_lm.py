@@ -1,0 +1,84 @@
+"""ONNX exporter of STAR language models: the decode graph as one ONNX file.
+
+One graph with a dynamic token axis (decode T = 1, prefill any T up to ``prefill_chunk``;
+larger T also works, the recurrence's chunk scan is quadratic in T), exported with the
+TorchScript exporter (``dynamo=False``), opset 17. Inputs ``input_ids``, ``position``,
+``past_X``...; outputs ``logits``, ``present_X``... (``docs/lm-artifacts.md``). The format
+table names :func:`export_lm_onnx` as ONNX's ``lm_exporter``; the OpenVINO exporter starts
+from :func:`onnx_proto` too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from staredge.errors import require
+from staredge.exporters.lm_export import LMExportError, as_graph, check_chunk, conversion_error, lm_artifact_metadata
+from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
+from staredge.fileio import atomic_write_bytes
+from staredge.metadata import METADATA_KEY, ArtifactMetadata
+
+ONNX_OPSET = 17
+
+
+def onnx_proto(graph: LMDecodeGraph, metadata: ArtifactMetadata, title: str = "ONNX"):
+    """The decode graph as an ONNX ModelProto with ``metadata`` embedded (not saved).
+
+    A converter failure raises :class:`~staredge.exporters.lm_export.LMExportError` naming
+    the LIVs it was traced to (``title`` is the format named in the message).
+    """
+    onnx = require("onnx", "onnx", "ONNX export")
+    names_in = ["input_ids", "position"] + [s.input_name for s in graph.spec]
+    names_out = ["logits"] + [s.output_name for s in graph.spec]
+    buffer = io.BytesIO()
+    example = graph.example_inputs(tokens=min(3, graph.max_context), position=0)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(graph, example, buffer, opset_version=ONNX_OPSET, dynamo=False,
+                              input_names=names_in, output_names=names_out,
+                              dynamic_axes={"input_ids": {1: "tokens"}, "logits": {1: "tokens"}},
+                              do_constant_folding=True)
+        proto = onnx.load_from_string(buffer.getvalue())
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types
+        raise conversion_error(graph, title, exc, model=metadata.model) from exc
+    present = [i.name for i in proto.graph.input]
+    # The exporter drops inputs the graph does not read (position, in a model without
+    # attention or long convolution); the contract keeps every input, so add them back.
+    for k, name in enumerate(names_in):
+        if name not in present:
+            kind = onnx.TensorProto.INT64 if k < 2 else onnx.TensorProto.FLOAT
+            shape = ([1, "tokens"] if k == 0 else [1]) if k < 2 else list(graph.spec[k - 2].shape)
+            proto.graph.input.insert(k, onnx.helper.make_tensor_value_info(name, kind, shape))
+    order = {n: k for k, n in enumerate(names_in)}
+    got = [i.name for i in proto.graph.input]
+    if got != sorted(got, key=order.__getitem__) or [o.name for o in proto.graph.output] != names_out:
+        raise LMExportError(f"ONNX export of {metadata.model} produced I/O {got} / {[o.name for o in proto.graph.output]}, "
+                            "not the decode contract's order", format=title)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    proto.producer_name = "staredge"
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # noqa: BLE001 - onnx.checker.ValidationError and friends
+        raise conversion_error(graph, title, exc, model=metadata.model) from exc
+    return proto
+
+
+def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = None,
+                   prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True) -> Path:
+    """Write the decode graph of ``model`` as one ONNX file (dynamic token axis) at ``path``."""
+    graph = as_graph(model, max_context)
+    chunk = check_chunk(graph, prefill_chunk)
+    meta = lm_artifact_metadata(graph, "onnx", name, chunk, {"onnx": {"opset": ONNX_OPSET, "dynamic_tokens": True}})
+    proto = onnx_proto(graph, meta)
+    return atomic_write_bytes(path, proto.SerializeToString(), force=force)
+
+
+__all__ = ["export_lm_onnx", "onnx_proto", "ONNX_OPSET"]

@@ -1,0 +1,109 @@
+"""OpenVINO exporter of STAR language models: a stateful IR (``.xml`` + ``.bin``).
+
+The ONNX decode graph (:func:`staredge.exporters.onnx_lm.onnx_proto`) is read by OpenVINO,
+then every ``past_X`` / ``present_X`` pair becomes a variable named ``past_X``: the model's
+inputs are ``input_ids`` and ``position`` only, the state lives in the infer request
+(``reset_state()`` starts a stream), weights stay fp32, and the runtime compiles it with
+``INFERENCE_PRECISION_HINT = f32``. The format table names :func:`export_lm_openvino` as
+OpenVINO's ``lm_exporter``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from staredge.errors import ConfigError, require
+from staredge.exporters.lm_export import LMExportError, as_graph, check_chunk, conversion_error, lm_artifact_metadata
+from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
+from staredge.exporters.onnx_lm import onnx_proto
+from staredge.metadata import METADATA_KEY
+
+TITLE = "OpenVINO"
+
+
+def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | None = None,
+                       prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None) -> Path:
+    """Write a stateful OpenVINO IR (``.xml`` + ``.bin``): inputs ``input_ids`` and ``position``.
+
+    Every ``past_X`` / ``present_X`` pair of the decode graph becomes an OpenVINO variable
+    named ``past_X`` (zeros after ``reset_state()``); weights stay fp32.
+    """
+    ov = require("openvino", "openvino", "OpenVINO export")
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ConfigError(f"an OpenVINO IR path must end in .xml, got {path}")
+    graph = as_graph(model, max_context)
+    chunk = check_chunk(graph, prefill_chunk)
+    meta = lm_artifact_metadata(graph, "openvino", name, chunk,
+                                {"openvino": {"stateful": True, "variables": [s.input_name for s in graph.spec],
+                                              "inference_precision_hint": "f32"}})
+    proto = onnx_proto(graph, dataclasses.replace(meta, format="onnx"), title=TITLE)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "graph.onnx"
+            src.write_bytes(proto.SerializeToString())
+            ov_model = ov.convert_model(str(src))
+        _make_stateful(ov, ov_model, graph)
+        left = [sorted(p.get_names()) for p in ov_model.inputs]
+        if len(left) != 2 or not all(n in names for n, names in zip(("input_ids", "position"), left)):
+            raise LMExportError(f"the stateful OpenVINO model of {meta.model} kept inputs {left}, not input_ids and "
+                                "position", format=TITLE)
+    except LMExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise conversion_error(graph, TITLE, exc, model=meta.model) from exc
+    for port, tensor_name in zip(ov_model.inputs, ("input_ids", "position")):
+        port.get_tensor().set_names({tensor_name})  # drop names merged from no-op nodes
+    ov_model.set_friendly_name(meta.model)
+    ov_model.set_rt_info(meta.to_json(), [METADATA_KEY])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(staged, path)
+    return path
+
+
+def _make_stateful(ov, ov_model, graph: LMDecodeGraph) -> None:
+    """Turn every ``past_X`` parameter / ``present_X`` result pair into one variable named
+    ``past_X`` (ReadValue initialised to zeros -> graph -> Assign).
+
+    OpenVINO's ``MakeStateful`` pass does the same but names the variable after both tensors
+    (``past_Xpresent_X``); building the pair here keeps the contract's name.
+    """
+    from openvino import opset6
+    from openvino.op.util import Variable, VariableInfo
+
+    params = {p.get_friendly_name(): p for p in ov_model.get_parameters()}
+    results = {r.input_value(0).get_any_name(): r for r in ov_model.get_results()}
+    sinks = []
+    for s in graph.spec:
+        if s.input_name not in params or s.output_name not in results:
+            raise LMExportError(f"the OpenVINO graph lacks {s.input_name} or {s.output_name} (LIV {s.liv}); "
+                                "cannot make it stateful", format=TITLE,
+                                livs=[(s.liv, graph.model.backbone.genome.segments[s.liv].name)])
+        param, result = params[s.input_name], results[s.output_name]
+        info = VariableInfo()
+        info.data_shape, info.data_type, info.variable_id = param.get_partial_shape(), param.get_element_type(), s.input_name
+        var = Variable(info)
+        zeros = opset6.broadcast(opset6.constant(np.float32(0.0)), opset6.constant(np.array(s.shape, dtype=np.int64)))
+        read = opset6.read_value(zeros, var)
+        for target in list(param.output(0).get_target_inputs()):
+            target.replace_source_output(read.output(0))
+        src = result.input_value(0)
+        node = src.get_node() if src.get_node().get_output_size() == 1 else opset6.convert(src, "f32")
+        sinks.append(opset6.assign(node, var))
+        ov_model.remove_result(result)
+        ov_model.remove_parameter(param)
+    if sinks:
+        ov_model.add_sinks(sinks)
+    ov_model.validate_nodes_and_infer_types()
+
+
+__all__ = ["export_lm_openvino"]
