@@ -370,7 +370,7 @@ def test_conversion_failure_is_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"precision": "int8"}, "fp32 or fp16"), ({"deployment_target": "iOS15"}, "iOS16"), ({}, ".mlpackage")],
+    [({"precision": "int4"}, "fp32, fp16 or int8"), ({"deployment_target": "iOS15"}, "iOS16"), ({}, ".mlpackage")],
 )
 def test_bad_arguments(tmp_path, kwargs, match):
     name = "tiny.mlpackage" if kwargs else "tiny.onnx"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -50,9 +51,33 @@ def test_torch_pinned_and_constraints():
     assert "torch==2.13.0" in extras["torch"] and not any(d.startswith("torch") for d in deps)
     assert "torch" in extras["all"][0]
     assert not any(d.startswith(("torchvision", "timm")) for d in deps)
-    cons = (ROOT / "constraints.txt").read_text()
-    assert "torch==2.13.0" in cons and "numpy>=2,<2.4" in cons
     assert {"torch", "onnx", "openvino", "tflite", "coreml", "gpu", "all", "dev"} <= set(extras)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_constraints_are_a_full_lock_of_the_ci_environment():
+    # CI's fresh install of `.[all,dev]` exceeded pip's resolution depth until every package
+    # was pinned: constraints.txt is a lock (name==version per line, comments aside)
+    lines = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()]
+    pins = {}
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and version and " " not in line, f"not an exact pin: {line!r}"
+        pins[_norm(name)] = version
+    assert pins["torch"] == "2.13.0"
+    assert tuple(int(p) for p in pins["numpy"].split(".")[:2]) < (2, 4)  # coremltools 9.0 breaks on 2.4
+    extras = _pyproject()["project"]["optional-dependencies"]
+    direct = list(_pyproject()["project"]["dependencies"])
+    for extra in ("torch", "onnx", "openvino", "tflite", "coreml", "dev"):
+        direct += extras[extra]
+    for requirement in direct:
+        name = _norm(re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0])
+        assert name in pins, f"{requirement} (pyproject) is not pinned in constraints.txt"
 
 
 def test_generic_names_not_importable_from_elsewhere(tmp_path):
