@@ -59,3 +59,23 @@ def test_explicit_form_fp32(tmp_path, which):
     model = baseline(which)
     export_and_check("coreml", model, tmp_path / "m.mlpackage", max_context=CONTEXT, stateful=False)
     assert not load_lm_artifact(tmp_path / "m.mlpackage").stateful
+
+
+@pytest.mark.slow
+def test_fp16x2_state_fixes_the_short_conv_genome(tmp_path):
+    """mixed-share-9 (Diff-GConv-1, GConv-1, GConv-2): its short-conv rings rounded to fp16 after
+    every step move the logits by 1.2e-2, over the fp16-state tolerance; holding each state as
+    a high/low fp16 pair brings the artifact within the fp32 criteria (1e-4, 128/128)."""
+    name, genome = next((n, g) for n, g in MIXED if n == "mixed-share-9")
+    model = small_model(genome, seed=sum(map(ord, name)))
+    fp16 = validate_path(export("coreml", model, tmp_path / "a.mlpackage", max_context=CONTEXT), model, fp16_state=True)
+    assert fp16["max_abs_diff"] > FP16_STATE_ATOL and not fp16["passed"], fp16  # the documented failure
+    path = export("coreml", model, tmp_path / "b.mlpackage", max_context=CONTEXT, state_precision="fp16x2")
+    meta = read_metadata(path)
+    assert meta.extra["coreml"]["state_dtype"] == "float16x2"
+    assert meta.lm["state_bytes"] == sum(int(np.prod(s["shape"])) * 4 for s in meta.lm["state"])
+    stepper = load_lm_artifact(path)
+    assert set(stepper.states) == {f"state_{k}{t}" for k in range(len(meta.lm["state"])) for t in ("", "_lo")}
+    assert all(a.dtype == np.float16 for a in stepper.states.values())
+    result = validate_lm(stepper, model)
+    assert result["max_abs_diff"] <= 1e-4 and result["greedy_identical"] and result["passed"], result

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from _lm_cases import CONTEXT
-from lm_helpers import GENOME_CASES, GENOME_IDS, case_model, export_and_check, shipped_fixture
-from staredge.exporters.lm_validate import validate_lm
+from lm_helpers import GENOME_CASES, GENOME_IDS, assert_passes, case_model, export_and_check, shipped_fixture, validate_path
 from staredge.metadata import read_metadata
 from staredge.runtimes.lm import load_lm_artifact
 
@@ -19,9 +18,7 @@ shipped = shipped_fixture("openvino")
 
 def test_shipped_model_passes(shipped):
     model, path = shipped
-    result = validate_lm(load_lm_artifact(path), model)
-    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= 1e-4, result
-    assert result["greedy_identical"] and result["passed"]
+    assert_passes(validate_path(path, model))
 
 
 def test_stateful_contract(shipped):

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from _lm_cases import CONTEXT, all_classes_genome, baseline, small_model
-from lm_helpers import export_and_check, shipped_fixture
-from staredge.exporters.lm_validate import prompt_ids, reference, validate_lm
+from lm_helpers import assert_passes, export_and_check, shipped_fixture, validate_path
+from staredge.exporters.lm_validate import prompt_ids, reference
 from staredge.exporters.tflite_lm import tflite_op_names
 from staredge.metadata import read_metadata
-from staredge.runtimes.lm import load_lm_artifact
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
@@ -27,9 +26,7 @@ shipped = shipped_fixture("tflite")
 
 def test_shipped_model_passes(shipped):
     model, path = shipped
-    result = validate_lm(load_lm_artifact(path), model)
-    assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= 1e-4, result
-    assert result["greedy_identical"] and result["passed"]
+    assert_passes(validate_path(path, model))
 
 
 def test_signatures_ops_and_metadata(shipped):

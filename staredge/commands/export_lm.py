@@ -16,6 +16,9 @@ def add_lm_arguments(p: argparse.ArgumentParser) -> None:
                    help="language models: tokens per prefill call (TFLite: the prefill signature's length)")
     p.add_argument("--dim", type=int, metavar="D", help="transformer_pp / striped_mamba: width (default 128)")
     p.add_argument("--depth", type=int, metavar="N", help="transformer_pp / striped_mamba: LIVs (default 10)")
+    p.add_argument("--coreml-state", choices=("fp16", "fp16x2"), default="fp16",
+                   help="language models, CoreML stateful: state stored as fp16, or as fp16 high/low pairs "
+                        "(fp32-class accuracy, twice the bytes); docs/lm-artifacts.md")
 
 
 def is_lm(args: argparse.Namespace) -> bool:
@@ -36,7 +39,8 @@ def run_lm(args: argparse.Namespace) -> int:
     formats = list(lm_formats()) if text == "all" else [f.strip() for f in text.split(",") if f.strip()]
     rows = export_lm(args.model, formats, args.out, max_context=args.max_context,
                      prefill_chunk=args.prefill_chunk, validate=not args.no_validate, force=args.force,
-                     dim=args.dim, depth=args.depth)
+                     dim=args.dim, depth=args.depth,
+                     format_options={"coreml": {"state_precision": getattr(args, "coreml_state", None) or "fp16"}})
     json_arg = getattr(args, "json", None)
     if json_arg:
         doc = json.dumps({"task": "text-generation", "artifacts": rows}, indent=2)

@@ -73,22 +73,23 @@ def _read_state(a: Args) -> list[Any]:
     return [np.array(a.raw("input", REQUIRED), copy=True)]
 
 
-@kernel("coreml_update_state")
-def _update_state(a: Args) -> list[Any]:
-    state = a.raw("state", REQUIRED)
-    value = np.asarray(a.raw("value", REQUIRED))
+def _store(state: Any, value: Any) -> np.ndarray:
+    """Write ``value`` into the caller's state array in place (StatefulMILExecutor binds it by
+    reference), rounded to the state's dtype."""
+    value = np.asarray(value)
     if not isinstance(state, np.ndarray) or state.shape != value.shape:
         raise ValueError(f"state of shape {getattr(state, 'shape', None)} cannot take a value of shape {value.shape}")
-    state[...] = value.astype(state.dtype)  # the caller's state array (StatefulMILExecutor binds it by reference)
-    return [value]
+    state[...] = value.astype(state.dtype)
+    return value
+
+
+@kernel("coreml_update_state")
+def _update_state(a: Args) -> list[Any]:
+    return [_store(a.raw("state", REQUIRED), a.raw("value", REQUIRED))]
 
 
 @kernel("write_state")
 def _write_state(a: Args) -> list[Any]:
     # the serialised form of coreml_update_state: no outputs, the state array changes in place
-    state = a.raw("input", REQUIRED)
-    value = np.asarray(a.raw("data", REQUIRED))
-    if not isinstance(state, np.ndarray) or state.shape != value.shape:
-        raise ValueError(f"state of shape {getattr(state, 'shape', None)} cannot take a value of shape {value.shape}")
-    state[...] = value.astype(state.dtype)
+    _store(a.raw("input", REQUIRED), a.raw("data", REQUIRED))
     return []
