@@ -43,12 +43,21 @@ def variants() -> dict[str, dict]:
         "qdq-u8s8-pc-nodw": dict(fmt="qdq", act="u8", per_channel=True, skip_depthwise=True),
         "qdq-u8s8-pc-convonly-nodw": dict(fmt="qdq", act="u8", per_channel=True, ops=("Conv", "Gemm", "MatMul"),
                                           skip_depthwise=True),
+        # the plain (BatchNorm not folded by us) export quantised with the same settings
+        "plain-qdq-u8s8-pc": dict(fmt="qdq", act="u8", per_channel=True, source="plain-fp32"),
     }
+
+
+#: ONNX Runtime session settings tried on the default int8 file (qdq-u8s8-pc), by name.
+SESSION_VARIANTS = {
+    "qdq-u8s8-pc/opt-extended": {"graph_optimization": "extended"},
+    "qdq-u8s8-pc/opt-basic": {"graph_optimization": "basic"},
+}
 
 
 def quantize_variant(src: str, dst: str, calib: np.ndarray, input_name: str, *, fmt: str, act: str,
                      per_channel: bool, reduce_range: bool = False, ops: tuple[str, ...] | None = None,
-                     skip_depthwise: bool = False) -> None:
+                     skip_depthwise: bool = False, source: str | None = None) -> None:
     """Quantise the fp32 file ``src`` into ``dst`` with one setting."""
     import onnx
     from onnxruntime import quantization as q
@@ -74,8 +83,25 @@ def quantize_variant(src: str, dst: str, calib: np.ndarray, input_name: str, *, 
     os.remove(pre)
 
 
-def op_profile(path: str, x: np.ndarray, threads: int, runs: int = 100) -> dict[str, float]:
-    """Mean microseconds per inference by op type, from ONNX Runtime's profiler."""
+def conv_kinds(*paths: str) -> dict[str, str]:
+    """Conv node name -> "depthwise KxK", "1x1" or "KxK" from the weights of fp32 ONNX files."""
+    import onnx
+
+    kinds: dict[str, str] = {}
+    for path in paths:
+        graph = onnx.load(path).graph
+        shapes = {t.name: list(t.dims) for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Conv" and len(node.input) > 1 and len(shapes.get(node.input[1], [])) == 4:
+                _, cin, kh, kw = shapes[node.input[1]]
+                group = next((a.i for a in node.attribute if a.name == "group"), 1)
+                kinds[node.name] = f"depthwise {kh}x{kw}" if group > 1 and cin == 1 else f"{kh}x{kw}"
+    return kinds
+
+
+def op_profile(path: str, x: np.ndarray, threads: int, kinds: dict[str, str], runs: int = 100) -> dict[str, float]:
+    """Mean microseconds per inference by op type (convolutions split by ``kinds``), from
+    ONNX Runtime's profiler, after 20 untimed calls."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -86,21 +112,19 @@ def op_profile(path: str, x: np.ndarray, threads: int, runs: int = 100) -> dict[
         so.profile_file_prefix = os.path.join(tmp, "p")
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        for _ in range(20):
-            sess.run(None, {name: x})
-        sess.end_profiling()  # drop the warm-up events
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        for _ in range(20):
-            sess.run(None, {name: x})
-        for _ in range(runs):
+        for _ in range(20 + runs):
             sess.run(None, {name: x})
         events = json.loads(Path(sess.end_profiling()).read_text())
-    per_op: dict[str, float] = defaultdict(float)
+    per_op: dict[str, list[float]] = defaultdict(list)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_op[e["args"]["op_name"]] += e["dur"]
-    total_runs = runs + 20
-    return {k: v / total_runs for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])}
+            op = e["args"]["op_name"]
+            if "Conv" in op:
+                node = e["name"][: -len("_kernel_time")].split("_token")[0]
+                op = f"{op} {kinds.get(node, '?')}"
+            per_op[op].append(e["dur"])
+    calls = 20 + runs  # every op runs once per call: drop the first 20 calls' share
+    return {k: sum(v[len(v) * 20 // calls:]) / runs for k, v in sorted(per_op.items(), key=lambda kv: -sum(kv[1]))}
 
 
 def accuracy(path: str, x: np.ndarray, labels: np.ndarray, md) -> tuple[float, np.ndarray]:
@@ -163,12 +187,17 @@ def main() -> None:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     for name, kw in chosen.items():
         dst = str(root / f"{name}.onnx")
-        quantize_variant(files["ours-fp32"], dst, calib, md.input_name, **kw)
+        quantize_variant(files[kw.get("source") or "ours-fp32"], dst, calib, md.input_name, **kw)
         files[name] = dst
+    options = {n: {} for n in files}
+    if "qdq-u8s8-pc" in files:
+        for name, opts in SESSION_VARIANTS.items():
+            files[name], options[name] = files["qdq-u8s8-pc"], opts
 
+    kinds = conv_kinds(files["plain-fp32"], files["ours-fp32"]) if args.profile else {}
     load_before = load_average()
-    backends = {n: load_backend(p, backend="onnxruntime", device="cpu", threads=args.threads, metadata=md)
-                for n, p in files.items()}
+    backends = {n: load_backend(p, backend="onnxruntime", device="cpu", threads=args.threads, metadata=md,
+                                **options[n]) for n, p in files.items()}
     infers = {n: b.prepare(x) for n, b in backends.items()}
     medians: dict[str, list[float]] = defaultdict(list)
     for _ in range(args.rounds):
@@ -192,8 +221,8 @@ def main() -> None:
         med = float(np.median(medians[n]))
         row = {"median_ms": round(med, 4), "round_medians": [round(v, 4) for v in medians[n]],
                "speedup_vs_plain": round(base / med, 3), "size_kb": round(os.path.getsize(path) / 1024, 1)}
-        if args.profile:
-            row["op_us"] = {k: round(v, 1) for k, v in op_profile(path, x, args.threads).items()}
+        if args.profile and not options[n]:
+            row["op_us"] = {k: round(v, 1) for k, v in op_profile(path, x, args.threads, kinds).items()}
         if labelled is not None:
             acc, pred = accuracy(path, labelled[0], labelled[1], md)
             row["heldout_accuracy"] = round(acc, 4)

@@ -130,3 +130,30 @@ def test_digits_bench_at_fp32_and_int8_shows_the_precision(tmp_path):
     assert "onnxruntime@int8" in speedup_part
     rows = {r["backend"]: r for r in csv.DictReader(io.StringIO((tmp_path / "out" / "results.csv").read_text()))}
     assert rows["onnxruntime@int8"]["precision"] == "int8" and rows["onnxruntime"]["precision"] == "fp32"
+
+
+def test_int8_calibration_for_a_benchmark_and_the_cache_key(tmp_path):
+    """No data given: a zoo model calibrates on photos outside the validation set (and says so);
+    a cached int8 artifact is reused only for the same calibration inputs."""
+    import numpy as np
+
+    from staredge.bench.artifacts import ArtifactCache, calibration_for
+    from staredge.exporters.quantize import CALIBRATION_PHOTOS
+    from staredge.exporters.validate import PHOTOS
+    from staredge.models import create
+
+    assert not set(CALIBRATION_PHOTOS) & set(PHOTOS)
+    model = create("starnet_s050")
+    x, note = calibration_for(model)
+    assert x.shape[1:] == (3, 224, 224) and x.dtype == np.float32 and len(x) >= 10
+    np.testing.assert_array_equal(x[len(x) // 2], x[0][..., ::-1])  # the second half mirrors the first
+    assert "scikit-image photos" in note and "--calibration DIR" in note
+    given, note = calibration_for(model, x[:3])
+    assert len(given) == 3 and "3 inputs (the given array)" in note
+    cache = ArtifactCache(model, tmp_path)
+    folder = tmp_path / "onnx-fuse_batchnorm-int8"
+    folder.mkdir()
+    (folder / "m.onnx").write_bytes(b"x")
+    cache.remember(folder, folder / "m.onnx", ["fuse_batchnorm"], calibration="abc")
+    assert cache.cached(folder, "abc") == (folder / "m.onnx", ["fuse_batchnorm"])
+    assert cache.cached(folder, "other") is None and cache.cached(folder) is None
