@@ -95,7 +95,7 @@ _OP_PATTERNS = (
     re.compile(r"op(?:eration)? type '([A-Za-z_][A-Za-z0-9_.]*)'"),
 )
 #: A module path that names a LIV (``backbone.livs.3``, ONNX scopes ``/livs.3/``, FX ``livs_3``).
-_LIV_PATTERN = re.compile(r"\b(?:backbone[._/])?(?:livs|norms)[._/\[](\d+)")
+_LIV_PATTERN = re.compile(r"(?<![A-Za-z0-9])(?:livs|norms)[._/\[](\d+)")
 
 
 def _op_key(name: str) -> str:
@@ -178,11 +178,14 @@ def conversion_error(graph: LMDecodeGraph, title: str, exc: BaseException, log: 
     classes = liv_classes(graph)
     names = dict(classes)
     # from the converter's log only its error lines (warnings may name any parameter)
+    # and of the message its head (some converters append a dump of the whole graph)
     errors = [ln for ln in log.splitlines() if "error" in ln.lower()]
-    text = "\n".join([str(exc), *errors])
+    text = "\n".join([*str(exc).splitlines()[:20], *errors])
     reason = one_line(exc)
     model = model or lm_metadata_dict(graph)["name"]
     hit = sorted({int(m.group(1)) for m in _LIV_PATTERN.finditer(text) if int(m.group(1)) in names})
+    if len(hit) > 2 and len(hit) == len(names):
+        hit = []  # every LIV named: a listing, not a location
     op = None
     if not hit:
         ops = failing_ops(text)

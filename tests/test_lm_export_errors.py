@@ -73,6 +73,10 @@ def test_converter_log_scopes_and_op_names(model):
     err = conversion_error(graph, "CoreML", RuntimeError("unsupported"), log=log)
     assert err.livs == [(4, "GConv-1")] and "LIV 4 (GConv-1)" in str(err)
     assert failing_ops("Lowering not found: aten._softmax.default; aten::cumsum") == ["softmax", "cumsum"]
+    # a message that dumps every LIV's parameters locates nothing; its op name still does
+    dump = "\n".join(f"p_decoder_model_backbone_livs_{i}_w" for i in range(6))
+    err = conversion_error(graph, "TFLite", RuntimeError(f"Lowering not found: aten.index_select.default\n{dump}"))
+    assert err.livs == [(2, "GConv-2"), (3, "GConv-2")]
 
 
 def test_export_lm_records_the_refusal_and_goes_on(model, tmp_path, monkeypatch):

@@ -34,16 +34,15 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, shipped):
-    """The shipped model exported to ONNX and OpenVINO at context 256."""
-    from staredge.exporters.lm_export import export_lm_onnx, export_lm_openvino
+    """The shipped model exported to ONNX and OpenVINO at context 256 (the conversions
+    tests/test_lm_*.py use too: lm_helpers.shipped_artifact converts once per run)."""
+    from lm_helpers import shipped_artifact
 
-    out = tmp_path_factory.mktemp("lm_stream")
-    paths = {"onnx": export_lm_onnx(shipped.model, out / "star_lm_pydoc.onnx", max_context=CONTEXT, name="star_lm_pydoc")}
+    paths = {"onnx": shipped_artifact(tmp_path_factory, "onnx", max_context=CONTEXT)}
     try:
         import openvino  # noqa: F401
 
-        paths["openvino"] = export_lm_openvino(shipped.model, out / "star_lm_pydoc.xml", max_context=CONTEXT,
-                                               name="star_lm_pydoc")
+        paths["openvino"] = shipped_artifact(tmp_path_factory, "openvino", max_context=CONTEXT)
     except ImportError:
         pass
     return paths
@@ -52,10 +51,9 @@ def artifacts(tmp_path_factory, shipped):
 @pytest.fixture(scope="module")
 def tflite_artifact(tmp_path_factory, shipped):
     pytest.importorskip("ai_edge_litert")
-    from staredge.exporters.lm_export import export_lm_tflite
+    from lm_helpers import shipped_artifact
 
-    out = tmp_path_factory.mktemp("lm_stream_tflite")
-    return export_lm_tflite(shipped.model, out / "star_lm_pydoc.tflite", max_context=CONTEXT, name="star_lm_pydoc")
+    return shipped_artifact(tmp_path_factory, "tflite", max_context=CONTEXT)
 
 
 def _greedy(model, n=200, prompt=PROMPT):
