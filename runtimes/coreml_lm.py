@@ -5,17 +5,23 @@ Two forms (``lm.extra``/``metadata.extra["coreml"]["stateful"]``): the explicit 
 stateful one keeps fp16 ``state_<k>`` buffers that :class:`StatefulMILExecutor` binds by
 reference, so ``read_state`` / ``coreml_update_state`` read and write them in place. On
 macOS, Apple's runtime runs the same packages (``model.make_state()``,
-``predict(..., state=state)``); it cannot run here.
+``predict(..., state=state)``); it cannot run here. :class:`CoreMLTextBackend` (the
+text-generation backend) picks Apple's runtime (:class:`CoreMLAppleLM`) on macOS, this
+executor elsewhere.
 """
 
 from __future__ import annotations
 
+import copy
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from staredge.errors import ConfigError, DeviceError, require
 from staredge.runtimes.lm import LMStepper
+from staredge.runtimes.text import TextBackend, _threads
 from staredge.runtimes.mil_reference import MILExecutor
 from staredge.runtimes.mil_reference.dtypes import tensor_shape
 
@@ -83,3 +89,84 @@ class CoreMLReferenceLM(LMStepper):
         out = self.executor.predict(feed)
         self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
         return out["logits"]
+
+
+# ------------------------------------------------------------------ text generation
+
+
+class CoreMLAppleLM(LMStepper):  # pragma: no cover - macOS only
+    """Decode stream over a CoreML LM package on Apple's runtime: the stateful form keeps its
+    state in an ``MLState`` (``model.make_state()``, one per stream); the explicit form passes
+    ``past_*`` arrays in and gets ``present_*`` back. One token per call."""
+
+    flexible_tokens = False
+
+    def __init__(self, path, model, metadata=None):  # noqa: D107 - ``model`` is a loaded MLModel
+        super().__init__(path, metadata)
+        self.model = model
+        self.stateful = bool(self.metadata.extra.get("coreml", {}).get("stateful"))
+        self.ml_state = None
+
+    def reset(self) -> None:
+        super().reset()
+        if self.stateful:
+            self.ml_state = self.model.make_state()
+            self.state = []
+
+    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
+        feed = {"input_ids": ids.astype(np.int32), "position": np.array([position], dtype=np.int32)}
+        if self.stateful:
+            return np.asarray(self.model.predict(feed, state=self.ml_state)["logits"])
+        feed.update({s["input"]: a for s, a in zip(self.state_spec, self.state)})
+        out = self.model.predict(feed)
+        self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
+        return np.asarray(out["logits"])
+
+    def release(self) -> None:
+        self.ml_state, self.state = None, []
+
+
+class CoreMLTextBackend(TextBackend):
+    """CoreML text-generation backend: Apple's runtime with ``MLState`` on macOS; elsewhere
+    (or with ``reference=True``) StarEdge's numpy MIL executor, with the usual one-time notice
+    that it is for validation, not speed. The stateful (iOS 18) packages keep fp16 state, so
+    their greedy text may part from fp32 runtimes after some tokens; the explicit form
+    (``stateful=False`` at export) keeps fp32 state."""
+
+    name = "coreml"
+    OPTIONS = ("compute_units", "reference")
+
+    def load_text(self) -> None:
+        from staredge.runtimes.coreml import COMPUTE_UNITS, _notify_reference_once
+
+        self._metadata = self.read_artifact_metadata(self.path)
+        units = self.options.get("compute_units", "all")
+        if units not in COMPUTE_UNITS:
+            raise ConfigError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
+        use_reference = bool(self.options.get("reference", False)) or sys.platform != "darwin"
+        if self.requested_device in ("cuda", "gpu") and use_reference:
+            raise DeviceError("CoreML runs on Apple hardware only; off macOS use device='cpu' (reference executor)")
+        self.stateful = bool(self._metadata.extra.get("coreml", {}).get("stateful"))
+        if use_reference:
+            self._proto = CoreMLReferenceLM(self.path, threads=_threads(self.threads), metadata=self._metadata)
+            self.engine_name, self.device = "mil-reference", "cpu"
+            _notify_reference_once()
+        else:  # pragma: no cover - macOS only
+            ct = require("coremltools", "coreml", "the CoreML backend")
+            model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[units]))
+            self._proto = CoreMLAppleLM(self.path, model, metadata=self._metadata)
+            self.engine_name, self.device = "coreml", ("cpu" if units == "cpuOnly" else "apple")
+
+    def new_stepper(self) -> LMStepper:
+        stepper = copy.copy(self._proto)
+        stepper.states = {}
+        stepper.reset()  # the stateful reference form gets its own zero state buffers here
+        return stepper
+
+    def describe_extra(self) -> dict[str, Any]:
+        return {"engine": self.engine_name, "stateful": self.stateful,
+                "state_on": ("MLState per stream" if self.engine_name == "coreml" else "numpy buffers per stream")
+                + (f" ({self._metadata.extra['coreml'].get('state_dtype', 'float16')})" if self.stateful else "")}
+
+
+__all__ = ["CoreMLReferenceLM", "StatefulMILExecutor", "CoreMLAppleLM", "CoreMLTextBackend"]

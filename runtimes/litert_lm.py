@@ -1,15 +1,19 @@
 """LiteRT (TFLite) stepper for LM artifacts: signatures ``decode`` (1 token) and
 ``prefill`` (``prefill_chunk`` tokens); state arrays go in as ``past_*`` and come back as
-``present_*`` (names with underscores)."""
+``present_*`` (names with underscores); and the text-generation backend
+(:class:`LiteRtTextBackend`: one interpreter, calls under a lock, state arrays per stream)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from staredge.errors import require
+from staredge.errors import DeviceError, require
 from staredge.runtimes.lm import LMStepper
+from staredge.runtimes.text import TextBackend, _threads
 
 
 class LiteRTLM(LMStepper):
@@ -31,3 +35,42 @@ class LiteRTLM(LMStepper):
         out = runner(**feed)
         self.state = [np.array(out[s["output"]]) for s in self.state_spec]
         return out["logits"]
+
+
+# ------------------------------------------------------------------ text generation
+
+
+class LiteRtTextLM(LiteRTLM):
+    """LiteRT stepper sharing one interpreter (calls under a lock); its own state arrays."""
+
+    def __init__(self, path, threads, lock, metadata=None):  # noqa: D107
+        super().__init__(path, threads=threads, metadata=metadata)
+        self.lock = lock
+
+    def _run(self, ids, position):
+        with self.lock:
+            return super()._run(ids, position)
+
+    def release(self) -> None:
+        """Drop the state arrays (the stream is over)."""
+        self.state = []
+
+
+class LiteRtTextBackend(TextBackend):
+    """LiteRT text-generation backend: ``prefill`` (a chunk of ``prefill_chunk`` tokens) and
+    ``decode`` (one token) signature runners; a prompt's remainder is fed one token at a time."""
+
+    name = "litert"
+
+    def load_text(self) -> None:
+        self._metadata = self.read_artifact_metadata(self.path)
+        if self.requested_device in ("cuda", "gpu"):
+            raise DeviceError("the LiteRT backend runs on the CPU here (XNNPACK); use device='cpu' or 'auto'")
+        self._proto = LiteRtTextLM(self.path, _threads(self.threads), threading.Lock(),
+                                                   metadata=self._metadata)
+
+    def describe_extra(self) -> dict[str, Any]:
+        return {"signatures": sorted(self._proto.runners) if self._proto else [], "state_on": "numpy arrays per stream"}
+
+
+__all__ = ["LiteRTLM", "LiteRtTextLM", "LiteRtTextBackend"]

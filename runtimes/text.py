@@ -9,8 +9,13 @@ each with its own decode state, so several streams can run at once (from several
 too). :func:`staredge.generation.stream` drives them; ``Predictor.stream`` /
 ``Predictor.generate`` are the user API.
 
+This module holds what they share (:class:`TextBackend`, :class:`StepperSession`) and the
+PyTorch backend; each exported format's backend lives beside its stepper in the runtime's
+LM module (``runtimes/onnxruntime_lm.py``, ``openvino_lm.py``, ``litert_lm.py``,
+``coreml_lm.py``) and is named by the format table, so a new runtime is one module. The
+old names (``staredge.runtimes.text.OnnxRuntimeTextBackend``...) still resolve here.
 The per-step work is the runtime-side steppers of :mod:`staredge.runtimes.lm` (the decode
-contract of ``docs/lm-artifacts.md``); what is added here is what a server needs:
+contract of ``docs/lm-artifacts.md``); what the backends add is what a server needs:
 
 * ONNX Runtime: the state lives in ``OrtValue`` buffers bound with IO binding; each step
   writes ``present_*`` into the second buffer of a pair, which becomes the next step's
@@ -31,8 +36,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-import threading
 import weakref
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -190,300 +193,6 @@ def _threads(threads: int | None) -> int:
     return int(threads) if threads else 1
 
 
-# ------------------------------------------------------------------------------ ONNX Runtime
-
-
-def lm_providers(device: str, available: list[str]) -> list[str]:
-    """Execution providers for an LM artifact: CUDA then CPU when a GPU is asked for (or
-    ``auto`` finds the CUDA provider), else CPU. TensorRT is left out (the token axis is
-    dynamic and every prompt length would build an engine). Raises :class:`DeviceError`
-    when ``cuda`` is asked for and the provider is missing."""
-    from staredge.runtimes.onnxruntime import select_providers
-
-    chain = [name for name, _ in select_providers(device, available)]
-    return [p for p in chain if p != "TensorrtExecutionProvider"]
-
-
-class OnnxRuntimeTextLM(LMStepper):
-    """ONNX Runtime stepper with the state in OrtValues bound by IO binding (see the module
-    doc). ``device`` is "cpu" or "cuda" (the session's first provider)."""
-
-    flexible_tokens = True
-
-    def __init__(self, path: str | Path, session: Any, device: str = "cpu", metadata: ArtifactMetadata | None = None):
-        super().__init__(path, metadata)
-        self.ort = require("onnxruntime", "onnx", "running ONNX LM artifacts")
-        self.session = session
-        self.device = device
-        self._inputs = [s["input"] for s in self.state_spec]
-        self._outputs = [s["output"] for s in self.state_spec]
-        self._binding = None
-        self._buffers: list[list[Any]] = []  # two lists of OrtValues: [past, present]
-        self._host: list[list[np.ndarray]] = []  # CPU: the numpy arrays behind the OrtValues
-        self._logits1 = None
-
-    def _alloc(self) -> None:
-        ort, v = self.ort, self.vocab_size
-        self._binding = self.session.io_binding()
-        if self.device == "cuda":
-            self._host = []
-            self._buffers = [[ort.OrtValue.ortvalue_from_numpy(np.zeros(s["shape"], np.float32), "cuda", 0)
-                              for s in self.state_spec] for _ in range(2)]
-        else:
-            self._host = [[np.zeros(s["shape"], np.float32) for s in self.state_spec] for _ in range(2)]
-            self._buffers = [[ort.OrtValue.ortvalue_from_numpy(a) for a in pair] for pair in self._host]
-        self._logits_host = np.zeros((1, 1, v), np.float32)
-        self._logits1 = ort.OrtValue.ortvalue_from_numpy(self._logits_host)
-
-    def reset(self) -> None:
-        """New stream: position 0, both buffer sets zero (allocated on first use)."""
-        self.position = 0
-        self.state = []
-        if self._binding is None or self.device == "cuda":
-            self._alloc()  # device buffers start as fresh zero copies
-        else:
-            for pair in self._host:
-                for a in pair:
-                    a.fill(0.0)
-
-    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
-        b = self._binding
-        past, present = self._buffers
-        b.bind_cpu_input("input_ids", ids)
-        b.bind_cpu_input("position", np.array([position], dtype=np.int64))
-        for name, value in zip(self._inputs, past):
-            b.bind_ortvalue_input(name, value)
-        single = ids.shape[1] == 1
-        # logits is bound first, so it is output 0 (a re-bound name keeps its place)
-        if single:
-            b.bind_ortvalue_output("logits", self._logits1)
-        else:
-            b.bind_output("logits", "cpu")
-        for name, value in zip(self._outputs, present):
-            b.bind_ortvalue_output(name, value)
-        self.session.run_with_iobinding(b)
-        self._buffers = [present, past]  # this step's present is the next step's past
-        if single:
-            return self._logits_host.copy()
-        return b.get_outputs()[0].numpy()
-
-    def state_arrays(self) -> list[np.ndarray]:
-        """The current state tensors (copies; for tests and inspection)."""
-        return [v.numpy() for v in self._buffers[0]]
-
-    def release(self) -> None:
-        """Drop the buffers and the binding (the stream is over)."""
-        self._binding, self._buffers, self._host, self._logits1 = None, [], [], None
-
-
-class OnnxRuntimeTextBackend(TextBackend):
-    """ONNX Runtime text-generation backend (CPU, or CUDA with device-resident state)."""
-
-    name = "onnxruntime"
-    OPTIONS = ("graph_optimization",)
-
-    def load_text(self) -> None:
-        ort = require("onnxruntime", "onnx", "running ONNX LM artifacts")
-        self._metadata = self.read_artifact_metadata(self.path)
-        providers = lm_providers(self.requested_device, ort.get_available_providers())
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = _threads(self.threads)
-        so.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(self.path), so, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - a corrupt graph
-            from staredge.errors import ArtifactError
-
-            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
-        self.providers = session.get_providers()
-        self.device = "cuda" if self.providers and self.providers[0] == "CUDAExecutionProvider" else "cpu"
-        self._proto = OnnxRuntimeTextLM(self.path, session, self.device, metadata=self._metadata)
-
-    def describe_extra(self) -> dict[str, Any]:
-        return {"providers": list(self.providers), "io_binding": True,
-                "state_on": "device OrtValues" if self.device == "cuda" else "CPU OrtValues"}
-
-
-# ------------------------------------------------------------------------------ OpenVINO
-
-
-def _openvino_text_stepper_class():
-    from staredge.formats import get_runtime
-
-    class OpenVinoTextLM(get_runtime("openvino").lm_stepper_class()):
-        """OpenVINO stepper over a compiled model shared by the streams; one infer request each."""
-
-        def __init__(self, path, compiled, metadata=None):  # noqa: D107 - shares ``compiled``
-            LMStepper.__init__(self, path, metadata)
-            self.compiled = compiled
-            self.request = compiled.create_infer_request()
-
-        def fork(self):
-            other = copy.copy(self)
-            other.request = self.compiled.create_infer_request()
-            other.reset()
-            return other
-
-        def release(self) -> None:
-            self.request = None
-
-    return OpenVinoTextLM
-
-
-class OpenVinoTextBackend(TextBackend):
-    """OpenVINO text-generation backend: the stateful IR compiled once (f32 hint), one infer
-    request per stream, ``reset_state()`` at the start of each."""
-
-    name = "openvino"
-    OPTIONS = ("precision",)
-
-    def load_text(self) -> None:
-        ov = require("openvino", "openvino", "running OpenVINO LM artifacts")
-        from staredge.runtimes.openvino import find_ir_xml, select_device
-
-        xml = find_ir_xml(self.path)
-        self._metadata = self.read_artifact_metadata(xml)
-        core = ov.Core()
-        dev = select_device(self.requested_device, core.available_devices)
-        precision = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}.get(
-            str(self.options.get("precision") or "f32").lower())
-        if precision is None:
-            raise ConfigError(f"precision must be fp32, bf16 or fp16, got {self.options.get('precision')!r}")
-        config = {"INFERENCE_PRECISION_HINT": precision}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        self.device = "cpu" if dev == "CPU" else dev.lower()
-        self.ov_device = dev
-        compiled = core.compile_model(str(xml), dev, config)
-        self._proto = _openvino_text_stepper_class()(xml, compiled, metadata=self._metadata)
-
-    def new_stepper(self) -> LMStepper:
-        return self._proto.fork()
-
-    def describe_extra(self) -> dict[str, Any]:
-        return {"ov_device": self.ov_device, "stateful": True, "state_on": "infer request (one per stream)"}
-
-
-# ------------------------------------------------------------------------------ LiteRT
-
-
-def _litert_text_stepper_class():
-    from staredge.formats import get_runtime
-
-    class LiteRtTextLM(get_runtime("litert").lm_stepper_class()):
-        """LiteRT stepper sharing one interpreter (calls under a lock); its own state arrays."""
-
-        def __init__(self, path, threads, lock, metadata=None):  # noqa: D107
-            super().__init__(path, threads=threads, metadata=metadata)
-            self.lock = lock
-
-        def _run(self, ids, position):
-            with self.lock:
-                return super()._run(ids, position)
-
-        def release(self) -> None:
-            self.state = []
-
-    return LiteRtTextLM
-
-
-class LiteRtTextBackend(TextBackend):
-    """LiteRT text-generation backend: ``prefill`` (a chunk of ``prefill_chunk`` tokens) and
-    ``decode`` (one token) signature runners; a prompt's remainder is fed one token at a time."""
-
-    name = "litert"
-
-    def load_text(self) -> None:
-        self._metadata = self.read_artifact_metadata(self.path)
-        if self.requested_device in ("cuda", "gpu"):
-            raise DeviceError("the LiteRT backend runs on the CPU here (XNNPACK); use device='cpu' or 'auto'")
-        self._proto = _litert_text_stepper_class()(self.path, _threads(self.threads), threading.Lock(),
-                                                   metadata=self._metadata)
-
-    def describe_extra(self) -> dict[str, Any]:
-        return {"signatures": sorted(self._proto.runners) if self._proto else [], "state_on": "numpy arrays per stream"}
-
-
-# ------------------------------------------------------------------------------ CoreML
-
-
-class CoreMLAppleLM(LMStepper):  # pragma: no cover - macOS only
-    """Decode stream over a CoreML LM package on Apple's runtime: the stateful form keeps its
-    state in an ``MLState`` (``model.make_state()``, one per stream); the explicit form passes
-    ``past_*`` arrays in and gets ``present_*`` back. One token per call."""
-
-    flexible_tokens = False
-
-    def __init__(self, path, model, metadata=None):  # noqa: D107 - ``model`` is a loaded MLModel
-        super().__init__(path, metadata)
-        self.model = model
-        self.stateful = bool(self.metadata.extra.get("coreml", {}).get("stateful"))
-        self.ml_state = None
-
-    def reset(self) -> None:
-        super().reset()
-        if self.stateful:
-            self.ml_state = self.model.make_state()
-            self.state = []
-
-    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
-        feed = {"input_ids": ids.astype(np.int32), "position": np.array([position], dtype=np.int32)}
-        if self.stateful:
-            return np.asarray(self.model.predict(feed, state=self.ml_state)["logits"])
-        feed.update({s["input"]: a for s, a in zip(self.state_spec, self.state)})
-        out = self.model.predict(feed)
-        self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
-        return np.asarray(out["logits"])
-
-    def release(self) -> None:
-        self.ml_state, self.state = None, []
-
-
-class CoreMLTextBackend(TextBackend):
-    """CoreML text-generation backend: Apple's runtime with ``MLState`` on macOS; elsewhere
-    (or with ``reference=True``) StarEdge's numpy MIL executor, with the usual one-time notice
-    that it is for validation, not speed. The stateful (iOS 18) packages keep fp16 state, so
-    their greedy text may part from fp32 runtimes after some tokens; the explicit form
-    (``stateful=False`` at export) keeps fp32 state."""
-
-    name = "coreml"
-    OPTIONS = ("compute_units", "reference")
-
-    def load_text(self) -> None:
-        from staredge.runtimes.coreml import COMPUTE_UNITS, _notify_reference_once
-
-        self._metadata = self.read_artifact_metadata(self.path)
-        units = self.options.get("compute_units", "all")
-        if units not in COMPUTE_UNITS:
-            raise ConfigError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
-        use_reference = bool(self.options.get("reference", False)) or sys.platform != "darwin"
-        if self.requested_device in ("cuda", "gpu") and use_reference:
-            raise DeviceError("CoreML runs on Apple hardware only; off macOS use device='cpu' (reference executor)")
-        self.stateful = bool(self._metadata.extra.get("coreml", {}).get("stateful"))
-        if use_reference:
-            from staredge.runtimes.coreml_lm import CoreMLReferenceLM
-
-            self._proto = CoreMLReferenceLM(self.path, threads=_threads(self.threads), metadata=self._metadata)
-            self.engine_name, self.device = "mil-reference", "cpu"
-            _notify_reference_once()
-        else:  # pragma: no cover - macOS only
-            ct = require("coremltools", "coreml", "the CoreML backend")
-            model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[units]))
-            self._proto = CoreMLAppleLM(self.path, model, metadata=self._metadata)
-            self.engine_name, self.device = "coreml", ("cpu" if units == "cpuOnly" else "apple")
-
-    def new_stepper(self) -> LMStepper:
-        stepper = copy.copy(self._proto)
-        stepper.states = {}
-        stepper.reset()  # the stateful reference form gets its own zero state buffers here
-        return stepper
-
-    def describe_extra(self) -> dict[str, Any]:
-        return {"engine": self.engine_name, "stateful": self.stateful,
-                "state_on": ("MLState per stream" if self.engine_name == "coreml" else "numpy buffers per stream")
-                + (" (fp16)" if self.stateful else "")}
-
-
 # ------------------------------------------------------------------------------ PyTorch
 
 
@@ -607,15 +316,26 @@ class _TorchSession(DecodeSession):
 
 
 __all__ = [
-    "CoreMLTextBackend",
-    "LiteRtTextBackend",
-    "OnnxRuntimeTextBackend",
-    "OnnxRuntimeTextLM",
-    "OpenVinoTextBackend",
     "PyTorchTextBackend",
     "StepperSession",
     "TextBackend",
     "is_text_module",
-    "lm_providers",
     "select_torch_device",
 ]
+
+
+#: Backends (and helpers) that moved to the runtimes' LM modules, still importable from here.
+_MOVED = {
+    "OnnxRuntimeTextBackend": "onnxruntime_lm", "OnnxRuntimeTextLM": "onnxruntime_lm", "lm_providers": "onnxruntime_lm",
+    "OpenVinoTextBackend": "openvino_lm", "OpenVinoTextLM": "openvino_lm",
+    "LiteRtTextBackend": "litert_lm", "LiteRtTextLM": "litert_lm",
+    "CoreMLTextBackend": "coreml_lm", "CoreMLAppleLM": "coreml_lm",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f"staredge.runtimes.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -278,14 +278,14 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             backend="staredge.runtimes.onnxruntime:OnnxRuntimeBackend", modules=("onnxruntime",), extra="onnx",
             formats=("onnx",), distributions=("onnxruntime", "onnxruntime-gpu"),
             accelerators=("cpu", "cuda", "tensorrt"),
-            text_backend="staredge.runtimes.text:OnnxRuntimeTextBackend",
+            text_backend="staredge.runtimes.onnxruntime_lm:OnnxRuntimeTextBackend",
             lm_stepper="staredge.runtimes.onnxruntime_lm:OnnxRuntimeLM",
         ),
         RuntimeSpec(
             name="openvino", title="OpenVINO", aliases=("ov",),
             backend="staredge.runtimes.openvino:OpenVinoBackend", modules=("openvino",), extra="openvino",
             formats=("openvino",), distributions=("openvino",),
-            text_backend="staredge.runtimes.text:OpenVinoTextBackend",
+            text_backend="staredge.runtimes.openvino_lm:OpenVinoTextBackend",
             lm_stepper="staredge.runtimes.openvino_lm:OpenVINOLM",
         ),
         RuntimeSpec(
@@ -293,14 +293,14 @@ RUNTIMES: dict[str, RuntimeSpec] = {
             backend="staredge.runtimes.litert:LiteRtBackend",
             modules=("ai_edge_litert", "tflite_runtime"), extra="tflite",
             formats=("tflite",), distributions=("ai-edge-litert", "tflite-runtime"),
-            text_backend="staredge.runtimes.text:LiteRtTextBackend",
+            text_backend="staredge.runtimes.litert_lm:LiteRtTextBackend",
             lm_stepper="staredge.runtimes.litert_lm:LiteRTLM",
         ),
         RuntimeSpec(
             name="coreml", title="CoreML", aliases=("mlpackage",),
             backend="staredge.runtimes.coreml:CoreMLBackend", modules=("coremltools",), extra="coreml",
             formats=("coreml",), distributions=("coremltools",), apple_only=True,
-            text_backend="staredge.runtimes.text:CoreMLTextBackend",
+            text_backend="staredge.runtimes.coreml_lm:CoreMLTextBackend",
             lm_stepper="staredge.runtimes.coreml_lm:CoreMLReferenceLM",
         ),
         RuntimeSpec(

@@ -29,7 +29,7 @@ def _defined(folder: str, ref: str, kind) -> bool:
     return attr in {n.name for n in tree.body if isinstance(n, kind)}
 
 
-def test_each_lm_format_names_its_exporter_module_and_stepper():
+def test_each_lm_format_names_its_exporter_module_stepper_and_text_backend():
     for name in LM_FORMATS:
         spec = formats.FORMATS[name]
         assert spec.lm_exporter == f"staredge.exporters.{name}_lm:export_lm_{name}"
@@ -37,6 +37,9 @@ def test_each_lm_format_names_its_exporter_module_and_stepper():
         stepper = formats.RUNTIMES[spec.runtime].lm_stepper
         assert stepper and stepper.startswith(f"staredge.runtimes.{spec.runtime}_lm:")
         assert _defined("runtimes", stepper, ast.ClassDef)
+        # the runtime's text-generation backend sits beside its stepper: one LM module per runtime
+        backend = formats.RUNTIMES[spec.runtime].text_backend
+        assert backend.partition(":")[0] == stepper.partition(":")[0] and _defined("runtimes", backend, ast.ClassDef)
     assert formats.FORMATS["pytorch"].lm_exporter is None
     with pytest.raises(ConfigError, match="does not export language models"):
         formats.FORMATS["pytorch"].lm_exporter_function()
