@@ -111,13 +111,14 @@ class OnnxRuntimeBackend(Backend):
     ``device``), ``engine_cache_dir`` (TensorRT), ``device_id`` (GPU index),
     ``graph_optimization`` ("all" default, "extended", "basic", "disable"), ``io_binding``
     (True: :meth:`prepare` binds input and outputs once, on the device for CUDA;
-    ``forward`` on a GPU always binds). ``InferenceSession.run`` is documented as safe to
+    ``forward`` on a GPU always binds), ``profile_prefix`` (ONNX Runtime's profiler on, its
+    JSON written at ``self.session.end_profiling()`` under this prefix). ``InferenceSession.run`` is documented as safe to
     call from several threads, so no lock is needed.
     """
 
     name = "onnxruntime"
     thread_safe = True
-    OPTIONS = ("accelerator", "engine_cache_dir", "device_id", "graph_optimization", "io_binding")
+    OPTIONS = ("accelerator", "engine_cache_dir", "device_id", "graph_optimization", "io_binding", "profile_prefix")
     GRAPH_OPTIMIZATIONS = ("all", "extended", "basic", "disable")
 
     def load(self) -> None:
@@ -144,6 +145,9 @@ class OnnxRuntimeBackend(Backend):
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }[optimization]
         so.graph_optimization_level = level
+        if self.options.get("profile_prefix"):
+            so.enable_profiling = True
+            so.profile_file_prefix = str(self.options["profile_prefix"])
         self.providers = select_providers(
             self.requested_device,
             ort.get_available_providers(),

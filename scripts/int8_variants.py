@@ -84,7 +84,7 @@ def quantize_variant(src: str, dst: str, calib: np.ndarray, input_name: str, *, 
 
 
 def conv_kinds(*paths: str) -> dict[str, str]:
-    """Conv node name -> "depthwise KxK", "1x1" or "KxK" from the weights of fp32 ONNX files."""
+    """Conv node (and output) name -> "depthwise KxK", "1x1" or "KxK" from the weights of fp32 ONNX files."""
     import onnx
 
     kinds: dict[str, str] = {}
@@ -95,32 +95,34 @@ def conv_kinds(*paths: str) -> dict[str, str]:
             if node.op_type == "Conv" and len(node.input) > 1 and len(shapes.get(node.input[1], [])) == 4:
                 _, cin, kh, kw = shapes[node.input[1]]
                 group = next((a.i for a in node.attribute if a.name == "group"), 1)
-                kinds[node.name] = f"depthwise {kh}x{kw}" if group > 1 and cin == 1 else f"{kh}x{kw}"
+                kinds[node.name] = kinds[node.output[0]] = (
+                    f"depthwise {kh}x{kw}" if group > 1 and cin == 1 else f"{kh}x{kw}")
+        for node in graph.node:  # an activation fused into its conv is named after its output (NCHWc)
+            if node.op_type in ("Clip", "Relu") and node.input and node.input[0] in kinds:
+                kinds[node.output[0]] = kinds[node.input[0]]
     return kinds
 
 
-def op_profile(path: str, x: np.ndarray, threads: int, kinds: dict[str, str], runs: int = 100) -> dict[str, float]:
+def op_profile(path: str, x: np.ndarray, threads: int, kinds: dict[str, str], md, runs: int = 100) -> dict[str, float]:
     """Mean microseconds per inference by op type (convolutions split by ``kinds``), from
-    ONNX Runtime's profiler, after 20 untimed calls."""
-    import onnxruntime as ort
+    ONNX Runtime's profiler (the runtime layer's ``profile_prefix`` option), 20 calls untimed."""
+    from staredge.runtimes import load_backend
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
-        so.profile_file_prefix = os.path.join(tmp, "p")
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        for _ in range(20 + runs):
-            sess.run(None, {name: x})
-        events = json.loads(Path(sess.end_profiling()).read_text())
+        backend = load_backend(path, backend="onnxruntime", device="cpu", threads=threads, metadata=md,
+                               profile_prefix=os.path.join(tmp, "p"))
+        try:
+            for _ in range(20 + runs):
+                backend.forward(x)
+            events = json.loads(Path(backend.session.end_profiling()).read_text())
+        finally:
+            backend.close()
     per_op: dict[str, list[float]] = defaultdict(list)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             op = e["args"]["op_name"]
             if "Conv" in op:
-                node = e["name"][: -len("_kernel_time")].split("_token")[0]
+                node = e["name"][: -len("_kernel_time")].split("_token")[0].removesuffix("_nchwc")
                 op = f"{op} {kinds.get(node, '?')}"
             per_op[op].append(e["dur"])
     calls = 20 + runs  # every op runs once per call: drop the first 20 calls' share
@@ -222,7 +224,7 @@ def main() -> None:
         row = {"median_ms": round(med, 4), "round_medians": [round(v, 4) for v in medians[n]],
                "speedup_vs_plain": round(base / med, 3), "size_kb": round(os.path.getsize(path) / 1024, 1)}
         if args.profile and not options[n]:
-            row["op_us"] = {k: round(v, 1) for k, v in op_profile(path, x, args.threads, kinds).items()}
+            row["op_us"] = {k: round(v, 1) for k, v in op_profile(path, x, args.threads, kinds, md).items()}
         if labelled is not None:
             acc, pred = accuracy(path, labelled[0], labelled[1], md)
             row["heldout_accuracy"] = round(acc, 4)
