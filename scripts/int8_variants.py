@@ -43,6 +43,8 @@ def variants() -> dict[str, dict]:
         "qdq-u8s8-pc-nodw": dict(fmt="qdq", act="u8", per_channel=True, skip_depthwise=True),
         "qdq-u8s8-pc-convonly-nodw": dict(fmt="qdq", act="u8", per_channel=True, ops=("Conv", "Gemm", "MatMul"),
                                           skip_depthwise=True),
+        # u8 activations with a fixed zero point of 128 (ActivationSymmetric)
+        "qdq-u8s8-pc-actsym": dict(fmt="qdq", act="u8", per_channel=True, extra={"ActivationSymmetric": True}),
         # the plain (BatchNorm not folded by us) export quantised with the same settings
         "plain-qdq-u8s8-pc": dict(fmt="qdq", act="u8", per_channel=True, source="plain-fp32"),
     }
@@ -57,7 +59,8 @@ SESSION_VARIANTS = {
 
 def quantize_variant(src: str, dst: str, calib: np.ndarray, input_name: str, *, fmt: str, act: str,
                      per_channel: bool, reduce_range: bool = False, ops: tuple[str, ...] | None = None,
-                     skip_depthwise: bool = False, source: str | None = None) -> None:
+                     skip_depthwise: bool = False, source: str | None = None,
+                     extra: dict | None = None) -> None:
     """Quantise the fp32 file ``src`` into ``dst`` with one setting."""
     import onnx
     from onnxruntime import quantization as q
@@ -78,7 +81,7 @@ def quantize_variant(src: str, dst: str, calib: np.ndarray, input_name: str, *, 
         per_channel=per_channel, reduce_range=reduce_range,
         activation_type=q.QuantType.QUInt8 if act == "u8" else q.QuantType.QInt8,
         weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax,
-        op_types_to_quantize=list(ops) if ops else None, nodes_to_exclude=exclude,
+        op_types_to_quantize=list(ops) if ops else None, nodes_to_exclude=exclude, extra_options=dict(extra or {}),
     )
     os.remove(pre)
 
