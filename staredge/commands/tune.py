@@ -7,7 +7,9 @@ the model has one, else agreement with fp32 PyTorch on real photos), times it at
 the benchmark's own measurement code (:func:`staredge.bench.measure.time_run` over the
 runtime layer's ``prepare`` callable, on the bench's fixed input), and copies the fastest
 artifact that passed validation to ``OUT/``, with a table (``tune.md``) and ``tune.json`` of
-everything tried. CoreML packages are exported and validated off macOS (MIL reference
+everything tried. Timing is round-robin: every artifact is loaded, then each round times them
+all one after another (``rounds``, default 3), and the median of the round medians is
+reported, so that load from other processes hits every candidate alike. CoreML packages are exported and validated off macOS (MIL reference
 executor) but not timed there: that executor is a numpy reference, not Apple's runtime.
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +33,8 @@ DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
 #: Timing defaults (batch 1): warm-up calls and timed calls per artifact.
 DEFAULT_WARMUP = 10
 DEFAULT_ITERS = 50
+#: Round-robin timing rounds (each times every artifact once).
+DEFAULT_ROUNDS = 3
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Candidate:
     error: str | None = None
     median_ms: float | None = None
     p90_ms: float | None = None
+    round_medians_ms: list[float] = field(default_factory=list)
     threads: int | None = None
     top1_agreement: float | None = None
     top5_agreement: float | None = None
@@ -63,6 +69,7 @@ class TuneReport:
     out_dir: str
     threads: int
     machine: str
+    rounds: int = 1
     candidates: list[Candidate] = field(default_factory=list)
     winner: int | None = None
     winner_path: str | None = None
@@ -92,17 +99,44 @@ def time_artifact(path: str, runtime: str, input_size: tuple[int, ...], threads:
                   warmup: int = DEFAULT_WARMUP, iters: int = DEFAULT_ITERS):
     """(RunStats, threads in effect) for ``path`` at batch 1: the bench's fixed input and
     timing loop over :func:`staredge.runtimes.load_backend`'s ``prepare`` callable."""
+    result = time_round_robin([(path, runtime)], input_size, threads, warmup, iters, rounds=1)[0]
+    if isinstance(result, Exception):
+        raise result
+    (stats,), used = result
+    return stats, used
+
+
+def time_round_robin(artifacts: list[tuple[str, str]], input_size: tuple[int, ...], threads: int,
+                     warmup: int = DEFAULT_WARMUP, iters: int = DEFAULT_ITERS, rounds: int = DEFAULT_ROUNDS):
+    """Per (path, runtime): ([RunStats per round], threads in effect), or the exception that
+    stopped it. Every artifact is loaded first; each round times them all in turn (the bench's
+    fixed input and timing loop over the runtime layer's ``prepare`` callable)."""
     from staredge.bench.measure import time_run
     from staredge.bench.runners import fixed_input, threads_in_effect
     from staredge.runtimes import load_backend
 
-    backend = load_backend(path, backend=runtime, device="cpu", threads=threads)
+    x = fixed_input(tuple(input_size))
+    loaded: dict[int, tuple[Any, Any]] = {}
+    out: list[Any] = [None] * len(artifacts)
     try:
-        infer = backend.prepare(fixed_input(tuple(input_size)))
-        stats = time_run(infer, warmup, iters, sync=getattr(infer, "sync", None))
-        return stats, threads_in_effect(backend)
+        for i, (path, runtime) in enumerate(artifacts):
+            try:
+                backend = load_backend(path, backend=runtime, device="cpu", threads=threads)
+                loaded[i] = (backend, backend.prepare(x))
+                out[i] = ([], threads_in_effect(backend))
+            except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is reported
+                out[i] = exc
+        for _ in range(rounds):
+            for i, (backend, infer) in list(loaded.items()):
+                try:
+                    out[i][0].append(time_run(infer, warmup, iters, sync=getattr(infer, "sync", None)))
+                except Exception as exc:  # noqa: BLE001
+                    out[i] = exc
+                    loaded.pop(i)[0].close()
     finally:
-        backend.close()
+        for backend, _ in loaded.values():
+            backend.close()
+    return out
 
 
 def tune(
@@ -116,6 +150,7 @@ def tune(
     calibration_samples: int | None = None,
     warmup: int = DEFAULT_WARMUP,
     iters: int = DEFAULT_ITERS,
+    rounds: int = DEFAULT_ROUNDS,
     force: bool = False,
     progress: Any = None,
 ) -> TuneReport:
@@ -134,8 +169,9 @@ def tune(
     if missing:
         raise ConfigError(f"{', '.join(missing)} cannot be exported and run on this machine; available: {', '.join(here)}")
     precs = _parse_list(precisions or ",".join(DEFAULT_PRECISIONS), PRECISIONS, "--precisions")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    for name, value in (("threads", threads), ("rounds", rounds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     from staredge.exporters.quantize import DIGITS_MODEL, resolve_calibration
 
     if model_or_name == DIGITS_MODEL:  # the trained digits model, not an untrained registry build
@@ -150,7 +186,7 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     candidates_dir = out / "candidates"
     report = TuneReport(model=getattr(model, "staredge_name", type(model).__name__), out_dir=str(out),
-                        threads=threads, machine=f"{platform.machine()} {os.cpu_count()} cores")
+                        threads=threads, machine=f"{platform.machine()} {os.cpu_count()} cores", rounds=rounds)
     input_size = tuple(int(v) for v in model.pretrained_cfg.input_size)
     notify = progress or (lambda text: None)
     for precision in precs:
@@ -167,17 +203,22 @@ def tune(
                 labelled_set=v.get("labelled_set"),
             )
             why_not = _timeable(a.format)
-            if a.path and os.path.exists(a.path) and not why_not:
-                notify(f"{precision}: timing {a.format}")
-                try:
-                    stats, used = time_artifact(a.path, fmt_spec.runtime, input_size, threads, warmup, iters)
-                except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is reported
-                    cand.note = f"timing failed: {type(exc).__name__}: {str(exc)[:200]}"
-                else:
-                    cand.median_ms, cand.p90_ms, cand.threads = stats.median_ms, stats.p90_ms, used
-            elif why_not:
+            if why_not:
                 cand.note = why_not
             report.candidates.append(cand)
+    timeable = [c for c in report.candidates if c.path and os.path.exists(c.path) and not _timeable(c.format)]
+    if timeable:
+        notify(f"timing {len(timeable)} artifacts round-robin, {rounds} round(s)")
+        timings = time_round_robin([(c.path, c.runtime) for c in timeable], input_size, threads, warmup, iters, rounds)
+        for cand, result in zip(timeable, timings):
+            if isinstance(result, Exception):
+                cand.note = f"timing failed: {type(result).__name__}: {str(result)[:200]}"
+                continue
+            runs, used = result
+            cand.round_medians_ms = [round(r.median_ms, 5) for r in runs]
+            cand.median_ms = float(statistics.median(r.median_ms for r in runs))
+            cand.p90_ms = float(statistics.median(r.p90_ms for r in runs))
+            cand.threads = used
     timed = [i for i, c in enumerate(report.candidates) if c.passed and c.median_ms is not None]
     if timed:
         best = min(timed, key=lambda i: report.candidates[i].median_ms)
@@ -215,7 +256,8 @@ def markdown_table(report: TuneReport) -> str:
         not report.candidates[i].passed, report.candidates[i].median_ms is None,
         report.candidates[i].median_ms or 0.0))
     lines = [
-        f"# staredge tune: {report.model} ({report.machine}, batch 1, {report.threads} threads)", "",
+        f"# staredge tune: {report.model} ({report.machine}, batch 1, {report.threads} threads"
+        + (f", median of {report.rounds} round-robin rounds)" if report.rounds > 1 else ")"), "",
         "| format | precision | median ms | p90 ms | size KB | accuracy (fp32) | top-1 agree | top-5 agree | "
         "min cosine | validation | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
@@ -253,6 +295,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for timing (default: 2)")
     p.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"timed calls per artifact (default {DEFAULT_ITERS})")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"untimed calls first (default {DEFAULT_WARMUP})")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                   help=f"round-robin timing rounds over all artifacts; the median of the round medians is reported "
+                   f"(default {DEFAULT_ROUNDS})")
     p.add_argument("--calibration", metavar="DIR", help="int8 calibration images (the digits model needs none)")
     p.add_argument("--calibration-samples", type=int, default=None, metavar="N", help="calibration images to use")
     p.add_argument("--force", action="store_true", help="replace a winner artifact already in --out")
@@ -269,7 +314,8 @@ def run(args: argparse.Namespace) -> int:
     with console.status("tuning") as status:
         report = tune(
             args.model, out, args.formats, args.precisions, threads=args.threads, calibration=args.calibration,
-            calibration_samples=args.calibration_samples, warmup=args.warmup, iters=args.iters, force=args.force,
+            calibration_samples=args.calibration_samples, warmup=args.warmup, iters=args.iters,
+            rounds=args.rounds, force=args.force,
             progress=lambda text: status.update(text),
         )
     if args.json:
