@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Subcommands whose converter/runtime output is captured: they load converters or runtimes
 #: and write their own progress and notices to ``args.capture.stderr``.
-QUIET_COMMANDS = ("export", "classify", "demo", "generate", "models")
+QUIET_COMMANDS = ("export", "classify", "demo", "generate", "models", "bench", "tune")
 
 
 def main(argv: list[str] | None = None) -> int:

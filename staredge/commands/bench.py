@@ -271,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
     if doc.results:
         write_reports(doc, args, console, outputs)
     if not doc.complete:
-        print("interrupted: the results measured so far were kept", file=sys.stderr)
+        print("interrupted: the results measured so far were kept",
+              file=getattr(getattr(args, "capture", None), "stderr", None) or sys.stderr)
         return 130
     return 0 if any(r.ok for r in doc.results) else 1

@@ -309,7 +309,8 @@ def run(args: argparse.Namespace) -> int:
     """Run :func:`tune`, print the table; 0 when an artifact passed and was timed, else 1."""
     from rich.console import Console
 
-    console = Console(stderr=True)
+    capture = getattr(args, "capture", None)
+    console = Console(file=capture.stderr) if capture is not None else Console(stderr=True)
     out = args.out or f"tune-{Path(str(args.model)).name}"
     with console.status("tuning") as status:
         report = tune(
