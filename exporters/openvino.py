@@ -73,11 +73,16 @@ def quantize_nncf(ov_model, calibration: np.ndarray, batch: int = 1):
     from staredge.exporters.quantize import batches
 
     items = batches(np.asarray(calibration, dtype=np.float32), batch)
+    import contextlib
     import logging
+    import sys
 
     previous = logging.getLogger("nncf").level
     logging.getLogger("nncf").setLevel(logging.ERROR)  # NNCF logs progress bars per statistic
     try:
-        return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items))
+        # NNCF's own progress bar writes to stdout, where a command's tables and JSON go:
+        # send it to stderr (the CLI's converter log)
+        with contextlib.redirect_stdout(sys.stderr):
+            return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items))
     finally:
         logging.getLogger("nncf").setLevel(previous)
