@@ -1,13 +1,16 @@
 """CoreML exporter of STAR language models: an ``.mlpackage`` ML Program of the decode graph.
 
-Two forms, one token per call:
+Two forms:
 
 * ``stateful=True`` (default): an iOS 18 stateful program, inputs ``input_ids`` and
   ``position`` (int32), one state ``state_<k>`` per spec entry, updated in place
   (``read_state`` / ``coreml_update_state``). coremltools accepts only fp16 states, so the
-  state is stored in fp16 while compute stays fp32 (the state is rounded after every step);
+  state is stored in fp16 while compute stays fp32 (the state is rounded after every call).
+  With ``prefill_chunk`` > 1 the package is a **multifunction** package: ``main`` (the
+  default function) takes T = 1 (decode), ``prefill`` takes T = ``prefill_chunk``; both
+  declare the same states and share one weight file (coremltools deduplicates the consts);
 * ``stateful=False``: the explicit iOS 16 form, ``past_*`` inputs / ``present_*`` outputs in
-  fp32 (names with underscores).
+  fp32 (names with underscores), one token per call.
 
 StarEdge runs both here with its MIL reference executor; Apple's runtime runs them on macOS.
 The format table names :func:`export_lm_coreml` as CoreML's ``lm_exporter``.
@@ -16,19 +19,23 @@ The format table names :func:`export_lm_coreml` as CoreML's ``lm_exporter``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from staredge.errors import ConfigError, require
-from staredge.exporters.lm_export import as_graph, conversion_error, lm_artifact_metadata
-from staredge.exporters.lm_graph import LMDecodeGraph
+from staredge.exporters.lm_export import as_graph, check_chunk, conversion_error, lm_artifact_metadata
+from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
 from staredge.metadata import METADATA_KEY
 
 
 #: Stored precisions of the stateful form's state (coremltools 9 accepts fp16 states only).
 STATE_PRECISIONS = ("fp16", "fp16x2")
+#: Function names of a multifunction (stateful, prefill_chunk > 1) package.
+DECODE_FUNCTION, PREFILL_FUNCTION = "main", "prefill"
 
 
 class _CoreMLStateful(torch.nn.Module):
@@ -81,9 +88,9 @@ def coreml_name(name: str) -> str:
 
 
 def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None = None, stateful: bool = True,
-                     name: str | None = None, force: bool = True, prefill_chunk: int = 1,
+                     name: str | None = None, force: bool = True, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
                      state_precision: str = "fp16") -> Path:
-    """Write a CoreML ``.mlpackage`` ML Program of the decode graph (one token per call).
+    """Write a CoreML ``.mlpackage`` ML Program of the decode graph.
 
     ``stateful=True``: an iOS 18 stateful program, inputs ``input_ids`` and ``position``
     (int32), one state ``state_<k>`` per spec entry, stored as **fp16** (coremltools requires
@@ -91,8 +98,10 @@ def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None 
     ``stateful=False``: the explicit form for iOS 16+, ``past_*`` inputs / ``present_*``
     outputs in fp32. ``state_precision="fp16x2"`` (stateful only) stores each state tensor as
     a pair of fp16 states (high and low part, ``state_<k>`` / ``state_<k>_lo``): fp32-class
-    accuracy for twice the fp16 state bytes. ``prefill_chunk`` is accepted for a uniform API; CoreML artifacts take
-    one token per call (prefill runs token by token; docs/lm-artifacts.md says why).
+    accuracy for twice the fp16 state bytes. Stateful with ``prefill_chunk`` > 1: a multifunction
+    package, ``main`` (default, T = 1) and ``prefill`` (T = ``prefill_chunk``) over the same
+    states and weights; the metadata's ``prefill_chunk`` records it. The explicit form takes
+    one token per call (its ``prefill_chunk`` is 1).
     """
     from staredge.exporters.coreml import _quiet_converter, _save_atomically
 
@@ -105,10 +114,12 @@ def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None 
         raise ConfigError(f"state_precision must be one of {', '.join(STATE_PRECISIONS)}, got {state_precision!r}")
     split = stateful and state_precision == "fp16x2"
     graph = as_graph(model, max_context)
+    chunk = check_chunk(graph, prefill_chunk) if stateful else 1
+    functions = {DECODE_FUNCTION: 1, PREFILL_FUNCTION: chunk} if chunk > 1 else {DECODE_FUNCTION: 1}
     target = "iOS18" if stateful else "iOS16"
     title = f"CoreML ({'iOS 18 stateful' + (', fp16x2 state' if split else '') if stateful else 'explicit iOS 16'})"
-    meta = lm_artifact_metadata(graph, "coreml", name, 1, {"coreml": {
-        "deployment_target": target, "stateful": stateful, "ids_dtype": "int32",
+    meta = lm_artifact_metadata(graph, "coreml", name, chunk, {"coreml": {
+        "deployment_target": target, "stateful": stateful, "ids_dtype": "int32", "functions": functions,
         "state_dtype": ("float16x2" if split else "float16") if stateful else "float32",
         "states": [f"state_{k}{tail}" for k in range(len(graph.spec)) for tail in ("", "_lo")[:1 + split]]
         if stateful else []}})
@@ -122,24 +133,15 @@ def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None 
                 st["dtype"] = "float16x2"
     if stateful:
         meta.lm["state_bytes"] = sum(s.numel * (4 if split else 2) for s in graph.spec)
-    ids = ct.TensorType("input_ids", shape=(1, 1), dtype=np.int32)
     pos = ct.TensorType("position", shape=(1,), dtype=np.int32)
-    ex = (torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32))
     with _quiet_converter() as log:
         try:
             if stateful:
-                module = _CoreMLStateful(graph, split=split).eval()
-                with torch.no_grad():
-                    program = torch.export.export(module, ex).run_decompositions({})
-                pipeline = ct.PassPipeline.DEFAULT
-                # coremltools 9's canonicalize_inplace_pattern fails on this graph (KeyError in
-                # insert_op_before); the program is valid without it.
-                pipeline.remove_passes({"common::canonicalize_inplace_pattern"})
-                mlmodel = ct.convert(program, inputs=[ids, pos], outputs=[ct.TensorType("logits")],
-                                     minimum_deployment_target=ct.target.iOS18, convert_to="mlprogram",
-                                     compute_precision=ct.precision.FLOAT32, skip_model_load=True,
-                                     pass_pipeline=pipeline)
+                programs = {fn: _convert_stateful(ct, graph, split, t, pos) for fn, t in functions.items()}
+                mlmodel = programs[DECODE_FUNCTION] if len(programs) == 1 else _multifunction(ct, programs)
             else:
+                ids = ct.TensorType("input_ids", shape=(1, 1), dtype=np.int32)
+                ex = (torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32))
                 module = _CoreMLExplicit(graph).eval()
                 full = ex + tuple(graph.zero_state())
                 with torch.no_grad():
@@ -154,7 +156,50 @@ def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None 
             raise conversion_error(graph, title, exc, log=log.getvalue(), model=meta.model) from exc
     mlmodel.short_description = f"STAR language model {meta.model}: decode graph (docs/lm-artifacts.md)"
     mlmodel.user_defined_metadata[METADATA_KEY] = meta.to_json()
-    return _save_atomically(mlmodel, path, force)
+    try:
+        return _save_atomically(mlmodel, path, force)
+    finally:
+        scratch = getattr(mlmodel, "_staredge_scratch", None)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-__all__ = ["export_lm_coreml", "coreml_name"]
+def _convert_stateful(ct, graph: LMDecodeGraph, split: bool, tokens: int, pos):
+    """The stateful ML Program of the graph at T = ``tokens`` (fp32 compute, fp16 states)."""
+    module = _CoreMLStateful(graph, split=split).eval()
+    ex = (torch.zeros(1, tokens, dtype=torch.int32), torch.zeros(1, dtype=torch.int32))
+    with torch.no_grad():
+        program = torch.export.export(module, ex).run_decompositions({})
+    pipeline = ct.PassPipeline.DEFAULT
+    # coremltools 9's canonicalize_inplace_pattern fails on this graph (KeyError in
+    # insert_op_before); the program is valid without it.
+    pipeline.remove_passes({"common::canonicalize_inplace_pattern"})
+    ids = ct.TensorType("input_ids", shape=(1, tokens), dtype=np.int32)
+    return ct.convert(program, inputs=[ids, pos], outputs=[ct.TensorType("logits")],
+                      minimum_deployment_target=ct.target.iOS18, convert_to="mlprogram",
+                      compute_precision=ct.precision.FLOAT32, skip_model_load=True, pass_pipeline=pipeline)
+
+
+def _multifunction(ct, programs: dict):
+    """One package holding every program of ``programs`` (name -> MLModel) as a function,
+    ``main`` the default; coremltools deduplicates their identical weights into one blob file.
+    Built in a scratch folder (removed by the caller after saving: ``_staredge_scratch``)."""
+    scratch = Path(tempfile.mkdtemp(prefix="staredge-coreml-mf-"))
+    try:
+        desc = ct.utils.MultiFunctionDescriptor()
+        for fn, mlmodel in programs.items():
+            single = scratch / f"{fn}.mlpackage"
+            mlmodel.save(str(single))
+            desc.add_function(str(single), src_function_name="main", target_function_name=fn)
+        desc.default_function_name = DECODE_FUNCTION
+        combined = scratch / "combined.mlpackage"
+        ct.utils.save_multifunction(desc, str(combined))
+        mlmodel = ct.models.MLModel(str(combined), skip_model_load=True)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    mlmodel._staredge_scratch = scratch
+    return mlmodel
+
+
+__all__ = ["export_lm_coreml", "coreml_name", "DECODE_FUNCTION", "PREFILL_FUNCTION"]

@@ -3,7 +3,10 @@
 Two forms (``lm.extra``/``metadata.extra["coreml"]["stateful"]``): the explicit one
 (``past_*`` inputs, ``present_*`` outputs) runs on :class:`MILExecutor` as it is; the iOS 18
 stateful one keeps fp16 ``state_<k>`` buffers that :class:`StatefulMILExecutor` binds by
-reference, so ``read_state`` / ``coreml_update_state`` read and write them in place. On
+reference, so ``read_state`` / ``coreml_update_state`` read and write them in place. A
+stateful package with ``prefill_chunk`` > 1 is a multifunction package: ``main`` (T = 1) and
+``prefill`` (T = ``prefill_chunk``); the stepper keeps the state arrays and hands them to
+whichever function runs (as an ``MLState`` belongs to the caller on Apple platforms). On
 macOS, Apple's runtime runs the same packages (``model.make_state()``,
 ``predict(..., state=state)``); it cannot run here. :class:`CoreMLTextBackend` (the
 text-generation backend) picks Apple's runtime (:class:`CoreMLAppleLM`) on macOS, this
@@ -62,8 +65,15 @@ class StatefulMILExecutor(MILExecutor):
         return {name: np.asarray(env[name]) for name in self.output_names}
 
 
+def _prefill_function(metadata) -> str | None:
+    """The name of the package's T = ``prefill_chunk`` function, if it has one."""
+    functions = metadata.extra.get("coreml", {}).get("functions", {})
+    return next((fn for fn, t in functions.items() if fn != "main" and int(t) > 1), None)
+
+
 class CoreMLReferenceLM(LMStepper):
-    """Decode stream over a CoreML LM package, one token per call, on the MIL executor."""
+    """Decode stream over a CoreML LM package on the MIL executor: ``main`` for one token,
+    the ``prefill`` function (multifunction packages) for a full chunk of ``prefill_chunk``."""
 
     flexible_tokens = False
 
@@ -72,6 +82,15 @@ class CoreMLReferenceLM(LMStepper):
         self.stateful = bool(self.metadata.extra.get("coreml", {}).get("stateful"))
         cls = StatefulMILExecutor if self.stateful else MILExecutor
         self.executor = cls(self.path, threads=threads)
+        prefill = _prefill_function(self.metadata) if self.prefill_chunk > 1 else None
+        if self.prefill_chunk > 1 and prefill is None:
+            raise ConfigError(f"{self.path.name}: prefill_chunk is {self.prefill_chunk} but the metadata names no "
+                              "prefill function; re-export the package")
+        #: The executor of the ``prefill`` function (same weights and state layout), or None.
+        self.prefill_executor = self.executor.for_function(prefill) if prefill else None
+        if self.prefill_executor is not None and self.stateful and \
+                self.prefill_executor.state_shapes != self.executor.state_shapes:
+            raise ConfigError(f"{self.path.name}: functions main and {prefill} declare different states; re-export it")
         self.states: dict[str, np.ndarray] = {}
 
     def reset(self) -> None:
@@ -84,7 +103,8 @@ class CoreMLReferenceLM(LMStepper):
     def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
         feed = {"input_ids": ids.astype(np.int32), "position": np.array([position], dtype=np.int32)}
         if self.stateful:
-            return self.executor.predict(feed, self.states)["logits"]
+            executor = self.prefill_executor if ids.shape[1] > 1 else self.executor
+            return executor.predict(feed, self.states)["logits"]
         feed.update({s["input"]: a for s, a in zip(self.state_spec, self.state)})
         out = self.executor.predict(feed)
         self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
@@ -97,13 +117,16 @@ class CoreMLReferenceLM(LMStepper):
 class CoreMLAppleLM(LMStepper):  # pragma: no cover - macOS only
     """Decode stream over a CoreML LM package on Apple's runtime: the stateful form keeps its
     state in an ``MLState`` (``model.make_state()``, one per stream); the explicit form passes
-    ``past_*`` arrays in and gets ``present_*`` back. One token per call."""
+    ``past_*`` arrays in and gets ``present_*`` back. A multifunction package's ``prefill``
+    function (``prefill_model``, loaded with ``function_name``) runs full chunks on the same
+    ``MLState``."""
 
     flexible_tokens = False
 
-    def __init__(self, path, model, metadata=None):  # noqa: D107 - ``model`` is a loaded MLModel
+    def __init__(self, path, model, metadata=None, prefill_model=None):  # noqa: D107 - loaded MLModels
         super().__init__(path, metadata)
         self.model = model
+        self.prefill_model = prefill_model
         self.stateful = bool(self.metadata.extra.get("coreml", {}).get("stateful"))
         self.ml_state = None
 
@@ -116,7 +139,8 @@ class CoreMLAppleLM(LMStepper):  # pragma: no cover - macOS only
     def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
         feed = {"input_ids": ids.astype(np.int32), "position": np.array([position], dtype=np.int32)}
         if self.stateful:
-            return np.asarray(self.model.predict(feed, state=self.ml_state)["logits"])
+            model = self.prefill_model if ids.shape[1] > 1 else self.model
+            return np.asarray(model.predict(feed, state=self.ml_state)["logits"])
         feed.update({s["input"]: a for s, a in zip(self.state_spec, self.state)})
         out = self.model.predict(feed)
         self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
@@ -153,8 +177,12 @@ class CoreMLTextBackend(TextBackend):
             _notify_reference_once()
         else:  # pragma: no cover - macOS only
             ct = require("coremltools", "coreml", "the CoreML backend")
-            model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[units]))
-            self._proto = CoreMLAppleLM(self.path, model, metadata=self._metadata)
+            unit = getattr(ct.ComputeUnit, COMPUTE_UNITS[units])
+            model = ct.models.MLModel(str(self.path), compute_units=unit)
+            prefill = _prefill_function(self._metadata) if int(self._metadata.lm["prefill_chunk"]) > 1 else None
+            prefill_model = (ct.models.MLModel(str(self.path), compute_units=unit, function_name=prefill)
+                             if prefill else None)
+            self._proto = CoreMLAppleLM(self.path, model, metadata=self._metadata, prefill_model=prefill_model)
             self.engine_name, self.device = "coreml", ("cpu" if units == "cpuOnly" else "apple")
 
     def new_stepper(self) -> LMStepper:

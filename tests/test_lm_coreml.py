@@ -1,6 +1,7 @@
 """CoreML LM artifacts (iOS 18 stateful with fp16 state, and the explicit past/present form),
 converted with coremltools and run by StarEdge's MIL executor (read_state / write_state),
-token by token vs PyTorch."""
+vs PyTorch. Stateful packages are multifunction: ``main`` (decode, T = 1) and ``prefill``
+(T = ``prefill_chunk``) over the same states and weights."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from _lm_cases import CONTEXT, MIXED, baseline, small_model
 from lm_helpers import assert_fp16_state_passes, export, export_and_check, shipped_fixture, validate_path
-from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, validate_lm
+from staredge.errors import ConfigError
+from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, prompt_ids, validate_lm
 from staredge.metadata import read_metadata
 from staredge.runtimes.lm import load_lm_artifact
 
@@ -26,8 +28,63 @@ def test_stateful_shipped_model(stateful):
     result = validate_lm(stepper, model, atol=FP16_STATE_ATOL, min_greedy=FP16_MIN_GREEDY)
     assert result["decode_steps"] >= 64 and result["max_abs_diff"] <= FP16_STATE_ATOL, result
     assert result["greedy_agree"] >= FP16_MIN_GREEDY and result["passed"], result
+    # the prompt went through the prefill function in chunks of 16; greedy is still 128/128
+    assert result["prefill_chunk"] == 16 and result["greedy_identical"], result
     # fp16 state costs accuracy: measurably more than the fp32 artifacts' 1e-5
     assert result["max_abs_diff"] > 1e-4
+
+
+def test_stateful_package_has_decode_and_prefill_functions(stateful):
+    """One package, two functions over the same states and one copy of the weights (prefill's
+    only blobs of its own are T-dependent constants, under 1% of the weight file)."""
+    import struct
+
+    from staredge.runtimes.mil_reference import BlobFile, load_model_spec
+
+    _, path = stateful
+    spec = load_model_spec(path)
+    assert sorted(spec.mlProgram.functions) == ["main", "prefill"] and spec.description.defaultFunctionName == "main"
+    meta = read_metadata(path)
+    assert meta.lm["prefill_chunk"] == 16 and meta.extra["coreml"]["functions"] == {"main": 1, "prefill": 16}
+    stepper = load_lm_artifact(path)
+    main, prefill = stepper.executor, stepper.prefill_executor
+    assert main.inputs["input_ids"].shape == (1, 1) and prefill.inputs["input_ids"].shape == (1, 16)
+    assert prefill.state_shapes == main.state_shapes and prefill._weights is main._weights
+    funcs = spec.mlProgram.functions
+    offsets = {fn: {op.attributes["val"].blobFileValue.offset
+                    for op in funcs[fn].block_specializations[funcs[fn].opset].operations
+                    if op.type == "const" and op.attributes["val"].WhichOneof("value") == "blobFileValue"}
+               for fn in ("main", "prefill")}
+    weights = BlobFile(path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin")
+    assert offsets["main"] <= offsets["prefill"] and len(offsets["main"] | offsets["prefill"]) == weights.count
+    own = sum(struct.unpack_from("<IIQ", weights._data, off)[2] for off in offsets["prefill"] - offsets["main"])
+    assert own < 0.01 * len(weights._data), own
+
+
+def test_stateful_chunked_prefill_equals_token_by_token(stateful):
+    """The 97-token validation prompt: 6 calls of the prefill function (16 tokens) + 1 decode
+    call, vs 97 decode calls; every logit row within the fp16-state tolerance, same argmax,
+    and both within it of PyTorch's parallel forward."""
+    import torch
+
+    model, path = stateful
+    ids = prompt_ids()
+    stepper = load_lm_artifact(path)
+    calls = []
+    run_prefill = stepper.prefill_executor.predict
+    stepper.prefill_executor.predict = lambda feed, states: calls.append(feed["input_ids"].shape) or run_prefill(feed, states)
+    chunked = stepper.prefill(ids)
+    assert calls == [(1, 16)] * (len(ids) // 16) and stepper.position == len(ids)
+    stepper.reset()
+    single = np.concatenate([stepper.step([t]) for t in ids])
+    diff = float(np.abs(chunked - single).max())
+    assert diff <= FP16_STATE_ATOL and (chunked.argmax(-1) == single.argmax(-1)).all(), diff
+    with torch.no_grad():
+        ref = model(torch.tensor([ids]))[0].float().numpy()
+    assert np.abs(chunked - ref).max() <= FP16_STATE_ATOL and np.abs(single - ref).max() <= FP16_STATE_ATOL
+    stepper.reset()
+    with pytest.raises(ConfigError, match="1 or 16 tokens"):
+        stepper.step(ids[:5])
 
 
 def test_stateful_metadata_and_reset(stateful):

@@ -199,3 +199,36 @@ def test_input_errors_are_clear(tmp_path):
 def test_not_a_package(tmp_path):
     with pytest.raises(MILProgramError, match="Manifest.json"):
         MILExecutor(tmp_path)
+
+
+def test_multifunction_package_runs_each_function_with_shared_weights(tmp_path):
+    """A two-function package (coremltools ``save_multifunction``: ``main`` on [1, 4], ``batch``
+    on [3, 4], same Linear weights): each function runs and matches PyTorch, the weight file
+    holds the weights once, and the executors of both functions share the weight arrays."""
+    import coremltools as ct
+
+    torch.manual_seed(3)
+    module = nn.Sequential(nn.Linear(4, 5), nn.GELU())
+    one = convert(module, (1, 4), tmp_path / "one.mlpackage")
+    three = convert(module, (3, 4), tmp_path / "three.mlpackage")
+    desc = ct.utils.MultiFunctionDescriptor()
+    desc.add_function(str(one), src_function_name="main", target_function_name="main")
+    desc.add_function(str(three), src_function_name="main", target_function_name="batch")
+    desc.default_function_name = "main"
+    ct.utils.save_multifunction(desc, str(tmp_path / "mf.mlpackage"))
+
+    main = MILExecutor(tmp_path / "mf.mlpackage")
+    assert main.function == "main" and main.functions == ["batch", "main"]
+    batch = main.for_function("batch")
+    assert batch.function == "batch" and batch.inputs["x"].shape == (3, 4) and main.inputs["x"].shape == (1, 4)
+    x = torch.randn(3, 4)
+    with torch.no_grad():
+        ref = module(x).numpy()
+    assert np.abs(batch.predict({"x": x.numpy()})["y"] - ref).max() <= FP32_TOL
+    assert np.abs(main.predict({"x": x[:1].numpy()})["y"] - ref[:1]).max() <= FP32_TOL
+    single = BlobFile(tmp_path / "one.mlpackage" / "Data" / "com.apple.CoreML" / "weights" / "weight.bin")
+    shared = BlobFile(tmp_path / "mf.mlpackage" / "Data" / "com.apple.CoreML" / "weights" / "weight.bin")
+    assert shared.count == single.count  # stored once, not once per function
+    assert batch._weights is main._weights and len(main._weights) == single.count
+    with pytest.raises(MILProgramError, match="no 'prefill' function"):
+        main.for_function("prefill")

@@ -48,17 +48,26 @@ class MILExecutor:
     Loading refuses a program that holds any op outside :data:`SUPPORTED_OPS` with
     :class:`UnsupportedOpError`. ``threads`` caps BLAS threads while predicting (default 1;
     None leaves numpy's setting).
+
+    A multifunction package (iOS 18) holds several functions; ``function`` names the one to
+    run (default ``main``), :attr:`functions` lists them, and :meth:`for_function` gives an
+    executor of another function of the same package that shares this one's parsed spec and
+    weight arrays (coremltools stores weights common to the functions once).
     """
 
-    def __init__(self, path: str | Path, threads: int | None = 1) -> None:
+    def __init__(self, path: str | Path, threads: int | None = 1, function: str = "main",
+                 _shared: "MILExecutor | None" = None) -> None:
         self.path = Path(path)
+        self.function = function
         #: BLAS threads while predicting (None: numpy's default). One thread is the default
         #: because the executor's GEMMs are small: on a busy machine multi-threaded OpenBLAS
         #: spends most of its time waiting (measured 30x slower on a loaded 2-core box).
         self.threads = threads
         _, mil_pb2 = proto_modules()
         self._mil_pb2 = mil_pb2
-        self.spec = load_model_spec(self.path)
+        self.spec = _shared.spec if _shared is not None else load_model_spec(self.path)
+        #: Weight arrays read from blob files, by (file, offset): shared across functions.
+        self._weights: dict[tuple, np.ndarray] = _shared._weights if _shared is not None else {}
         kind = self.spec.WhichOneof("Type")
         self.user_metadata: dict[str, str] = dict(self.spec.description.metadata.userDefined)
         self.model_name = self._model_name()
@@ -68,19 +77,22 @@ class MILExecutor:
                 f"ML Programs (convert_to='mlprogram') only"
             )
         program = self.spec.mlProgram
-        if "main" not in program.functions:
-            raise MILProgramError(f"{self.path} ({self.model_name}): the ML Program has no 'main' function")
-        func = program.functions["main"]
+        #: The program's function names (more than one in a multifunction package).
+        self.functions: list[str] = sorted(program.functions)
+        if function not in program.functions:
+            raise MILProgramError(f"{self.path} ({self.model_name}): the ML Program has no '{function}' function "
+                                  f"(it has: {', '.join(self.functions) or 'none'})")
+        func = program.functions[function]
         self.opset = func.opset
         if func.opset not in func.block_specializations:
-            raise MILProgramError(f"{self.path}: main has no block for its opset {func.opset!r}")
+            raise MILProgramError(f"{self.path}: {function} has no block for its opset {func.opset!r}")
         block = func.block_specializations[func.opset]
         self._ops = list(block.operations)
         self.output_names: list[str] = list(block.outputs)
         self.op_counts: Counter = Counter(op.type for op in self._ops)
         self._check_supported()
         self._spec_dir = model_spec_path(self.path).parent
-        self._blobs: dict[str, BlobFile] = {}
+        self._blobs: dict[str, BlobFile] = _shared._blobs if _shared is not None else {}
         self._program_inputs = {nv.name: nv.type for nv in func.inputs}
         self.inputs: dict[str, FeatureInfo] = self._describe_inputs()
         self.class_labels: list[Any] | None = None
@@ -101,6 +113,11 @@ class MILExecutor:
                       if op.type != "const" and not op.type.startswith("constexpr_")]
         self.predicted_feature_name = self.spec.description.predictedFeatureName or None
         self.probabilities_name = self.spec.description.predictedProbabilitiesName or None
+
+    def for_function(self, function: str) -> "MILExecutor":
+        """An executor (same class and threads) of another function of this package, sharing
+        the parsed spec, the blob files and the weight arrays already read."""
+        return type(self)(self.path, threads=self.threads, function=function, _shared=self)
 
     # ------------------------------------------------------------------ loading
 
@@ -188,7 +205,10 @@ class MILExecutor:
             if shape is None:
                 raise MILProgramError(f"{self.path}: a weight blob has no static shape")
             dtype = self._np_dtype(tt.dataType, "weight blob")
-            return self._blob(value.blobFileValue.fileName).read(int(value.blobFileValue.offset), shape, dtype)
+            key = (value.blobFileValue.fileName, int(value.blobFileValue.offset), tuple(shape), np.dtype(dtype).str)
+            if key not in self._weights:
+                self._weights[key] = self._blob(key[0]).read(key[1], shape, dtype)
+            return self._weights[key]
         if which != "immediateValue":
             raise MILProgramError(f"{self.path}: a value of kind {which!r} cannot be read")
         imm = value.immediateValue
@@ -351,6 +371,8 @@ class MILExecutor:
         return {
             "path": str(self.path),
             "model": self.model_name,
+            "function": self.function,
+            "functions": list(self.functions),
             "opset": self.opset,
             "inputs": {
                 n: {"kind": i.kind, "shape": list(i.shape), "color_space": i.color_space} for n, i in self.inputs.items()
