@@ -13,7 +13,7 @@ def add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-context", type=int, metavar="N",
                    help="language models: fixed context of the artifacts (default: the model's max_seq_len)")
     p.add_argument("--prefill-chunk", type=int, default=16, metavar="T",
-                   help="language models: tokens per prefill call (TFLite: the prefill signature's length)")
+                   help="language models: tokens per prefill call (ONNX: the validated chunk of its dynamic token axis; TFLite: the prefill signature's length; CoreML stateful: the prefill function's length)")
     p.add_argument("--dim", type=int, metavar="D", help="transformer_pp / striped_mamba: width (default 128)")
     p.add_argument("--depth", type=int, metavar="N", help="transformer_pp / striped_mamba: LIVs (default 10)")
     p.add_argument("--coreml-state", choices=("fp16", "fp16x2"), default="fp16",
