@@ -17,8 +17,8 @@ This module holds what they share: :func:`as_graph`, :func:`lm_artifact_metadata
 :func:`check_chunk`, the converter-failure wrapper :func:`conversion_error` (an
 :class:`LMExportError` that names the LIVs of the op the converter failed on), and the
 orchestration :func:`export_lm` (``staredge export``), which dispatches through the format
-table. The per-format names (``export_lm_onnx``, ``tflite_op_names``...) are still importable
-from here (resolved lazily).
+table. Each format's LM exporter is its own module (``onnx_lm``, ``openvino_lm``,
+``tflite_lm``, ``coreml_lm``), named by ``FormatSpec.lm_exporter``.
 """
 
 from __future__ import annotations
@@ -364,26 +364,6 @@ def read_state_bytes(path) -> int:
     return int(read_metadata(path).lm["state_bytes"])
 
 
-#: Names that moved to the per-format modules, still importable from here.
-_MOVED = {
-    "export_lm_onnx": "onnx_lm", "onnx_proto": "onnx_lm", "ONNX_OPSET": "onnx_lm",
-    "export_lm_openvino": "openvino_lm",
-    "export_lm_tflite": "tflite_lm", "tflite_op_names": "tflite_lm", "tflite_name": "tflite_lm",
-    "TFLITE_FORBIDDEN_OPS": "tflite_lm",
-    "export_lm_coreml": "coreml_lm", "coreml_name": "coreml_lm",
-}
-
-
-def __getattr__(name: str):
-    if name == "LM_FORMATS":
-        return lm_formats()
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"staredge.exporters.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["export_lm", "resolve_lm", "is_lm_source", "lm_formats", "LM_NAMES", "BASELINE_DEFAULTS",
            "lm_artifact_metadata", "as_graph", "check_chunk", "conversion_error", "failing_ops", "ops_by_liv",
-           "liv_classes", "LMExportError", "artifact_size", "TEXT_GENERATION", *_MOVED]
+           "liv_classes", "LMExportError", "artifact_size", "TEXT_GENERATION"]

@@ -12,8 +12,7 @@ too). :func:`staredge.generation.stream` drives them; ``Predictor.stream`` /
 This module holds what they share (:class:`TextBackend`, :class:`StepperSession`) and the
 PyTorch backend; each exported format's backend lives beside its stepper in the runtime's
 LM module (``runtimes/onnxruntime_lm.py``, ``openvino_lm.py``, ``litert_lm.py``,
-``coreml_lm.py``) and is named by the format table, so a new runtime is one module. The
-old names (``staredge.runtimes.text.OnnxRuntimeTextBackend``...) still resolve here.
+``coreml_lm.py``) and is named by the format table, so a new runtime is one module.
 The per-step work is the runtime-side steppers of :mod:`staredge.runtimes.lm` (the decode
 contract of ``docs/lm-artifacts.md``); what the backends add is what a server needs:
 
@@ -322,20 +321,3 @@ __all__ = [
     "is_text_module",
     "select_torch_device",
 ]
-
-
-#: Backends (and helpers) that moved to the runtimes' LM modules, still importable from here.
-_MOVED = {
-    "OnnxRuntimeTextBackend": "onnxruntime_lm", "OnnxRuntimeTextLM": "onnxruntime_lm", "lm_providers": "onnxruntime_lm",
-    "OpenVinoTextBackend": "openvino_lm", "OpenVinoTextLM": "openvino_lm",
-    "LiteRtTextBackend": "litert_lm", "LiteRtTextLM": "litert_lm",
-    "CoreMLTextBackend": "coreml_lm", "CoreMLAppleLM": "coreml_lm",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"staredge.runtimes.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

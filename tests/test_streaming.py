@@ -98,7 +98,8 @@ def test_greedy_equal_for_a_random_all_class_genome(tmp_path):
     """Every LIV class (attention, recurrences, convolutions, sharing) in one random genome."""
     sys.path.insert(0, str(ROOT / "tests"))
     from _lm_cases import all_classes_genome, small_model
-    from staredge.exporters.lm_export import export_lm_onnx, export_lm_openvino
+    from staredge.exporters.onnx_lm import export_lm_onnx
+    from staredge.exporters.openvino_lm import export_lm_openvino
     from staredge.runtimes import load_backend
 
     model = small_model(all_classes_genome(), seed=5, max_seq_len=96)
@@ -257,7 +258,8 @@ def test_cli_generate_artifact_prints_the_pytorch_text(artifacts, capsys):
 
 
 def test_gpu_selection_logic_without_a_gpu():
-    from staredge.runtimes.text import lm_providers, select_torch_device
+    from staredge.runtimes.onnxruntime_lm import lm_providers
+    from staredge.runtimes.text import select_torch_device
 
     cpu, cuda, trt = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
     assert lm_providers("auto", [cpu]) == [cpu]
@@ -277,7 +279,7 @@ def test_ort_text_backend_puts_state_on_the_device_when_cuda_is_listed(artifacts
     its state as device OrtValues; the allocation calls are recorded, not run."""
     import onnxruntime as ort
 
-    from staredge.runtimes import text
+    from staredge.runtimes.onnxruntime_lm import OnnxRuntimeTextBackend
 
     asked = {}
 
@@ -296,7 +298,7 @@ def test_ort_text_backend_puts_state_on_the_device_when_cuda_is_listed(artifacts
     monkeypatch.setattr(ort, "InferenceSession", FakeSession)
     monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy",
                         staticmethod(lambda a, device="cpu", idx=0: made.append(device) or ("ov", device)))
-    b = text.OnnxRuntimeTextBackend(artifacts["onnx"], device="auto")
+    b = OnnxRuntimeTextBackend(artifacts["onnx"], device="auto")
     assert asked["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"] and b.device == "cuda"
     stepper = b.new_stepper()
     n = len(stepper.state_spec)
@@ -375,15 +377,16 @@ def test_coreml_text_backend_streams_the_pytorch_text(tmp_path, shipped, capsys)
     the MIL reference executor off macOS, with the usual notice; greedy text as PyTorch's."""
     pytest.importorskip("coremltools")
     from staredge.cli import main
-    from staredge.exporters.lm_export import export_lm_coreml
-    from staredge.runtimes import load_backend, text
+    from staredge.exporters.coreml_lm import export_lm_coreml
+    from staredge.runtimes import load_backend
+    from staredge.runtimes.coreml_lm import CoreMLTextBackend
 
     ref_text, ref_ids = _greedy(shipped.model, n=120)
     for stateful in (False, True):
         path = export_lm_coreml(shipped.model, tmp_path / f"lm_{stateful}.mlpackage", max_context=CONTEXT,
                                 stateful=stateful, name="star_lm_pydoc")
         b = load_backend(path, threads=1)
-        assert isinstance(b, text.CoreMLTextBackend) and b.describe()["stateful"] is stateful
+        assert isinstance(b, CoreMLTextBackend) and b.describe()["stateful"] is stateful
         if sys.platform != "darwin":
             assert b.describe()["engine"] == "mil-reference"
         assert _greedy(b, n=120) == (ref_text, ref_ids)

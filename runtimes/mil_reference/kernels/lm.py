@@ -1,5 +1,5 @@
 """Kernels for the ops CoreML emits for STAR language-model decode graphs
-(``staredge.exporters.lm_export.export_lm_coreml``): running sums, selects, fills and
+(``staredge.exporters.coreml_lm.export_lm_coreml``): running sums, selects, fills and
 logical ops of the masked attention and the closed-form recurrence scan."""
 
 from __future__ import annotations
