@@ -393,3 +393,17 @@ def test_coreml_text_backend_streams_the_pytorch_text(tmp_path, shipped, capsys)
         assert b.open_streams == 0
     assert main(["generate", str(path), PROMPT, "--temperature", "0", "--max-new-tokens", "120"]) == 0
     assert capsys.readouterr().out.rstrip("\n") == (PROMPT + ref_text).rstrip("\n")
+
+
+def test_decode_vs_context_plot_is_written_atomically(tmp_path):
+    """The LM bench plot (from the committed results) lands as a PNG under its final name,
+    with no temporary file left beside it."""
+    import json
+
+    from staredge.bench.generate import plot_decode_vs_context
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "docs" / "lm-bench-results.json").read_text("utf-8"))
+    out = plot_decode_vs_context(doc, tmp_path / "plots" / "ctx.png")
+    assert out == tmp_path / "plots" / "ctx.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in out.parent.iterdir()] == ["ctx.png"]

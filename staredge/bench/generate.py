@@ -351,11 +351,12 @@ def plot_decode_vs_context(doc: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    from staredge.fileio import atomic_write_with
+
+    try:
+        return atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def run_cli(args: Any) -> int:
