@@ -71,11 +71,32 @@ def _prefill_function(metadata) -> str | None:
     return next((fn for fn, t in functions.items() if fn != "main" and int(t) > 1), None)
 
 
-class CoreMLReferenceLM(LMStepper):
-    """Decode stream over a CoreML LM package on the MIL executor: ``main`` for one token,
-    the ``prefill`` function (multifunction packages) for a full chunk of ``prefill_chunk``."""
+class _CoreMLStepper(LMStepper):
+    """What both CoreML engines share: the feed (int32 ids and position), the stateful form
+    (state kept by the engine, ``prefill`` function for a full chunk) and the explicit form
+    (``past_*`` in, ``present_*`` out). Subclasses say how one call runs."""
 
     flexible_tokens = False
+
+    def _predict_stateful(self, prefill: bool, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _predict(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
+        feed = {"input_ids": ids.astype(np.int32), "position": np.array([position], dtype=np.int32)}
+        if self.stateful:
+            return np.asarray(self._predict_stateful(ids.shape[1] > 1, feed)["logits"])
+        feed.update({s["input"]: a for s, a in zip(self.state_spec, self.state)})
+        out = self._predict(feed)
+        self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
+        return np.asarray(out["logits"])
+
+
+class CoreMLReferenceLM(_CoreMLStepper):
+    """Decode stream over a CoreML LM package on the MIL executor: ``main`` for one token,
+    the ``prefill`` function (multifunction packages) for a full chunk of ``prefill_chunk``."""
 
     def __init__(self, path: str | Path, threads: int | None = 1, metadata=None) -> None:
         super().__init__(path, metadata)
@@ -100,28 +121,23 @@ class CoreMLReferenceLM(LMStepper):
             self.states = self.executor.new_states()
             self.state = []
 
-    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
-        feed = {"input_ids": ids.astype(np.int32), "position": np.array([position], dtype=np.int32)}
-        if self.stateful:
-            executor = self.prefill_executor if ids.shape[1] > 1 else self.executor
-            return executor.predict(feed, self.states)["logits"]
-        feed.update({s["input"]: a for s, a in zip(self.state_spec, self.state)})
-        out = self.executor.predict(feed)
-        self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
-        return out["logits"]
+    def _predict_stateful(self, prefill: bool, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        executor = self.prefill_executor if prefill else self.executor
+        return executor.predict(feed, self.states)
+
+    def _predict(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        return self.executor.predict(feed)
 
 
 # ------------------------------------------------------------------ text generation
 
 
-class CoreMLAppleLM(LMStepper):  # pragma: no cover - macOS only
+class CoreMLAppleLM(_CoreMLStepper):  # pragma: no cover - macOS only
     """Decode stream over a CoreML LM package on Apple's runtime: the stateful form keeps its
     state in an ``MLState`` (``model.make_state()``, one per stream); the explicit form passes
     ``past_*`` arrays in and gets ``present_*`` back. A multifunction package's ``prefill``
     function (``prefill_model``, loaded with ``function_name``) runs full chunks on the same
     ``MLState``."""
-
-    flexible_tokens = False
 
     def __init__(self, path, model, metadata=None, prefill_model=None):  # noqa: D107 - loaded MLModels
         super().__init__(path, metadata)
@@ -136,15 +152,12 @@ class CoreMLAppleLM(LMStepper):  # pragma: no cover - macOS only
             self.ml_state = self.model.make_state()
             self.state = []
 
-    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
-        feed = {"input_ids": ids.astype(np.int32), "position": np.array([position], dtype=np.int32)}
-        if self.stateful:
-            model = self.prefill_model if ids.shape[1] > 1 else self.model
-            return np.asarray(model.predict(feed, state=self.ml_state)["logits"])
-        feed.update({s["input"]: a for s, a in zip(self.state_spec, self.state)})
-        out = self.model.predict(feed)
-        self.state = [np.asarray(out[s["output"]], dtype=np.float32) for s in self.state_spec]
-        return np.asarray(out["logits"])
+    def _predict_stateful(self, prefill: bool, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        model = self.prefill_model if prefill else self.model
+        return model.predict(feed, state=self.ml_state)
+
+    def _predict(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        return self.model.predict(feed)
 
     def release(self) -> None:
         self.ml_state, self.state = None, []
