@@ -89,10 +89,12 @@ def _parse_list(text: str | list[str] | tuple[str, ...] | None, choices: tuple[s
 
 
 def _timeable(fmt: str) -> str:
-    """'' when this machine can time ``fmt`` with its deployment runtime, else why not."""
-    if fmt == "coreml" and platform.system() != "Darwin":
-        return "not timed: no Apple runtime here (validated on the MIL reference executor)"
-    return ""
+    """'' when this machine can time ``fmt`` with its deployment runtime, else why not (the
+    runtime's own :meth:`~staredge.formats.RuntimeSpec.timing_refusal`)."""
+    from staredge.formats import runtime_for_format
+
+    reason = runtime_for_format(fmt).timing_refusal()
+    return f"not timed: {reason}" if reason else ""
 
 
 def time_artifact(path: str, runtime: str, input_size: tuple[int, ...], threads: int,
