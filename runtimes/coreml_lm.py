@@ -26,6 +26,7 @@ from staredge.errors import ConfigError, DeviceError, require
 from staredge.runtimes.lm import LMStepper
 from staredge.runtimes.text import TextBackend, _threads
 from staredge.runtimes.mil_reference import MILExecutor
+from staredge.runtimes.mil_reference.errors import MILInputError
 from staredge.runtimes.mil_reference.dtypes import tensor_shape
 
 
@@ -56,7 +57,7 @@ class StatefulMILExecutor(MILExecutor):
     def predict(self, inputs: dict[str, Any], states: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run once; ``states`` (from :meth:`new_states`) are read and updated in place."""
         if states is None or set(states) != set(self.state_shapes):
-            raise ValueError(f"{self.path.name} needs its states {sorted(self.state_shapes)}; use new_states()")
+            raise MILInputError(f"{self.path.name} needs its states {sorted(self.state_shapes)}; use new_states()")
         env: dict[str, Any] = {name: self._input_array(info, inputs[name]) for name, info in self.inputs.items()}
         env.update(states)  # by reference: coreml_update_state writes these arrays
         env.update(self._consts)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from staredge.runtimes.mil_reference.errors import MILProgramError
 from staredge.runtimes.mil_reference.kernels.base import REQUIRED, Args, kernel
 
 
@@ -78,7 +79,7 @@ def _store(state: Any, value: Any) -> np.ndarray:
     reference), rounded to the state's dtype."""
     value = np.asarray(value)
     if not isinstance(state, np.ndarray) or state.shape != value.shape:
-        raise ValueError(f"state of shape {getattr(state, 'shape', None)} cannot take a value of shape {value.shape}")
+        raise MILProgramError(f"state of shape {getattr(state, 'shape', None)} cannot take a value of shape {value.shape}")
     state[...] = value.astype(state.dtype)
     return value
 
