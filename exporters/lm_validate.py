@@ -31,6 +31,10 @@ FP16_MIN_GREEDY = 32
 GREEDY_TOKENS = 128
 #: Decode steps the validation needs at least.
 MIN_DECODE_STEPS = 64
+#: Bytes of English the validation prompt holds at least.
+MIN_PROMPT_BYTES = 64
+#: The smallest context an artifact can be validated at: BOS, the prompt, the decode steps.
+MIN_CONTEXT = 1 + MIN_PROMPT_BYTES + MIN_DECODE_STEPS
 
 
 def validation_prompt() -> bytes:
@@ -38,8 +42,8 @@ def validation_prompt() -> bytes:
     model's training text in ``staredge/data/star_lm_pydoc.json``."""
     doc = json.loads(resources.files("staredge.data").joinpath("star_lm_pydoc.json").read_text("utf-8"))
     text = doc["info"]["trained_on"].encode("utf-8")
-    if len(text) < 64:  # pragma: no cover - the shipped file holds 97 bytes
-        raise ConfigError("the shipped validation prompt is shorter than 64 bytes")
+    if len(text) < MIN_PROMPT_BYTES:  # pragma: no cover - the shipped file holds 97 bytes
+        raise ConfigError(f"the shipped validation prompt is shorter than {MIN_PROMPT_BYTES} bytes")
     return text
 
 
@@ -94,11 +98,19 @@ def validate_lm(stepper, model, ids: list[int] | None = None, new_tokens: int = 
     all) identical to PyTorch's. Rows after the first differing token are not compared (the
     inputs differ from there on).
     """
-    ids = prompt_ids() if ids is None else list(ids)
+    if ids is None:
+        # the shipped prompt, cut (never below 64 bytes) so that a small context still
+        # leaves MIN_DECODE_STEPS decode steps after it
+        room = stepper.max_context - 1 - MIN_DECODE_STEPS
+        ids = prompt_ids(validation_prompt()[:max(MIN_PROMPT_BYTES, room)])
+    else:
+        ids = list(ids)
     new_tokens = min(int(new_tokens), stepper.max_context - len(ids) + 1)
     if new_tokens - 1 < MIN_DECODE_STEPS:
         raise ConfigError(f"max_context {stepper.max_context} leaves {new_tokens - 1} decode steps after a "
-                          f"{len(ids)}-token prompt; validation needs {MIN_DECODE_STEPS}")
+                          f"{len(ids)}-token prompt; validation needs a prompt of at least {MIN_PROMPT_BYTES} "
+                          f"bytes and {MIN_DECODE_STEPS} decode steps, so --max-context must be at least "
+                          f"{MIN_CONTEXT}")
     start = time.perf_counter()
     ref_tokens, ref_logits = reference(model, ids, new_tokens)
     record: list[np.ndarray] = []
@@ -126,4 +138,4 @@ def validate_lm(stepper, model, ids: list[int] | None = None, new_tokens: int = 
     }
 
 
-__all__ = ["FP16_STATE_ATOL", "FP16_MIN_GREEDY", "validate_lm", "GraphStepper", "validation_prompt", "prompt_ids", "reference", "FP32_ATOL", "GREEDY_TOKENS"]
+__all__ = ["MIN_CONTEXT", "MIN_DECODE_STEPS", "MIN_PROMPT_BYTES", "FP16_STATE_ATOL", "FP16_MIN_GREEDY", "validate_lm", "GraphStepper", "validation_prompt", "prompt_ids", "reference", "FP32_ATOL", "GREEDY_TOKENS"]

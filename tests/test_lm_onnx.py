@@ -92,3 +92,17 @@ def test_stream_refuses_to_run_past_the_context(tmp_path):
         stepper.step([0])
     stepper.reset()
     assert stepper.position == 0 and stepper.step([1]).shape == (1, 259)
+
+
+def test_small_context_validates_with_a_shortened_prompt(tmp_path):
+    """The shipped prompt is cut (never below 64 bytes) so that a small context still gets 64
+    decode steps; below the smallest such context the error says which --max-context works."""
+    from staredge.exporters.lm_export import export_lm
+    from staredge.exporters.lm_validate import MIN_CONTEXT
+
+    assert MIN_CONTEXT == 129
+    (ok,) = export_lm("star_lm_pydoc", ["onnx"], tmp_path / "ok", max_context=MIN_CONTEXT)
+    assert ok["passed"] is True and ok["error"] is None
+    (short,) = export_lm("star_lm_pydoc", ["onnx"], tmp_path / "short", max_context=MIN_CONTEXT - 1)
+    assert short["passed"] is False
+    assert "--max-context must be at least 129" in short["error"]
