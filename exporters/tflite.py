@@ -92,15 +92,10 @@ def quantize_static_int8(flatbuffer: bytes, calibration: np.ndarray, batch: int 
     input_name = inputs[0]
     data = {key: [{input_name: x} for x in batches(np.asarray(calibration, dtype=np.float32), batch)]}
     quantizer = aeq.Quantizer(bytearray(flatbuffer), _float_io_int8_recipe(aeq))
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the calibration progress bar would break the CLI's display
-    try:
-        result = quantizer.quantize(quantizer.calibrate(data), enable_progress_report=False, enable_progress_bar=False)
-    finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+    # calibrate() draws its own tqdm bar on stderr (no option turns it off); the CLI's
+    # converter capture (staredge.quiet) sends it to the log
+    result = quantizer.quantize(quantizer.calibrate(data, num_threads=os.cpu_count() or 1),
+                                enable_progress_report=False, enable_progress_bar=False)
     return bytes(result.quantized_model)
 
 
