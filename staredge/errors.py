@@ -80,9 +80,55 @@ class ArtifactError(StarEdgeError):
     """An artifact cannot be loaded: missing, truncated, corrupt or not what its suffix says."""
 
 
+class MetadataError(StarEdgeError):
+    """An artifact has no StarEdge metadata, it cannot be parsed, or it disagrees with the
+    artifact itself (a language model's ``lm`` section is checked against the graph's real
+    inputs and outputs at load). The message names the field, its value and what the graph
+    says. (Defined here so that every layer can raise it; ``staredge.metadata.MetadataError``
+    is the same class.)"""
+
+
+class InferenceError(StarEdgeError, RuntimeError):
+    """A runtime failed while running a loaded artifact (its own exception is chained as
+    ``__cause__``); the message names the runtime and the artifact."""
+
+
 class CheckpointNotFoundError(UnknownModelError, CheckpointError):
     """A model was named by a checkpoint path (``x.pth``, ``dir/x``) that does not exist.
 
     Both an :class:`UnknownModelError` (it is not a registered name either) and a
     :class:`CheckpointError`, so code catching either keeps working.
     """
+
+
+class HFCheckpointError(CheckpointError):
+    """A Hugging Face model folder cannot be imported: a missing or truncated file, a pickle
+    ``.bin`` instead of safetensors, a broken shard index, or a config StarEdge cannot map.
+
+    The message names the file (and the tensor, for :class:`TensorMismatchError`).
+    """
+
+
+class UnsupportedArchitectureError(HFCheckpointError, ConfigError):
+    """A Hugging Face ``config.json`` names a ``model_type`` that StarEdge has no mapping for."""
+
+
+class TensorMismatchError(HFCheckpointError):
+    """A checkpoint tensor is missing, unexpected, or has the wrong shape or dtype.
+
+    ``tensor`` is the checkpoint name of the first offending tensor, ``file`` the file it is
+    in (or should be in).
+    """
+
+    def __init__(self, message: str, tensor: str | None = None, file: str | None = None) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+        self.file = file
+
+
+class TokenizerError(ConfigError):
+    """A tokenizer cannot be loaded or does not fit its model (size, special tokens)."""
+
+
+class ChatTemplateError(ConfigError):
+    """A model has no chat template, or its template fails to render the given messages."""

@@ -179,57 +179,7 @@ def validate_stream_args(prompt: Any, max_new_tokens: Any, seed: Any, stop: Any,
 # --------------------------------------------------------------------------------------
 
 
-class IncrementalUTF8Decoder:
-    """Turns byte tokens into text one token at a time, never emitting half a character.
-
-    A multi-byte UTF-8 character is held back until its last byte arrives. Bytes that can
-    never form a valid character become U+FFFD as soon as that is certain; an incomplete
-    character still pending when the stream ends becomes U+FFFD in :meth:`flush`.
-    Special tokens (BOS/EOS/PAD) produce no text.
-    """
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, token_id: int) -> str:
-        """Add one token; return the text that became complete (possibly ``""``)."""
-        token_id = int(token_id)
-        if token_id in SPECIAL_IDS:
-            return ""
-        if not 0 <= token_id < 256:
-            raise ConfigError(f"token id {token_id} is outside the byte vocabulary (0..{VOCAB_SIZE - 1})")
-        return self._decoder.decode(bytes((token_id,)))
-
-    def flush(self) -> str:
-        """End the stream: return the replacement for any incomplete trailing character."""
-        return self._decoder.decode(b"", final=True)
-
-    @property
-    def pending_bytes(self) -> int:
-        """Number of bytes held back because they start a character not yet complete."""
-        return len(self._decoder.getstate()[0])
-
-
-class ByteTokenizer:
-    """Byte-level tokenizer: UTF-8 bytes are token ids 0..255; BOS=256, EOS=257, PAD=258."""
-
-    bos_id = BOS_ID
-    eos_id = EOS_ID
-    pad_id = PAD_ID
-    vocab_size = VOCAB_SIZE
-
-    def encode(self, text: str | bytes, add_bos: bool = True) -> list[int]:
-        """Token ids of ``text`` (UTF-8 bytes), preceded by BOS unless ``add_bos=False``."""
-        data = text if isinstance(text, (bytes, bytearray)) else str(text).encode("utf-8")
-        return ([BOS_ID] if add_bos else []) + list(data)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``: special tokens are skipped, invalid UTF-8 becomes U+FFFD."""
-        return bytes(int(i) for i in ids if int(i) not in SPECIAL_IDS).decode("utf-8", errors="replace")
-
-    def decoder(self) -> IncrementalUTF8Decoder:
-        """A fresh incremental decoder for one stream."""
-        return IncrementalUTF8Decoder()
+from staredge.tokenizer import ByteTokenizer, IncrementalUTF8Decoder  # noqa: E402  (moved; re-exported)
 
 
 # --------------------------------------------------------------------------------------
