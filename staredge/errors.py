@@ -55,6 +55,11 @@ class ArtifactExistsError(ConfigError, FileExistsError):
     """An output (artifact, report, results file) exists and overwriting was not requested."""
 
 
+class OutputPathError(ConfigError, OSError):
+    """A file or folder StarEdge was asked to write cannot be written there (``/proc/x``, a
+    read-only folder, a file where a folder must be); the message names the path."""
+
+
 class DeviceError(ConfigError):
     """The requested device (CUDA, TensorRT, an OpenVINO GPU, Apple hardware) is not available
     to this runtime or on this machine. The one device error of the package."""

@@ -11,7 +11,20 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from staredge.errors import ArtifactExistsError
+from staredge.errors import ArtifactExistsError, ConfigError, OutputPathError
+
+
+def _temporary_beside(target: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file in ``target``'s folder (created if missing); a place that cannot be
+    written (``/proc/x``, a read-only folder, a file in the way) is an :class:`OutputPathError`
+    naming ``target``."""
+    if target.is_dir() and not target.is_symlink():
+        raise OutputPathError(f"{target} is a folder; give a file name to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise OutputPathError(f"cannot write {target}: {exc.strerror or exc}; choose a place you can write to") from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = True) -> Path:
@@ -23,8 +36,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = True)
     target = Path(path)
     if target.exists() and not force:
         raise ArtifactExistsError(f"{target} exists; pass force=True (--force) to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = _temporary_beside(target, ".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -55,8 +67,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None], fo
     target = Path(path)
     if target.exists() and not force:
         raise ArtifactExistsError(f"{target} exists; pass force=True (--force) to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    fd, tmp = _temporary_beside(target, suffix)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -80,3 +91,50 @@ def replace_folder_or_file(staged: Path, final: Path, scratch: Path) -> None:
             raise
     else:
         os.replace(staged, final)
+
+
+# Checks of the files and folders a command will write, made before it does any work: a
+# command that exported for minutes and then could not write its report (a path under /proc,
+# a folder that is a file) used to end in a traceback; one that silently replaced an existing
+# report lost data.
+
+
+def _first_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """``path`` as a folder this process can write into (created if missing), else ConfigError."""
+    p = Path(path)
+    try:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{flag} {p} is a file, not a folder; give a folder to write into")
+        base = _first_existing(p)
+        if base != p and not base.is_dir():
+            raise ConfigError(f"{flag} {p}: {base} is a file, so no folder can be created below it")
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".staredge-probe-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise OutputPathError(f"{flag} {p}: cannot write there ({reason}); choose a folder you can write to") from exc
+    return p
+
+
+def check_output_file(path: str | os.PathLike, force: bool, flag: str = "--report") -> Path:
+    """``path`` as a file this process may write: its folder is writable (created if missing)
+    and it does not exist yet unless ``force`` (ArtifactExistsError: nothing is overwritten)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {p} is a folder; give a file name, e.g. {p / 'report.json'}")
+    if (p.exists() or p.is_symlink()) and not force:
+        raise ArtifactExistsError(f"{flag} {p} already exists; nothing was done. Pass --force to overwrite it, "
+                                  f"or choose another file")
+    check_output_folder(p.parent if str(p.parent) else Path("."), flag=f"{flag} folder")
+    return p
