@@ -53,6 +53,18 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: Most bytes of a pickle stream read to name the object a refused checkpoint needs.
 _SCAN_LIMIT = 64 << 20
 
+#: Size caps on a zip checkpoint (``torch.save``'s layout), checked in the archive's directory
+#: before torch reads it: torch inflates every entry to its declared size, so a 1.5 MB file of
+#: deflated zeros became 1.77 GB of memory before any other check (issue 23). ``torch.save``
+#: stores entries uncompressed (a real checkpoint inflates about 1:1), so the declared total
+#: may be at most :data:`MAX_ARCHIVE_INFLATION` times the file size, or
+#: :data:`MIN_ARCHIVE_CAP` when that is larger (small re-zipped files stay loadable).
+MAX_ARCHIVE_INFLATION = 16
+MIN_ARCHIVE_CAP = 64 << 20
+#: With a model to load into (:func:`load_checkpoint`), the declared total may also be at most
+#: this many times the model's own state (weights + EMA copy + optimizer moments fit easily).
+MAX_MODEL_FACTOR = 8
+
 
 def _is_safetensors(path: Path) -> bool:
     if path.suffix in _SAFETENSORS_SUFFIXES:
@@ -63,12 +75,14 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """Read the tensors of a checkpoint file without building a model.
 
     Accepts safetensors, a plain state_dict saved with ``torch.save`` and training
     checkpoints that nest the weights (``state_dict``/``model``/...). Strips a leading
-    ``module.`` (DataParallel) from every key.
+    ``module.`` (DataParallel) from every key. A zip checkpoint whose entries declare more
+    bytes than :func:`archive_cap` allows (a compression bomb), or more than ``max_bytes``
+    when given, is refused from its directory before anything is inflated.
     """
     path = _as_path(path)
     st = _stat_checkpoint(path)
@@ -88,8 +102,41 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"cannot read safetensors file {path}: it is damaged or not a "
                                   f"safetensors file ({exc})") from exc
     else:
+        check_archive_sizes(path, st.st_size, max_bytes)
         sd = _torch_load_safe(path)
     return _strip_prefix(sd, "module.")
+
+
+def archive_cap(file_size: int, max_bytes: int | None = None) -> int:
+    """The most bytes a zip checkpoint of ``file_size`` bytes may declare (see
+    :data:`MAX_ARCHIVE_INFLATION`, :data:`MIN_ARCHIVE_CAP`; ``max_bytes`` lowers it)."""
+    cap = max(MIN_ARCHIVE_CAP, MAX_ARCHIVE_INFLATION * int(file_size))
+    return cap if max_bytes is None else min(cap, max(int(max_bytes), 1))
+
+
+def check_archive_sizes(path: Path, file_size: int, max_bytes: int | None = None) -> None:
+    """Refuse a zip checkpoint whose directory declares more uncompressed bytes than
+    :func:`archive_cap` allows, before torch inflates anything (:class:`CheckpointError`).
+    Not a zip archive (legacy ``torch.save``, raw pickle): nothing to check here, the file's
+    own size bounds what it holds."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, RuntimeError):
+        return  # a damaged directory: torch's reader reports it as a damaged checkpoint
+    declared = sum(max(int(i.file_size), 0) for i in infos)
+    cap = archive_cap(file_size, max_bytes)
+    if declared > cap:
+        why = (f"MAX_ARCHIVE_INFLATION={MAX_ARCHIVE_INFLATION}x the file's {file_size:,} bytes, at least "
+               f"MIN_ARCHIVE_CAP={MIN_ARCHIVE_CAP >> 20} MiB")
+        if max_bytes is not None and cap == max(int(max_bytes), 1):
+            why = f"MAX_MODEL_FACTOR={MAX_MODEL_FACTOR}x the model's own weights, at least {MIN_ARCHIVE_CAP >> 20} MiB"
+        raise CheckpointError(
+            f"refused to load {path}: its zip entries declare {declared:,} uncompressed bytes, over the cap of "
+            f"{cap:,} ({why}); it is a compression bomb or not a checkpoint for this model. Nothing was "
+            f"inflated. Re-save the weights with torch.save(state_dict) or as safetensors")
 
 
 def _as_path(path) -> Path:
@@ -339,13 +386,16 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, drop_head: boo
                     allow_non_finite: bool = False) -> nn.Module:
     """Load a checkpoint file into ``model`` (see :func:`read_state_dict`, :func:`load_state_dict`).
 
-    Records the file's SHA-256 on ``model.checkpoint_sha256`` (exporters embed it).
+    Records the file's SHA-256 on ``model.checkpoint_sha256`` (exporters embed it). A zip
+    checkpoint may declare at most :data:`MAX_MODEL_FACTOR` times the model's own state
+    (and :data:`MIN_ARCHIVE_CAP` at least) before it is read.
     Raises :class:`~staredge.errors.ConfigError` when ``path`` is not a path.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"load_checkpoint needs a torch.nn.Module to load into, got {type(model).__name__}")
     path = _as_path(path)
-    sd = read_state_dict(path)
+    own = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    sd = read_state_dict(path, max_bytes=max(MIN_ARCHIVE_CAP, MAX_MODEL_FACTOR * own))
     load_state_dict(model, sd, drop_head=drop_head, allow_non_finite=allow_non_finite)
     model.checkpoint_sha256 = file_sha256(path)
     return model

@@ -184,3 +184,80 @@ def test_pickled_code_is_refused_through_every_entry_point(tmp_path):
         assert isinstance(exc, UnsafeCheckpointError) or isinstance(exc.__cause__, UnsafeCheckpointError), name
     assert not marker.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.onnx"))
+
+
+# ----------------------------------------------------------------------------- issue 23: size caps
+
+
+def _deflated_zip_checkpoint(path: Path, state: dict) -> Path:
+    """``torch.save(state)`` re-zipped with every entry deflated (zeros shrink ~1000x)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(path, "w") as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def test_deflated_zip_bomb_is_refused_before_torch_inflates_it(tmp_path, monkeypatch):
+    import staredge.models.checkpoint as C
+
+    monkeypatch.setattr(C, "MIN_ARCHIVE_CAP", 1 << 20)  # a 1 MiB floor: the 8 MB of zeros is a bomb
+    bomb = _deflated_zip_checkpoint(tmp_path / "bomb.pth.tar", {"w": torch.zeros(2_000_000)})
+    assert bomb.stat().st_size < 64 << 10
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or {})
+    with pytest.raises(CheckpointError, match="compression bomb") as info:
+        read_state_dict(bomb)
+    assert str(bomb) in str(info.value) and "8,00" in str(info.value) and "MAX_ARCHIVE_INFLATION" in str(info.value)
+    assert calls == []  # refused from the zip directory: torch.load never ran
+    monkeypatch.undo()
+    # the same weights saved by torch.save (entries stored, about 1:1) load under the same cap
+    monkeypatch.setattr(C, "MIN_ARCHIVE_CAP", 1 << 20)
+    plain = tmp_path / "plain.pth"
+    torch.save({"w": torch.zeros(2_000_000)}, plain)
+    assert read_state_dict(plain)["w"].shape == (2_000_000,)
+
+
+def test_a_lying_zip_directory_is_refused_without_allocating(tmp_path):
+    """The issue's case: a small file whose entries claim 1.77 GB (here the directory lies)."""
+    import struct
+    import zipfile
+
+    path = tmp_path / "liar.pth.tar"
+    torch.save({"w": torch.ones(4)}, path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        target = max(zf.infolist(), key=lambda i: i.file_size)
+    # central directory entry: signature PK\1\2, uncompressed size at +24
+    pos = 0
+    while True:
+        pos = data.index(b"PK\x01\x02", pos)
+        name_len = struct.unpack_from("<H", data, pos + 28)[0]
+        if data[pos + 46 : pos + 46 + name_len].decode() == target.filename:
+            break
+        pos += 4
+    struct.pack_into("<I", data, pos + 24, 1_770_000_000)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"1,770,0\d\d,\d\d\d uncompressed bytes"):
+        read_state_dict(path)
+
+
+def test_load_checkpoint_caps_the_archive_by_the_models_own_size(tmp_path, monkeypatch):
+    import staredge.models.checkpoint as C
+
+    monkeypatch.setattr(C, "MIN_ARCHIVE_CAP", 1 << 10)
+    model = torch.nn.Linear(4, 4)
+    # a deflated 4 MB extra tensor: within the file-size cap (16x of a 4 MB-inflating ~5 KB file
+    # fails too, so raise the inflation cap to isolate the model rule)
+    monkeypatch.setattr(C, "MAX_ARCHIVE_INFLATION", 10**6)
+    state = {"weight": torch.zeros(4, 4), "bias": torch.zeros(4), "junk": torch.zeros(1_000_000)}
+    path = _deflated_zip_checkpoint(tmp_path / "linear.pth", state)
+    with pytest.raises(CheckpointError, match="MAX_MODEL_FACTOR"):
+        load_checkpoint(model, path)
+    ok = _deflated_zip_checkpoint(tmp_path / "ok.pth", {"weight": torch.ones(4, 4), "bias": torch.ones(4)})
+    assert float(load_checkpoint(model, ok).weight.sum()) == 16.0
