@@ -1,282 +1,20 @@
 """``staredge tune``: the fastest artifact that passes accuracy on this machine.
 
-For every format this machine can export and run (:func:`staredge.formats.available_export_formats`)
-and every precision asked for (fp32, fp16, int8), :func:`tune` exports and validates the
-artifact (:func:`staredge.exporters.export`: int8 accuracy on the labelled held-out set where
-the model has one, else agreement with fp32 PyTorch on real photos), times it at batch 1 with
-the benchmark's own measurement code (:func:`staredge.bench.measure.time_run` over the
-runtime layer's ``prepare`` callable, on the bench's fixed input), and copies the fastest
-artifact that passed validation to ``OUT/``, with a table (``tune.md``) and ``tune.json`` of
-everything tried. Timing is round-robin: every artifact is loaded, then each round times them
-all one after another (``rounds``, default 3), and the median of the round medians is
-reported, so that load from other processes hits every candidate alike. CoreML packages are exported and validated off macOS (MIL reference
-executor) but not timed there: that executor is a numpy reference, not Apple's runtime.
+The work is the library's :func:`staredge.tune.tune`; this module is its command line (and
+keeps ``from staredge.commands.tune import tune`` working).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shutil
-import statistics
-import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from staredge.commands import _args
 from staredge.errors import ConfigError
-
-#: Precisions tried when none are given.
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
-#: Timing defaults (batch 1): warm-up calls and timed calls per artifact.
-DEFAULT_WARMUP = 10
-DEFAULT_ITERS = 50
-#: Round-robin timing rounds (each times every artifact once).
-DEFAULT_ROUNDS = 3
-
-
-@dataclass
-class Candidate:
-    """One tried (format, precision): its artifact, validation figures and timing."""
-
-    format: str
-    precision: str
-    runtime: str
-    path: str | None
-    size_bytes: int
-    passed: bool | None
-    error: str | None = None
-    median_ms: float | None = None
-    p90_ms: float | None = None
-    round_medians_ms: list[float] = field(default_factory=list)
-    threads: int | None = None
-    top1_agreement: float | None = None
-    top5_agreement: float | None = None
-    cosine: float | None = None
-    accuracy: float | None = None
-    reference_accuracy: float | None = None
-    labelled_set: str | None = None
-    note: str = ""
-
-
-@dataclass
-class TuneReport:
-    """Everything tried, and the winner (index into ``candidates``) copied to ``out_dir``."""
-
-    model: str
-    out_dir: str
-    threads: int
-    machine: str
-    rounds: int = 1
-    candidates: list[Candidate] = field(default_factory=list)
-    winner: int | None = None
-    winner_path: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
-
-
-def _parse_list(text: str | list[str] | tuple[str, ...] | None, choices: tuple[str, ...], what: str) -> list[str]:
-    items = text.split(",") if isinstance(text, str) else list(text or ())
-    names = [s.strip().lower() for s in items if s.strip()]
-    bad = [n for n in names if n not in choices]
-    if bad or not names:
-        raise ConfigError(f"{what} must be a comma-separated list of {', '.join(choices)}; got {text!r}")
-    return list(dict.fromkeys(names))
-
-
-def _timeable(fmt: str) -> str:
-    """'' when this machine can time ``fmt`` with its deployment runtime, else why not (the
-    runtime's own :meth:`~staredge.formats.RuntimeSpec.timing_refusal`)."""
-    from staredge.formats import runtime_for_format
-
-    reason = runtime_for_format(fmt).timing_refusal()
-    return f"not timed: {reason}" if reason else ""
-
-
-def time_artifact(path: str, runtime: str, input_size: tuple[int, ...], threads: int,
-                  warmup: int = DEFAULT_WARMUP, iters: int = DEFAULT_ITERS):
-    """(RunStats, threads in effect) for ``path`` at batch 1: the bench's fixed input and
-    timing loop over :func:`staredge.runtimes.load_backend`'s ``prepare`` callable."""
-    result = time_round_robin([(path, runtime)], input_size, threads, warmup, iters, rounds=1)[0]
-    if isinstance(result, Exception):
-        raise result
-    (stats,), used = result
-    return stats, used
-
-
-def time_round_robin(artifacts: list[tuple[str, str]], input_size: tuple[int, ...], threads: int,
-                     warmup: int = DEFAULT_WARMUP, iters: int = DEFAULT_ITERS, rounds: int = DEFAULT_ROUNDS):
-    """Per (path, runtime): ([RunStats per round], threads in effect), or the exception that
-    stopped it. Every artifact is loaded first; each round times them all in turn (the bench's
-    fixed input and timing loop over the runtime layer's ``prepare`` callable)."""
-    from staredge.bench.measure import time_run
-    from staredge.bench.runners import fixed_input, threads_in_effect
-    from staredge.runtimes import load_backend
-
-    x = fixed_input(tuple(input_size))
-    loaded: dict[int, tuple[Any, Any]] = {}
-    out: list[Any] = [None] * len(artifacts)
-    try:
-        for i, (path, runtime) in enumerate(artifacts):
-            try:
-                backend = load_backend(path, backend=runtime, device="cpu", threads=threads)
-                loaded[i] = (backend, backend.prepare(x))
-                out[i] = ([], threads_in_effect(backend))
-            except Exception as exc:  # noqa: BLE001 - a runtime refusing the artifact is reported
-                out[i] = exc
-        for _ in range(rounds):
-            for i, (backend, infer) in list(loaded.items()):
-                try:
-                    out[i][0].append(time_run(infer, warmup, iters, sync=getattr(infer, "sync", None)))
-                except Exception as exc:  # noqa: BLE001
-                    out[i] = exc
-                    loaded.pop(i)[0].close()
-    finally:
-        for backend, _ in loaded.values():
-            backend.close()
-    return out
-
-
-def tune(
-    model_or_name: Any,
-    out_dir: str | os.PathLike,
-    formats: str | list[str] | None = None,
-    precisions: str | list[str] | None = None,
-    *,
-    threads: int = 2,
-    calibration: Any = None,
-    calibration_samples: int | None = None,
-    warmup: int = DEFAULT_WARMUP,
-    iters: int = DEFAULT_ITERS,
-    rounds: int = DEFAULT_ROUNDS,
-    force: bool = False,
-    progress: Any = None,
-) -> TuneReport:
-    """Export, validate and time every (format, precision); copy the fastest passing artifact
-    to ``out_dir`` and write ``tune.json`` and ``tune.md`` there. ``formats``: default every
-    format this machine can export and run. int8 needs ``calibration`` except for the
-    digits model (:func:`staredge.exporters.quantize.resolve_calibration`)."""
-    from staredge.exporters import export
-    from staredge.exporters.api import PRECISIONS, path_size, resolve_model
-    from staredge.fileio import atomic_write_text, replace_folder_or_file
-    from staredge.formats import available_export_formats, get_format, parse_formats
-
-    here = available_export_formats()
-    fmts = here if formats in (None, "", "all") else parse_formats(formats)
-    missing = [f for f in fmts if f not in here]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} cannot be exported and run on this machine; available: {', '.join(here)}")
-    precs = _parse_list(precisions or ",".join(DEFAULT_PRECISIONS), PRECISIONS, "--precisions")
-    for name, value in (("threads", threads), ("rounds", rounds)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    from staredge.exporters.quantize import DIGITS_MODEL, resolve_calibration
-
-    if model_or_name == DIGITS_MODEL:  # the trained digits model, not an untrained registry build
-        from staredge.models.digits import digits_model, digits_weights
-
-        model = digits_model(digits_weights())
-    else:
-        model = resolve_model(model_or_name)
-    if "int8" in precs:  # fail before any export when int8 has no calibration data
-        calibration = resolve_calibration(model, calibration, calibration_samples)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    candidates_dir = out / "candidates"
-    report = TuneReport(model=getattr(model, "staredge_name", type(model).__name__), out_dir=str(out),
-                        threads=threads, machine=f"{platform.machine()} {os.cpu_count()} cores", rounds=rounds)
-    input_size = tuple(int(v) for v in model.pretrained_cfg.input_size)
-    notify = progress or (lambda text: None)
-    for precision in precs:
-        notify(f"{precision}: export + validate {', '.join(fmts)}")
-        exported = export(model, fmts, candidates_dir / precision, precision=precision, force=True,
-                          calibration=calibration, calibration_samples=calibration_samples)
-        for a in exported.artifacts:
-            v = a.validation or {}
-            fmt_spec = get_format(a.format)
-            cand = Candidate(
-                format=a.format, precision=precision, runtime=fmt_spec.runtime, path=a.path, size_bytes=a.size_bytes,
-                passed=a.passed, error=a.error, top1_agreement=a.top1_agreement, top5_agreement=v.get("top5_agreement"),
-                cosine=a.cosine, accuracy=v.get("accuracy"), reference_accuracy=v.get("reference_accuracy"),
-                labelled_set=v.get("labelled_set"),
-            )
-            why_not = _timeable(a.format)
-            if why_not:
-                cand.note = why_not
-            report.candidates.append(cand)
-    timeable = [c for c in report.candidates if c.path and os.path.exists(c.path) and not _timeable(c.format)]
-    if timeable:
-        notify(f"timing {len(timeable)} artifacts round-robin, {rounds} round(s)")
-        timings = time_round_robin([(c.path, c.runtime) for c in timeable], input_size, threads, warmup, iters, rounds)
-        for cand, result in zip(timeable, timings):
-            if isinstance(result, Exception):
-                cand.note = f"timing failed: {type(result).__name__}: {str(result)[:200]}"
-                continue
-            runs, used = result
-            cand.round_medians_ms = [round(r.median_ms, 5) for r in runs]
-            cand.median_ms = float(statistics.median(r.median_ms for r in runs))
-            cand.p90_ms = float(statistics.median(r.p90_ms for r in runs))
-            cand.threads = used
-    timed = [i for i, c in enumerate(report.candidates) if c.passed and c.median_ms is not None]
-    if timed:
-        best = min(timed, key=lambda i: report.candidates[i].median_ms)
-        report.winner = best
-        win = report.candidates[best]
-        unit, _ = get_format(win.format).artifact_paths(candidates_dir / win.precision, _stem(report.model, win.precision))
-        final = out / unit.name
-        if (final.exists() or final.is_symlink()) and not force:
-            raise ConfigError(f"{final} exists; pass --force to replace it")
-        scratch = Path(tempfile.mkdtemp(prefix=".staredge-tmp-", dir=out))
-        try:
-            staged = scratch / unit.name
-            (shutil.copytree if unit.is_dir() else shutil.copy2)(unit, staged)
-            replace_folder_or_file(staged, final, scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        report.winner_path = str(final / Path(win.path).relative_to(unit)) if unit.is_dir() else str(final)
-        win.note = (win.note + "; " if win.note else "") + f"winner, size on disk {path_size(final)} B"
-    atomic_write_text(out / "tune.json", json.dumps(report.to_dict(), indent=2) + "\n", force=True)
-    atomic_write_text(out / "tune.md", markdown_table(report), force=True)
-    return report
-
-
-def _stem(model: str, precision: str) -> str:
-    return model if precision == "fp32" else f"{model}_{precision}"
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
-
-
-def markdown_table(report: TuneReport) -> str:
-    """All candidates as a Markdown table, fastest passing first; the winner marked."""
-    order = sorted(range(len(report.candidates)), key=lambda i: (
-        not report.candidates[i].passed, report.candidates[i].median_ms is None,
-        report.candidates[i].median_ms or 0.0))
-    lines = [
-        f"# staredge tune: {report.model} ({report.machine}, batch 1, {report.threads} threads"
-        + (f", median of {report.rounds} round-robin rounds)" if report.rounds > 1 else ")"), "",
-        "| format | precision | median ms | p90 ms | size KB | accuracy (fp32) | top-1 agree | top-5 agree | "
-        "min cosine | validation | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for i in order:
-        c = report.candidates[i]
-        acc = "—" if c.accuracy is None else f"{_pct(c.accuracy)} ({_pct(c.reference_accuracy)})"
-        verdict = "error" if c.error and not c.path else ("pass" if c.passed else "FAIL")
-        ms = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-        mark = " **(winner)**" if i == report.winner else ""
-        lines.append(
-            f"| {c.format}{mark} | {c.precision} | {ms(c.median_ms)} | {ms(c.p90_ms)} | {c.size_bytes / 1024:.0f} | {acc} | "
-            f"{_pct(c.top1_agreement)} | {_pct(c.top5_agreement)} | "
-            f"{'—' if c.cosine is None else f'{c.cosine:.4f}'} | {verdict} | {(c.note or (c.error or ''))[:120]} |")
-    lines.append("")
-    lines.append(f"Winner: {report.winner_path or 'none (no artifact both passed validation and was timed)'}")
-    return "\n".join(lines) + "\n"
+from staredge.tune import (  # noqa: F401 - the library API, re-exported for old imports
+    DEFAULT_ITERS, DEFAULT_PRECISIONS, DEFAULT_ROUNDS, DEFAULT_WARMUP, Candidate, TuneReport, markdown_table,
+    time_artifact, time_round_robin, tune,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -288,41 +26,125 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Export MODEL to every format this machine can run, in each precision, validate each artifact "
             "(int8: accuracy on a labelled set or agreement with fp32 PyTorch on photos), time it at batch 1 "
             "with the benchmark's timing loop, and copy the fastest artifact that passed to --out with a "
-            "table (tune.md) and tune.json of everything tried. Exit 1 if nothing passed."),
+            "table (tune.md) and tune.json of everything tried. int8 is calibrated as in staredge bench: "
+            "--calibration DIR, else the model's own data, else scikit-image photos. Exit 1 if nothing passed."),
     )
-    p.add_argument("model", metavar="MODEL", help="registry name (see `staredge models`) or a checkpoint file")
-    p.add_argument("--formats", default="all", help="comma-separated formats (default: every one this machine runs)")
-    p.add_argument("--precisions", default=",".join(DEFAULT_PRECISIONS), help="comma-separated (default: fp32,fp16,int8)")
-    p.add_argument("--out", default=None, help="output folder (default: ./tune-MODEL)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for timing (default: 2)")
-    p.add_argument("--iters", type=int, default=DEFAULT_ITERS, help=f"timed calls per artifact (default {DEFAULT_ITERS})")
-    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"untimed calls first (default {DEFAULT_WARMUP})")
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                   help=f"round-robin timing rounds over all artifacts; the median of the round medians is reported "
-                   f"(default {DEFAULT_ROUNDS})")
-    p.add_argument("--calibration", metavar="DIR", help="int8 calibration images (the digits model needs none)")
-    p.add_argument("--calibration-samples", type=int, default=None, metavar="N", help="calibration images to use")
-    p.add_argument("--force", action="store_true", help="replace a winner artifact already in --out")
-    p.add_argument("--json", action="store_true", help="print tune.json instead of the table")
+    p.add_argument("model", metavar="MODEL",
+                   help="registry name (see `staredge models`), a checkpoint file, or an exported artifact "
+                        "(its architecture is read from its metadata; pass --checkpoint for the weights)")
+    p.add_argument("--formats", "--format", dest="formats", default="all",
+                   help="comma-separated formats (default: every one this machine runs)")
+    _args.add_precision(p, multiple=True, default=list(DEFAULT_PRECISIONS),
+                        help="comma list of the precisions to try")
+    p.add_argument("--precisions", dest="precision", type=_old_precisions, help=argparse.SUPPRESS)  # old spelling
+    _args.add_out(p, None, "output folder (default: ./tune-MODEL)")
+    _args.add_threads(p, default=2, help="intra-op threads for timing (default: 2)")
+    _args.add_timing(p, warmup=DEFAULT_WARMUP, iters=DEFAULT_ITERS, repeats=DEFAULT_ROUNDS,
+                     repeats_help="round-robin timing rounds over all artifacts (the median of the round medians "
+                                  "is reported)", old_repeats="--rounds")
+    _args.add_calibration(p)
+    p.add_argument("--rewrite", default="auto", help="rewrites: auto (default), none, or a comma list of passes")
+    _args.add_model_arguments(p)
+    _args.add_force(p, "earlier tune output in --out (winner, tune.json, tune.md, candidates/)")
+    _args.add_json(p, "tune.json's document")
     p.set_defaults(func=run)
+
+
+def _old_precisions(text: str) -> list[str]:
+    return [t.strip().lower() for t in text.split(",") if t.strip()]
+
+
+def _model(args: argparse.Namespace):
+    """The model to tune: a registry name, a checkpoint (with the model flags), or the
+    architecture an exported artifact's metadata names."""
+    from staredge.exporters.quantize import DIGITS_MODEL
+
+    text = str(args.model)
+    if Path(text).exists():
+        from staredge.formats import detect_format
+        from staredge.metadata import MetadataError
+
+        try:
+            fmt = detect_format(text).name
+        except MetadataError:
+            fmt = "pytorch"
+        if fmt != "pytorch":  # an exported artifact: tune the architecture it was made from
+            from staredge.runtimes import load_backend
+
+            if args.model_name:
+                name = args.model_name
+            else:
+                backend = load_backend(text, device="cpu", threads=1)
+                try:
+                    name = backend.metadata.model
+                finally:
+                    backend.close()
+            if name == DIGITS_MODEL and not args.checkpoint:
+                return name
+            from staredge.quiet import notice
+
+            notice(f"{text} is an exported {fmt} artifact: tuning its architecture {name} "
+                   + ("with --checkpoint" if args.checkpoint else
+                      "with --pretrained weights" if args.pretrained else
+                      "(random weights; pass --checkpoint FILE or --pretrained for real ones)"),
+                   getattr(args, "capture", None))
+            args = argparse.Namespace(**{**vars(args), "model": name, "model_name": None})
+    if text == DIGITS_MODEL and not args.checkpoint:
+        return DIGITS_MODEL  # the trained digits model (tune() builds it with its weights)
+    return _args.model_from_args(args)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run :func:`tune`, print the table; 0 when an artifact passed and was timed, else 1."""
     from rich.console import Console
 
+    json_file = _args.check_json_target(args)
     capture = getattr(args, "capture", None)
     console = Console(file=capture.stderr) if capture is not None else Console(stderr=True)
-    out = args.out or f"tune-{Path(str(args.model)).name}"
+    out = args.out or f"tune-{Path(str(args.model)).name.split('.')[0]}"
+    if json_file and Path(json_file).resolve() == (Path(out) / "tune.json").resolve():
+        raise ConfigError(f"--json {json_file} is the tune.json that tune writes into --out anyway; give --json "
+                          f"another file, or none")
+    model = _model(args)
     with console.status("tuning") as status:
+        def progress(text: str) -> None:
+            status.update(text)
+            if text.startswith("int8 calibrated"):
+                console.print(text)
         report = tune(
-            args.model, out, args.formats, args.precisions, threads=args.threads, calibration=args.calibration,
+            model, out, args.formats, args.precision, threads=args.threads, calibration=args.calibration,
             calibration_samples=args.calibration_samples, warmup=args.warmup, iters=args.iters,
-            rounds=args.rounds, force=args.force,
-            progress=lambda text: status.update(text),
+            rounds=args.repeats, force=args.force, rewrite=args.rewrite, progress=progress,
         )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(markdown_table(report))
+    if not _args.emit_json(args, report.to_dict()):
+        Console(width=max(150, Console().width)).print(rich_table(report))
     return 0 if report.winner is not None else 1
+
+
+def rich_table(report: TuneReport):
+    """All candidates as a rich table (as every other command prints), fastest passing first."""
+    from rich.table import Table
+
+    order = sorted(range(len(report.candidates)), key=lambda i: (
+        not report.candidates[i].passed, report.candidates[i].median_ms is None,
+        report.candidates[i].median_ms or 0.0))
+    rounds = f", median of {report.rounds} round-robin rounds" if report.rounds > 1 else ""
+    caption = [f"Winner: {report.winner_path or 'none (no artifact both passed validation and was timed)'}"]
+    if report.calibration:
+        caption.insert(0, report.calibration)
+    table = Table(title=f"staredge tune: {report.model} ({report.machine}, batch 1, {report.threads} threads{rounds})",
+                  caption="\n".join(caption), caption_justify="left")
+    for col, just in [("format", "left"), ("precision", "left"), ("median ms", "right"), ("p90 ms", "right"),
+                      ("size KB", "right"), ("accuracy (fp32)", "right"), ("top-1 agree", "right"),
+                      ("min cosine", "right"), ("validation", "left"), ("note", "left")]:
+        table.add_column(col, justify=just, overflow="fold")
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    ms = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    for i in order:
+        c = report.candidates[i]
+        acc = "—" if c.accuracy is None else f"{pct(c.accuracy)} ({pct(c.reference_accuracy)})"
+        verdict = "error" if c.error and not c.path else ("[green]pass[/]" if c.passed else "[red]FAIL[/]")
+        table.add_row(c.format + (" [bold](winner)[/]" if i == report.winner else ""), c.precision, ms(c.median_ms),
+                      ms(c.p90_ms), f"{c.size_bytes / 1024:.0f}", acc, pct(c.top1_agreement),
+                      "—" if c.cosine is None else f"{c.cosine:.4f}", verdict, c.note or c.error or "")
+    return table
