@@ -84,7 +84,7 @@ def calibration_from_folder(folder: str | os.PathLike, config: Any, samples: int
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, list[int]]:
-    from staredge.commands.demo import digits_images, heldout_indices
+    from staredge.models.digits import digits_images, heldout_indices
 
     images, targets = digits_images()
     return images, targets, heldout_indices()

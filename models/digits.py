@@ -21,6 +21,9 @@ NAME = "starnet_digits"
 BASE_MODEL = "starnet_s050"
 LABELS = tuple(str(i) for i in range(10))
 WEIGHTS_FILE = "digits.safetensors"
+#: Package data beside the weights: the class names and the held-out split.
+LABELS_FILE = "digits_labels.txt"
+SPLIT_FILE = "digits_heldout.json"
 
 #: 32x32, no crop, bicubic; the scaled digits' pixel statistics are far from ImageNet's, so
 #: 0.5/0.5 maps [0, 1] to [-1, 1].
@@ -28,6 +31,38 @@ DIGITS_CONFIG = PretrainedConfig(
     input_size=(3, 32, 32), crop_pct=1.0, interpolation="bicubic",
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=10, labels="digits", names=LABELS,
 )
+
+
+def _data_file(name: str):
+    ref = resources.files("staredge").joinpath("data", name)
+    if not ref.is_file():
+        raise ConfigError(
+            f"package data staredge/data/{name} is missing; run `python scripts/train_digits.py` "
+            f"to train the digits model and write it"
+        )
+    return ref
+
+
+def digits_images():
+    """All 1,797 scikit-learn digits as 8x8 uint8 grey images (0..255) and their labels
+    (numpy arrays); scikit-learn is the ``dev`` extra."""
+    import numpy as np
+
+    from staredge.errors import require
+
+    datasets = require("sklearn.datasets", "dev", "the digits data set")
+    d = datasets.load_digits()
+    # The scans hold 0..16 ink levels; scale to the full 8-bit range a camera image has.
+    images = np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return images, d.target.astype(np.int64)
+
+
+def heldout_indices() -> list[int]:
+    """Indices of the held-out digits (never used in training), from the shipped split."""
+    import json
+
+    text = _data_file(SPLIT_FILE).read_text("utf-8")
+    return [int(i) for i in json.loads(text)["heldout"]]
 
 
 def digits_weights() -> Path:

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from staredge.errors import StarEdgeError, require
-from staredge.formats import available_export_formats, parse_formats
+from staredge.commands import _args
+from staredge.errors import StarEdgeError
 
 #: The registry name of the digits model (:mod:`staredge.models.digits`).
 DIGITS_MODEL = "starnet_digits"
+#: Package data file names (defined with the digits model; kept here for old imports).
 LABELS_FILE = "digits_labels.txt"
 SPLIT_FILE = "digits_heldout.json"
 #: Table note for the CoreML row off macOS (explained in the table caption).
@@ -45,31 +42,22 @@ class DemoError(StarEdgeError):
 
 
 # ----------------------------------------------------------------------------- data
+# The digits data set lives with the digits model (staredge.models.digits); these names are
+# kept for old imports.
 
 
-def digits_images() -> tuple[np.ndarray, np.ndarray]:
-    """All 1,797 scikit-learn digits as 8x8 uint8 grey images (0..255) and their labels."""
-    datasets = require("sklearn.datasets", "dev", "the digits demo")
-    d = datasets.load_digits()
-    # The scans hold 0..16 ink levels; scale to the full 8-bit range a camera image has.
-    images = np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return images, d.target.astype(np.int64)
+def digits_images():
+    """All 1,797 scikit-learn digits (see :func:`staredge.models.digits.digits_images`)."""
+    from staredge.models.digits import digits_images as images
+
+    return images()
 
 
 def heldout_indices() -> list[int]:
-    """Indices of the held-out digits (never used in training), from the shipped split."""
-    text = _data_file(SPLIT_FILE).read_text("utf-8")
-    return [int(i) for i in json.loads(text)["heldout"]]
+    """The held-out split (see :func:`staredge.models.digits.heldout_indices`)."""
+    from staredge.models.digits import heldout_indices as indices
 
-
-def _data_file(name: str):
-    ref = resources.files("staredge").joinpath("data", name)
-    if not ref.is_file():
-        raise DemoError(
-            f"package data staredge/data/{name} is missing; run `python scripts/train_digits.py` "
-            f"to train the digits model and write it"
-        )
-    return ref
+    return indices()
 
 
 def weights_path() -> Path:
@@ -106,8 +94,10 @@ class RuntimeRow:
     note: str = ""
 
 
-def _time_per_image(predictor, x: np.ndarray, repeats: int) -> float:
+def _time_per_image(predictor, x, repeats: int) -> float:
     """Median milliseconds of one batch-1 call (after a warm-up)."""
+    import numpy as np
+
     predictor.warmup(1)
     times = []
     for _ in range(repeats):
@@ -132,9 +122,11 @@ def run_demo(
     "all_validated": ..., "failed": {format: error}, "fallbacks": {format: error of the "auto"
     export that was retried with BatchNorm folding only}}``; the PyTorch row comes first.
     """
+    import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from staredge.exporters import export
+    from staredge.formats import available_export_formats, parse_formats
     from staredge.predictor import Predictor
 
     if limit is not None and limit < 1:
@@ -174,7 +166,7 @@ def run_demo(
     candidates += [(a.format, a.path, a) for a in results if a.path is not None]
 
     rows: list[RuntimeRow] = []
-    reference_top1: np.ndarray | None = None
+    reference_top1 = None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   transient=True, disable=not progress, console=console) as bar:
         task = bar.add_task("classifying", total=len(candidates) * len(held_images))
@@ -240,14 +232,16 @@ def _size_bytes(path: Path) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     p = sub.add_parser("demo", help="export the digits StarNet to every format and classify held-out digits with each")
-    p.add_argument("--out", help="folder for the artifacts (default: a temporary folder)")
-    p.add_argument("--limit", type=int, help="only the first N held-out digits")
-    p.add_argument("--formats", help="comma-separated formats (default: every one available here)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads per runtime (default 1: a tiny model on a shared machine)")
-    p.add_argument("--repeats", type=int, default=30, help="timed calls per runtime (median is shown)")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="write the results as JSON to FILE ('-' or no FILE: print them instead of the table)")
+    _args.add_out(p, None, "folder for the artifacts (default: a temporary folder, removed at the end)")
+    p.add_argument("--limit", type=_args.count_type("--limit"), help="only the first N held-out digits")
+    p.add_argument("--formats", "--format", dest="formats",
+                   help="comma-separated formats (default: every one available here)")
+    _args.add_threads(p, default=1, help="intra-op threads per runtime (default 1: a tiny model on a shared machine)")
+    p.add_argument("--iters", type=_args.count_type("--iters"), default=30, metavar="N",
+                   help="timed calls per runtime; the median is shown (default 30)")
+    p.add_argument("--repeats", dest="iters", type=_args.count_type("--repeats"), help=argparse.SUPPRESS)  # old name
+    _args.add_json(p, "the demo results")
+    _args.add_force(p, "a --json FILE that already exists")
     p.set_defaults(func=run)
 
 
@@ -257,11 +251,16 @@ def run(args: argparse.Namespace) -> int:
     # the CoreML reference-executor notice is in the table's caption.
     import warnings
 
+    _args.check_json_target(args)  # before any work
+    if args.out:
+        from staredge.fileio import check_output_folder
+
+        check_output_folder(args.out)
     warnings.filterwarnings("ignore", message="CoreML: Apple's runtime runs only on macOS")
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
     with tempfile.TemporaryDirectory(prefix="staredge-demo-") as tmp:
         summary = run_demo(args.out or tmp, limit=args.limit, formats=formats, threads=args.threads,
-                           repeats=args.repeats, progress=args.json != "-", console=_console(args))
+                           repeats=args.iters, progress=args.json != _args.STDOUT, console=_console(args))
         if not args.out:
             # the artifacts were in a temporary folder that is removed now: report no paths into it
             for row in summary["rows"]:
@@ -272,16 +271,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             summary["out_dir"] = str(Path(args.out).resolve())
             summary["artifacts_kept"] = "yes"
-    if args.json:
-        out = dict(summary, rows=[dataclasses.asdict(r) for r in summary["rows"]])
-        text = json.dumps(out, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            from staredge.fileio import atomic_write_text
-
-            atomic_write_text(args.json, text + "\n")
-    if args.json != "-":
+    doc = dict(summary, rows=[dataclasses.asdict(r) for r in summary["rows"]])
+    if not _args.emit_json(args, doc):
         print_table(summary)
     return 0 if summary["all_equal"] and summary["all_validated"] else 1
 
