@@ -81,6 +81,11 @@ class ExportError(StarEdgeError):
     """
 
 
+class NonFiniteWeightsError(ExportError):
+    """A model holds NaN or Inf weights; export refuses it before any conversion. The message
+    names the first such tensor (``head.bias``) and how many of its values are not finite."""
+
+
 class ArtifactError(StarEdgeError):
     """An artifact cannot be loaded: missing, truncated, corrupt or not what its suffix says."""
 
