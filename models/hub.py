@@ -10,12 +10,23 @@ cached file, downloading it first when it is not there:
 - atomically: the bytes go to a temporary file beside the target, which is moved into
   place only when the download is complete (length as announced, digest as expected), so a
   partial file is never used,
+- with limits (issue 23): a connect timeout and a stall timeout (``STAREDGE_DOWNLOAD_TIMEOUT``
+  seconds, default :data:`TIMEOUT_S`), a minimum average speed once that time has passed (an
+  endless trickle ends), and a size cap: the release table's ``max_bytes`` or
+  :data:`MAX_DOWNLOAD_BYTES`, checked against ``Content-Length`` before the body and against
+  every byte received; a body longer or shorter than announced is refused,
+- checked for completeness before it is kept: a zip checkpoint must have its directory and
+  every entry inside the file, a safetensors file exactly the bytes its header describes (a
+  wrong ``Content-Length`` can cut a body short; such a file is never cached nor its digest
+  recorded),
 - with a progress bar on stderr,
 - recording the file's SHA-256 (``sha256.json`` in the weights folder) when the registry
   does not know it; every later load checks the file against the known or recorded digest.
 
 Errors are :class:`WeightsError` (a :class:`~staredge.errors.CheckpointError`) saying what
-to do: offline without the file, the URL failing, a digest that does not match. Loading
+to do: offline without the file, the URL failing, a digest that does not match, a limit
+(naming it), a cache folder that cannot be written or a folder where the file should be
+(naming the path). Loading
 the file into a model (``weights_only`` with the allow-list, strict keys and shapes) is
 :func:`staredge.models.checkpoint.load_checkpoint`'s job.
 """
@@ -23,19 +34,32 @@ the file into a model (``weights_only`` with the allow-list, strict keys and sha
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import os
+import struct
+import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from staredge.errors import CheckpointError
+from staredge.errors import CheckpointError, ConfigError, OutputPathError
 from staredge.fileio import atomic_write_text, atomic_write_with
 from staredge.paths import ENV_CACHE, ENV_OFFLINE, offline, weights_dir
 
-#: Seconds a connection may stay silent before the download is abandoned.
+#: Seconds to connect, and seconds a connection may stay silent, before the download is
+#: abandoned (``STAREDGE_DOWNLOAD_TIMEOUT`` overrides both).
 TIMEOUT_S = 60.0
+#: Environment variable: the connect and stall timeout in seconds (a positive number).
+ENV_DOWNLOAD_TIMEOUT = "STAREDGE_DOWNLOAD_TIMEOUT"
+#: Once the timeout has passed, a download must average at least this many bytes per second
+#: (a server trickling one byte a second never stalls, but never finishes either).
+MIN_BYTES_PER_S = 16 << 10
+#: Most bytes a download may have when the release table gives no ``max_bytes``.
+MAX_DOWNLOAD_BYTES = 4 << 30
 #: Bytes read per chunk while downloading and hashing.
 CHUNK = 1 << 20
 #: The file (in the weights folder) that records digests learnt on first download.
@@ -56,7 +80,8 @@ class WeightsSource:
 
     ``url``: the file to download; ``filename``: its name in the cache; ``sha256``: its
     digest when known in advance (None: recorded on first download and checked from then
-    on); ``source``: who released it, in words; ``page``: the release page for people.
+    on); ``source``: who released it, in words; ``page``: the release page for people;
+    ``max_bytes``: the most bytes the file may have (None: :data:`MAX_DOWNLOAD_BYTES`).
     """
 
     url: str
@@ -64,6 +89,7 @@ class WeightsSource:
     sha256: str | None = None
     source: str = ""
     page: str = ""
+    max_bytes: int | None = None
 
 
 def cached_path(name: str, src: WeightsSource) -> Path:
@@ -87,6 +113,8 @@ def recorded_digests() -> dict[str, str]:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         return {}
+    except (NotADirectoryError, PermissionError) as exc:  # the cache folder itself is unusable
+        raise _cache_problem(path.parent, exc) from exc
     except (OSError, ValueError) as exc:
         raise WeightsError(f"the digest record {path} is unreadable ({exc}); delete it and the weights "
                            f"folder {weights_dir()} to download again") from exc
@@ -96,7 +124,11 @@ def recorded_digests() -> dict[str, str]:
 def _record_digest(key: str, digest: str) -> None:
     digests = recorded_digests()
     digests[key] = digest
-    atomic_write_text(_digests_path(), json.dumps(digests, indent=2, sort_keys=True) + "\n")
+    try:
+        atomic_write_text(_digests_path(), json.dumps(digests, indent=2, sort_keys=True) + "\n")
+    except OutputPathError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+        raise _cache_problem(_digests_path(), cause) from exc
 
 
 def expected_digest(name: str, src: WeightsSource) -> str | None:
@@ -124,35 +156,124 @@ def _progress(total: int | None, label: str, enabled: bool):
                     console=Console(file=terminal()), transient=True, disable=not enabled)
 
 
-def _download(url: str, tmp: Path, label: str, progress: bool) -> str:
-    """Stream ``url`` into ``tmp``; returns the SHA-256. Raises WeightsError for any failure."""
-    h = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "staredge"})
+def download_timeout() -> float:
+    """The connect and stall timeout in seconds: ``STAREDGE_DOWNLOAD_TIMEOUT`` or :data:`TIMEOUT_S`."""
+    text = os.environ.get(ENV_DOWNLOAD_TIMEOUT, "").strip()
+    if not text:
+        return TIMEOUT_S
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            got = 0
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value <= 86400):
+        raise ConfigError(f"{ENV_DOWNLOAD_TIMEOUT}={text!r} is not a number of seconds between 0 and 86400; "
+                          f"unset it for the default of {TIMEOUT_S:g} s")
+    return value
+
+
+def _announced_length(resp) -> int | None:
+    length = (resp.headers.get("Content-Length") or "").strip()
+    if not length:
+        return None
+    if not length.isdigit() or len(length) > 19:
+        raise _DownloadFailed(f"the server announced an invalid Content-Length {length[:40]!r}")
+    return int(length)
+
+
+def _download(url: str, tmp: Path, label: str, progress: bool, max_bytes: int = MAX_DOWNLOAD_BYTES) -> str:
+    """Stream ``url`` into ``tmp``; returns the SHA-256. Raises WeightsError for any failure,
+    including a limit: the timeouts, :data:`MIN_BYTES_PER_S`, ``max_bytes``."""
+    h = hashlib.sha256()
+    timeout = download_timeout()
+    request = urllib.request.Request(url, headers={"User-Agent": "staredge"})
+    got, total = 0, None
+    try:
+        # the timeout covers connecting and every later wait for bytes (a stall)
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            total = _announced_length(resp)
+            if total is not None and total > max_bytes:
+                raise _DownloadFailed(f"the server announces {total:,} bytes, over the limit of {max_bytes:,} "
+                                      f"for this file (max_bytes / MAX_DOWNLOAD_BYTES); nothing was downloaded")
+            start = time.monotonic()
             with _progress(total, label, progress) as bar, open(tmp, "wb") as fh:
                 task = bar.add_task(f"downloading {label}", total=total)
                 while True:
-                    chunk = resp.read(CHUNK)
+                    chunk = resp.read1(CHUNK)  # returns what has arrived: the checks below run often
                     if not chunk:
                         break
                     fh.write(chunk)
                     h.update(chunk)
                     got += len(chunk)
                     bar.update(task, advance=len(chunk))
+                    if got > max_bytes:
+                        raise _DownloadFailed(f"the download passed the limit of {max_bytes:,} bytes for this file "
+                                              f"(max_bytes / MAX_DOWNLOAD_BYTES); nothing was kept")
+                    elapsed = time.monotonic() - start
+                    if elapsed > timeout and got / elapsed < MIN_BYTES_PER_S:
+                        raise _DownloadFailed(
+                            f"the download is too slow: {got:,} bytes in {elapsed:.0f} s, under the minimum of "
+                            f"{MIN_BYTES_PER_S:,} bytes/s (MIN_BYTES_PER_S) after {timeout:g} s "
+                            f"({ENV_DOWNLOAD_TIMEOUT}); nothing was kept")
+    except _DownloadFailed:
+        raise
     except urllib.error.HTTPError as exc:
         raise _DownloadFailed(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # includes timeouts and dropped connections
-        reason = getattr(exc, "reason", None) or exc
+    except http.client.IncompleteRead as exc:  # the connection ended before Content-Length bytes
+        raise _DownloadFailed(f"download of {url} stopped after {got + len(exc.partial):,} of {total} bytes; "
+                              f"nothing was kept, try again") from exc
+    except TimeoutError as exc:
+        raise _DownloadFailed(f"could not download {url}: no bytes for {timeout:g} s (the stall timeout, "
+                              f"{ENV_DOWNLOAD_TIMEOUT}); nothing was kept") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc  # includes connect timeouts and dropped connections
         raise _DownloadFailed(f"could not download {url}: {reason}") from exc
     if total is not None and got != total:
-        raise _DownloadFailed(f"download of {url} stopped after {got} of {total} bytes; nothing was kept, try again")
+        raise _DownloadFailed(f"download of {url} stopped after {got:,} of {total:,} bytes; nothing was kept, try again")
     if got == 0:
         raise _DownloadFailed(f"download of {url} gave an empty file; nothing was kept")
+    _check_complete(tmp, url)
     return h.hexdigest()
+
+
+def _check_complete(path: Path, url: str) -> None:
+    """Refuse a downloaded file whose own structure says bytes are missing: a zip archive
+    (``torch.save``) without its directory or with an entry reaching past the end, a
+    safetensors file shorter or longer than its header describes. A ``Content-Length`` that
+    is wrong cuts the body without the transfer noticing; this catches it before anything is
+    cached. Other layouts (a legacy pickle) have no such structure and are checked by the
+    digest and by loading."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.header_offset + info.compress_size > size:
+                        raise zipfile.BadZipFile(f"entry {info.filename} reaches past the end")
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise _DownloadFailed(f"the file downloaded from {url} is an incomplete zip archive ({exc}): the "
+                                  f"transfer was cut short; nothing was kept, try again") from exc
+        return
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: u64 header length, then a JSON object
+        n = struct.unpack("<Q", head[:8])[0]
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(8)
+                header = json.loads(fh.read(min(n, 100_000_000)))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise _DownloadFailed(f"the file downloaded from {url} is not a complete safetensors file ({exc}); "
+                                  f"nothing was kept, try again") from exc
+        if 8 + n + end != size:
+            raise _DownloadFailed(f"the file downloaded from {url} has {size:,} bytes but its safetensors header "
+                                  f"describes {8 + n + end:,}: the transfer was cut short; nothing was kept, try again")
+
+
+def _cache_problem(path: Path, exc: OSError | None = None) -> WeightsError:
+    why = f": {exc.strerror or exc}" if exc is not None else ""
+    return WeightsError(f"cannot write the weights cache at {path}{why}; set {ENV_CACHE} to a folder you can write "
+                        f"to (or pass the file as checkpoint=... / --checkpoint FILE)")
 
 
 def fetch_weights(name: str, src: WeightsSource, *, progress: bool = True) -> Path:
@@ -161,15 +282,30 @@ def fetch_weights(name: str, src: WeightsSource, *, progress: bool = True) -> Pa
     The file's SHA-256 is checked against the registry's digest or, when the registry has
     none, against the one recorded when it was downloaded (recorded now on a first
     download). Raises :class:`WeightsError` when offline without the file, when the
-    download fails, or when a digest does not match (a mismatching download is not kept).
+    download fails or passes a limit, when a digest does not match (a mismatching download
+    is not kept), and when the cache cannot be written or holds something other than a file
+    at the target path (naming the path).
     """
     target = cached_path(name, src)
     key = f"{name}/{src.filename}"
     manual = (f"download {src.url} yourself and put it at {target} (or pass it as checkpoint=... / "
               f"--checkpoint FILE)")
-    if target.is_file():
+    try:
+        present = target.is_file()
+        other = not present and (target.exists() or target.is_symlink())
+    except OSError as exc:  # a cache folder that cannot be searched
+        raise _cache_problem(target.parent, exc) from exc
+    if other:
+        kind = "a folder" if target.is_dir() else "not a regular file (a broken link, a device...)"
+        raise WeightsError(f"the weights cache path {target} is {kind}, not the weights file; remove it (or set "
+                           f"{ENV_CACHE} to another folder) and try again")
+    if present:
         want = expected_digest(name, src)
-        have = sha256_of(target)
+        try:
+            have = sha256_of(target)
+        except OSError as exc:
+            raise WeightsError(f"cannot read the cached weights {target}: {exc.strerror or exc}; fix its "
+                               f"permissions or delete it to download it again") from exc
         if want is None:  # placed by hand: record it now, check it from now on
             _record_digest(key, have)
         elif have != want:
@@ -187,7 +323,8 @@ def fetch_weights(name: str, src: WeightsSource, *, progress: bool = True) -> Pa
     digest: dict[str, str] = {}
 
     def write(tmp: Path) -> None:
-        digest["sha256"] = _download(src.url, tmp, f"{name} ({src.filename})", progress)
+        digest["sha256"] = _download(src.url, tmp, f"{name} ({src.filename})", progress,
+                                     max_bytes=src.max_bytes or MAX_DOWNLOAD_BYTES)
         if want is not None and digest["sha256"] != want:
             raise WeightsError(
                 f"the file downloaded from {src.url} has SHA-256 {digest['sha256']}, expected {want}; "
@@ -197,6 +334,8 @@ def fetch_weights(name: str, src: WeightsSource, *, progress: bool = True) -> Pa
 
     try:
         atomic_write_with(target, write)
+    except OutputPathError as exc:
+        raise _cache_problem(target.parent, exc.__cause__ if isinstance(exc.__cause__, OSError) else None) from exc
     except _DownloadFailed as exc:
         raise WeightsError(f"{exc}. Check the connection (or set {ENV_CACHE} to a folder that has the file), "
                            f"or {manual}") from exc.__cause__
@@ -215,10 +354,14 @@ def describe(name: str, src: WeightsSource | None) -> dict[str, Any]:
 
 
 __all__ = [
+    "ENV_DOWNLOAD_TIMEOUT",
+    "MAX_DOWNLOAD_BYTES",
+    "MIN_BYTES_PER_S",
     "WeightsError",
     "WeightsSource",
     "cached_path",
     "describe",
+    "download_timeout",
     "expected_digest",
     "fetch_weights",
     "is_cached",
