@@ -23,7 +23,7 @@ from staredge.errors import StarEdgeError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("staredge.commands.models", "staredge.commands.export", "staredge.commands.generate", "staredge.commands.genome", "staredge.commands.bench",
-                   "staredge.commands.classify", "staredge.commands.demo", "staredge.commands.ios_bundle", "staredge.commands.tune")
+                   "staredge.commands.classify", "staredge.commands.info", "staredge.commands.demo", "staredge.commands.ios_bundle", "staredge.commands.tune")
 
 _VERBOSE_HELP = "show converter and runtime messages (normally logged to a file) and tracebacks for errors"
 
@@ -43,12 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     for p in dict.fromkeys(sub.choices.values()):
         if "--verbose" not in p._option_string_actions:
             p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+    parser.set_defaults(_subparsers=sub.choices)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that an unknown argument after a subcommand is reported
+    by that subcommand's parser (its usage line, ``staredge CMD: error: ...``), not the top one."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = (getattr(args, "_subparsers", None) or {}).get(getattr(args, "command", None))
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
 
 
 #: Subcommands whose converter/runtime output is captured: they load converters or runtimes
 #: and write their own progress and notices to ``args.capture.stderr``.
-QUIET_COMMANDS = ("export", "classify", "demo", "generate", "models", "bench", "tune")
+QUIET_COMMANDS = ("export", "classify", "demo", "generate", "models", "bench", "tune", "ios-bundle", "info")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from staredge.quiet import captured
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
