@@ -10,7 +10,22 @@ every activation. They come from
   digits that are not in the shipped held-out split (:func:`digits_training_inputs`).
 
 Asking for int8 without either is a :class:`CalibrationError` (a ``ConfigError``) that says
-how to give some. :func:`labelled_set` returns the held-out set a model is scored on (450
+how to give some.
+
+Rules for a calibration folder (issue 23; said on the terminal through
+:func:`staredge.quiet.notice`, see docs/security.md):
+
+* at most :data:`MAX_CALIBRATION_FILES` folder entries are listed (sorted, folder by folder);
+  a larger folder is cut there with a notice;
+* the sample count is at most :data:`MAX_CALIBRATION_SAMPLES` (a larger one is capped with a
+  notice); from more images than that, an evenly spaced subset is taken (same files every time);
+* each image is decoded by :mod:`staredge.preprocess` (the Predictor's own preprocessing, with
+  its decompression-bomb and aspect-ratio limits). Images it refuses, and images smaller than
+  :data:`MIN_CALIBRATION_SIDE` pixels on a side, are skipped and counted by reason;
+  grey, 16-bit, CMYK, palette and transparent images are converted the way the Predictor
+  converts them, and counted;
+* fewer than ``min(MIN_CALIBRATION_IMAGES, samples)`` usable images is a
+  :class:`CalibrationError` listing what was skipped and why. :func:`labelled_set` returns the held-out set a model is scored on (450
 digit scans for the digits model, None for zoo models), so that validation can report
 accuracy next to fp32.
 """
@@ -27,6 +42,16 @@ from staredge.errors import ConfigError
 
 #: Calibration samples used when no count is given.
 DEFAULT_CALIBRATION_SAMPLES = 128
+#: Most calibration samples (a larger request is capped with a notice: quantisers gain nothing
+#: from more, and every sample is held in memory as float32).
+MAX_CALIBRATION_SAMPLES = 4096
+#: Most folder entries listed when looking for calibration images (the listing stops there).
+MAX_CALIBRATION_FILES = 10_000
+#: Fewest usable images a calibration folder must give (or the sample count, when smaller).
+MIN_CALIBRATION_IMAGES = 8
+#: Images with a shorter side below this many pixels are skipped (a 1-pixel image says
+#: nothing about the activation ranges; the 8x8 digit scans are still taken).
+MIN_CALIBRATION_SIDE = 8
 #: Image suffixes read from a calibration folder.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 #: Registry name of the trained digits model (it calibrates on its own training split).
@@ -49,37 +74,128 @@ def model_preprocess_config(model: Any):
     return preprocess_config(cfg)
 
 
-def images_in(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursively, sorted by path)."""
+def list_images(folder: str | os.PathLike) -> tuple[list[Path], bool]:
+    """(image files under ``folder``, sorted; whether the listing stopped at
+    :data:`MAX_CALIBRATION_FILES` entries). Folders are walked in sorted order, so the same
+    files are found every time even when the listing is cut."""
     root = Path(folder)
     if not root.is_dir():
         raise CalibrationError(f"calibration folder {root} does not exist or is not a folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found: list[Path] = []
+    seen = 0
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError:
+            continue  # an unreadable sub-folder holds nothing we can use
+        subdirs = []
+        for entry in entries:
+            seen += 1
+            if seen > MAX_CALIBRATION_FILES:
+                return sorted(found), True
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(Path(entry.path))
+                elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(Path(entry.path))
+            except OSError:
+                continue
+        stack.extend(reversed(subdirs))
+    return sorted(found), False
+
+
+def images_in(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted by path; at most what
+    :data:`MAX_CALIBRATION_FILES` entries hold, see :func:`list_images`)."""
+    return list_images(folder)[0]
+
+
+def calibration_count(samples: Any) -> int:
+    """The number of calibration samples to use: ``samples`` (a positive integer; None gives
+    :data:`DEFAULT_CALIBRATION_SAMPLES`), capped at :data:`MAX_CALIBRATION_SAMPLES` with a notice."""
+    n = DEFAULT_CALIBRATION_SAMPLES if samples is None else samples
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise CalibrationError(f"the calibration sample count (--calibration-samples) must be a positive integer, "
+                               f"got {samples!r}")
+    n = int(n)
+    if n > MAX_CALIBRATION_SAMPLES:
+        from staredge.quiet import notice
+
+        notice(f"calibration: {n:,} samples asked for, using {MAX_CALIBRATION_SAMPLES:,} (MAX_CALIBRATION_SAMPLES)")
+        n = MAX_CALIBRATION_SAMPLES
+    return n
+
+
+_MODE_WORDS = {"L": "grey", "1": "1-bit", "I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit",
+               "I;16N": "16-bit", "I": "32-bit integer", "F": "32-bit float", "CMYK": "CMYK", "P": "palette",
+               "RGBA": "transparent", "LA": "transparent", "PA": "transparent", "YCbCr": "YCbCr",
+               "LAB": "LAB", "HSV": "HSV"}
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {why}" for why, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def calibration_from_folder(folder: str | os.PathLike, config: Any, samples: int) -> np.ndarray:
     """Up to ``samples`` images from ``folder`` prepared by the Predictor's preprocessing.
 
-    When the folder holds more images than ``samples``, an evenly spaced subset is taken (the
-    same files every time). Raises :class:`CalibrationError` when no image can be read.
+    Follows the folder rules in the module docstring: when the folder holds more images than
+    ``samples``, an evenly spaced subset is taken (the same files every time); unusable
+    images are skipped and counted by reason; one notice line says what was used, skipped
+    and converted. Raises :class:`CalibrationError` when fewer than
+    ``min(MIN_CALIBRATION_IMAGES, samples)`` images are usable.
     """
-    from staredge.preprocess import ImageInputError, preprocess
+    from staredge.preprocess import DEFAULT_MAX_ASPECT_RATIO, ImageInputError, open_image, preprocess
+    from staredge.quiet import notice
 
-    files = images_in(folder)
+    samples = calibration_count(samples)
+    files, cut = list_images(folder)
+    if cut:
+        notice(f"calibration: {folder} has more than {MAX_CALIBRATION_FILES:,} entries; only the first "
+               f"{MAX_CALIBRATION_FILES:,} were listed (MAX_CALIBRATION_FILES)")
     if not files:
         raise CalibrationError(
             f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put a few hundred "
             f"representative photos there")
     if len(files) > samples:
         files = [files[int(i)] for i in np.linspace(0, len(files) - 1, samples)]
-    arrays, bad = [], []
+    arrays: list[np.ndarray] = []
+    skipped: dict[str, int] = {}
+    examples: list[str] = []
+    converted: dict[str, int] = {}
     for f in files:
         try:
-            arrays.append(preprocess(str(f), config))
+            img = open_image(str(f), max_aspect_ratio=DEFAULT_MAX_ASPECT_RATIO)  # limits from the header
+            if min(img.size) < MIN_CALIBRATION_SIDE:
+                raise ImageInputError(f"{img.size[0]}x{img.size[1]} pixels is smaller than MIN_CALIBRATION_SIDE="
+                                      f"{MIN_CALIBRATION_SIDE}")
+            mode = _MODE_WORDS.get(img.mode)
+            arrays.append(preprocess(img, config))
         except ImageInputError as exc:
-            bad.append(f"{f.name} ({exc})")
-    if not arrays:
-        raise CalibrationError(f"no image in {folder} could be read: {'; '.join(bad[:3])}")
+            text = str(exc)
+            why = ("too small" if "MIN_CALIBRATION_SIDE" in text else "over max_pixels (decompression-bomb guard)"
+                   if "max_pixels" in text or "decompression" in text else "too elongated" if "aspect" in text else "unreadable or damaged")
+            skipped[why] = skipped.get(why, 0) + 1
+            if len(examples) < 3:
+                examples.append(f"{f.name}: {text[:200]}")
+            continue
+        if mode is not None:
+            converted[mode] = converted.get(mode, 0) + 1
+    need = min(MIN_CALIBRATION_IMAGES, samples)
+    n_skipped = sum(skipped.values())
+    if len(arrays) < need:
+        raise CalibrationError(
+            f"calibration folder {folder} gave {len(arrays)} usable image(s) of {len(files)} tried, fewer than the "
+            f"minimum of {need} (MIN_CALIBRATION_IMAGES); skipped {n_skipped} ({_counted(skipped)}), e.g. "
+            f"{'; '.join(examples)}. Put representative photos there")
+    line = f"calibration: {len(arrays)} image(s) from {folder}"
+    if n_skipped:
+        line += f"; skipped {n_skipped} ({_counted(skipped)})"
+    if converted:
+        line += f"; converted the way the Predictor does: {_counted(converted)}"
+    notice(line)
     return np.stack(arrays).astype(np.float32)
 
 
@@ -125,10 +241,7 @@ def resolve_calibration(model: Any, calibration: Any, samples: int | None = None
     digits model has data: its training split). Raises :class:`CalibrationError` when there
     is none, naming ``--calibration DIR``.
     """
-    n = DEFAULT_CALIBRATION_SAMPLES if samples is None else samples
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise CalibrationError(f"the calibration sample count must be a positive integer, got {samples!r}")
-    n = int(n)
+    n = calibration_count(samples)
     if calibration is None:
         if getattr(model, "staredge_name", None) == DIGITS_MODEL:
             return digits_training_inputs(model_preprocess_config(model), n)
@@ -168,6 +281,7 @@ def photo_calibration(model: Any, samples: int | None = None) -> np.ndarray:
     """
     from staredge.exporters.validate import photo_inputs
 
+    samples = None if samples is None else calibration_count(samples)
     cfg = getattr(model, "pretrained_cfg", None)
     if cfg is None:
         model_preprocess_config(model)  # raises the CalibrationError that explains it
@@ -177,4 +291,4 @@ def photo_calibration(model: Any, samples: int | None = None) -> np.ndarray:
             "no calibration data: the fallback photos need scikit-image (pip install staredge[dev]); pass "
             "--calibration DIR (a folder of images)")
     x = np.concatenate([photos, photos[..., ::-1]]).astype(np.float32)
-    return np.ascontiguousarray(x if samples is None else x[: max(1, int(samples))])
+    return np.ascontiguousarray(x if samples is None else x[:samples])
