@@ -101,4 +101,19 @@ def describe_estimate(
     if quick is not None and quick not in protocols:
         fast = estimate_seconds(probes, n_backends, [quick] * len(protocols), variants)
         text += f" For a first look, --protocol quick takes {format_duration(fast)}."
+    text += " " + idle_machine_note()
     return text
+
+
+def idle_machine_note() -> str:
+    """What every time estimate assumes, with this machine's load now (an estimate is longer
+    on a busy machine)."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return "Estimates assume an idle machine."
+    cores = os.cpu_count() or 1
+    busy = " (busy: expect longer)" if load > 0.5 * cores else ""
+    return f"Estimates assume an idle machine; load average now {load:.1f} on {cores} cores{busy}."

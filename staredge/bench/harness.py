@@ -8,11 +8,13 @@ called after every result so a caller can write partial results as they come.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from staredge.bench.runners import RunnerFactory
+from staredge.bench.runners import Runner, RunnerFactory, fixed_input
 from staredge.bench.specs import BackendSpec, BackendUnavailable
 from staredge.errors import DeviceError
 from staredge.bench.machine import load_average, machine_info
@@ -47,7 +49,58 @@ def has_sum_variant(name: str) -> bool:
     """Whether ``name`` can be built with every star replaced by a sum (StarNet)."""
     from staredge.models import get_entry
 
-    return get_entry(name).family == "starnet"
+    return not artifact_source(name) and get_entry(name).family == "starnet"
+
+
+def artifact_source(name: str) -> str | None:
+    """``name`` when it is an exported artifact on disk (any format but a PyTorch checkpoint),
+    else None: ``staredge bench ARTIFACT`` times that file as it is (like ``benchmark_app -m``)."""
+    if not os.path.exists(name):
+        return None
+    from staredge.formats import detect_format
+    from staredge.metadata import MetadataError
+
+    try:
+        fmt = detect_format(name)
+    except MetadataError:
+        return None
+    return None if fmt.name == "pytorch" else name
+
+
+class ArtifactFileFactory(RunnerFactory):
+    """Runners over one given artifact file (no export): its runtime, or the one a spec names."""
+
+    def __init__(self, path: str, workdir: str | os.PathLike | None = None, default_rewrite: str = "auto",
+                 **options: Any) -> None:
+        from staredge.metadata import MetadataError, read_metadata
+
+        self.path = path
+        self.model = None
+        self.calibration = None
+        self.calibration_samples = None
+        self._calibration = None
+        self.default_rewrite = default_rewrite
+        self._torch_cuda = options.get("torch_cuda")
+        self._providers = options.get("providers")
+        try:
+            self.meta = read_metadata(path)
+        except MetadataError:
+            self.meta = None
+        if self.meta is not None and self.meta.task != "image-classification":
+            raise ConfigError(f"{path} is a {self.meta.task} artifact; time it with `staredge bench {path} "
+                              f"--task generate` (the decode benchmark)")
+        self.input_size = tuple(self.meta.input_size) if self.meta is not None else (3, 224, 224)
+        self.x = fixed_input(self.input_size)
+
+    @property
+    def fingerprint(self) -> str:
+        """The artifact's path (its weights are whatever the file holds)."""
+        return str(self.path)
+
+    def build(self, spec: BackendSpec, threads: int | None) -> Runner:
+        """A runner over the artifact on ``spec``'s runtime and device."""
+        self.check(spec)
+        return self._artifact(spec, spec.runtime, self.path, [], threads, foreign=self.meta is None)
 
 
 def build_model(name: str, variant: str = "star") -> Any:
@@ -233,12 +286,16 @@ def run_bench(
         with tmp as root, _Progress(show_progress, total, console, inferences=timed) as bar:
             for model_name in models:
                 for variant in (v for v in variants if (model_name, v) in plan):
-                    model = build_model(model_name, variant)
-                    prof = profile(model)
-                    factory = (factory_class or RunnerFactory)(
-                        model, f"{root}/{model_name}-{variant}",
-                        default_rewrite=protocols[0].rewrite, **(factory_options or {}),
-                    )
+                    if artifact_source(model_name):  # an exported file, timed as it is
+                        factory = ArtifactFileFactory(model_name, default_rewrite=protocols[0].rewrite)
+                        prof = None
+                    else:
+                        model = build_model(model_name, variant)
+                        prof = profile(model)
+                        factory = (factory_class or RunnerFactory)(
+                            model, f"{root}/{Path(model_name).name}-{variant}",
+                            default_rewrite=protocols[0].rewrite, **(factory_options or {}),
+                        )
                     for protocol, pid in zip(protocols, protocol_ids):
                         factory.default_rewrite = protocol.rewrite
 
@@ -247,8 +304,9 @@ def run_bench(
                                 model=model_name, variant=variant, backend=spec.label, runtime=spec.runtime,
                                 device=spec.device, baseline=spec.baseline, machine=machine_id, protocol=pid,
                                 precision=spec.precision,
-                                threads_requested=protocol.threads, params_m=round(prof.params_m, 4),
-                                macs_m=round(prof.macs_m, 2),
+                                threads_requested=protocol.threads,
+                                params_m=None if prof is None else round(prof.params_m, 4),
+                                macs_m=None if prof is None else round(prof.macs_m, 2),
                             )
 
                         def record(result: BenchResult) -> None:

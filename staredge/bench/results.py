@@ -265,11 +265,34 @@ def merge(docs: list[BenchDocument]) -> BenchDocument:
         for r in d.results:
             copy = BenchResult.from_dict(r.to_dict())
             copy.machine = remap[("machine", r.machine)]
-            copy.protocol = remap[("protocol", r.protocol)]
+            copy.protocol = _apart_by_threads(out, copy, remap[("protocol", r.protocol)])
             out.results.append(copy)
         out.notes += [n for n in d.notes if n not in out.notes]
     compute_speedups(out.results)
     return out
+
+
+def _threads_of(r: BenchResult) -> int | None:
+    return r.threads_in_effect if r.threads_in_effect is not None else r.threads_requested
+
+
+def _apart_by_threads(out: BenchDocument, result: BenchResult, pid: str) -> str:
+    """The protocol id ``result`` goes under in the merged document: ``pid``, unless a result
+    of the same model, variant, backend and machine under ``pid`` ran with another thread count
+    (the protocol left threads to the runtime, e.g.); then a copy of the protocol that names the
+    count, so that the two runs stay apart in the tables instead of being read as one."""
+    threads = _threads_of(result)
+    clash = any(o.protocol == pid and (o.model, o.variant, o.backend, o.machine) ==
+                (result.model, result.variant, result.backend, result.machine) and _threads_of(o) != threads
+                for o in out.results)
+    if not clash:
+        return pid
+    new = f"{pid}[threads in effect={threads if threads is not None else 'default'}]"
+    if new not in out.protocols:
+        record = dict(out.protocols.get(pid, {}))
+        record["threads"] = threads
+        out.protocols[new] = record
+    return new
 
 
 def _comparable(record: dict[str, Any], kind: str) -> Any:

@@ -14,10 +14,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from staredge.errors import ConfigError
+from staredge.commands import _args
+from staredge.errors import ArtifactExistsError, ConfigError, DeviceError
 from staredge.fileio import atomic_write_text
 
 
@@ -46,30 +48,31 @@ def register(sub: argparse._SubParsersAction) -> None:
             + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items())
         ),
     )
-    p.add_argument("models", nargs="*", metavar="MODEL", help="registered model names (see `staredge models`)")
-    p.add_argument("--backends", help="comma-separated backend specs RUNTIME[:ACCEL][@PASS+PASS][+PRECISION] or 'all'; "
-                   "runtime names or aliases from the format table (litert or tflite, onnxruntime or ort...), "
-                   "a precision among the passes: onnxruntime@int8, openvino@fuse+fp16 (default: the protocol's)")
-    p.add_argument("--precision", metavar="LIST",
-                   help="time every exported runtime at each precision of a comma list of fp32, fp16, int8 "
-                   "(e.g. fp32,int8); the baselines stay fp32. int8 is calibrated on --calibration, else the model's "
-                   "own data (digits), else scikit-image photos outside the validation set")
-    p.add_argument("--calibration", metavar="DIR", help="int8 calibration images (see staredge export --calibration)")
-    p.add_argument("--calibration-samples", type=int, metavar="N", help="calibration images to use (default 128)")
+    p.add_argument("models", nargs="*", metavar="MODEL_OR_ARTIFACT",
+                   help="registered model names (see `staredge models`), or exported artifacts (any format: "
+                        "each is timed as it is, on its own runtime or the --backends one)")
+    _args.add_backends(p, multiple=True, help=(
+        "comma-separated backend specs RUNTIME[:ACCEL][@PASS+PASS][+PRECISION] or 'all'; runtime names or "
+        "aliases from the format table (litert or tflite, onnxruntime or ort...), a precision among the passes: "
+        "onnxruntime@int8, openvino@fuse+fp16 (default: the protocol's)"))
+    _args.add_precision(p, multiple=True, help=(
+        "time every exported runtime at each precision of a comma list of fp32, fp16, int8 (e.g. fp32,int8); "
+        "the baselines stay fp32. int8 is calibrated on --calibration, else the model's own data (digits), "
+        "else scikit-image photos outside the validation set; the terminal says which"))
+    _args.add_calibration(p)
     p.add_argument("--protocol", default="paper-cpu", choices=sorted(PRESETS) + sorted(ALIASES), metavar="NAME",
                    help=f"measurement preset: {', '.join(PRESETS)} (default paper-cpu; 'quick' for a first look; "
                    "ios and modelbench are old names of the *-settings-on-host presets)")
-    p.add_argument("--threads", help="intra-op threads; a comma list (e.g. 2,4) times each setting "
-                   "(default: the machine's physical cores, at most the preset's count)")
-    p.add_argument("--warmup", type=int, help="untimed inferences before each run (overrides the preset)")
-    p.add_argument("--iters", type=int, help="timed inferences per run (overrides the preset)")
-    p.add_argument("--repeats", type=int, help="runs per backend (overrides the preset)")
+    _args.add_threads(p, multiple=True, help="intra-op threads; a comma list (e.g. 2,4) times each setting "
+                      "(default: the machine's physical cores, at most the preset's count)")
+    _args.add_timing(p, warmup=None, iters=None, repeats=None, repeats_help="runs per backend")
     p.add_argument("--statistic", choices=["mean", "median", "p90", "p99", "min", "trimmed_mean"],
                    help="per-run statistic reported (overrides the preset)")
     p.add_argument("--reduce", choices=["last", "mean"], help="report the last run or the mean over runs (overrides the preset)")
     p.add_argument("--interleave", action="store_true",
                    help="time backends round-robin, one run each per repeat (fairer on a shared machine; use --repeats > 1)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="device for 'all' and the protocol (overrides the preset)")
+    _args.add_device(p, default=None, help="device for 'all' and the protocol (default: the preset's); cuda "
+                                          "without a CUDA device here is an error")
     p.add_argument("--rewrite", help="rewrites for exported artifacts: auto, none, or a comma list of passes")
     p.add_argument("--no-baselines", action="store_true",
                    help="do not add the pytorch and onnx-plain baselines (they are timed by default)")
@@ -77,10 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time each exported runtime with fuse_batchnorm and with fuse_batchnorm+pointwise_conv_to_linear")
     p.add_argument("--compare-star-sum", action="store_true",
                    help="also time StarNet with every star replaced by a sum (paper Table 8)")
-    p.add_argument("--out", metavar="DIR",
-                   help="folder for everything the run writes: " + ", ".join(OUT_FILES.values())
-                   + " (a path ending in .json is read as --json FILE, the old meaning, with a notice)")
-    p.add_argument("--json", metavar="FILE", help="results JSON (written as results come in; kept on Ctrl-C)")
+    _args.add_out(p, None, "folder for everything the run writes: " + ", ".join(OUT_FILES.values())
+                  + " (a path ending in .json is read as --json FILE, the old meaning, with a notice)")
+    _args.add_json(p, "the results (a FILE is written as results come in and kept on Ctrl-C)")
     p.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
     p.add_argument("--csv", metavar="FILE", help="write one CSV line per result")
     p.add_argument("--bars", metavar="FILE", help="write a bar chart: median per runtime, p10-p90 whiskers (PNG)")
@@ -90,21 +92,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-samples", action="store_true", help="store every timed inference in the JSON")
     p.add_argument("--workdir", help="keep exported artifacts here (default: a temporary directory)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    _args.add_force(p, "existing output files")
     p.add_argument("--task", choices=["classify", "generate"], default="classify",
                    help="generate: the LM decode benchmark of a language model (staredge.bench.generate)")
     p.set_defaults(func=run)
 
 
-def _threads(text: str | None) -> list[int | None]:
-    if text is None:
+def _threads(value: str | list[int] | None) -> list[int | None]:
+    """The thread counts asked for (a parsed list, or the comma text of older callers),
+    each checked by :func:`staredge.limits.check_threads`."""
+    from staredge.limits import check_threads
+
+    if value is None:
         return [None]
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ConfigError(f"--threads takes integers like 4 or 2,4, got '{text}'") from None
-    if not values or any(v < 1 for v in values):
-        raise ConfigError(f"--threads needs positive integers, got '{text}'")
+    items = value.split(",") if isinstance(value, str) else list(value)
+    values = [check_threads(t) for t in items if str(t).strip()]
+    if not values:
+        raise ConfigError(f"--threads takes integers like 4 or 2,4, got {value!r}")
     return values
 
 
@@ -138,7 +142,7 @@ def resolve_outputs(args: argparse.Namespace, console=None) -> dict[str, str]:
 
     ``--out x.json`` keeps its old meaning (the results file) with a deprecation notice.
     """
-    out = {k: getattr(args, k) for k in OUT_FILES if getattr(args, k, None)}
+    out = {k: getattr(args, k) for k in OUT_FILES if getattr(args, k, None) and getattr(args, k) != _args.STDOUT}
     if args.out:
         if args.out.lower().endswith(".json"):
             if console is not None:
@@ -159,11 +163,13 @@ def write_reports(doc, args: argparse.Namespace, console, outputs: dict[str, str
     from staredge.bench import report
     outputs = outputs if outputs is not None else resolve_outputs(args)
     report.print_tables(doc, console)
+    force = bool(getattr(args, "force", False))
     if outputs.get("markdown"):
-        atomic_write_text(outputs["markdown"], report.to_markdown(doc, title="StarEdge latency benchmark"), force=True)
+        _args.write_output_file(outputs["markdown"], report.to_markdown(doc, title="StarEdge latency benchmark"),
+                                force=force, flag="--markdown")
         console.print(f"wrote {outputs['markdown']}")
     if outputs.get("csv"):
-        atomic_write_text(outputs["csv"], report.to_csv(doc), force=True)
+        _args.write_output_file(outputs["csv"], report.to_csv(doc), force=force, flag="--csv")
         console.print(f"wrote {outputs['csv']}")
     for kind, draw in (("bars", report.plot_latency_bars), ("plot", report.plot_latency_vs_top1)):
         if outputs.get(kind):
@@ -195,28 +201,77 @@ def _notices(args: argparse.Namespace, protocols: list, console) -> None:
         )
 
 
+def _generate_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` in the shape :func:`staredge.bench.generate.run_cli` reads (comma texts, a file or None)."""
+    threads = ",".join(map(str, args.threads)) if isinstance(args.threads, list) else args.threads
+    json_file = None if args.json in (None, _args.STDOUT) else args.json
+    return argparse.Namespace(**{**vars(args), "threads": threads, "json": json_file})
+
+
+def check_device(device: str | None, factory=None) -> None:
+    """``--device cuda`` on a machine where no runtime sees a CUDA device: a DeviceError now,
+    not a CPU run labelled cuda."""
+    if device not in ("cuda", "tensorrt"):
+        return
+    from staredge.bench.device import detect_ort_providers, detect_torch_cuda, resolve_device
+
+    available = ("CUDAExecutionProvider" in detect_ort_providers()) or detect_torch_cuda()
+    resolve_device(device, available)
+
+
+def _int8_calibration(args: argparse.Namespace, models: list[str], specs: list, console) -> dict:
+    """Before any timing: the int8 calibration data of every model (so a missing or empty
+    ``--calibration`` folder is an error now, not after minutes of timing), said on the terminal.
+    Returns the factory options (the prepared inputs of the first model, or the folder)."""
+    if not any(getattr(s, "precision", "fp32") == "int8" for s in specs):
+        if args.calibration is not None:
+            console.print("[yellow]note:[/] --calibration is used by int8 only, and nothing here is int8")
+        return {}
+    from staredge.bench.artifacts import calibration_for
+    from staredge.bench.harness import build_model
+
+    options: dict = {}
+    for name in models:
+        _, what = calibration_for(build_model(name), args.calibration, args.calibration_samples)
+        console.print(f"{name}: {what}")
+    if args.calibration is not None:
+        options["calibration"] = args.calibration
+    if args.calibration_samples is not None:
+        options["calibration_samples"] = args.calibration_samples
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure (or merge), print the tables, write the files; 130 after Ctrl-C (results kept)."""
     if getattr(args, "task", "classify") == "generate":
         from staredge.bench.generate import run_cli
 
-        return run_cli(args)
+        check_device(args.device)
+        return run_cli(_generate_args(args))
     from rich.console import Console
 
     from staredge.bench.specs import (
         compare_rewrite_specs, expand_backends, parse_precisions, with_baselines, with_precisions,
     )
-    from staredge.bench.harness import has_sum_variant, run_bench
+    from staredge.bench.harness import artifact_source, has_sum_variant, run_bench
     from staredge.bench.results import load, merge, save
 
-    console = Console(stderr=False)
+    to_stdout = args.json == _args.STDOUT
+    console = Console(stderr=to_stdout)  # with --json and no FILE, stdout carries the JSON only
     outputs = resolve_outputs(args, console)
     if not args.force:
         existing = [p for p in outputs.values() if Path(p).exists()]
         if existing:
-            raise ConfigError(f"{', '.join(existing)} already exist(s); pass --force to overwrite")
+            raise ArtifactExistsError(f"{', '.join(existing)} already exist(s); nothing was done. Pass --force "
+                                      f"to overwrite")
+    from staredge.fileio import check_output_file
+
+    for kind, path in outputs.items():  # writable places (typed errors naming the path), before any work
+        check_output_file(path, force=True, flag=f"--{kind}")
     if args.out and not args.out.lower().endswith(".json"):
-        Path(args.out).mkdir(parents=True, exist_ok=True)
+        from staredge.fileio import check_output_folder
+
+        check_output_folder(args.out)
     json_path = outputs.get("json")
 
     if args.merge:
@@ -226,22 +281,39 @@ def run(args: argparse.Namespace) -> int:
         if json_path:
             save(doc, json_path, force=True)
             console.print(f"wrote {json_path}")
+        if to_stdout:
+            print(doc.to_json())
         write_reports(doc, args, console, outputs)
         return 0
 
     if not args.models:
-        raise ConfigError("name at least one model (e.g. `staredge bench starnet_s1`), or use --merge")
+        raise ConfigError("name at least one model (e.g. `staredge bench starnet_s1`) or an exported artifact, "
+                          "or use --merge")
+    artifacts = [m for m in args.models if artifact_source(m)]
+    missing = [m for m in args.models if m not in artifacts and (os.sep in m or Path(m).suffix) and not Path(m).exists()]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: no such file; name registered models (see `staredge models`) "
+                          f"or exported artifacts")
+    if artifacts and len(artifacts) != len(args.models):
+        raise ConfigError("time registered models and exported artifacts in separate runs (models are exported "
+                          "for each backend; an artifact is timed as it is)")
     protocols = build_protocols(args)
     device = protocols[0].device
-    specs = expand_backends([args.backends] if args.backends else list(protocols[0].backends), device=device)
-    specs = with_precisions(specs, parse_precisions(getattr(args, "precision", None)))
-    if not args.no_baselines:
-        specs = with_baselines(specs, device)
-    if args.compare_rewrites:
-        specs = compare_rewrite_specs(specs)
-    variants = ("star", "sum") if args.compare_star_sum else ("star",)
+    check_device(args.device or device)
+    if artifacts:
+        specs = _artifact_specs(args, artifacts, device)
+    else:
+        specs = expand_backends([args.backends] if args.backends else list(protocols[0].backends), device=device)
+        precision = ",".join(args.precision) if isinstance(args.precision, list) else args.precision
+        specs = with_precisions(specs, parse_precisions(precision))
+        if not args.no_baselines:
+            specs = with_baselines(specs, device)
+        if args.compare_rewrites:
+            specs = compare_rewrite_specs(specs)
+    variants = ("star", "sum") if args.compare_star_sum and not artifacts else ("star",)
     _notices(args, protocols, console)
-    if not args.no_progress:
+    calibration = {} if artifacts else _int8_calibration(args, list(args.models), specs, console)
+    if not args.no_progress and not artifacts:
         from staredge.bench.estimate import describe_estimate
         from staredge.bench.protocols import get_protocol
 
@@ -258,16 +330,22 @@ def run(args: argparse.Namespace) -> int:
             save(doc, json_path, force=True)
             doc.complete = finished
 
-    calibration = {k: v for k, v in (("calibration", getattr(args, "calibration", None)),
-                                     ("calibration_samples", getattr(args, "calibration_samples", None))) if v is not None}
-    doc = run_bench(
-        args.models, specs, protocols, variants=variants, workdir=args.workdir, keep_samples=args.keep_samples,
-        show_progress=not args.no_progress, console=console, checkpoint=checkpoint, interleave=args.interleave,
-        factory_options=calibration or None,
-    )
+    common = dict(variants=variants, workdir=args.workdir, keep_samples=args.keep_samples,
+                  show_progress=not args.no_progress, console=console, checkpoint=checkpoint,
+                  interleave=args.interleave)
+    if artifacts:  # each file on its own runtime(s)
+        doc = None
+        for path in artifacts:
+            doc = run_bench([path], _artifact_specs(args, [path], device), protocols, doc=doc, **common)
+            if not doc.complete:
+                break
+    else:
+        doc = run_bench(args.models, specs, protocols, factory_options=calibration or None, **common)
     if json_path:
         save(doc, json_path, force=True)
         console.print(f"wrote {json_path}" + ("" if doc.complete else " (partial: interrupted)"))
+    if to_stdout:
+        print(doc.to_json())
     if doc.results:
         write_reports(doc, args, console, outputs)
     if not doc.complete:
@@ -275,3 +353,23 @@ def run(args: argparse.Namespace) -> int:
               file=getattr(getattr(args, "capture", None), "stderr", None) or sys.stderr)
         return 130
     return 0 if any(r.ok for r in doc.results) else 1
+
+
+def _artifact_specs(args: argparse.Namespace, artifacts: list[str], device: str) -> list:
+    """The backend specs that time exported files: ``--backends`` (runtimes that run their
+    format), else each artifact's own runtime; no baselines, rewrites or precisions (the file
+    is what it is)."""
+    from staredge.bench.specs import BackendSpec, expand_backends
+    from staredge.formats import detect_format
+
+    for flag, value in (("--precision", args.precision), ("--compare-rewrites", args.compare_rewrites),
+                        ("--compare-star-sum", args.compare_star_sum), ("--rewrite", args.rewrite),
+                        ("--calibration", args.calibration)):
+        if value:
+            raise ConfigError(f"{flag} does not apply to an exported artifact (it is timed as it is); "
+                              f"give a model name to export and time variants")
+    if args.backends:
+        return expand_backends([args.backends], device=device)
+    runtimes = list(dict.fromkeys(detect_format(a).runtime for a in artifacts))
+    accel = "cpu" if device == "cpu" else "cuda"
+    return [BackendSpec(runtime=r, accelerator=accel if r == "onnxruntime" else "cpu") for r in runtimes]

@@ -1,0 +1,129 @@
+"""``staredge bench``: what issue 22/23 found (artifacts timed as they are, a device that is
+not there, inputs checked before the first second of timing, merged thread counts, numbers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from staredge.bench.results import BenchDocument, BenchResult, load, merge, save  # noqa: E402
+from staredge.bench.stats import RunStats  # noqa: E402
+from staredge.cli import main  # noqa: E402
+from tests._cli_artifacts import digits_onnx  # noqa: E402
+
+
+def test_bench_times_an_exported_artifact(tmp_path_factory, worker_id, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    path = digits_onnx(tmp_path_factory, worker_id)
+    out = tmp_path / "r.json"
+    rc = main(["bench", str(path), "--protocol", "quick", "--iters", "3", "--warmup", "1", "--threads", "1",
+               "--no-progress", "--json", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = load(out)
+    (result,) = doc.results
+    assert result.ok and result.runtime == "onnxruntime" and result.model == str(path) and result.latency_ms > 0
+    # a flag that cannot apply to a file timed as it is: refused, not ignored
+    assert main(["bench", str(path), "--precision", "int8", "--no-progress"]) == 2
+    assert "does not apply to an exported artifact" in capsys.readouterr().err
+
+
+def test_bench_json_without_file_prints_the_document(tmp_path_factory, worker_id, capsys):
+    pytest.importorskip("sklearn")
+    path = digits_onnx(tmp_path_factory, worker_id)
+    assert main(["bench", str(path), "--protocol", "quick", "--iters", "2", "--warmup", "0", "--threads", "1",
+                 "--no-progress", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)  # stdout holds the JSON only
+    assert doc["schema"] and doc["results"][0]["runtime"] == "onnxruntime"
+
+
+def test_bench_cuda_without_a_gpu_is_a_device_error(monkeypatch, capsys):
+    import staredge.bench.device as device
+
+    monkeypatch.setattr(device, "detect_ort_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(device, "detect_torch_cuda", lambda: False)
+    assert main(["bench", "starnet_s050", "--device", "cuda", "--no-progress"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_missing_calibration_is_reported_before_any_timing(monkeypatch, tmp_path, capsys):
+    import staredge.bench.harness as harness
+
+    def never(*a, **k):
+        raise AssertionError("timing started before the inputs were checked")
+
+    monkeypatch.setattr(harness, "run_bench", never)
+    assert main(["bench", "starnet_s050", "--precision", "int8", "--calibration", str(tmp_path / "photos"),
+                 "--protocol", "quick", "--no-progress"]) == 2
+    assert "photos" in capsys.readouterr().err
+
+
+def test_int8_says_which_calibration_data_it_used(monkeypatch, capsys):
+    pytest.importorskip("skimage")
+    import staredge.bench.harness as harness
+
+    seen = {}
+
+    def fake(models, specs, protocols, **kw):
+        seen.update(kw)
+        return BenchDocument(tool="test")
+
+    monkeypatch.setattr(harness, "run_bench", fake)
+    main(["bench", "starnet_s050", "--precision", "int8", "--protocol", "quick", "--no-progress",
+          "--calibration-samples", "4"])
+    out = capsys.readouterr().out
+    assert "starnet_s050: int8 calibrated on 4 scikit-image photos" in out
+
+
+def _result(threads: int, ms: float) -> BenchResult:
+    runs = [RunStats.from_samples([ms, ms], first_ms=ms)]
+    return BenchResult(model="starnet_s1", backend="onnxruntime", machine="m1", protocol="quick", variant="star",
+                       runtime="onnxruntime", latency_ms=ms, reported_run=0, runs=runs, threads_requested=None,
+                       threads_in_effect=threads)
+
+
+def test_merge_keeps_different_thread_counts_apart(tmp_path):
+    from staredge.bench import report
+    from staredge.bench.protocols import get_protocol
+
+    docs = []
+    for threads, ms in ((1, 9.0), (2, 5.0)):
+        d = BenchDocument(tool="test")
+        d.machines["m1"] = {"label": "box", "hostname": "box", "cpu_model": "X"}
+        d.protocols["quick"] = get_protocol("quick").to_dict()
+        d.results = [_result(threads, ms)]
+        save(d, tmp_path / f"{threads}.json")
+        docs.append(load(tmp_path / f"{threads}.json"))
+    merged = merge(docs)
+    assert len({r.protocol for r in merged.results}) == 2  # not one column holding two thread counts
+    labels = [c.label for c in report.build_table(merged).columns]
+    assert sum("onnxruntime" in lab for lab in labels) == 2
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--threads", "1000000000"], "argument --threads: must be a positive integer of at most"),
+    (["--threads", "0"], "argument --threads"),
+    (["--iters", "0"], "argument --iters: must be a positive integer"),
+    (["--warmup", "-1"], "argument --warmup: must be an integer >= 0"),
+    (["--repeats", "0"], "argument --repeats"),
+    (["--device", "tpu"], "argument --device"),
+    (["--precision", "int4"], "argument --precision"),
+])
+def test_bench_numbers_are_checked_by_the_shared_module(argv, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "starnet_s1", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "usage: staredge bench" in err
+
+
+def test_existing_outputs_are_refused_and_unwritable_ones_named(tmp_path, capsys):
+    target = tmp_path / "r.json"
+    target.write_text("keep me")
+    assert main(["bench", "starnet_s1", "--json", str(target)]) == 2
+    assert "--force" in capsys.readouterr().err and target.read_text() == "keep me"
+    assert main(["bench", "starnet_s1", "--json", "/proc/x/r.json"]) == 2
+    assert "/proc/x" in capsys.readouterr().err
