@@ -93,7 +93,7 @@ def count_type(flag: str, minimum: int = 1) -> Callable[[str], int]:
 def _precision(text: str, flag: str) -> str:
     p = str(text).strip().lower()
     if p not in PRECISIONS:
-        raise ConfigError(f"{flag} takes {', '.join(PRECISIONS)}, got {text!r}")
+        raise ConfigError(f"{flag}: unknown precision {str(text).strip()!r}; it takes {', '.join(PRECISIONS)}")
     return p
 
 
@@ -271,7 +271,7 @@ def _architecture_of(path: str, get_entry) -> str:
 def check_json_target(args: argparse.Namespace) -> str | None:
     """Before any work: the file ``--json FILE`` names (None for stdout or no --json), checked
     writable and not existing unless ``--force`` (typed errors naming the path)."""
-    from staredge.commands._outputs import check_output_file
+    from staredge.fileio import check_output_file
 
     value = getattr(args, "json", None)
     if not isinstance(value, str) or value == STDOUT:
