@@ -90,12 +90,22 @@ class ArtifactError(StarEdgeError):
     """An artifact cannot be loaded: missing, truncated, corrupt or not what its suffix says."""
 
 
+class ArtifactIntegrityError(ArtifactError):
+    """An artifact's weights do not match the digest recorded in its metadata at export (a
+    flipped byte, a truncated copy): it would run and compute wrong results. The message names
+    the file(s); see :mod:`staredge.integrity`."""
+
+
 class MetadataError(StarEdgeError):
     """An artifact has no StarEdge metadata, it cannot be parsed, or it disagrees with the
     artifact itself (a language model's ``lm`` section is checked against the graph's real
     inputs and outputs at load). The message names the field, its value and what the graph
     says. (Defined here so that every layer can raise it; ``staredge.metadata.MetadataError``
     is the same class.)"""
+
+
+class StreamError(ConfigError):
+    """A decode stream used wrongly: after it was closed, or from two threads at once."""
 
 
 class InferenceError(StarEdgeError, RuntimeError):
@@ -142,3 +152,8 @@ class TokenizerError(ConfigError):
 
 class ChatTemplateError(ConfigError):
     """A model has no chat template, or its template fails to render the given messages."""
+
+
+class PickleWeightsRefusedError(HFCheckpointError, UnsafeCheckpointError):
+    """A model folder holds its weights only as a pickle (``pytorch_model.bin``...): refused
+    without opening it; convert it to safetensors where it is trusted."""

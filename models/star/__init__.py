@@ -6,6 +6,8 @@ Public names: :class:`STARBackbone`, :class:`STARLanguageModel` (with ``forward`
 (:func:`parse_genome`, :class:`Genome`, :func:`random_genome`) and the baselines
 :func:`transformer_pp` / :func:`striped_mamba`. Our concrete operator choices live in
 :mod:`staredge.models.star.choices`; the operator table is in :mod:`staredge.models.star.liv`.
+Hugging Face LFM2 folders import as STAR genomes with :func:`from_pretrained` and are written
+back with :func:`save_pretrained` (:mod:`staredge.models.star.lfm2`).
 """
 
 from staredge.models.star.choices import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
@@ -22,10 +24,11 @@ from staredge.models.star.genome import (
     transformer_pp,
 )
 from staredge.models.star.backbone import STARBackbone, STARLanguageModel, STARState
+from staredge.models.star.lfm2 import from_pretrained, is_hf_folder, save_pretrained
 
 __all__ = [
     "STARBackbone", "STARLanguageModel", "STARState", "LIVConfig", "TokenMixingStructure",
     "ChannelMixingStructure", "Genome", "GenomeError", "GenomeIssue", "Segment", "parse_genome",
     "random_genome", "transformer_pp", "striped_mamba", "BASELINES", "VOCAB_SIZE", "BOS_ID",
-    "EOS_ID", "PAD_ID",
+    "EOS_ID", "PAD_ID", "from_pretrained", "save_pretrained", "is_hf_folder",
 ]

@@ -26,6 +26,16 @@ Tensor = torch.Tensor
 CONFIG_FORMAT = "staredge.star_lm/1"
 
 
+def check_eps(value) -> float:
+    """A norm epsilon: a finite float in (0, 1); :class:`ConfigError` otherwise."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not 0 < value < 1:
+        raise ConfigError(f"norm_eps must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
 class STARBackbone(nn.Module):
     """A stack of LIVs described by a backbone genome: ``y = u + LIV(RMSNorm(u))`` per LIV,
     where ``u`` is the previous output (plus an earlier output for residual groups, A.7).
@@ -37,8 +47,9 @@ class STARBackbone(nn.Module):
     """
 
     def __init__(self, dim: int, depth: int, genome, configs=None, max_seq_len: int = C.MAX_SEQ_LEN,
-                 repair: bool = False) -> None:
+                 repair: bool = False, norm_eps: float = C.NORM_EPS) -> None:
         super().__init__()
+        norm_eps = check_eps(norm_eps)
         # types and limits before anything is allocated (shape-only builds on the meta device
         # may use any context length: the analysis of long-context caches needs that)
         dim, depth = check_model_args(dim, depth)[:2]
@@ -73,7 +84,8 @@ class STARBackbone(nn.Module):
         )
         # A consumer that takes every input-dependent group from its producer (GConv strategy
         # 4, GMemless strategy 3) never reads its own input: it gets no pre-norm (no dead weights).
-        self.norms = nn.ModuleList(RMSNorm(dim) if reads_input[i] else nn.Identity() for i in range(depth))
+        self.norm_eps = norm_eps
+        self.norms = nn.ModuleList(RMSNorm(dim, norm_eps) if reads_input[i] else nn.Identity() for i in range(depth))
 
     def _cfg(self, liv_class: int) -> LIVConfig:
         return self.configs.get(liv_class, LIVConfig())
@@ -119,6 +131,25 @@ class STARBackbone(nn.Module):
             if i in self._keep_output:
                 outputs[i] = x
         return x, tuple(new)
+
+
+#: ``special_ids`` of a byte-level model (the attribute is this very object then).
+DEFAULT_SPECIAL_IDS: dict = {}
+
+
+def check_special_ids(special_ids, vocab_size: int) -> dict:
+    """``{"bos_id": int|None, "eos_id": ..., "pad_id": ...}`` checked against the vocabulary;
+    None gives :data:`DEFAULT_SPECIAL_IDS` (the byte vocabulary's ids)."""
+    if special_ids is None:
+        return DEFAULT_SPECIAL_IDS
+    if not isinstance(special_ids, dict):
+        raise ConfigError(f"special_ids must be a dict like {{'bos_id': 1, 'eos_id': 2}}, got {type(special_ids).__name__}")
+    out = {}
+    for key, value in special_ids.items():
+        if key not in ("bos_id", "eos_id", "pad_id"):
+            raise ConfigError(f"special_ids has unknown key {key!r}; known: bos_id, eos_id, pad_id")
+        out[key] = None if value is None else check_int(f"special_ids[{key!r}]", value, 0, vocab_size - 1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -179,23 +210,46 @@ class STARLanguageModel(nn.Module):
 
     def __init__(self, dim: int, depth: int, genome, vocab_size: int = C.VOCAB_SIZE,
                  max_seq_len: int = C.MAX_SEQ_LEN, tie_embeddings: bool = True, configs=None,
-                 repair: bool = False) -> None:
+                 repair: bool = False, norm_eps: float = C.NORM_EPS, special_ids: dict | None = None) -> None:
         super().__init__()
         # every argument checked before anything is allocated (docs/security.md)
         dim, depth, vocab_size, max_seq_len = check_model_args(dim, depth, vocab_size, max_seq_len)
         if not isinstance(tie_embeddings, bool):
             raise ConfigError(f"tie_embeddings must be True or False, got {type(tie_embeddings).__name__} {tie_embeddings!r}")
         check_parameter_budget(dim, depth, vocab_size, normalize_configs(configs))
+        norm_eps = check_eps(norm_eps)
+        self.special_ids = check_special_ids(special_ids, vocab_size)
         self.vocab_size, self.max_seq_len, self.tie_embeddings = vocab_size, max_seq_len, tie_embeddings
         self.embed = nn.Embedding(self.vocab_size, dim)
         nn.init.normal_(self.embed.weight, std=C.INIT_STD)
-        self.backbone = STARBackbone(dim, depth, genome, configs, max_seq_len=self.max_seq_len, repair=repair)
-        self.norm = RMSNorm(dim)
+        self.backbone = STARBackbone(dim, depth, genome, configs, max_seq_len=self.max_seq_len, repair=repair,
+                                     norm_eps=norm_eps)
+        self.norm = RMSNorm(dim, norm_eps)
         self.head = nn.Linear(dim, self.vocab_size, bias=False)
         if self.tie_embeddings:
             self.head.weight = self.embed.weight
         else:
             nn.init.normal_(self.head.weight, std=C.INIT_STD)
+
+    @property
+    def bos_id(self) -> int | None:
+        """BOS token id: the byte vocabulary's unless ``special_ids`` says otherwise."""
+        return self.special_ids.get("bos_id", C.BOS_ID if self.special_ids is DEFAULT_SPECIAL_IDS else None)
+
+    @property
+    def eos_id(self) -> int | None:
+        """EOS token id: the byte vocabulary's unless ``special_ids`` says otherwise."""
+        return self.special_ids.get("eos_id", C.EOS_ID if self.special_ids is DEFAULT_SPECIAL_IDS else None)
+
+    @property
+    def pad_id(self) -> int | None:
+        """PAD token id: the byte vocabulary's unless ``special_ids`` says otherwise."""
+        return self.special_ids.get("pad_id", C.PAD_ID if self.special_ids is DEFAULT_SPECIAL_IDS else None)
+
+    @property
+    def norm_eps(self) -> float:
+        """Epsilon of the pre-norms and the final norm."""
+        return self.backbone.norm_eps
 
     @property
     def dim(self) -> int:
@@ -247,7 +301,7 @@ class STARLanguageModel(nn.Module):
 
     def config_dict(self) -> dict:
         """JSON-able architecture description; ``from_config_dict`` inverts it."""
-        return {
+        d = {
             "format": CONFIG_FORMAT,
             "dim": self.dim,
             "depth": self.depth,
@@ -257,6 +311,12 @@ class STARLanguageModel(nn.Module):
             "tie_embeddings": self.tie_embeddings,
             "configs": {str(k): v.to_dict() for k, v in sorted(self.backbone.configs.items())},
         }
+        # written only when not the defaults, so existing models' configs stay as they were
+        if self.norm_eps != C.NORM_EPS:
+            d["norm_eps"] = self.norm_eps
+        if self.special_ids is not DEFAULT_SPECIAL_IDS:
+            d["special_ids"] = dict(self.special_ids)
+        return d
 
     @classmethod
     def from_config_dict(cls, d: dict) -> "STARLanguageModel":
@@ -271,7 +331,8 @@ class STARLanguageModel(nn.Module):
         # is refused, not truncated)
         return cls(d["dim"], d["depth"], d["genome"], vocab_size=d.get("vocab_size", C.VOCAB_SIZE),
                    max_seq_len=d.get("max_seq_len", C.MAX_SEQ_LEN), tie_embeddings=d.get("tie_embeddings", True),
-                   configs=d.get("configs") or None)
+                   configs=d.get("configs") or None, norm_eps=d.get("norm_eps", C.NORM_EPS),
+                   special_ids=d.get("special_ids"))
 
 
 __all__ = ["STARBackbone", "STARLanguageModel", "STARState", "LIV", "CONFIG_FORMAT"]

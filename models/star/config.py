@@ -26,7 +26,8 @@ MAX_VOCAB = 1 << 20
 #: under ``with torch.device("meta")`` (shape-only analysis) are not limited.
 MAX_PARAMETERS = 1 << 32
 #: Largest LIVConfig size fields (expansion_factor, repeat_factor, head_dim, kernel_size).
-MAX_LIV_FACTOR = {"expansion_factor": 64, "repeat_factor": 1024, "head_dim": MAX_DIM, "kernel_size": 4096}
+MAX_LIV_FACTOR = {"expansion_factor": 64, "repeat_factor": 1024, "head_dim": MAX_DIM, "kernel_size": 4096,
+                  "hidden_dim": 64 * MAX_DIM}
 
 
 def check_int(name: str, value, low: int = 1, high: int | None = None, limit_name: str | None = None) -> int:
@@ -121,6 +122,17 @@ class LIVConfig:
     - ``repeat_factor``: attention query heads per K/V head (GQA).
     - ``head_dim``: attention head size.
     - ``kernel_size``: short convolution length (SA-2 featurizer, Rec conv, GConv-1 filter).
+
+    Options that imported models (e.g. LFM2, :mod:`staredge.models.star.lfm2`) need; left
+    at None they change nothing:
+
+    - ``hidden_dim``: GMemless hidden width, exactly (wins over ``expansion_factor``).
+    - ``qk_norm``: attention applies a per-head RMSNorm (learned scale) to q and k before
+      the rotary embedding.
+    - ``norm_eps``: epsilon of the operator's internal norms (q/k norm); default ``NORM_EPS``.
+    - ``rope_base``: rotary base (default ``ROPE_BASE``); ``rope_factor``: linear position
+      scaling (positions are divided by it).
+    - ``bias``: GConv-1 has biases on its B/C/x projections, its filter and its output.
     """
 
     featurizer_class: int | None = None
@@ -132,6 +144,12 @@ class LIVConfig:
     repeat_factor: int | None = None
     head_dim: int | None = None
     kernel_size: int | None = None
+    hidden_dim: int | None = None
+    qk_norm: bool | None = None
+    norm_eps: float | None = None
+    rope_base: float | None = None
+    rope_factor: float | None = None
+    bias: bool | None = None
 
     def check(self, liv_class: int) -> "LIVConfig":
         """Raise ConfigError if a structural field contradicts the class's operator genome."""
@@ -151,19 +169,33 @@ class LIVConfig:
                 raise ConfigError(
                     f"LIVConfig for class {liv_class} ({name}): {field}={getattr(self, field)!r} contradicts its "
                     f"operator genome {''.join(map(str, op))} (expects value {expected}); choose another LIV class instead")
-        for field in ("expansion_factor", "repeat_factor", "head_dim", "kernel_size"):
+        real = ("expansion_factor", "norm_eps", "rope_base", "rope_factor")
+        for field in ("expansion_factor", "repeat_factor", "head_dim", "kernel_size", "hidden_dim", "norm_eps",
+                      "rope_base", "rope_factor"):
             v = getattr(self, field)
             if v is None:
                 continue
-            is_number = isinstance(v, (numbers.Integral, float) if field == "expansion_factor" else numbers.Integral)
+            is_number = isinstance(v, (numbers.Integral, float) if field in real else numbers.Integral)
             if isinstance(v, bool) or not is_number or (isinstance(v, float) and not math.isfinite(v)):
                 raise ConfigError(f"LIVConfig for class {liv_class} ({name}): {field} must be a "
-                                  f"{'finite number' if field == 'expansion_factor' else 'integer'}, got {v!r}")
+                                  f"{'finite number' if field in real else 'integer'}, got {v!r}")
             if not v > 0:
                 raise ConfigError(f"LIVConfig for class {liv_class} ({name}): {field} must be positive, got {v}")
-            if v > MAX_LIV_FACTOR[field]:
+            if v > MAX_LIV_FACTOR.get(field, math.inf):
                 raise LimitError(f"LIVConfig for class {liv_class} ({name}): {field}={v} is over the limit of "
                                  f"{MAX_LIV_FACTOR[field]} (MAX_LIV_FACTOR['{field}'])")
+        for field in ("qk_norm", "bias"):
+            v = getattr(self, field)
+            if v is not None and not isinstance(v, bool):
+                raise ConfigError(f"LIVConfig for class {liv_class} ({name}): {field} must be True or False, got {v!r}")
+        fam = C.family(liv_class)
+        allowed = {"hidden_dim": ("memless",), "qk_norm": ("attention",), "norm_eps": ("attention",),
+                   "rope_base": ("attention",), "rope_factor": ("attention",), "bias": ("gconv",)}
+        for field, families in allowed.items():
+            if getattr(self, field) not in (None, False) and (fam not in families or C.base_class(liv_class) == 8
+                                                           or C.is_differential(liv_class)):
+                raise ConfigError(f"LIVConfig for class {liv_class} ({name}): {field} applies to non-differential "
+                                  f"{'GConv-1' if field == 'bias' else ' / '.join(families)} operators only")
         return self
 
     def to_dict(self) -> dict:
@@ -244,7 +276,10 @@ def recurrence_sizes(liv_class: int, dim: int, cfg: LIVConfig) -> tuple[int, int
 
 
 def swiglu_hidden(dim: int, cfg: LIVConfig) -> int:
-    """SwiGLU hidden width: ceil(8/3 * dim / 256) * 256, or expansion_factor * dim."""
+    """SwiGLU hidden width: ceil(8/3 * dim / 256) * 256, or expansion_factor * dim, or
+    exactly ``hidden_dim``."""
+    if cfg.hidden_dim:
+        return int(cfg.hidden_dim)
     if cfg.expansion_factor:
         return max(1, int(round(cfg.expansion_factor * dim)))
     return int(math.ceil(C.SWIGLU_MULT * dim / C.SWIGLU_MULTIPLE) * C.SWIGLU_MULTIPLE)

@@ -83,9 +83,11 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def _linear(n_in: int, n_out: int) -> nn.Linear:
-    lin = nn.Linear(n_in, n_out, bias=False)
+def _linear(n_in: int, n_out: int, bias: bool = False) -> nn.Linear:
+    lin = nn.Linear(n_in, n_out, bias=bias)
     nn.init.normal_(lin.weight, std=C.INIT_STD)
+    if bias:
+        nn.init.zeros_(lin.bias)
     return lin
 
 
@@ -108,15 +110,21 @@ def with_history(new: Tensor, ring: Tensor | None, kernel: int) -> Tensor:
     return torch.cat([ring, new], dim=1)
 
 
-def rope_table(length: int, dim: int, base: float = C.ROPE_BASE, device=None) -> tuple[Tensor, Tensor]:
-    """cos and sin of the rotary angles for positions 0..length-1, each [length, dim // 2]."""
+def rope_table(length: int, dim: int, base: float = C.ROPE_BASE, device=None,
+               factor: float | None = None) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotary angles for positions 0..length-1, each [length, dim // 2].
+
+    ``factor`` (linear position scaling) divides the frequencies; None or 1 leaves them."""
     half = dim // 2
     inv = base ** (-torch.arange(half, device=device, dtype=torch.float32) / half)
+    if factor is not None and factor != 1:
+        inv = inv / factor
     ang = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv[None]
     return ang.cos(), ang.sin()
 
 
-def rope(x: Tensor, pos: int, table: tuple[Tensor, Tensor] | None = None, base: float = C.ROPE_BASE) -> Tensor:
+def rope(x: Tensor, pos: int, table: tuple[Tensor, Tensor] | None = None, base: float = C.ROPE_BASE,
+         factor: float | None = None) -> Tensor:
     """Rotary embedding (rotate-half) of ``x`` [B, T, ..., D] at positions pos..pos+T-1.
 
     ``table`` is a precomputed :func:`rope_table` (used when it covers the positions)."""
@@ -125,7 +133,7 @@ def rope(x: Tensor, pos: int, table: tuple[Tensor, Tensor] | None = None, base: 
     if table is not None and pos + t <= table[0].shape[0]:
         cos, sin = table[0][pos:pos + t], table[1][pos:pos + t]
     else:
-        cos, sin = (v[pos:] for v in rope_table(pos + t, d, base, x.device))
+        cos, sin = (v[pos:] for v in rope_table(pos + t, d, base, x.device, factor))
     shape = (1, t) + (1,) * (x.ndim - 3) + (half,)
     cos, sin = cos.to(x.dtype).view(shape), sin.to(x.dtype).view(shape)
     x1, x2 = x[..., :half], x[..., half:]
@@ -257,9 +265,18 @@ class Attention(LIV):
         if self.differential:
             self.lam = DiffLambda(self.shape.head_dim // 2, layer_index)
             self.sub_norm = RMSNorm(self.shape.head_dim)
+        # Optional per-head q/k RMSNorm before the rotary embedding (LFM2, Qwen3-style).
+        self.qk_norm = bool(cfg.qk_norm)
+        if self.qk_norm:
+            eps = C.NORM_EPS if cfg.norm_eps is None else float(cfg.norm_eps)
+            self.q_norm = RMSNorm(self.shape.head_dim, eps)
+            self.k_norm = RMSNorm(self.shape.head_dim, eps)
+        self.rope_base = C.ROPE_BASE if cfg.rope_base is None else float(cfg.rope_base)
+        self.rope_factor = None if cfg.rope_factor is None else float(cfg.rope_factor)
         # Rotary angles for the whole context, computed once (not saved with the weights).
         rot = self.shape.head_dim // 2 if self.differential else self.shape.head_dim
-        cos, sin = rope_table(min(max_seq_len, C.ROPE_TABLE_MAX), rot)  # beyond: computed per call
+        cos, sin = rope_table(min(max_seq_len, C.ROPE_TABLE_MAX), rot, self.rope_base,  # beyond: computed per call
+                              factor=self.rope_factor)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -286,9 +303,15 @@ class Attention(LIV):
     def _rope(self, t: Tensor, pos: int) -> Tensor:
         table = (self.rope_cos, self.rope_sin)
         if not self.differential:
-            return rope(t, pos, table)
+            return rope(t, pos, table, self.rope_base, self.rope_factor)
         b, n, h, d = t.shape  # the two halves of each head rotate separately
-        return rope(t.view(b, n, h, 2, d // 2), pos, table).view(b, n, h, d)
+        return rope(t.view(b, n, h, 2, d // 2), pos, table, self.rope_base, self.rope_factor).view(b, n, h, d)
+
+    def head_norm(self, group: str, t: Tensor) -> Tensor:
+        """The q/k RMSNorm of ``group`` over the last axis (head_dim); identity without qk_norm."""
+        if not self.qk_norm or group == "v":
+            return t
+        return (self.q_norm if group == "q" else self.k_norm)(t)
 
     def _mix(self, x, state, pos, shared):
         b, t, _ = x.shape
@@ -301,7 +324,7 @@ class Attention(LIV):
         q, r = self.featurizer.feature("q", x, ring("conv_q"))
         if r is not None:
             new["conv_q"] = r
-        q = self._rope(q.view(b, t, s.heads, s.head_dim), pos).transpose(1, 2)
+        q = self._rope(self.head_norm("q", q.view(b, t, s.heads, s.head_dim)), pos).transpose(1, 2)
         kv = {}
         for g, name in (("k", "key"), ("v", "value")):
             if g in self.shared_groups:
@@ -312,7 +335,7 @@ class Attention(LIV):
                 new[f"conv_{g}"] = r
             f = f.view(b, t, s.kv_heads, s.head_dim)
             if g == "k":
-                f = self._rope(f, pos)
+                f = self._rope(self.head_norm("k", f), pos)
             f = f.transpose(1, 2)
             kv[g] = f if state is None else torch.cat([state[name], f], dim=2)
             new[name] = kv[g]
@@ -439,11 +462,12 @@ class Recurrence(LIV):
 
 
 class GConvFeaturizer(nn.Module):
-    """Linear projections B, x, C (diagonal-channel gates around the convolution)."""
+    """Linear projections B, x, C (diagonal-channel gates around the convolution); with
+    biases when ``bias`` (GConv-1 with ``LIVConfig(bias=True)``)."""
 
-    def __init__(self, dim: int, groups) -> None:
+    def __init__(self, dim: int, groups, bias: bool = False) -> None:
         super().__init__()
-        self.proj = nn.ModuleDict({g: _linear(dim, dim) for g in sorted(groups)})
+        self.proj = nn.ModuleDict({g: _linear(dim, dim, bias) for g in sorted(groups)})
 
 
 class GatedShortConv(LIV):
@@ -456,12 +480,18 @@ class GatedShortConv(LIV):
         self.kernel = short_kernel(liv_class, cfg)
         self.featurizer = featurizer
         self.filter = _conv_weight(dim, self.kernel)
-        self.out = _linear(dim, dim)
+        self.filter_bias = nn.Parameter(torch.zeros(dim)) if cfg.bias else None
+        self.out = _linear(dim, dim, bool(cfg.bias))
 
     @staticmethod
     def make_featurizer(dim: int, liv_class: int, cfg: LIVConfig, groups) -> GConvFeaturizer:
         """The featurizer for ``groups`` (subset of B, x, C)."""
-        return GConvFeaturizer(dim, groups)
+        return GConvFeaturizer(dim, groups, bool(cfg.bias))
+
+    def conv(self, window: Tensor) -> Tensor:
+        """The short filter over ``window`` (k-1 past steps + T new), plus its bias if any."""
+        y = causal_conv(window, self.filter)
+        return y if self.filter_bias is None else y + self.filter_bias
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
         if "x" in self.shared_groups:
@@ -477,7 +507,7 @@ class GatedShortConv(LIV):
             window = with_history(p["B"](x) * p["x"](x), None if state is None else state["conv"], self.kernel)
             new["conv"] = window[:, window.shape[1] - (self.kernel - 1):]
         c = shared["C"] if "C" in sg else p["C"](x)
-        y = self.out(c * causal_conv(window, self.filter))
+        y = self.out(c * self.conv(window))
         return y, (new if state is not None else None), {"u": window, "C": c}
 
 
