@@ -23,7 +23,7 @@ from staredge.errors import StarEdgeError
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ("staredge.commands.models", "staredge.commands.export", "staredge.commands.generate", "staredge.commands.genome", "staredge.commands.bench",
-                   "staredge.commands.classify", "staredge.commands.info", "staredge.commands.demo", "staredge.commands.ios_bundle", "staredge.commands.tune")
+                   "staredge.commands.classify", "staredge.commands.info", "staredge.commands.demo", "staredge.commands.ios_bundle", "staredge.commands.tune", "staredge.commands.chat")
 
 _VERBOSE_HELP = "show converter and runtime messages (normally logged to a file) and tracebacks for errors"
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         except StarEdgeError as exc:
             if args.verbose:
                 raise
-            print(f"staredge {args.command}: error: {exc}", file=capture.stderr)
+            print(f"staredge {args.command}: error: {cli_wording(str(exc))}", file=capture.stderr)
             rc = 2
         except KeyboardInterrupt:
             print("interrupted", file=capture.stderr)
@@ -90,6 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         if rc not in (0,):
             _point_at_log(capture)
     return rc
+
+
+#: Python spellings in library error messages → the flags a CLI user types.
+_CLI_WORDS = (
+    ("truncate='left'", "--truncate left"), ('truncate="left"', "--truncate left"),
+    ("max_new_tokens=", "--max-new-tokens "), ("calibration=", "--calibration "),
+    ("force=True (--force)", "--force"), ("force=True", "--force"), ("repetition_penalty=", "--repetition-penalty "),
+    ("top_k=", "--top-k "), ("top_p=", "--top-p "),
+)
+
+
+def cli_wording(message: str) -> str:
+    """``message`` with the Python argument spellings it uses replaced by the CLI flags."""
+    for python, flag in _CLI_WORDS:
+        message = message.replace(python, flag)
+    return message
 
 
 def _point_at_log(capture) -> None:

@@ -384,15 +384,18 @@ def make_generator(seed: int | None) -> np.random.Generator:
 # --------------------------------------------------------------------------------------
 
 
-def _split_stop(stop: str | int | Iterable[str | int] | None) -> tuple[tuple[str, ...], frozenset[int]]:
-    """Separate ``stop`` into stop strings and stop token ids (EOS is always a stop id)."""
+def _split_stop(stop: str | int | Iterable[str | int] | None,
+                tokenizer: Any = None) -> tuple[tuple[str, ...], frozenset[int]]:
+    """Separate ``stop`` into stop strings and stop token ids (EOS, or the tokenizer's stop ids,
+    always stop)."""
+    vocab = VOCAB_SIZE if tokenizer is None else tokenizer.vocab_size
     if stop is None:
         items: list[Any] = []
     elif isinstance(stop, (str, int)):
         items = [stop]
     else:
         items = list(stop)
-    strings, ids = [], {EOS_ID}
+    strings, ids = [], {EOS_ID} if tokenizer is None else set(tokenizer.stop_ids)
     for item in items:
         if isinstance(item, bool):
             raise ConfigError(f"stop entries must be strings or token ids, got {item!r}")
@@ -401,8 +404,8 @@ def _split_stop(stop: str | int | Iterable[str | int] | None) -> tuple[tuple[str
                 raise ConfigError("a stop string must not be empty")
             strings.append(item)
         elif isinstance(item, int):
-            if not 0 <= item < VOCAB_SIZE:
-                raise ConfigError(f"stop token id {item} is outside the vocabulary (0..{VOCAB_SIZE - 1})")
+            if not 0 <= item < vocab:
+                raise ConfigError(f"stop token id {item} is outside the vocabulary (0..{vocab - 1})")
             ids.add(item)
         else:
             raise ConfigError(f"stop entries must be strings or token ids, got {type(item).__name__}")
@@ -588,11 +591,9 @@ def _prepare_prompt(prompt: str | bytes | Sequence[int], tokenizer: ByteTokenize
         ids = tokenizer.encode(prompt, add_bos=add_bos)
     else:
         ids = [int(i) for i in prompt]
-        bad = [i for i in ids if not 0 <= i < VOCAB_SIZE]
-        if bad:
-            raise ConfigError(f"prompt token ids must be in 0..{VOCAB_SIZE - 1}; got {bad[:5]}")
-        if add_bos and (not ids or ids[0] != BOS_ID):
-            ids = [BOS_ID] + ids
+        tokenizer.check_ids(ids)
+        if add_bos and tokenizer.bos_id is not None and (not ids or ids[0] != tokenizer.bos_id):
+            ids = [tokenizer.bos_id] + ids
     if not ids:
         raise ConfigError("the prompt is empty and add_bos=False: there is nothing to condition on")
     if truncate == "left":
@@ -600,7 +601,7 @@ def _prepare_prompt(prompt: str | bytes | Sequence[int], tokenizer: ByteTokenize
         # so prompt + max_new_tokens - 1 positions must fit.
         keep = max(1, max_seq_len - max(max_new_tokens, 1) + 1)
         if len(ids) > keep:
-            head = ids[:1] if ids[0] == BOS_ID and keep > 1 else []
+            head = ids[:1] if ids[0] == tokenizer.bos_id and keep > 1 else []
             tail = ids[len(ids) - (keep - len(head)):]
             return head + tail, len(ids) - len(head) - len(tail)
         return ids, 0
@@ -650,10 +651,11 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
         raise ConfigError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if not isinstance(prefill_chunk, int) or prefill_chunk < 1:
         raise ConfigError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
-    stop_strings, stop_ids = _split_stop(stop)
-    if ignore_eos is True and EOS_ID in stop_ids and not (stop == EOS_ID or (isinstance(stop, (list, tuple))
-                                                                         and EOS_ID in stop)):
-        stop_ids = frozenset(stop_ids - {EOS_ID})
+    stop_strings, stop_ids = _split_stop(stop, tokenizer)
+    eos = tokenizer.eos_id
+    if ignore_eos is True and eos in stop_ids and not (stop == eos or (isinstance(stop, (list, tuple))
+                                                                       and eos in stop)):
+        stop_ids = frozenset(stop_ids - {eos})
     max_seq_len = _model_context(model)
     ids, dropped = _prepare_prompt(prompt, tokenizer, add_bos, max_seq_len, max_new_tokens, truncate)
     stats = StreamStats(prompt_tokens=len(ids), truncated_tokens=dropped)
@@ -691,7 +693,7 @@ def _stream_pieces(model: Any, ids: list[int], max_new_tokens: int, config: Samp
                 stats.generated_tokens += 1
                 history.append(token)
                 if token in stop_ids:
-                    stats.finish_reason = "eos" if token == EOS_ID else "stop"
+                    stats.finish_reason = "eos" if token == tokenizer.eos_id else "stop"
                     break
                 piece = decoder.feed(token)
                 if piece and stop_strings:
@@ -869,7 +871,7 @@ class LanguageModel:
         self.model = model
         self.name = name or type(model).__name__
         self.info = dict(info or {})
-        self.tokenizer = tokenizer or ByteTokenizer()
+        self.tokenizer = tokenizer or getattr(model, "tokenizer", None) or ByteTokenizer()
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike | None = None) -> "LanguageModel":
@@ -902,6 +904,13 @@ class LanguageModel:
         """The generated text as one string; see :func:`stream` for every argument."""
         return self.stream(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
                            **kwargs).text()
+
+    def chat(self, messages: Any, max_new_tokens: int = 256, **kwargs: Any) -> TextStream:
+        """Stream the assistant's reply to ``messages`` (``[{"role": "user", "content": ...}]``)
+        rendered with the model's own chat template; see :func:`staredge.chat.chat_stream`."""
+        from staredge.chat import chat_stream
+
+        return chat_stream(self, messages, max_new_tokens, **kwargs)
 
     def __repr__(self) -> str:
         return f"LanguageModel({self.name!r}, params={self.num_parameters:,}, max_seq_len={self.max_seq_len})"

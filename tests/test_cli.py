@@ -110,10 +110,10 @@ def test_old_spellings_are_aliases():
     b = parser.parse_args(["export", "starnet_s1", "--formats", "onnx,ov", "--json", "r.json"])
     assert (a.formats, a.json) == (b.formats, b.json) == ("onnx,ov", "r.json")
     assert parser.parse_args(["export", "starnet_s1", "--json"]).json == "-"
-    assert parser.parse_args(["classify", "m.onnx", "i.png", "--backend", "ov"]).backend == "ov"
-    assert parser.parse_args(["classify", "m.onnx", "i.png", "--backends", "ov"]).backend == "ov"
-    assert parser.parse_args(["generate", "hi", "--backends", "ort"]).backend == "ort"
-    assert parser.parse_args(["generate", "hi", "--backend", "ort"]).backend == "ort"
+    assert parser.parse_args(["classify", "m.onnx", "i.png", "--backend", "ov"]).backends == "ov"
+    assert parser.parse_args(["classify", "m.onnx", "i.png", "--backends", "ov"]).backends == "ov"
+    assert parser.parse_args(["generate", "hi", "--backends", "ort"]).backends == "ort"
+    assert parser.parse_args(["generate", "hi", "--backend", "ort"]).backends == "ort"
 
 
 def test_unknown_family_is_an_error_listing_the_families(capsys):

@@ -3,27 +3,70 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from staredge.commands import _args
+
+
+#: Image file suffixes taken from a folder given as IMAGE.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``classify`` subcommand."""
-    p = sub.add_parser("classify", help="classify images with an exported artifact (any format)")
+    p = sub.add_parser("classify", help="classify images (files or folders) with an exported artifact (any format)",
+                       description="Top-k labels for images with any exported image artifact. IMAGE is a file or a "
+                                   "folder (its images, sorted by name). Results as tables, --json [FILE] or --csv FILE.")
     p.add_argument("artifact", help=".onnx, OpenVINO .xml (or its folder), .tflite, .mlpackage or checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
-    p.add_argument("--backends", "--backend", dest="backend", metavar="RUNTIME",
-                   help="force a runtime (onnxruntime/ort, openvino/ov, litert/tflite, coreml, pytorch); "
-                   "it must run the artifact's format")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="runtime intra-op threads")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
+    p.add_argument("--top-k", type=_args.count_type("--top-k"), default=5, help="labels to show per image (default 5)")
+    _args.add_backends(p, multiple=False)
+    _args.add_device(p, "auto")
+    _args.add_threads(p)
     p.add_argument("--model", dest="model_name", metavar="NAME",
                    help="architecture of a PyTorch checkpoint that carries no StarEdge metadata")
-    p.add_argument("--num-classes", type=int, metavar="N", help="head size of such a checkpoint (e.g. fine-tuned)")
+    p.add_argument("--num-classes", type=_args.count_type("--num-classes"), metavar="N",
+                   help="head size of such a checkpoint (e.g. fine-tuned)")
     p.add_argument("--labels", metavar="FILE", help="class names, one per line in index order (replaces the artifact's)")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="write results as JSON to FILE ('-' or no FILE: print them instead of tables)")
+    _args.add_json(p, "the results")
+    p.add_argument("--csv", metavar="FILE", help="write one line per image and rank (image, rank, label, probability)")
+    _args.add_force(p, "a --json or --csv FILE that already exists")
     p.set_defaults(func=run)
+
+
+def expand_images(items: list[str]) -> list[str]:
+    """Files as given; a folder becomes its image files (by suffix, sorted by name). A folder
+    without images, or a path that does not exist, is a ConfigError naming it."""
+    from pathlib import Path
+
+    from staredge.errors import ConfigError
+
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ConfigError(f"{item} is a folder without images ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(found)
+        elif not p.exists():
+            raise ConfigError(f"{item}: no such image file or folder")
+        else:
+            out.append(item)
+    return out
+
+
+def _refuse_language_model(path: str) -> None:
+    """A text-generation artifact given to classify: point a CLI user at ``staredge generate``."""
+    from staredge.errors import ConfigError
+    from staredge.metadata import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - no or damaged metadata: the Predictor reports it
+        return
+    if meta.task == "text-generation":
+        raise ConfigError(f"{path} is a language model ({meta.model}), not an image classifier; run it with "
+                          f"`staredge generate {path} \"your prompt\"`")
 
 
 def _source(args: argparse.Namespace):
@@ -57,38 +100,51 @@ def _source(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Classify every image and print one ranked list per image."""
-    from staredge.fileio import atomic_write_text
+    """Classify every image and print one ranked list per image (or JSON / CSV)."""
     from staredge.predictor import Predictor
 
-    predictor = Predictor(_source(args), device=args.device, threads=args.threads, backend=args.backend,
+    _args.check_json_target(args)  # before any work
+    if args.csv:
+        from staredge.fileio import check_output_file
+
+        check_output_file(args.csv, force=args.force, flag="--csv")
+    images = expand_images(list(args.images))
+    _refuse_language_model(args.artifact)
+    predictor = Predictor(_source(args), device=args.device, threads=args.threads, backend=args.backends,
                           labels=args.labels)
     if predictor.metadata.extra.get("pretrained") is False:
         from staredge.quiet import notice
 
         notice(f"{args.artifact} was exported from {predictor.metadata.model} with random weights (no checkpoint, "
                f"no --pretrained): its predictions mean nothing", getattr(args, "capture", None))
-    rankings = predictor.classify(list(args.images), top_k=args.top_k)
-    if args.json:
-        out = {
-            "artifact": args.artifact,
-            "backend": predictor.backend.name,
-            "device": predictor.backend.device,
-            "results": [
-                {"image": img, "top_k": [{"label": lab, "probability": p} for lab, p in ranking]}
-                for img, ranking in zip(args.images, rankings)
-            ],
-        }
-        text = json.dumps(out, indent=2)
-        if args.json == "-":
-            print(text)
-            return 0
-        atomic_write_text(args.json, text + "\n")
+    rankings = predictor.classify(images, top_k=args.top_k)
+    if args.csv:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["image", "rank", "label", "probability"])
+        for img, ranking in zip(images, rankings):
+            for rank, (lab, prob) in enumerate(ranking, 1):
+                writer.writerow([img, rank, lab, f"{prob:.6f}"])
+        _args.write_output_file(args.csv, buf.getvalue(), force=args.force, flag="--csv")
+    doc = {
+        "artifact": args.artifact,
+        "backend": predictor.backend.name,
+        "device": predictor.backend.device,
+        "results": [
+            {"image": img, "top_k": [{"label": lab, "probability": p} for lab, p in ranking]}
+            for img, ranking in zip(images, rankings)
+        ],
+    }
+    if _args.emit_json(args, doc):
+        return 0
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    for img, ranking in zip(args.images, rankings):
+    for img, ranking in zip(images, rankings):
         table = Table(title=f"{img}  ({predictor.metadata.model}, {predictor.backend.name} on {predictor.backend.device})",
                       title_justify="left")
         table.add_column("rank", justify="right")
