@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from staredge.commands import _args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,14 +16,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "bytes per LIV and in total. MB = 10^6 bytes.",
     )
     p.add_argument("genome", help="genome such as 11111-91111-12121, or transformer_pp / striped_mamba")
-    p.add_argument("--dim", type=int, required=True, help="model width")
-    p.add_argument("--seq-len", type=int, required=True, help="tokens held in the decode cache")
-    p.add_argument("--depth", type=int, default=None,
-                   help="number of LIVs: tiles a shorter genome; for baselines the LIV count (default 24)")
-    p.add_argument("--bytes-per-element", type=int, default=2, help="bytes per cached element (default 2: fp16/bf16)")
+    p.add_argument("--dim", type=_args.count_type("--dim"), required=True, help="model width")
+    p.add_argument("--seq-len", type=_args.count_type("--seq-len", 0), required=True,
+                   help="tokens held in the decode cache")
+    p.add_argument("--depth", type=_args.count_type("--depth"), default=None,
+                   help="number of LIVs: tiles a shorter genome; for transformer_pp / striped_mamba the LIV count "
+                        "(default 24, the paper-scale analysis; `staredge export` builds 10-LIV baselines)")
+    p.add_argument("--bytes-per-element", type=_args.count_type("--bytes-per-element"), default=2,
+                   help="bytes per cached element (default 2: fp16/bf16)")
     p.add_argument("--repair", action="store_true",
                    help="repair an invalid genome (section 4.2 rules) and analyse the repaired one")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _args.add_json(p, "the analysis")
+    _args.add_force(p, "a --json FILE that already exists")
     p.set_defaults(func=run)
 
 
@@ -38,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     check_int("--bytes-per-element", args.bytes_per_element, 1, 64)
     if args.depth is not None:
         check_depth(args.depth)
+    _args.check_json_target(args)
     report = analyze_genome(args.genome, args.dim, args.seq_len, args.bytes_per_element, depth=args.depth,
                             repair=args.repair)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+    if _args.emit_json(args, report.to_dict()):
         return 0
     from rich.console import Console
     from rich.table import Table

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from staredge.commands import _args
 from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError
 
 #: Identifies a manifest; the Swift reader refuses other schemas and newer versions.
@@ -45,9 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names (see `staredge models`)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"models folder (default: {DEFAULT_OUT})")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="package precision (default: fp32)")
+    _args.add_precision(p, multiple=False, default="fp32", choices=("fp32", "fp16"), help="package precision")
     p.add_argument("--rewrite", default="auto", help="rewrites: auto (default), none, or a comma list of passes")
-    p.add_argument("--force", action="store_true", help="replace an existing manifest and packages")
+    p.add_argument("--pretrained", action="store_true",
+                   help="bundle the released weights (downloaded into the cache; see `staredge models`)")
+    p.add_argument("--checkpoint", metavar="FILE", help="weights to load into the (single) MODEL")
+    _args.add_force(p, "an existing manifest and packages")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not recommended)")
     p.set_defaults(func=run)
 
@@ -174,8 +178,13 @@ def bundle(
     force: bool = False,
     validate: bool = True,
     progress: Callable[[str, str], None] | None = None,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """Export ``models`` to CoreML packages in ``out`` and write the manifest.
+
+    ``pretrained`` bundles the released weights, ``checkpoint`` loads a weights file (one
+    model only); by default the registry's seeded random weights are bundled.
 
     Returns (manifest, failures): the manifest lists every model whose package was written
     and did not fail validation; ``failures`` says why the others were left out. With no
@@ -192,6 +201,10 @@ def bundle(
 
     for name in names:  # every name is checked before anything is exported
         get_entry(name)
+    if checkpoint is not None and len(names) != 1:
+        raise ConfigError("--checkpoint loads one weights file: name exactly one MODEL with it")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(f"--checkpoint {checkpoint}: no such file")
     folder = Path(out)
     target = folder / MANIFEST_NAME
     if target.exists() and not force:
@@ -204,7 +217,13 @@ def bundle(
     failures: list[str] = []
     for name in names:
         notify = (lambda fmt, stage, _n=name: progress(_n, stage)) if progress else None
-        report = export(name, ["coreml"], folder, precision=precision, rewrite=rewrite, force=force,
+        source: Any = name
+        if pretrained or checkpoint is not None:
+            from staredge.models import create
+
+            source = create(name, checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
+                            progress=True)
+        report = export(source, ["coreml"], folder, precision=precision, rewrite=rewrite, force=force,
                         validate=validate, progress=notify)
         art = report.artifacts[0]
         if art.path is None or art.error:
@@ -240,13 +259,15 @@ def run(args: argparse.Namespace) -> int:
     """Bundle, print what the manifest lists; 0 when every model was bundled, else 1."""
     from rich.console import Console
 
-    console = Console(stderr=True)
+    capture = getattr(args, "capture", None)  # converter output is captured like export's
+    console = Console(file=capture.stderr) if capture is not None else Console(stderr=True)
 
     def progress(model: str, stage: str) -> None:
         console.print(f"{model}: {stage}", highlight=False)
 
     manifest, failures = bundle(args.models, args.out, precision=args.precision, rewrite=args.rewrite,
-                                force=args.force, validate=not args.no_validate, progress=progress)
+                                force=args.force, validate=not args.no_validate, progress=progress,
+                                pretrained=args.pretrained, checkpoint=args.checkpoint)
     for m in manifest["models"]:
         diff = "not validated" if m["validated"] is None else f"max |diff| {m['max_abs_diff']:.2e} vs PyTorch"
         print(f"{m['name']}: {m['package']} ({m['precision']}, {diff})")

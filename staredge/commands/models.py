@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from staredge.commands import _args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models with params/MACs beside the papers' figures")
     p.add_argument("--family", help="only this family (starnet, demonet, efficientformer_v2, ...); "
                    "an unknown family is an error that lists them")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _args.add_json(p, "the model tables")
+    _args.add_force(p, "a --json FILE that already exists")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
     p.set_defaults(func=run)
 
@@ -113,12 +115,13 @@ def run(args: argparse.Namespace) -> int:
     """Print the model table (or JSON)."""
     from staredge.profiler import MAC_CONVENTION
 
+    _args.check_json_target(args)
     rows = model_rows(args.family)
     if args.json:
         from staredge.commands.export_lm import lm_rows
 
-        print(json.dumps({"convention": MAC_CONVENTION, "models": rows, "language_models": lm_rows()}, indent=2))
-        return 0
+        if _args.emit_json(args, {"convention": MAC_CONVENTION, "models": rows, "language_models": lm_rows()}):
+            return 0
     if args.markdown:
         print(markdown_table(rows))
         return 0
