@@ -145,6 +145,14 @@ def add_metadata(flatbuffer: bytes, name: str, payload: bytes, fp16: bool = Fals
     return bytes(builder.Output())
 
 
+def write_tflite_text(path, text: str) -> None:
+    """Replace the ``staredge`` metadata entry of a ``.tflite`` file with ``text`` (the format
+    table's metadata writer for TFLite; written atomically)."""
+    from staredge.fileio import atomic_write_bytes
+
+    atomic_write_bytes(path, add_metadata(Path(path).read_bytes(), METADATA_KEY, text.encode("utf-8")), force=True)
+
+
 def _inline_offset_buffers(model, flatbuffer: bytes) -> None:
     """Move buffers stored after the flatbuffer (``offset``/``size``, as ai-edge-quantizer
     writes them) into the flatbuffer itself, so that re-packing the model keeps them."""

@@ -26,11 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from staredge.errors import ConfigError, MissingDependencyError
+from staredge.errors import ConfigError, MetadataError, MissingDependencyError
 
-#: Tasks an artifact can carry.
+#: Tasks an artifact can carry (defined here once; everything else imports them).
 IMAGE_CLASSIFICATION = "image-classification"
 TEXT_GENERATION = "text-generation"
+TASKS = (IMAGE_CLASSIFICATION, TEXT_GENERATION)
+#: Every artifact precision any format exports (each format says which it does per task:
+#: :meth:`FormatSpec.precisions_for`).
+PRECISIONS = ("fp32", "fp16", "int8")
+#: What image exporters write: fp32, fp16 weights, int8 (calibrated: exporters/quantize.py).
+IMAGE_PRECISIONS = PRECISIONS
+#: What the language-model exporters write today: fp32 weights (the state precision of a
+#: CoreML stateful package is the ``coreml_state`` option, not a precision). Weight-only
+#: int8/int4 extends this tuple when it lands.
+LM_PRECISIONS = ("fp32",)
 
 
 def load_object(ref: str) -> Any:
@@ -47,17 +57,73 @@ def _importable(module: str) -> bool:
 
 
 @dataclass(frozen=True)
+class ExportOption:
+    """One export option of the options schema (:data:`EXPORT_OPTIONS`).
+
+    ``name`` is the keyword of :func:`staredge.exporters.export`, ``flag`` the command-line
+    flag ``staredge export`` builds from it (None: Python only). The option applies to the
+    ``tasks`` listed and, when ``formats`` is not empty, only to those formats; ``export()``
+    refuses it (a :class:`ConfigError` naming the flag) for any other model or format list,
+    never ignores it. ``kind`` is ``"int"`` (at least ``minimum``), ``"bool"`` or
+    ``"choice"`` (one of ``choices``). ``exporter_keyword``: the keyword the format's
+    exporter takes it as (default ``name``).
+    """
+
+    name: str
+    flag: str | None
+    help: str
+    tasks: tuple[str, ...]
+    formats: tuple[str, ...] = ()
+    kind: str = "int"
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    metavar: str | None = None
+    exporter_keyword: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How errors name the option: the flag and the keyword (``--max-context (max_context=)``)."""
+        return f"{self.flag} ({self.name}=)" if self.flag else f"{self.name}="
+
+    def check_value(self, value: Any) -> Any:
+        """``value`` converted and range-checked, else a :class:`ConfigError` naming the option."""
+        if self.kind == "bool":
+            if value not in (True, False, "auto"):
+                raise ConfigError(f"{self.label} must be True, False or 'auto', got {value!r}")
+            return value
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ConfigError(f"{self.label} must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            try:
+                if isinstance(value, bool) or float(value) != int(value):
+                    raise ValueError
+                value = int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{self.label} must be a whole number, got {value!r}") from None
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{self.label} must be at least {self.minimum}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
 class FormatSpec:
     """What one artifact format is (see the module docstring).
 
     ``unit`` and ``entry`` are name templates (``{stem}`` is replaced): the unit is what is
     written and moved into place as one piece (a file or a folder); the entry is the path a
-    runtime loads (the same file, or a file inside the unit folder). ``folder_marker``
-    recognises folder artifacts: ``"Manifest.json"`` for a CoreML package, ``"ir"`` for a
-    folder holding one OpenVINO ``.xml`` with its ``.bin``. ``dynamic_batch``: the exporter
+    runtime loads (the same file, or a file inside the unit folder). ``dynamic_batch``: the exporter
     can give artifacts a symbolic batch axis; ``resizable_batch``: a static artifact can be
     re-shaped for another batch size when it is loaded (``load_backend(..., batch=N)``).
     ``validation_options``: backend options export validation loads artifacts with.
+    ``precisions``: per task, the precisions the format's exporter writes
+    (:meth:`precisions_for`). ``detector``: ``"module:function"`` telling whether a path is
+    an artifact of this format (:func:`detect_format` asks every format; None: the suffix
+    alone decides). ``metadata_writer``: ``"module:function"`` ``(path, text)`` replacing the
+    embedded metadata document, beside the ``metadata_reader``. ``lm_companions``: suffixes
+    of files written beside a language-model artifact's entry that travel with it (OpenVINO's
+    ``.bin``); a language-model artifact is named ``{stem}`` + ``suffixes[0]``.
     """
 
     name: str
@@ -68,7 +134,6 @@ class FormatSpec:
     aliases: tuple[str, ...] = ()
     unit: str = ""
     entry: str = ""
-    folder_marker: str | None = None
     exporter: str | None = None
     export_requires: tuple[tuple[str, str], ...] = ()
     extra: str = ""
@@ -84,6 +149,52 @@ class FormatSpec:
     #: (``docs/lm-artifacts.md``; None: no LM artifacts). ``staredge export`` of an LM
     #: dispatches here; the artifact's suffix is ``suffixes[0]``.
     lm_exporter: str | None = None
+    precisions: tuple[tuple[str, tuple[str, ...]], ...] = (
+        (IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_PRECISIONS))
+    detector: str | None = None
+    metadata_writer: str | None = None
+    lm_companions: tuple[str, ...] = ()
+
+    def precisions_for(self, task: str) -> tuple[str, ...]:
+        """The precisions this format exports for ``task`` (empty: none)."""
+        if task not in self.tasks or not self.exportable_for(task):
+            return ()
+        return dict(self.precisions).get(task, ())
+
+    def exportable_for(self, task: str) -> bool:
+        """Whether StarEdge writes artifacts of this format for ``task``."""
+        if task == TEXT_GENERATION:
+            return self.lm_exporter is not None
+        return self.exporter is not None and task in self.tasks
+
+    def detect(self, path: Path) -> bool:
+        """Whether ``path`` (which exists) is an artifact of this format: the format's
+        ``detector`` when it has one, else a file with one of its suffixes."""
+        if self.detector is not None:
+            return bool(load_object(self.detector)(Path(path)))
+        p = Path(path)
+        return p.is_file() and p.suffix.lower() in self.suffixes
+
+    def task_paths(self, task: str, out_dir: Path, stem: str) -> tuple[tuple[Path, ...], Path]:
+        """(units, entry) of an artifact of ``task`` named ``stem`` in ``out_dir``: the files or
+        folders moved into place as one artifact (the entry last), and the path a runtime loads.
+
+        Image artifacts use the ``unit``/``entry`` templates (one unit); a language-model
+        artifact is ``{stem}`` + ``suffixes[0]`` with its ``lm_companions`` beside it."""
+        if not self.exportable_for(task):
+            raise ConfigError(f"StarEdge does not export {self.title} artifacts for {task}")
+        if task == TEXT_GENERATION:
+            entry = Path(out_dir) / f"{stem}{self.suffixes[0]}"
+            return (*(entry.with_suffix(c) for c in self.lm_companions), entry), entry
+        unit, entry = self.artifact_paths(out_dir, stem)
+        return (unit,), entry
+
+    def write_metadata_text(self, path: Path, text: str) -> None:
+        """Replace the metadata document embedded in the artifact at ``path``
+        (:attr:`metadata_writer`)."""
+        if self.metadata_writer is None:
+            raise ConfigError(f"StarEdge cannot write metadata into {self.title} files")
+        load_object(self.metadata_writer)(Path(path), text)
 
     @property
     def exportable(self) -> bool:
@@ -224,9 +335,11 @@ FORMATS: dict[str, FormatSpec] = {
             runtime="onnxruntime", dynamic_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_onnx_text",
+            metadata_writer="staredge.metadata:write_onnx_text",
         ),
         FormatSpec(
-            name="openvino", title="OpenVINO IR", aliases=("ov", "ir"), suffixes=(".xml",), folder_marker="ir",
+            name="openvino", title="OpenVINO IR", aliases=("ov", "ir"), suffixes=(".xml",),
+            detector="staredge.metadata:is_openvino_ir", lm_companions=(".bin",),
             unit="{stem}_openvino", entry="{stem}_openvino/{stem}.xml",
             exporter="staredge.exporters.openvino:export_openvino",
             lm_exporter="staredge.exporters.openvino_lm:export_lm_openvino",
@@ -234,6 +347,7 @@ FORMATS: dict[str, FormatSpec] = {
             runtime="openvino", dynamic_batch=True, resizable_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_openvino_text",
+            metadata_writer="staredge.metadata:write_openvino_text",
         ),
         FormatSpec(
             name="tflite", title="TFLite", aliases=("litert",), suffixes=(".tflite",),
@@ -244,10 +358,11 @@ FORMATS: dict[str, FormatSpec] = {
             extra="tflite", runtime="litert", dynamic_batch=False, resizable_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_tflite_text",
+            metadata_writer="staredge.exporters.tflite:write_tflite_text",
         ),
         FormatSpec(
             name="coreml", title="CoreML", aliases=("mlpackage",), suffixes=(".mlpackage",),
-            folder_marker="Manifest.json",
+            detector="staredge.metadata:is_coreml_package",
             unit="{stem}.mlpackage", entry="{stem}.mlpackage",
             exporter="staredge.exporters.coreml:export_coreml",
             lm_exporter="staredge.exporters.coreml_lm:export_lm_coreml",
@@ -258,6 +373,7 @@ FORMATS: dict[str, FormatSpec] = {
             # so random validation inputs would be clipped there
             validation_options=(("reference", True),),
             metadata_reader="staredge.metadata:read_coreml_text",
+            metadata_writer="staredge.metadata:write_coreml_text",
         ),
         FormatSpec(
             name="pytorch", title="PyTorch checkpoint", aliases=("torch",),
@@ -313,6 +429,99 @@ RUNTIMES: dict[str, RuntimeSpec] = {
 }
 
 
+#: The export options schema: every option ``staredge.exporters.export`` takes beyond the
+#: model, formats, output folder and precision. ``staredge export`` builds its format flags
+#: from it and ``export()`` refuses an option that does not apply to the model's task or to
+#: the formats asked for (:func:`check_export_options`).
+EXPORT_OPTIONS: dict[str, ExportOption] = {
+    opt.name: opt
+    for opt in (
+        ExportOption(
+            name="dynamic_batch", flag="--dynamic-batch", kind="bool", tasks=(IMAGE_CLASSIFICATION,),
+            help="image models: a symbolic batch axis where the format can carry one (ONNX, OpenVINO; "
+                 "the others keep batch 1)"),
+        ExportOption(
+            name="max_context", flag="--max-context", minimum=1, metavar="N", tasks=(TEXT_GENERATION,),
+            help="language models: fixed context of the artifacts (default: the model's max_seq_len)"),
+        ExportOption(
+            name="prefill_chunk", flag="--prefill-chunk", minimum=1, metavar="T", tasks=(TEXT_GENERATION,),
+            help="language models: tokens per prefill call (ONNX: the validated chunk of its dynamic token "
+                 "axis; TFLite: the prefill signature's length; CoreML stateful: the prefill function's length; "
+                 "default 16)"),
+        ExportOption(
+            name="coreml_state", flag="--coreml-state", kind="choice", choices=("fp16", "fp16x2"),
+            tasks=(TEXT_GENERATION,), formats=("coreml",), exporter_keyword="state_precision",
+            help="language models, CoreML stateful: state stored as fp16 (default), or as fp16 high/low pairs "
+                 "(fp32-class accuracy, twice the bytes); docs/lm-artifacts.md"),
+        ExportOption(
+            name="coreml_stateful", flag=None, kind="choice", choices=(True, False),
+            tasks=(TEXT_GENERATION,), formats=("coreml",), exporter_keyword="stateful",
+            help="language models, CoreML: the iOS 18 stateful program (True, default) or the explicit "
+                 "iOS 16 past/present form (False)"),
+    )
+}
+
+
+def check_export_options(task: str, formats: list[str] | tuple[str, ...], options: dict[str, Any],
+                         model: str = "this model") -> dict[str, Any]:
+    """The options in ``options`` that were given (not None, not False), checked against
+    :data:`EXPORT_OPTIONS` for ``task`` and ``formats``; a :class:`ConfigError` naming the flag
+    for an unknown option, a bad value, or one that does not apply (never silently ignored)."""
+    given: dict[str, Any] = {}
+    for name, value in options.items():
+        opt = EXPORT_OPTIONS.get(name)
+        if value is None or (value is False and (opt is None or opt.kind == "bool")):
+            continue
+        if opt is None:
+            raise ConfigError(f"unknown export option {name!r}; options are {', '.join(EXPORT_OPTIONS)}")
+        if task not in opt.tasks:
+            kinds = " and ".join(_TASK_WORDS.get(t, t) for t in opt.tasks)
+            raise ConfigError(f"{opt.label} applies to {kinds} only; {model} is {_TASK_WORD.get(task, task)}: "
+                              f"drop the option")
+        if opt.formats and not set(opt.formats) & set(formats):
+            names = ", ".join(FORMATS[f].title for f in opt.formats)
+            raise ConfigError(f"{opt.label} applies to {names} only, which is not among the formats asked for "
+                              f"({', '.join(formats)}): drop the option or add --formats {','.join(opt.formats)}")
+        given[name] = opt.check_value(value)
+    return given
+
+
+_TASK_WORDS = {IMAGE_CLASSIFICATION: "image classifiers", TEXT_GENERATION: "language models"}
+_TASK_WORD = {IMAGE_CLASSIFICATION: "an image classifier", TEXT_GENERATION: "a language model"}
+
+
+def check_precision(task: str, formats: list[str] | tuple[str, ...], precision: Any) -> str:
+    """``precision`` if every format in ``formats`` exports it for ``task``; else a
+    :class:`ConfigError` saying which formats cannot and which precisions they can."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision (precision=) must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    refused = [f for f in formats if precision not in FORMATS[f].precisions_for(task)]
+    if refused:
+        can = "; ".join(f"{FORMATS[f].title}: {', '.join(FORMATS[f].precisions_for(task)) or 'none'}" for f in refused)
+        raise ConfigError(f"--precision {precision} is not available for {_TASK_WORDS.get(task, task)} in "
+                          f"{', '.join(FORMATS[f].title for f in refused)} ({can}); nothing was written. "
+                          f"Export at a precision every format asked for can write")
+    return precision
+
+
+def runtimes_for_format(fmt: str) -> tuple[RuntimeSpec, ...]:
+    """Every runtime that runs format ``fmt``, the format's default runtime first."""
+    spec = get_format(fmt)
+    others = [r for r in RUNTIMES.values() if spec.name in r.formats and r.name != spec.runtime]
+    return (RUNTIMES[spec.runtime], *others)
+
+
+#: The format of PyTorch checkpoints (read, never exported) and the runtime that runs a
+#: PyTorch module eagerly: other code names them through these constants.
+CHECKPOINT_FORMAT = "pytorch"
+EAGER_RUNTIME = "pytorch"
+
+
+def checkpoint_suffixes() -> tuple[str, ...]:
+    """File suffixes of PyTorch checkpoints, longest first (``.pth.tar`` before ``.tar``)."""
+    return tuple(sorted({".pth.tar", *FORMATS[CHECKPOINT_FORMAT].suffixes}, key=len, reverse=True))
+
+
 def export_formats() -> tuple[str, ...]:
     """Names of the formats StarEdge exports, in ``all`` order."""
     return tuple(name for name, spec in FORMATS.items() if spec.exportable)
@@ -341,21 +550,31 @@ def get_runtime(name: str) -> RuntimeSpec:
     return _lookup(RUNTIMES, name, "backend", tuple(RUNTIMES))
 
 
-def parse_formats(formats: Any) -> list[str]:
-    """``"all"``, ``"onnx,tflite"`` or a list → canonical export format names (order kept)."""
+def parse_formats(formats: Any, task: str = IMAGE_CLASSIFICATION) -> list[str]:
+    """``"all"``, ``"onnx,tflite"`` or a list → canonical export format names for ``task``
+    (order kept; ``all``: every format that exports the task)."""
     items = formats.split(",") if isinstance(formats, str) else list(formats or ())
     names = [str(f).strip().lower() for f in items if str(f).strip()]
-    choices = export_formats()
+    choices = tuple(n for n in export_formats() if FORMATS[n].exportable_for(task))
     if not names:
         raise ConfigError(f"no export format given; choose from {', '.join(choices)} or 'all'")
     if "all" in names:
         return list(choices)
-    return list(dict.fromkeys(get_format(n, exportable=True).name for n in names))
+    picked = list(dict.fromkeys(get_format(n, exportable=True).name for n in names))
+    refused = [n for n in picked if n not in choices]
+    if refused:
+        raise ConfigError(f"{_TASK_WORDS.get(task, task)} export to {', '.join(choices)}; not to {', '.join(refused)}")
+    return picked
 
 
 def runtime_for_format(fmt: str) -> RuntimeSpec:
     """The runtime that runs artifacts of format ``fmt`` by default."""
     return RUNTIMES[get_format(fmt).runtime]
+
+
+def lm_export_formats() -> tuple[str, ...]:
+    """Names of the formats StarEdge exports language models to, in ``all`` order."""
+    return tuple(name for name, spec in FORMATS.items() if spec.lm_exporter)
 
 
 def available_export_formats() -> list[str]:
@@ -369,11 +588,9 @@ def available_export_formats() -> list[str]:
 def detect_format(path: str | os.PathLike) -> FormatSpec:
     """The :class:`FormatSpec` of the artifact at ``path`` (suffix, or a folder's layout).
 
-    Raises :class:`staredge.metadata.MetadataError` for a missing path, an unknown suffix or
+    Raises :class:`staredge.errors.MetadataError` for a missing path, an unknown suffix or
     a folder that is no known artifact.
     """
-    from staredge.metadata import MetadataError
-
     p = Path(path)
     try:
         exists, is_dir = p.exists(), p.is_dir()
@@ -384,19 +601,13 @@ def detect_format(path: str | os.PathLike) -> FormatSpec:
             raise MetadataError(f"{p} is a symbolic link that leads nowhere (a link loop, or its target "
                                 f"{os.readlink(p)!r} is missing); point at the artifact itself")
         raise MetadataError(f"no such file or directory: {p}")
+    for spec in FORMATS.values():  # each format recognises its own artifacts (suffix, folder layout)
+        if spec.detect(p):
+            return spec
     if is_dir:
-        for spec in FORMATS.values():
-            if spec.folder_marker == "Manifest.json" and (p / "Manifest.json").is_file():
-                return spec
-        for spec in FORMATS.values():
-            if spec.folder_marker == "ir":
-                xmls = [x for x in p.glob("*.xml") if x.with_suffix(".bin").is_file()]
-                if len(xmls) == 1:
-                    return spec
-        raise MetadataError(
-            f"{p} is a directory but neither a CoreML .mlpackage (no Manifest.json) nor an OpenVINO IR "
-            f"folder (one .xml with its .bin); point at the artifact file itself"
-        )
+        kinds = " nor ".join(load_object(s.detector).__doc__.strip().splitlines()[0].rstrip(".")
+                             for s in sorted(FORMATS.values(), key=lambda s: s.title) if s.detector is not None)
+        raise MetadataError(f"{p} is a directory but neither {kinds}; point at the artifact file itself")
     suffix = p.suffix.lower()
     for spec in FORMATS.values():
         if suffix in spec.suffixes:
@@ -406,7 +617,20 @@ def detect_format(path: str | os.PathLike) -> FormatSpec:
 
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
+    "EAGER_RUNTIME",
+    "checkpoint_suffixes",
+    "EXPORT_OPTIONS",
+    "ExportOption",
     "FORMATS",
+    "IMAGE_PRECISIONS",
+    "LM_PRECISIONS",
+    "PRECISIONS",
+    "TASKS",
+    "check_export_options",
+    "check_precision",
+    "runtimes_for_format",
+    "lm_export_formats",
     "FormatSpec",
     "IMAGE_CLASSIFICATION",
     "RUNTIMES",

@@ -5,7 +5,12 @@ Exporters embed one JSON document (``ArtifactMetadata.to_json()``) under the key
 OpenVINO ``rt_info``, a metadata entry inside the ``.tflite`` flatbuffer, CoreML
 user-defined metadata). Runtimes read it back with :func:`read_metadata`, so that loading
 an artifact needs no side file. This module is shared by exporters (writers) and runtimes
-(readers) and imports neither.
+(readers) and imports neither: it is part of the core (standard library and
+:mod:`staredge.errors`, :mod:`staredge.formats`, :mod:`staredge.fileio` only).
+
+Beside each format's reader sits what else the format table (:mod:`staredge.formats`) names
+from here: its detector (``is_<format>_...``: does this path hold such an artifact) and its
+writer (``write_<format>_text``: replace the embedded document in place, atomically).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from staredge._version import __version__
-from staredge.errors import ArtifactError, StarEdgeError
+from staredge.errors import ArtifactError, MetadataError, StarEdgeError
+from staredge.formats import CHECKPOINT_FORMAT
 
 #: Key under which the JSON document is stored in every format.
 METADATA_KEY = "staredge"
@@ -88,9 +94,7 @@ class ArtifactMetadata:
         return cls.from_dict(data)
 
 
-class MetadataError(StarEdgeError):
-    """An artifact has no StarEdge metadata, or it cannot be parsed."""
-
+# MetadataError is defined in staredge.errors (one class for every layer) and imported above.
 
 #: Limits on what a file's metadata may ask for (docs/security.md): the elements of one
 #: input sample (a Predictor allocates a zero input of that shape) and the label count.
@@ -417,30 +421,177 @@ def read_safetensors_text(path) -> str | None:
     return meta.get(METADATA_KEY) if isinstance(meta, dict) else None
 
 
+# --------------------------------------------------------------------------- detectors
+# Each says whether an existing path is an artifact of its format (the format table's
+# ``detector``); the first line of each docstring names the artifact for error messages.
+
+
+def is_coreml_package(path) -> bool:
+    """a CoreML .mlpackage (a folder holding Manifest.json).
+
+    True for a folder with a ``Manifest.json`` (whatever its name ends in)."""
+    from pathlib import Path
+
+    p = Path(path)
+    return p.is_dir() and (p / "Manifest.json").is_file()
+
+
+def is_openvino_ir(path) -> bool:
+    """an OpenVINO IR (an .xml, or a folder holding one .xml with its .bin).
+
+    True for an ``.xml`` file, or a folder that holds exactly one ``.xml`` with its ``.bin``."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        return len([x for x in p.glob("*.xml") if x.with_suffix(".bin").is_file()]) == 1
+    return p.is_file() and p.suffix.lower() == ".xml"
+
+
+# --------------------------------------------------------------------------- writers
+# Each replaces the document under METADATA_KEY in an existing artifact (written atomically,
+# the rest of the file kept byte for byte where the format allows), with the standard
+# library alone where it can. The format table names each format's writer.
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _encode_field(number: int, wire: int, value) -> bytes:
+    key = _encode_varint(number << 3 | wire)
+    if wire == 0:
+        return key + _encode_varint(value)
+    if wire == 2:
+        return key + _encode_varint(len(value)) + bytes(value)
+    return key + bytes(value)  # fixed 64 / 32 bit
+
+
+def _string_entry(number: int, key: str, value: str) -> bytes:
+    """A ``StringStringEntryProto`` (or a map entry) as field ``number``."""
+    body = _encode_field(1, 2, key.encode("utf-8")) + _encode_field(2, 2, value.encode("utf-8"))
+    return _encode_field(number, 2, body)
+
+
+def _replace_entry(buf: bytes, number: int, text: str) -> bytes:
+    """``buf`` without its field-``number`` string entries keyed METADATA_KEY, plus one holding ``text``."""
+    out = bytearray()
+    for n, wire, value in _protobuf_fields(buf):
+        if n == number and wire == 2:
+            entry = {k: v for k, w, v in _protobuf_fields(value) if w == 2}
+            if entry.get(1, b"").decode("utf-8", "replace") == METADATA_KEY:
+                continue
+        out += _encode_field(n, wire, value)
+    return bytes(out) + _string_entry(number, METADATA_KEY, text)
+
+
+def write_onnx_text(path, text: str) -> None:
+    """Set ``metadata_props[staredge]`` of an ONNX file to ``text`` (the onnx package is not needed)."""
+    from staredge.fileio import atomic_write_bytes
+
+    data = open(path, "rb").read()
+    atomic_write_bytes(path, _replace_entry(data, 14, text), force=True)
+
+
+def write_openvino_text(path, text: str) -> None:
+    """Set ``rt_info/staredge@value`` of an OpenVINO IR ``.xml`` (the ``.bin`` is untouched)."""
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    from staredge.fileio import atomic_write_bytes
+
+    p = Path(path)
+    if p.is_dir():
+        p = next(x for x in sorted(p.glob("*.xml")) if x.with_suffix(".bin").is_file())
+    tree = ET.parse(p)
+    root = tree.getroot()
+    rt_info = root.find("rt_info")
+    if rt_info is None:
+        rt_info = ET.SubElement(root, "rt_info")
+    node = rt_info.find(METADATA_KEY)
+    if node is None:
+        node = ET.SubElement(rt_info, METADATA_KEY)
+    node.set("value", text)
+    atomic_write_bytes(p, ET.tostring(root, encoding="utf-8", xml_declaration=True), force=True)
+
+
+def write_coreml_text(path, text: str) -> None:
+    """Set the ``staredge`` user-defined metadata of a CoreML ``.mlpackage`` (no coremltools):
+    ``description`` (2) → ``metadata`` (100) → ``userDefined`` (100) of the root model spec."""
+    import json
+    from pathlib import Path
+
+    from staredge.fileio import atomic_write_bytes
+
+    pkg = Path(path)
+    manifest = json.loads((pkg / "Manifest.json").read_text("utf-8"))
+    spec_path = pkg / "Data" / manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
+    spec = spec_path.read_bytes()
+
+    def rewrite(buf: bytes, chain: tuple[int, ...]) -> bytes:
+        if len(chain) == 1:
+            return _replace_entry(buf, chain[0], text)
+        out, found = bytearray(), False
+        for n, wire, value in _protobuf_fields(buf):
+            if n == chain[0] and wire == 2 and not found:
+                value, found = rewrite(value, chain[1:]), True
+            out += _encode_field(n, wire, value)
+        if not found:
+            out += _encode_field(chain[0], 2, rewrite(b"", chain[1:]))
+        return bytes(out)
+
+    atomic_write_bytes(spec_path, rewrite(spec, (2, 100, 100)), force=True)
+
+
+def write_metadata(path, meta: ArtifactMetadata, fmt: str | None = None) -> None:
+    """Embed ``meta`` in the artifact at ``path``, replacing its document (the format's
+    ``metadata_writer``; ``fmt`` skips detection). The one way to rewrite an artifact's metadata."""
+    from pathlib import Path
+
+    from staredge.formats import detect_format as detect, get_format
+
+    p = Path(path)
+    spec = get_format(fmt) if fmt is not None else detect(p)
+    spec.write_metadata_text(p, meta.to_json())
+
+
 # --------------------------------------------------------------------------- builder
 
 
 def metadata_from_model(
     model: Any,
-    fmt: str = "pytorch",
+    fmt: str = CHECKPOINT_FORMAT,
     *,
     precision: str = "fp32",
     rewrites: list[str] | tuple[str, ...] = (),
     dynamic_batch: bool = False,
     extra: dict[str, Any] | None = None,
+    family: str | None = None,
 ) -> ArtifactMetadata:
     """The :class:`ArtifactMetadata` an artifact made from ``model`` carries.
 
     Reads what a StarEdge model knows about itself: ``staredge_name`` (registry name),
     ``pretrained_cfg`` (input size, preprocessing, labels) and ``checkpoint_sha256``. Used
-    by every exporter, the PyTorch backend and the model registry; imports no torch.
+    by every exporter, the PyTorch backend and the model registry; imports no torch and
+    nothing above the core: ``family`` is given by the caller (the exporters ask the
+    registry), else read from ``model.staredge_family`` or from the registry module when the
+    model came from it (it is then loaded already), else "custom".
     """
     import sys
 
     name = getattr(model, "staredge_name", None) or type(model).__name__.lower()
-    family = "custom"
-    if getattr(model, "staredge_name", None):
-        family = getattr(model, "staredge_family", None) or _registry_family(name)
+    if family is None:
+        family = "custom"
+        if getattr(model, "staredge_name", None):
+            family = getattr(model, "staredge_family", None) or _registry_family(name)
     cfg = getattr(model, "pretrained_cfg", None)
     preprocessing: dict[str, Any] = {}
     labels: list[str] = []
@@ -460,8 +611,6 @@ def metadata_from_model(
         info["torch_version"] = torch.__version__
     fingerprint = getattr(model, "init_fingerprint", None)
     if isinstance(fingerprint, str) and torch is not None:  # a registry model: weights still its seeded init?
-        from staredge.models.registry import weights_fingerprint
-
         info["pretrained"] = weights_fingerprint(model) != fingerprint
     info.update(extra or {})
     return ArtifactMetadata(
@@ -480,15 +629,27 @@ def metadata_from_model(
     )
 
 
+def weights_fingerprint(model: Any) -> str:
+    """A digest of a model's first and last four floating-point tensors (cheap; any load or
+    training step changes it). Duck-typed over ``state_dict()``: imports no torch."""
+    import hashlib
+
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    h = hashlib.sha256()
+    for t in tensors[:4] + tensors[-4:]:
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _registry_family(name: str) -> str:
-    """The registry family of ``name``, or "custom" (the registry needs torch: only asked then)."""
+    """The registry family of ``name``, or "custom". The core imports nothing above it: the
+    registry is asked only when it is loaded already (a registry model was built by it)."""
     import sys
 
-    if "torch" not in sys.modules:
+    registry = sys.modules.get("staredge.models.registry")
+    if registry is None:
         return "custom"
     try:
-        from staredge.models import get_entry
-
-        return get_entry(name).family
+        return registry.get_entry(name).family
     except StarEdgeError:
         return "custom"

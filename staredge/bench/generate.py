@@ -31,11 +31,25 @@ import numpy as np
 
 from staredge.errors import ConfigError
 
-#: Runtimes measured by default (those installed are used), then the two baselines.
-LM_RUNTIMES = ("onnxruntime", "openvino", "litert")
 BASELINES = ("pytorch-eager", "transformers")
-ARTIFACT_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml", "litert": ".tflite"}
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}
+
+
+def lm_runtimes() -> dict[str, str]:
+    """Runtimes timed by default → the LM format each runs, from the format table: every
+    runtime with a text-generation backend that runs a format with an LM exporter, except
+    Apple-only ones (off macOS their reference executor is not meant to be timed)."""
+    from staredge.formats import FORMATS, RUNTIMES
+
+    out = {}
+    for name, spec in RUNTIMES.items():
+        fmt = next((f for f in spec.formats if f in FORMATS and FORMATS[f].lm_exporter), None)
+        if fmt is not None and spec.text_backend is not None and not spec.apple_only:
+            out[name] = fmt
+    return out
+
+
+#: Runtimes measured by default (those installed are used), then the two baselines.
+LM_RUNTIMES = tuple(lm_runtimes())
 PROMPT_TEXT = ("The import statement combines two operations; it searches for the named module, then it "
                "binds the results of that search to a name in the local scope. ")
 
@@ -205,12 +219,15 @@ def ensure_artifacts(model_name: str, workdir: Path, runtimes: list[str], max_co
     """Exported artifacts per runtime in ``workdir`` (exported, and validated, when missing)."""
     from staredge.exporters.lm_export import export_lm
     from staredge.exporters.lm_graph import resolve_max_context
+    from staredge.formats import FORMATS, TEXT_GENERATION, get_runtime
     from staredge.generation import load_lm
 
     model = load_lm(model_name).model
     ctx = resolve_max_context(model, max_context)
-    paths = {r: workdir / f"{model_name}_ctx{ctx}{ARTIFACT_SUFFIX[r]}" for r in runtimes}
-    missing = [FORMAT_OF[r] for r, p in paths.items() if not p.exists()]
+    table = lm_runtimes()
+    fmt_of = {r: table.get(r) or next(f for f in get_runtime(r).formats if FORMATS[f].lm_exporter) for r in runtimes}
+    paths = {r: FORMATS[fmt_of[r]].task_paths(TEXT_GENERATION, workdir, f"{model_name}_ctx{ctx}")[1] for r in runtimes}
+    missing = [fmt_of[r] for r, p in paths.items() if not p.exists()]
     if missing:
         for row in export_lm(model_name, missing, workdir, max_context=ctx, force=True):
             if not row.get("passed"):
@@ -234,7 +251,7 @@ def run_generate_bench(model_name: str = "star_lm_pydoc", runtimes: list[str] | 
     from staredge.runtimes import load_backend
 
     say = progress or (lambda msg: None)
-    runtimes = [r for r in (runtimes or LM_RUNTIMES) if RUNTIMES[r].available()]
+    runtimes = [r for r in (runtimes or tuple(lm_runtimes())) if RUNTIMES[r].available()]
     threads = threads or [1, 2]
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="staredge-lmbench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -262,7 +279,7 @@ def run_generate_bench(model_name: str = "star_lm_pydoc", runtimes: list[str] | 
         torch.set_num_threads(n_threads)
         for r in runtimes:
             say(f"{r} threads={n_threads}")
-            backend = load_backend(paths[r], threads=n_threads, device="cpu")
+            backend = load_backend(paths[r], backend=r, threads=n_threads, device="cpu")
             state_bytes = backend.state_bytes
             row = {"runtime": r, "kind": "artifact", "threads": n_threads, "artifact": paths[r].name,
                    "max_context": backend.max_seq_len, "state_bytes": backend.state_bytes,

@@ -25,28 +25,49 @@ import re
 from dataclasses import dataclass, replace
 
 from staredge.errors import ConfigError, StarEdgeError
-from staredge.formats import FORMATS, RUNTIMES, get_runtime
+from staredge.formats import EAGER_RUNTIME, FORMATS, PRECISIONS as TABLE_PRECISIONS, RUNTIMES, get_runtime
 
 #: The two baselines a user would otherwise use.
-BASELINES = ("pytorch", "onnx-plain")
-#: Runtimes reached through our exporters + runtimes, with the export format they run
-#: (from the format table).
-EXPORTED_RUNTIMES = {spec.runtime: name for name, spec in FORMATS.items() if spec.exportable}
-RUNTIME_NAMES = BASELINES + tuple(EXPORTED_RUNTIMES)
-#: Accelerators each runtime can be asked for (the baselines use their runtime's).
-ACCELERATORS = {
-    "pytorch": RUNTIMES["pytorch"].accelerators,
-    "onnx-plain": RUNTIMES["onnxruntime"].accelerators,
-    **{name: RUNTIMES[name].accelerators for name in EXPORTED_RUNTIMES},
-}
+BASELINES = (EAGER_RUNTIME, "onnx-plain")
+#: The runtime each baseline runs on (its accelerators are that runtime's).
+BASELINE_RUNTIMES = {EAGER_RUNTIME: EAGER_RUNTIME, "onnx-plain": "onnxruntime"}
+
+
+def exported_runtimes() -> dict[str, str]:
+    """Every runtime that runs an exported format → that format (the first exportable one
+    in its :attr:`~staredge.formats.RuntimeSpec.formats`), read from the table now: a second
+    runtime for an existing format is benchmarkable as soon as its spec entry exists."""
+    out = {}
+    for name, spec in RUNTIMES.items():
+        fmt = next((f for f in spec.formats if f in FORMATS and FORMATS[f].exportable), None)
+        if fmt is not None:
+            out[name] = fmt
+    return out
+
+
+def runtime_names() -> tuple[str, ...]:
+    """The baselines, then every runtime of :func:`exported_runtimes` (what ``all`` times on CPU)."""
+    return BASELINES + tuple(exported_runtimes())
+
+
+def accelerators() -> dict[str, tuple[str, ...]]:
+    """Accelerators each runtime can be asked for (the baselines use their runtime's)."""
+    return {**{b: RUNTIMES[r].accelerators for b, r in BASELINE_RUNTIMES.items()},
+            **{name: RUNTIMES[name].accelerators for name in exported_runtimes()}}
+
+
+#: Snapshots of the above for the built-in table (code reads the functions, which follow
+#: entries added later).
+EXPORTED_RUNTIMES = exported_runtimes()
+RUNTIME_NAMES = runtime_names()
+ACCELERATORS = accelerators()
 FUSE = "fuse_batchnorm"
 POINTWISE = "pointwise_conv_to_linear"
 #: Short pass names for labels (and accepted in specs): report columns stay readable.
 PASS_ALIASES = {"fuse": FUSE, "pwlinear": POINTWISE}
 _SHORT_NAMES = {v: k for k, v in PASS_ALIASES.items()}
-#: Artifact precisions a spec can ask for (the exporter's, ``staredge.exporters.api.PRECISIONS``;
-#: repeated here so that parsing a spec imports no torch).
-PRECISIONS = ("fp32", "fp16", "int8")
+#: Artifact precisions a spec can ask for (the format table's; parsing a spec imports no torch).
+PRECISIONS = TABLE_PRECISIONS
 #: Words that read as a precision (``int4``, ``bf16``, ``uint8``...): unknown ones are refused
 #: as precisions, not as pass names.
 _PRECISION_LIKE = re.compile(r"^(fp|bf|int|uint|float|f|i|u|q)\d+$")
@@ -91,7 +112,7 @@ class BackendSpec:
     @property
     def format(self) -> str | None:
         """The export format this spec's runtime runs (None for the baselines)."""
-        return EXPORTED_RUNTIMES.get(self.runtime)
+        return exported_runtimes().get(self.runtime)
 
 
 def canonical_runtime(name: str) -> str:
@@ -102,7 +123,7 @@ def canonical_runtime(name: str) -> str:
     try:
         return get_runtime(key).name
     except ConfigError:
-        raise ConfigError(f"unknown backend '{name}': runtimes are {', '.join(RUNTIME_NAMES)} (or 'all')") from None
+        raise ConfigError(f"unknown backend '{name}': runtimes are {', '.join(runtime_names())} (or 'all')") from None
 
 
 def check_precision(name: str, where: str = "") -> str:
@@ -136,11 +157,12 @@ def parse_backend(text: str) -> BackendSpec:
     runtime, _, accelerator = body.partition(":")
     runtime = canonical_runtime(runtime)
     accelerator = accelerator.strip().lower() or "cpu"
-    if runtime not in ACCELERATORS:
-        raise ConfigError(f"backend '{raw}': {runtime} runs no exported format; runtimes are {', '.join(RUNTIME_NAMES)}")
-    if accelerator not in ACCELERATORS[runtime]:
+    table = accelerators()
+    if runtime not in table:
+        raise ConfigError(f"backend '{raw}': {runtime} runs no exported format; runtimes are {', '.join(runtime_names())}")
+    if accelerator not in table[runtime]:
         raise ConfigError(
-            f"backend '{raw}': {runtime} supports {', '.join(ACCELERATORS[runtime])}, not '{accelerator}'"
+            f"backend '{raw}': {runtime} supports {', '.join(table[runtime])}, not '{accelerator}'"
         )
     rewrites: tuple[str, ...] | None = None
     precision = "fp32"
@@ -176,8 +198,7 @@ def _check_passes(names: tuple[str, ...], raw: str) -> None:
 def runtime_installed(runtime: str) -> str | None:
     """None when ``runtime`` can be timed on this machine, else the reason it cannot."""
     runtime = canonical_runtime(runtime)
-    if runtime == "onnx-plain":
-        runtime = "onnxruntime"
+    runtime = BASELINE_RUNTIMES.get(runtime, runtime)
     return RUNTIMES[runtime].timing_refusal()
 
 
@@ -195,8 +216,8 @@ def expand_backends(texts: list[str], device: str = "cpu") -> list[BackendSpec]:
                 specs.append(parse_backend(part))
             elif device == "cuda":
                 specs += [
-                    BackendSpec("pytorch", "cuda"),
-                    BackendSpec("pytorch", "cuda", (FUSE, POINTWISE)),
+                    BackendSpec(EAGER_RUNTIME, "cuda"),
+                    BackendSpec(EAGER_RUNTIME, "cuda", (FUSE, POINTWISE)),
                     BackendSpec("onnx-plain", "cuda"),
                     BackendSpec("onnxruntime", "cuda", (FUSE,)),
                     BackendSpec("onnxruntime", "cuda", (FUSE, POINTWISE)),
@@ -204,7 +225,7 @@ def expand_backends(texts: list[str], device: str = "cpu") -> list[BackendSpec]:
                     BackendSpec("onnxruntime", "tensorrt", (FUSE, POINTWISE)),
                 ]
             else:
-                specs += [BackendSpec(r) for r in RUNTIME_NAMES]
+                specs += [BackendSpec(r) for r in runtime_names()]
     seen: set[BackendSpec] = set()
     unique = []
     for s in specs:
@@ -219,7 +240,7 @@ def expand_backends(texts: list[str], device: str = "cpu") -> list[BackendSpec]:
 def with_baselines(specs: list[BackendSpec], device: str = "cpu") -> list[BackendSpec]:
     """``specs`` with both baselines (on ``device``) in front, unless already present."""
     accel = "cuda" if device == "cuda" else "cpu"
-    wanted = [BackendSpec("pytorch", accel), BackendSpec("onnx-plain", accel)]
+    wanted = [BackendSpec(EAGER_RUNTIME, accel), BackendSpec("onnx-plain", accel)]
     return [b for b in wanted if b not in specs] + list(specs)
 
 
@@ -233,7 +254,7 @@ def with_precisions(specs: list[BackendSpec], precisions: list[str]) -> list[Bac
         return list(specs)
     out: list[BackendSpec] = []
     for s in specs:
-        if s.runtime in EXPORTED_RUNTIMES and s.precision == "fp32":
+        if s.runtime in exported_runtimes() and s.precision == "fp32":
             out += [replace(s, precision=p) for p in precisions]
         else:
             out.append(s)
@@ -249,7 +270,7 @@ def compare_rewrite_specs(specs: list[BackendSpec]) -> list[BackendSpec]:
     """
     out: list[BackendSpec] = []
     for s in specs:
-        if s.runtime in EXPORTED_RUNTIMES and s.rewrites is None:
+        if s.runtime in exported_runtimes() and s.rewrites is None:
             out += [replace(s, rewrites=(FUSE,)), replace(s, rewrites=(FUSE, POINTWISE))]
         else:
             out.append(s)
