@@ -145,14 +145,7 @@ def init_seed(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"staredge:{name}".encode()).digest()[:4], "little")
 
 
-def weights_fingerprint(model: nn.Module) -> str:
-    """A digest of a model's first and last four floating-point tensors (cheap; any load or
-    training step changes it)."""
-    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
-    h = hashlib.sha256()
-    for t in tensors[:4] + tensors[-4:]:
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+from staredge.metadata import weights_fingerprint  # noqa: E402 - one implementation, in the core
 
 
 def families() -> list[str]:
