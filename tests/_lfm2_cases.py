@@ -46,6 +46,10 @@ SHAPES = {
 }
 
 
+#: Overrides that make a random model's greedy text varied (for streaming/generate tests).
+VARIED = {"tie_word_embeddings": False}
+
+
 @functools.lru_cache(maxsize=1)
 def tokenizer_object(vocab_size: int = 320):
     """A byte-level BPE ``tokenizers.Tokenizer`` with :data:`SPECIALS` at ids 0..4."""
@@ -84,7 +88,8 @@ def hf_config(shape: str, vocab_size: int = 320, **overrides):
 
 def build_hf_model(shape: str, seed: int = 0, **overrides):
     """A seeded random ``Lfm2ForCausalLM`` (norm weights and biases perturbed off their init,
-    so that a mapping that drops them would show in the logits)."""
+    so that a mapping that drops them would show in the logits). :data:`VARIED` (untied
+    embeddings) makes greedy decoding produce varied tokens, for streaming tests."""
     import transformers
 
     torch.manual_seed(seed)
@@ -95,8 +100,11 @@ def build_hf_model(shape: str, seed: int = 0, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.2)
-            elif name.endswith("embed_tokens.weight") or name.endswith("lm_head.weight"):
+            elif name.endswith("lm_head.weight"):
                 p.mul_(20.0)  # logits far from ties, so greedy text is well defined
+            elif name.endswith("embed_tokens.weight"):
+                # tied: the head's scale; untied: enough to make greedy text vary (not one token repeated)
+                p.mul_(20.0 if model.config.tie_word_embeddings else 4.0)
     return model
 
 
