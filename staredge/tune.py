@@ -167,7 +167,7 @@ def tune(
     formats: str | list[str] | None = None,
     precisions: str | list[str] | None = None,
     *,
-    threads: int = 2,
+    threads: int | None = None,
     calibration: Any = None,
     calibration_samples: int | None = None,
     warmup: int = DEFAULT_WARMUP,
@@ -181,7 +181,8 @@ def tune(
     to ``out_dir`` and write ``tune.json`` and ``tune.md`` there. ``formats``: default every
     format this machine can export and run. int8 is calibrated on ``calibration`` (a folder of
     images or an array), else as the benchmark does (the model's own data, else photos).
-    ``rewrite`` is the exporter's. Raises before any export for a bad argument, missing
+    ``rewrite`` is the exporter's. ``threads=None`` times with ``staredge bench``'s default:
+    the machine's physical cores, at most 4. Raises before any export for a bad argument, missing
     calibration data, or earlier output in ``out_dir`` without ``force``."""
     from staredge.exporters import export
     from staredge.exporters.api import PRECISIONS, path_size, resolve_model
@@ -195,6 +196,11 @@ def tune(
     if missing:
         raise ConfigError(f"{', '.join(missing)} cannot be exported and run on this machine; available: {', '.join(here)}")
     precs = _parse_list(precisions or ",".join(DEFAULT_PRECISIONS), PRECISIONS, "precision (--precision)")
+    if threads is None:  # the benchmark's rule: this machine's physical cores, at most the paper's 4
+        from staredge.bench.machine import physical_cores
+        from staredge.bench.protocols import default_threads, get_protocol
+
+        threads = default_threads(get_protocol("paper-cpu"), physical_cores()) or 1
     threads = check_threads(threads, "threads (--threads)")
     warmup = check_warmup(warmup, "warmup (--warmup)")
     iters = check_iters(iters, "iters (--iters)")

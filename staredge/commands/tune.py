@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="comma list of the precisions to try")
     p.add_argument("--precisions", dest="precision", type=_old_precisions, help=argparse.SUPPRESS)  # old spelling
     _args.add_out(p, None, "output folder (default: ./tune-MODEL)")
-    _args.add_threads(p, default=2, help="intra-op threads for timing (default: 2)")
+    _args.add_threads(p, help="intra-op threads for timing (default: as staredge bench, this machine's physical "
+                              "cores, at most 4)")
     _args.add_timing(p, warmup=DEFAULT_WARMUP, iters=DEFAULT_ITERS, repeats=DEFAULT_ROUNDS,
                      repeats_help="round-robin timing rounds over all artifacts (the median of the round medians "
                                   "is reported)", old_repeats="--rounds")
