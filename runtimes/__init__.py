@@ -119,6 +119,11 @@ def load_backend(
                 f"load_backend needs an artifact path or an nn.Module, got {type(path_or_module).__name__}"
             )
         name = select_backend(path_or_module, backend)
+    # issue 23 (H6): weights checked against the digest recorded at export, before any runtime reads
+    # them (staredge.integrity; verify_integrity=False or STAREDGE_SKIP_INTEGRITY=1 skip it)
+    from staredge.integrity import verify
+
+    verify(path_or_module, None, options.get("metadata"), enabled=options.pop("verify_integrity", True))
     spec = RUNTIMES[name]
     if spec.text_backend is not None and _is_text_generation(path_or_module, name, options.get("metadata")):
         cls = spec.text_backend_class()  # a language model: the runtime's text-generation backend
