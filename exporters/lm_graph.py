@@ -219,15 +219,18 @@ class LMDecodeGraph(nn.Module):
                 with torch.no_grad():
                     self.register_buffer(f"lam_{i}", liv.lam().detach().reshape(1).float(), persistent=False)
         # Rotary tables of length max_context per rotary width (the same function as the model's).
-        self._rope: dict[int, tuple[Tensor, Tensor]] = {}
+        # (keyed by rotary width, base and linear scaling: imported models choose the last two)
+        self._rope: dict[tuple, str] = {}
         for liv in self._leaf_livs():
             if isinstance(liv, Attention):
                 rot = liv.shape.head_dim // 2 if liv.differential else liv.shape.head_dim
-                if rot not in self._rope:
-                    cos, sin = rope_table(self.max_context, rot)
-                    self.register_buffer(f"rope_cos_{rot}", cos, persistent=False)
-                    self.register_buffer(f"rope_sin_{rot}", sin, persistent=False)
-                    self._rope[rot] = (cos, sin)
+                key = (rot, liv.rope_base, liv.rope_factor)
+                if key not in self._rope:
+                    name = f"{rot}" if not self._rope else f"{rot}_{len(self._rope)}"
+                    cos, sin = rope_table(self.max_context, rot, liv.rope_base, factor=liv.rope_factor)
+                    self.register_buffer(f"rope_cos_{name}", cos, persistent=False)
+                    self.register_buffer(f"rope_sin_{name}", sin, persistent=False)
+                    self._rope[key] = name
 
     def _leaf_livs(self):
         for liv in self.model.backbone.livs:
@@ -308,7 +311,8 @@ class LMDecodeGraph(nn.Module):
         f = liv.featurizer
         new = {}
         rot = s.head_dim // 2 if liv.differential else s.head_dim
-        cos_t, sin_t = getattr(self, f"rope_cos_{rot}"), getattr(self, f"rope_sin_{rot}")
+        name = self._rope[(rot, liv.rope_base, liv.rope_factor)]
+        cos_t, sin_t = getattr(self, f"rope_cos_{name}"), getattr(self, f"rope_sin_{name}")
         cos, sin = cos_t.index_select(0, pos), sin_t.index_select(0, pos)
 
         def rope(v):
@@ -323,7 +327,7 @@ class LMDecodeGraph(nn.Module):
                 new[f"conv_{g}"] = ring
             return y
 
-        q = rope(feature("q").reshape(b, -1, s.heads, s.head_dim)).transpose(1, 2)
+        q = rope(liv.head_norm("q", feature("q").reshape(b, -1, s.heads, s.head_dim))).transpose(1, 2)
         kv = {}
         for g, name in (("k", "key"), ("v", "value")):
             if g in liv.shared_groups:
@@ -331,7 +335,7 @@ class LMDecodeGraph(nn.Module):
                 continue
             v = feature(g).reshape(b, -1, s.kv_heads, s.head_dim)
             if g == "k":
-                v = rope(v)
+                v = rope(liv.head_norm("k", v))  # q/k RMSNorm (identity unless LIVConfig.qk_norm)
             kv[g] = write_rows(st[name], v.transpose(1, 2), pos, dim=2)
             new[name] = kv[g]
         k, v = kv["k"], kv["v"]
@@ -397,7 +401,7 @@ class LMDecodeGraph(nn.Module):
             window = torch.cat([st["conv"], p["B"](x) * p["x"](x)], dim=1)
             new["conv"] = window[:, -(liv.kernel - 1):]
         c = shared["C"] if "C" in sg else p["C"](x)
-        y = liv.out(c * causal_conv(window, liv.filter))
+        y = liv.out(c * liv.conv(window))  # the filter plus its bias, if any
         return y, new, {"u": window, "C": c}
 
     def _long_conv(self, liv: GatedLongConv, x, st, pos, shared):
