@@ -1,10 +1,19 @@
-"""``export()``: model → rewritten model → one artifact per format → validation report.
+"""``export()``: one entry point for every task: model → artifact per format → validation.
 
-Writes are atomic: each artifact is written into a private temporary folder inside
-``out_dir`` under its final name, validated there, then moved into place with
+:func:`export` dispatches on the model's task (:func:`task_of`): an image classifier goes
+through the rewrite passes and each format's ``exporter``; a STAR language model through its
+decode graph and each format's ``lm_exporter`` (:mod:`staredge.exporters.lm_export`). What
+both share lives here once: the checks before any work (formats, precision and options
+against the format table's schema, NaN/Inf weights, the output folder, existing artifacts),
+naming (:meth:`staredge.formats.FormatSpec.task_paths`), scratch staging, validation
+bookkeeping, result rows (:class:`ArtifactResult`) and the report (:class:`ExportReport`).
+
+Writes are atomic: each artifact is written into a private scratch folder inside
+``out_dir`` (:mod:`staredge.exporters.scratch`), validated there, then moved into place with
 ``os.replace`` (a folder artifact replaces an old one by moving the old one aside first).
-A conversion that fails halfway leaves nothing behind, and existing artifacts are never
-touched without ``force=True``.
+A conversion that fails halfway leaves nothing behind, an artifact that fails validation is
+kept only under a ``.failed.`` name, and existing artifacts are never touched without
+``force=True``.
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,19 +30,22 @@ from typing import Any
 
 import torch.nn as nn
 
-from staredge.errors import ArtifactExistsError, CheckpointError, ConfigError, StarEdgeError
+from staredge.errors import ArtifactExistsError, CheckpointError, ConfigError, NonFiniteWeightsError, StarEdgeError
 from staredge.errors import ExportError  # noqa: F401 - re-exported: defined in staredge.errors for every exporter
 from staredge.fileio import atomic_write_text, replace_folder_or_file
 from staredge.exporters.passes import apply_passes, check_pass_names, resolve_passes
-from staredge.exporters.scratch import failed_paths, make_scratch, remove_stale_scratch
-from staredge.formats import export_formats, get_format, parse_formats
+from staredge.exporters.scratch import (converter_tempdir, failed_units, interrupt_guard, interrupted, make_scratch,
+                                        remove_stale_scratch)
+from staredge.formats import (FORMATS as FORMAT_TABLE, IMAGE_CLASSIFICATION, PRECISIONS, TEXT_GENERATION,
+                              check_export_options, check_precision, checkpoint_suffixes, export_formats, get_format,
+                              parse_formats)
 from staredge.metadata import ArtifactMetadata, metadata_from_model
 
 #: Every export format, in the order "all" exports them (from :data:`staredge.formats.FORMATS`).
 FORMATS = export_formats()
 
-#: Artifact precisions: fp32, fp16 weights, int8 (needs calibration data: exporters/quantize.py).
-PRECISIONS = ("fp32", "fp16", "int8")
+__all__ = ["ArtifactResult", "ExportReport", "PRECISIONS", "export", "task_of", "check_finite_weights",
+           "resolve_model", "artifact_paths", "path_size", "check_out_dir", "STAGES"]
 
 
 @dataclass
@@ -42,7 +53,11 @@ class ArtifactResult:
     """What one format produced: where, how big, how long, and how close to PyTorch.
 
     ``passed`` is None when validation was skipped; ``error`` is set (and ``path`` None)
-    when the conversion failed.
+    when the conversion failed. Language-model rows (``task == "text-generation"``) also
+    carry ``max_context``, ``prefill_chunk``, ``state_bytes`` (the artifact's decode state),
+    ``analysis_state_bytes`` (the genome analysis' figure) and, when a converter refused a
+    LIV, ``refused_livs`` (``[index, class]`` pairs); ``validation`` then holds the
+    token-by-token numbers.
     """
 
     format: str
@@ -61,6 +76,12 @@ class ArtifactResult:
     error: str | None = None
     dynamic_batch: bool = False
     fallback_error: str | None = None
+    task: str = IMAGE_CLASSIFICATION
+    max_context: int | None = None
+    prefill_chunk: int | None = None
+    state_bytes: int | None = None
+    analysis_state_bytes: int | None = None
+    refused_livs: list[list[Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -69,7 +90,7 @@ class ArtifactResult:
 
 @dataclass
 class ExportReport:
-    """One export run: the model and an :class:`ArtifactResult` per format."""
+    """One export run: the model, its task and an :class:`ArtifactResult` per format."""
 
     model: str
     family: str
@@ -77,6 +98,7 @@ class ExportReport:
     out_dir: str
     artifacts: list[ArtifactResult] = field(default_factory=list)
     machine: str = ""
+    task: str = IMAGE_CLASSIFICATION
 
     @property
     def passed(self) -> bool:
@@ -120,7 +142,7 @@ def artifact_paths(out_dir: Path, stem: str, fmt: str) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- model & metadata
 
 
-_CHECKPOINT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".safetensors", ".bin")
+_CHECKPOINT_SUFFIXES = checkpoint_suffixes()
 
 
 def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None, model_name: str | None = None) -> nn.Module:
@@ -167,14 +189,240 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
 
 def model_identity(model: nn.Module) -> tuple[str, str]:
     """(registry name, family) of a model, or (class name, "custom") outside the registry."""
-    meta = metadata_from_model(model)
+    meta = metadata_from_model(model, family=_family(model))
     return meta.model, meta.family
 
 
 def build_metadata(model: nn.Module, fmt: str, precision: str, rewrites: list[str], dynamic_batch: bool) -> ArtifactMetadata:
     """The :class:`ArtifactMetadata` an artifact of ``model`` carries (the one builder,
     :func:`staredge.metadata.metadata_from_model`; each exporter adds its own version facts)."""
-    return metadata_from_model(model, fmt, precision=precision, rewrites=rewrites, dynamic_batch=dynamic_batch)
+    return metadata_from_model(model, fmt, precision=precision, rewrites=rewrites, dynamic_batch=dynamic_batch,
+                               family=_family(model))
+
+
+def _family(model: nn.Module) -> str:
+    """The registry family of a registry model, else "custom" (the exporters may ask the
+    registry; the core metadata builder does not import it)."""
+    name = getattr(model, "staredge_name", None)
+    if not name:
+        return "custom"
+    family = getattr(model, "staredge_family", None)
+    if family:
+        return family
+    from staredge.models import get_entry
+
+    try:
+        return get_entry(name).family
+    except StarEdgeError:
+        return "custom"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def task_of(model_or_name: Any) -> str:
+    """The task of what :func:`export` was given: ``model.staredge_task`` when a model says,
+    else a STAR language model (a module, a registry LM name such as ``star_lm_pydoc``, a
+    saved STAR LM) is ``"text-generation"`` and everything else ``"image-classification"``."""
+    task = getattr(model_or_name, "staredge_task", None)
+    if task in (IMAGE_CLASSIFICATION, TEXT_GENERATION):
+        return task
+    from staredge.exporters.lm_export import is_lm_source
+
+    return TEXT_GENERATION if is_lm_source(model_or_name) else IMAGE_CLASSIFICATION
+
+
+def check_finite_weights(model: nn.Module, name: str | None = None) -> None:
+    """Raise :class:`~staredge.errors.NonFiniteWeightsError` naming the first parameter or
+    buffer that holds NaN or Inf (an artifact of such a model computes garbage)."""
+    import torch
+
+    for key, tensor in model.state_dict().items():
+        if not torch.is_tensor(tensor) or not tensor.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(tensor.detach())).sum())
+        if bad:
+            raise NonFiniteWeightsError(
+                f"{name or type(model).__name__} holds {bad:,} NaN/Inf value(s) in '{key}' "
+                f"(shape {list(tensor.shape)}); nothing was exported. Load trained weights or fix the training run")
+
+
+def check_out_dir(out: Path) -> None:
+    """ConfigError unless ``out`` can be the output folder: ``out`` must be a folder (or not exist yet); a name with an artifact suffix that is not
+    an existing folder is refused: it would become a folder called ``model.onnx/``."""
+    suffixes = {s for spec in FORMAT_TABLE.values() for s in spec.suffixes}
+    if not out.is_dir() and out.suffix.lower() in suffixes:
+        raise ConfigError(
+            f"--out (out_dir=) {out} looks like a file name, but it is the output folder: artifacts are named "
+            f"after the model inside it (e.g. exports/starnet_s1.onnx). Give a folder, e.g. --out {out.parent / 'exports'}")
+
+
+# --------------------------------------------------------------------------- task adapters
+
+
+class _ImageJob:
+    """Image classifiers: rewrite passes, each format's ``exporter``, validation against the
+    PyTorch logits on photos and random inputs (:mod:`staredge.exporters.validate`)."""
+
+    task = IMAGE_CLASSIFICATION
+
+    def __init__(self, model_or_name, fmts, precision, rewrite, checkpoint, model_name, dynamic_batch,
+                 fallback_rewrite, calibration, calibration_samples, validate) -> None:
+        self.passes = {fmt: resolve_passes(rewrite, fmt) for fmt in fmts}
+        self.fallback = check_pass_names(fallback_rewrite) if fallback_rewrite is not None else None
+        self.model = resolve_model(model_or_name, checkpoint, model_name)
+        self.name, self.family = model_identity(self.model)
+        check_finite_weights(self.model, self.name)
+        self.precision = precision
+        self.dynamic_batch = dynamic_batch
+        self.calib = None
+        if precision == "int8":
+            from staredge.exporters.quantize import resolve_calibration
+
+            self.calib = resolve_calibration(self.model, calibration, calibration_samples)
+        self.stem = self.name if precision == "fp32" else f"{self.name}_{precision}"
+        self.validate_on = validate
+        self.rewritten: dict[tuple[str, ...], nn.Module] = {}
+
+    def start(self) -> None:
+        """Work shared by every format, done once the checks have passed."""
+        from staredge.exporters.passes import example_input
+        from staredge.exporters.validate import validation_inputs
+
+        self.example = example_input(self.model, batch=1)
+        self.inputs = validation_inputs(self.model) if self.validate_on else None
+        self.references: dict[str, Any] = {}  # PyTorch logits per input set, shared by every format
+
+    def variants(self, fmt: str) -> list[Any]:
+        return [self.passes[fmt]]
+
+    def fallback_variant(self, fmt: str, first: list[str]) -> list[str] | None:
+        return self.fallback if self.fallback is not None and list(first) != self.fallback else None
+
+    def result(self, fmt: str, passes: list[str]) -> ArtifactResult:
+        return ArtifactResult(format=fmt, path=None, size_bytes=0, export_s=0.0, precision=self.precision,
+                              rewrites=list(passes), dynamic_batch=_wants_dynamic(self.dynamic_batch, fmt))
+
+    def convert(self, fmt: str, passes: list[str], entry: Path, result: ArtifactResult) -> None:
+        key = tuple(passes)
+        if key not in self.rewritten:
+            self.rewritten[key] = apply_passes(self.model, passes) if passes else self.model
+        metadata = build_metadata(self.model, fmt, self.precision, passes, result.dynamic_batch)
+        quant_kw: dict[str, Any] = {}
+        if self.calib is not None:
+            quant_kw["calibration"] = self.calib
+            metadata.extra["calibration_samples"] = int(len(self.calib))
+        get_format(fmt).exporter_function()(
+            self.rewritten[key], entry, metadata, self.precision,
+            example_input=self.example, dynamic_batch=result.dynamic_batch, **quant_kw,
+        )
+
+    def error_text(self, fmt: str, exc: Exception, result: ArtifactResult) -> str:
+        if isinstance(exc, StarEdgeError):
+            return str(exc)
+        return f"{fmt} conversion of {self.name} failed: {type(exc).__name__}: {str(exc).strip()[:500]}"
+
+    def converted(self, fmt: str, entry: Path, result: ArtifactResult) -> None:
+        pass
+
+    def validate(self, fmt: str, entry: Path, result: ArtifactResult) -> None:
+        from staredge.exporters.validate import validate_artifact
+
+        check = validate_artifact(
+            self.model, entry, fmt, self.precision, export_batch=self.example.shape[0],
+            dynamic_batch=result.dynamic_batch, inputs=self.inputs, references=self.references,
+        )
+        result.max_abs_diff = check.max_abs_diff
+        result.rel_error = check.rel_error
+        result.cosine = check.cosine
+        result.top1_agreement = check.top1_agreement
+        result.passed = check.passed
+        result.validation = check.to_dict()
+        if any(v is not None and v != v for v in (check.max_abs_diff, check.rel_error, check.cosine)):
+            result.passed = False  # NaN compares false with every tolerance: say so
+            result.error = "validation measured NaN: the artifact's (or the model's) outputs are not finite"
+
+
+class _LanguageModelJob:
+    """STAR language models: the decode graph (:class:`~staredge.exporters.lm_graph.LMDecodeGraph`),
+    each format's ``lm_exporter``, token-by-token validation through the artifact's runtime
+    (:func:`staredge.exporters.lm_validate.validate_lm`)."""
+
+    task = TEXT_GENERATION
+
+    def __init__(self, model_or_name, fmts, options: dict[str, Any], dim, depth, validate) -> None:
+        from staredge.exporters.lm_export import check_chunk, resolve_lm
+        from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
+        from staredge.formats import EXPORT_OPTIONS
+        from staredge.models.star.analysis import analyze_genome
+
+        self.model, self.name = resolve_lm(model_or_name, dim, depth)
+        check_finite_weights(self.model, self.name)
+        self.family = "star_lm"
+        self.precision = "fp32"
+        self.graph = LMDecodeGraph(self.model, options.get("max_context"))
+        ctx = self.graph.max_context
+        self.chunk = check_chunk(self.graph, options.get("prefill_chunk", min(DEFAULT_PREFILL_CHUNK, ctx)))
+        self.stem = f"{self.name}_ctx{ctx}"
+        self.validate_on = validate
+        self.format_kw: dict[str, dict[str, Any]] = {fmt: {} for fmt in fmts}
+        for key, value in options.items():
+            opt = EXPORT_OPTIONS[key]
+            for fmt in (opt.formats or fmts):
+                if fmt in self.format_kw and opt.formats:
+                    self.format_kw[fmt][opt.exporter_keyword or key] = value
+        self.analysis = analyze_genome(self.model.genome, self.model.dim, ctx, bytes_per_element=4,
+                                       configs=self.model.backbone.configs).total_cache_bytes
+
+    def start(self) -> None:
+        pass
+
+    def variants(self, fmt: str) -> list[Any]:
+        return [None]
+
+    def fallback_variant(self, fmt: str, first: Any) -> None:
+        return None
+
+    def result(self, fmt: str, variant: Any) -> ArtifactResult:
+        return ArtifactResult(format=fmt, path=None, size_bytes=0, export_s=0.0, precision=self.precision,
+                              task=TEXT_GENERATION, max_context=self.graph.max_context, prefill_chunk=self.chunk,
+                              state_bytes=sum(s.nbytes for s in self.graph.spec),
+                              analysis_state_bytes=self.analysis)
+
+    def convert(self, fmt: str, variant: Any, entry: Path, result: ArtifactResult) -> None:
+        writer = get_format(fmt).lm_exporter_function()
+        writer(self.graph, entry, max_context=self.graph.max_context, prefill_chunk=self.chunk, name=self.name,
+               **self.format_kw.get(fmt, {}))
+
+    def error_text(self, fmt: str, exc: Exception, result: ArtifactResult) -> str:
+        from staredge.exporters.lm_export import LMExportError
+
+        if isinstance(exc, LMExportError):
+            result.refused_livs = [list(p) for p in exc.livs]
+        return f"{type(exc).__name__}: {exc}"
+
+    def converted(self, fmt: str, entry: Path, result: ArtifactResult) -> None:
+        from staredge.metadata import read_metadata
+
+        lm = read_metadata(entry).lm
+        result.state_bytes = int(lm["state_bytes"])
+        result.prefill_chunk = int(lm.get("prefill_chunk", self.chunk))
+        self._fp16_state = any(s.get("dtype") == "float16" for s in lm.get("state", []))
+
+    def validate(self, fmt: str, entry: Path, result: ArtifactResult) -> None:
+        from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, FP32_ATOL, validate_lm
+        from staredge.runtimes.lm import load_lm_artifact
+
+        fp16 = getattr(self, "_fp16_state", False)
+        check = validate_lm(load_lm_artifact(entry), self.model, atol=FP16_STATE_ATOL if fp16 else FP32_ATOL,
+                            min_greedy=FP16_MIN_GREEDY if fp16 else None)
+        result.validation = check
+        result.max_abs_diff = check["max_abs_diff"]
+        result.passed = bool(check["passed"])
+        if not result.passed:
+            result.error = (f"validation failed: max |Δ| {check['max_abs_diff']:.2e} (atol {check['atol']:.0e}), "
+                            f"{check['greedy_agree']}/{check['greedy_tokens']} greedy tokens identical to PyTorch, "
+                            f"{check['decode_steps']} decode steps")
 
 
 # --------------------------------------------------------------------------- export
@@ -182,6 +430,8 @@ def build_metadata(model: nn.Module, fmt: str, precision: str, rewrites: list[st
 
 #: Called as progress(fmt, stage) with stage in "rewrite", "export", "validate", "done".
 ProgressCallback = Callable[[str, str], None]
+#: The stages progress() is called with for each format, in order.
+STAGES = ("rewrite", "export", "validate", "done")
 
 
 def export(
@@ -201,148 +451,179 @@ def export(
     keep_failed: bool = False,
     calibration: Any = None,
     calibration_samples: int | None = None,
+    max_context: int | None = None,
+    prefill_chunk: int | None = None,
+    coreml_state: str | None = None,
+    coreml_stateful: bool | None = None,
+    dim: int | None = None,
+    depth: int | None = None,
 ) -> ExportReport:
-    """Export a model to each format in ``formats`` and validate every artifact.
+    """Export a model to each format in ``formats`` and validate every artifact: the one
+    export function for every task.
 
     ``model_or_name``: a module, a registry name, or a checkpoint path (then ``model_name``
-    or the file name says which architecture). ``rewrite``: "auto" (``fuse_batchnorm``
-    always, ``pointwise_conv_to_linear`` where measured to help the format), "none", or a
-    list of pass names. Artifacts are compared with the original (un-rewritten) PyTorch
-    model; one that fails validation (NaN included) is kept for inspection as
-    ``<name>.failed.<suffix>``, never under its final name, unless ``keep_failed=True``.
+    or the file name says which architecture); a STAR language model (a
+    ``STARLanguageModel``, ``star_lm_pydoc``, ``transformer_pp`` / ``striped_mamba`` with
+    ``dim``/``depth``, or a saved STAR LM) is exported as decode-graph artifacts
+    (``docs/lm-artifacts.md``) named ``<name>_ctx<max_context>.<suffix>``, validated token by
+    token through its runtime. ``formats``: names, aliases, a comma list or "all" (every
+    format the task exports to).
+
+    Options come from the format table's schema (:data:`staredge.formats.EXPORT_OPTIONS`);
+    one that does not apply to the model's task or to the formats asked for is a
+    :class:`~staredge.errors.ConfigError` naming its flag, never silently ignored:
+    ``dynamic_batch`` (images: True or "auto" gives every format that can carry a symbolic
+    batch axis one, ONNX and OpenVINO; the others keep batch 1), ``max_context`` /
+    ``prefill_chunk`` (language models; default the model's ``max_seq_len`` and
+    ``min(16, max_context)``), ``coreml_state`` ("fp16" / "fp16x2") and ``coreml_stateful``
+    (CoreML language models). ``precision`` must be one every format asked for exports for
+    the task (:meth:`staredge.formats.FormatSpec.precisions_for`; language models: fp32).
+
+    Images: ``rewrite`` is "auto" (``fuse_batchnorm`` always, ``pointwise_conv_to_linear``
+    where measured to help the format), "none", or a list of pass names; artifacts are
+    compared with the original (un-rewritten) PyTorch model; ``fallback_rewrite`` (pass names,
+    e.g. ``["fuse_batchnorm"]``) retries a format whose conversion failed with those passes,
+    and the result keeps the first error in ``fallback_error``. ``precision="int8"``
+    quantises with each format's own tool and needs ``calibration`` (a folder of images or an
+    (N, C, H, W) array; the digits model uses its training split), up to
+    ``calibration_samples`` of them (:func:`staredge.exporters.quantize.resolve_calibration`).
+
+    Before any work: a model with NaN/Inf weights raises
+    :class:`~staredge.errors.NonFiniteWeightsError`; an existing target raises
+    :class:`ArtifactExistsError` unless ``force``; a missing converter raises
+    :class:`~staredge.errors.MissingDependencyError` naming the pip extra. Each artifact is
+    written and validated in a scratch folder inside ``out_dir`` and moved into place only
+    then; one that fails validation is kept for inspection as ``<name>.failed.<suffix>``,
+    never under its final name, unless ``keep_failed=True``. A conversion error is recorded
+    in that format's result (``error``), nothing is left on disk for it, and the other formats
+    go on. Ctrl-C ends the export (``KeyboardInterrupt``), whatever a converter makes of it.
     Scratch folders a killed export left in ``out_dir`` are removed first
-    (:mod:`staredge.exporters.scratch`). Raises :class:`ArtifactExistsError` before any work if a target exists and
-    ``force`` is False, and :class:`~staredge.errors.MissingDependencyError` (naming the
-    pip extra) if a converter is missing. ``dynamic_batch`` (True or "auto": every format
-    that can carry a symbolic batch axis, per the format table: ONNX and OpenVINO; the
-    others keep batch 1). A conversion error is recorded in that format's result
-    (``error``), nothing is left on disk for it, and the other formats go on;
-    ``fallback_rewrite`` (pass names, e.g. ``["fuse_batchnorm"]``) retries a format whose
-    conversion failed with those passes, and the result keeps the first error in
-    ``fallback_error``. ``precision="int8"`` quantises with each format's own tool and
-    needs ``calibration`` (a folder of images or an (N, C, H, W) array; the digits model
-    uses its training split), up to ``calibration_samples`` of them
-    (:func:`staredge.exporters.quantize.resolve_calibration`; none is a ``CalibrationError``).
+    (:mod:`staredge.exporters.scratch`).
     """
-    fmts = parse_formats(formats)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    task = task_of(model_or_name)
+    fmts = parse_formats(formats, task)
+    options = check_export_options(task, fmts, {
+        "dynamic_batch": dynamic_batch, "max_context": max_context, "prefill_chunk": prefill_chunk,
+        "coreml_state": coreml_state, "coreml_stateful": coreml_stateful,
+    }, model=str(getattr(model_or_name, "staredge_name", None) or
+                 (model_or_name if isinstance(model_or_name, (str, os.PathLike)) else "this model")))
+    check_precision(task, fmts, precision)
     for fmt in fmts:
         get_format(fmt).require_export()
-    passes_by_format = {fmt: resolve_passes(rewrite, fmt) for fmt in fmts}
-    model = resolve_model(model_or_name, checkpoint, model_name)
-    name, family = model_identity(model)
-    calib = None
-    if precision == "int8":
-        from staredge.exporters.quantize import resolve_calibration
-
-        calib = resolve_calibration(model, calibration, calibration_samples)
-    stem = name if precision == "fp32" else f"{name}_{precision}"
     out = Path(out_dir)
+    check_out_dir(out)
+    if task == TEXT_GENERATION:
+        _refuse_for_language_models(rewrite=rewrite, checkpoint=checkpoint, model_name=model_name,
+                                    fallback_rewrite=fallback_rewrite, calibration=calibration,
+                                    calibration_samples=calibration_samples)
+        job: Any = _LanguageModelJob(model_or_name, fmts, options, dim, depth, validate)
+    else:
+        for flag, value in (("--dim (dim=)", dim), ("--depth (depth=)", depth)):
+            if value is not None:
+                raise ConfigError(f"{flag} builds the transformer_pp / striped_mamba language models only; drop it")
+        job = _ImageJob(model_or_name, fmts, precision, rewrite, checkpoint, model_name, dynamic_batch,
+                        fallback_rewrite, calibration, calibration_samples, validate)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in the way, /proc, a read-only or missing parent
         raise ConfigError(f"cannot create the output folder {out}: {exc.strerror or exc}; choose a folder "
                           f"you can write to") from exc
     remove_stale_scratch(out)
-    targets = {fmt: artifact_paths(out, stem, fmt) for fmt in fmts}
-    existing = [str(unit) for unit, _ in targets.values() if unit.exists() or unit.is_symlink()]
+    targets = {fmt: get_format(fmt).task_paths(task, out, job.stem) for fmt in fmts}
+    existing = [str(unit) for units, _ in targets.values() for unit in units if unit.exists() or unit.is_symlink()]
     if existing and not force:
         raise ArtifactExistsError(
             f"{', '.join(existing)} already exist(s); nothing was written. Pass force=True (--force) to replace, "
             f"or choose another output folder"
         )
-
-    from staredge.exporters.passes import example_input as _example_input
-    from staredge.exporters.validate import validate_artifact, validation_inputs
-
-    example = _example_input(model, batch=1)
-    inputs = validation_inputs(model) if validate else None
-    references: dict[str, Any] = {}  # PyTorch logits per input set, shared by every format
-    report = ExportReport(model=name, family=family, precision=precision, out_dir=str(out), machine=_machine())
-    rewritten: dict[tuple[str, ...], nn.Module] = {}
+    job.start()
+    report = ExportReport(model=job.name, family=job.family, precision=job.precision, out_dir=str(out),
+                          machine=_machine(), task=task)
     notify = progress or (lambda fmt, stage: None)
-    fallback = check_pass_names(fallback_rewrite) if fallback_rewrite is not None else None
 
-    def one(fmt: str, passes: list[str]) -> ArtifactResult:
+    def one(fmt: str, variant: Any, guard) -> ArtifactResult:
         notify(fmt, "rewrite")
-        key = tuple(passes)
-        if key not in rewritten:
-            rewritten[key] = apply_passes(model, passes) if passes else model
-        unit, entry = targets[fmt]
-        # formats without a symbolic batch axis keep batch 1 (LiteRT resizes at load time instead)
-        fmt_dynamic = _wants_dynamic(dynamic_batch, fmt)
-        metadata = build_metadata(model, fmt, precision, passes, fmt_dynamic)
-        quant_kw: dict[str, Any] = {}
-        if calib is not None:
-            quant_kw["calibration"] = calib
-            metadata.extra["calibration_samples"] = int(len(calib))
+        units, entry = targets[fmt]
+        result = job.result(fmt, variant)
         scratch = make_scratch(out)
         try:
-            staged_unit = scratch / unit.name
+            staged = [scratch / u.relative_to(out) for u in units]
             staged_entry = scratch / entry.relative_to(out)
             staged_entry.parent.mkdir(parents=True, exist_ok=True)
             notify(fmt, "export")
             start = time.perf_counter()
             try:
-                get_format(fmt).exporter_function()(
-                    rewritten[key], staged_entry, metadata, precision,
-                    example_input=example, dynamic_batch=fmt_dynamic, **quant_kw,
-                )
-            except StarEdgeError as exc:
-                return _failed(fmt, precision, passes, start, str(exc))
-            except Exception as exc:  # noqa: BLE001 - converter internals; reported, not hidden
-                msg = f"{fmt} conversion of {name} failed: {type(exc).__name__}: {str(exc).strip()[:500]}"
-                return _failed(fmt, precision, passes, start, msg)
-            export_s = time.perf_counter() - start
-            result = ArtifactResult(
-                format=fmt, path=str(entry), size_bytes=path_size(staged_unit), export_s=export_s,
-                precision=precision, rewrites=list(passes), dynamic_batch=fmt_dynamic,
-            )
+                with converter_tempdir(scratch):
+                    job.convert(fmt, variant, staged_entry, result)
+                # issue 23 (H6): the weight digest goes into the metadata before validation and the move
+                from staredge.integrity import seal
+
+                seal(staged_entry, fmt)
+            except Exception as exc:  # noqa: BLE001 - converter internals; reported, not hidden (never Ctrl-C)
+                if interrupted(exc):
+                    raise KeyboardInterrupt from exc
+                guard.check()
+                result.export_s = time.perf_counter() - start
+                result.passed = False
+                result.error = job.error_text(fmt, exc, result)
+                return result
+            guard.check()
+            result.export_s = time.perf_counter() - start
+            result.path = str(entry)
+            result.size_bytes = sum(path_size(p) for p in staged if p.exists())
+            job.converted(fmt, staged_entry, result)
             if validate:
                 notify(fmt, "validate")
                 vstart = time.perf_counter()
                 try:
-                    check = validate_artifact(
-                        model, staged_entry, fmt, precision, export_batch=example.shape[0],
-                        dynamic_batch=fmt_dynamic, inputs=inputs, references=references,
-                    )
+                    job.validate(fmt, staged_entry, result)
                 except Exception as exc:  # noqa: BLE001 - a runtime refusing the file is a failed check
+                    if interrupted(exc):
+                        raise KeyboardInterrupt from exc
                     result.passed = False
                     result.error = f"validation could not run: {type(exc).__name__}: {str(exc).strip()[:500]}"
-                else:
-                    result.max_abs_diff = check.max_abs_diff
-                    result.rel_error = check.rel_error
-                    result.cosine = check.cosine
-                    result.top1_agreement = check.top1_agreement
-                    result.passed = check.passed
-                    result.validation = check.to_dict()
-                    if any(v is not None and v != v for v in (check.max_abs_diff, check.rel_error, check.cosine)):
-                        result.passed = False  # NaN compares false with every tolerance: say so
-                        result.error = "validation measured NaN: the artifact's (or the model's) outputs are not finite"
+                guard.check()
                 result.validate_s = time.perf_counter() - vstart
+            final_units = units
             if result.passed is False and not keep_failed:
-                unit, entry = failed_paths(unit, entry)
-                result.path = str(entry)
-                note = (f"failed validation: kept as {unit.name} for inspection, not under its final name "
+                final_units, failed_entry = failed_units(units, entry)
+                result.path = str(failed_entry)
+                note = (f"failed validation: kept as {failed_entry.name} for inspection, not under its final name "
                         f"(pass keep_failed=True / --keep-failed to keep it there)")
                 result.error = f"{result.error}; {note}" if result.error else note
-            replace_folder_or_file(staged_unit, unit, scratch)
+            for src, dst in zip(staged, final_units):  # companions first, the entry a runtime loads last
+                if src.exists():
+                    replace_folder_or_file(src, dst, scratch)
             return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             notify(fmt, "done")
 
-    for fmt in fmts:
-        result = one(fmt, passes_by_format[fmt])
-        if result.path is None and fallback is not None and result.rewrites != fallback:
-            # the rewrites broke this format's converter: one more try with the fallback passes
-            retry = one(fmt, fallback)
-            if retry.path is not None:
-                retry.fallback_error = result.error or "export failed"
-                result = retry
-        report.artifacts.append(result)
+    with interrupt_guard() as guard:
+        for fmt in fmts:
+            first = job.variants(fmt)[0]
+            result = one(fmt, first, guard)
+            alternative = job.fallback_variant(fmt, first) if result.path is None else None
+            if alternative is not None:
+                # the rewrites broke this format's converter: one more try with the fallback passes
+                retry = one(fmt, alternative, guard)
+                if retry.path is not None:
+                    retry.fallback_error = result.error or "export failed"
+                    result = retry
+            report.artifacts.append(result)
     return report
+
+
+def _refuse_for_language_models(**given: Any) -> None:
+    """ConfigError naming the flag of an image-only argument given for a language model."""
+    flags = {"rewrite": "--rewrite", "checkpoint": "--checkpoint", "model_name": "--model",
+             "fallback_rewrite": "fallback_rewrite", "calibration": "--calibration",
+             "calibration_samples": "--calibration-samples"}
+    for key, value in given.items():
+        if value is None or (key == "rewrite" and value == "auto"):
+            continue
+        raise ConfigError(f"{flags[key]} ({key}=) applies to image classifiers only; language models are exported "
+                          f"from their decode graph (docs/lm-artifacts.md): drop it")
 
 
 def _wants_dynamic(dynamic_batch: bool | str, fmt: str) -> bool:
@@ -351,13 +632,6 @@ def _wants_dynamic(dynamic_batch: bool | str, fmt: str) -> bool:
     if dynamic_batch not in (True, False, "auto"):
         raise ConfigError(f"dynamic_batch must be True, False or 'auto', got {dynamic_batch!r}")
     return bool(dynamic_batch) and get_format(fmt).dynamic_batch
-
-
-def _failed(fmt: str, precision: str, passes: list[str], start: float, message: str) -> ArtifactResult:
-    return ArtifactResult(
-        format=fmt, path=None, size_bytes=0, export_s=time.perf_counter() - start, passed=False,
-        precision=precision, rewrites=list(passes), error=message,
-    )
 
 
 def _machine() -> str:

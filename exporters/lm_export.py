@@ -15,17 +15,17 @@ One exporter module per format, named by :attr:`staredge.formats.FormatSpec.lm_e
 
 This module holds what they share: :func:`as_graph`, :func:`lm_artifact_metadata`,
 :func:`check_chunk`, the converter-failure wrapper :func:`conversion_error` (an
-:class:`LMExportError` that names the LIVs of the op the converter failed on), and the
-orchestration :func:`export_lm` (``staredge export``), which dispatches through the format
-table. Each format's LM exporter is its own module (``onnx_lm``, ``openvino_lm``,
-``tflite_lm``, ``coreml_lm``), named by ``FormatSpec.lm_exporter``.
+:class:`LMExportError` that names the LIVs of the op the converter failed on), and how a
+language model is recognised and built by name (:func:`is_lm_source`, :func:`resolve_lm`).
+Exporting goes through :func:`staredge.exporters.export`, the one export function for every
+task (naming, scratch staging, existence checks, validation, result rows);
+:func:`export_lm` is its documented alias returning rows as dicts.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,9 @@ import torch
 
 from staredge.errors import ConfigError, ExportError
 from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph, lm_metadata_dict
+from staredge.formats import TEXT_GENERATION, checkpoint_suffixes
 from staredge.metadata import ArtifactMetadata
 from staredge.models.star import STARLanguageModel
-
-TEXT_GENERATION = "text-generation"
 
 
 class LMExportError(ExportError):
@@ -237,7 +236,7 @@ def is_lm_source(name_or_path) -> bool:
     if text.lower() in LM_NAMES:
         return True
     p = Path(text)
-    stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
+    stem = p.with_suffix("") if p.suffix == ".json" or p.suffix in checkpoint_suffixes() else p
     cfg = stem.with_suffix(".json")
     if cfg.is_file():
         try:
@@ -250,11 +249,18 @@ def is_lm_source(name_or_path) -> bool:
 
 
 def resolve_lm(name_or_path, dim: int | None = None, depth: int | None = None) -> tuple[STARLanguageModel, str]:
-    """(model, name) for a registry LM name, a saved STAR LM path, or a model."""
+    """(model, name) for a registry LM name, a saved STAR LM path, or a model. ``dim`` and
+    ``depth`` build the ``transformer_pp`` / ``striped_mamba`` baselines; for any other model
+    they are refused (a ConfigError naming the flag), never ignored."""
+    text = getattr(name_or_path, "staredge_name", None) or str(name_or_path)
+    key = text.lower() if isinstance(name_or_path, (str, os.PathLike)) else ""
+    if key not in ("transformer_pp", "striped_mamba"):
+        for flag, value in (("--dim (dim=)", dim), ("--depth (depth=)", depth)):
+            if value is not None:
+                raise ConfigError(f"{flag} builds the transformer_pp / striped_mamba baselines only; "
+                                  f"{text if key else 'this model'} has its own width and depth: drop it")
     if isinstance(name_or_path, STARLanguageModel):
         return name_or_path.eval(), getattr(name_or_path, "staredge_name", "star_lm")
-    text = str(name_or_path)
-    key = text.lower()
     if key in ("transformer_pp", "striped_mamba"):
         from staredge.models.star import BASELINES
 
@@ -269,92 +275,54 @@ def resolve_lm(name_or_path, dim: int | None = None, depth: int | None = None) -
     return lm.model.eval(), lm.name
 
 
-def artifact_size(path: Path) -> int:
-    """Bytes on disk of an artifact: a file, a folder (CoreML package), or an OpenVINO
-    ``.xml`` with its ``.bin``."""
-    path = Path(path)
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    side = path.with_suffix(".bin")
-    return path.stat().st_size + (side.stat().st_size if path.suffix == ".xml" and side.is_file() else 0)
-
-
 def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context: int | None = None,
-              prefill_chunk: int = DEFAULT_PREFILL_CHUNK, validate: bool = True, force: bool = False,
+              prefill_chunk: int | None = None, validate: bool = True, force: bool = False,
               dim: int | None = None, depth: int | None = None, progress=None,
               stateful_coreml: bool = True, format_options: dict[str, dict[str, Any]] | None = None,
               ) -> list[dict[str, Any]]:
-    """Export a STAR LM to each of ``formats`` under ``out_dir`` and validate each artifact
-    through its runtime (:func:`staredge.exporters.lm_validate.validate_lm`).
+    """Export a STAR LM to each of ``formats`` under ``out_dir``: a thin alias of
+    :func:`staredge.exporters.export` (the one export function for every task), returning
+    its rows as dicts.
 
-    Each format's exporter is the one its :class:`~staredge.formats.FormatSpec` names
-    (``lm_exporter``); ``format_options`` passes keyword options to one format's exporter
-    (``{"coreml": {"stateful": False}}``; ``stateful_coreml=False`` is the same).
-    Returns one dict per format: format, path, size_bytes, export_s, state_bytes,
-    analysis_state_bytes, validation (numbers), passed, error. A format that fails records
-    its error and the others go on. An artifact whose state is stored in fp16 (CoreML
-    stateful) is checked at its own tolerance and 32 identical greedy tokens. An existing
-    artifact raises ``ArtifactExistsError`` unless ``force``.
+    Each row: format, path, model, max_context, prefill_chunk, state_bytes,
+    analysis_state_bytes, size_bytes, export_s, validation (the token-by-token numbers of
+    :func:`staredge.exporters.lm_validate.validate_lm`), passed, error (and
+    ``refused_livs`` when a converter refused a LIV). ``format_options`` passes a format's
+    exporter options through the format table's options schema
+    (``{"coreml": {"stateful": False}}`` or ``{"coreml": {"state_precision": "fp16x2"}}``;
+    ``stateful_coreml=False`` is the same as the first). Everything else is as
+    :func:`~staredge.exporters.export` does it: scratch staging, a ``.failed.`` name for an
+    artifact that fails validation, ``ArtifactExistsError`` for an existing artifact unless
+    ``force``, a recorded error for a format that cannot be converted while the others go on.
     """
-    from staredge.errors import ArtifactExistsError
-    from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, FP32_ATOL, validate_lm
-    from staredge.formats import get_format
-    from staredge.metadata import read_metadata
-    from staredge.models.star.analysis import analyze_genome
-    from staredge.runtimes.lm import load_lm_artifact
+    from staredge.exporters.api import export
+    from staredge.formats import EXPORT_OPTIONS
 
-    model, name = resolve_lm(model_or_name, dim, depth)
-    suffixes = lm_formats()
-    unknown = [f for f in formats if f not in suffixes]
-    if unknown:
-        raise ConfigError(f"language models export to {', '.join(suffixes)}; not to {', '.join(unknown)}")
-    options = {k: dict(v) for k, v in (format_options or {}).items()}
+    options: dict[str, Any] = {}
+    for fmt, kw in (format_options or {}).items():
+        for key, value in dict(kw).items():
+            opt = next((o for o in EXPORT_OPTIONS.values()
+                        if fmt in o.formats and (o.exporter_keyword or o.name) == key), None)
+            if opt is None:
+                raise ConfigError(f"format_options: {fmt} takes no option {key!r} (the format table's options "
+                                  f"schema, staredge.formats.EXPORT_OPTIONS)")
+            options[opt.name] = value
     if not stateful_coreml:
-        options.setdefault("coreml", {}).setdefault("stateful", False)
-    graph = LMDecodeGraph(model, max_context)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}_ctx{graph.max_context}"
-    analysis = analyze_genome(model.genome, model.dim, graph.max_context, bytes_per_element=4,
-                              configs=model.backbone.configs).total_cache_bytes
-    results = []
-    for fmt in formats:
-        path = out / f"{stem}{suffixes[fmt]}"
-        if path.exists() and not force:
-            raise ArtifactExistsError(f"{path} exists; pass force=True (or --force) to replace it")
-        row: dict[str, Any] = {"format": fmt, "path": str(path), "model": name, "max_context": graph.max_context,
-                               "prefill_chunk": prefill_chunk, "state_bytes": sum(s.nbytes for s in graph.spec),
-                               "analysis_state_bytes": analysis, "passed": None, "error": None}
-        if progress:
-            progress(fmt, "export")
-        start = time.perf_counter()
-        try:
-            writer = get_format(fmt).lm_exporter_function()
-            writer(graph, path, max_context=graph.max_context, prefill_chunk=prefill_chunk, name=name,
-                   **options.get(fmt, {}))
-        except Exception as exc:  # noqa: BLE001 - recorded, the other formats go on
-            row.update(path=None, error=f"{type(exc).__name__}: {exc}", passed=False)
-            if isinstance(exc, LMExportError):
-                row["refused_livs"] = [list(p) for p in exc.livs]
-            results.append(row)
-            continue
-        row["export_s"] = round(time.perf_counter() - start, 2)
-        row["size_bytes"] = artifact_size(path)
-        lm = read_metadata(path).lm
-        row["state_bytes"] = int(lm["state_bytes"])
-        if validate:
-            if progress:
-                progress(fmt, "validate")
-            try:
-                fp16_state = any(s.get("dtype") == "float16" for s in lm["state"])
-                row["validation"] = validate_lm(load_lm_artifact(path), model,
-                                                atol=FP16_STATE_ATOL if fp16_state else FP32_ATOL,
-                                                min_greedy=FP16_MIN_GREEDY if fp16_state else None)
-                row["passed"] = row["validation"]["passed"]
-            except Exception as exc:  # noqa: BLE001
-                row.update(error=f"validation failed to run: {type(exc).__name__}: {exc}", passed=False)
-        results.append(row)
-    return results
+        options.setdefault("coreml_stateful", False)
+    report = export(model_or_name, formats, out_dir, force=force, validate=validate, progress=progress,
+                    max_context=max_context, prefill_chunk=prefill_chunk, dim=dim, depth=depth, **options)
+    rows = []
+    for r in report.artifacts:
+        row = {"format": r.format, "path": r.path, "model": report.model, "max_context": r.max_context,
+               "prefill_chunk": r.prefill_chunk, "state_bytes": r.state_bytes,
+               "analysis_state_bytes": r.analysis_state_bytes, "size_bytes": r.size_bytes,
+               "export_s": round(r.export_s, 2), "passed": r.passed, "error": r.error}
+        if r.validation is not None:
+            row["validation"] = r.validation
+        if r.refused_livs is not None:
+            row["refused_livs"] = r.refused_livs
+        rows.append(row)
+    return rows
 
 
 def read_state_bytes(path) -> int:
@@ -366,4 +334,4 @@ def read_state_bytes(path) -> int:
 
 __all__ = ["export_lm", "resolve_lm", "is_lm_source", "lm_formats", "LM_NAMES", "BASELINE_DEFAULTS",
            "lm_artifact_metadata", "as_graph", "check_chunk", "conversion_error", "failing_ops", "ops_by_liv",
-           "liv_classes", "LMExportError", "artifact_size", "TEXT_GENERATION"]
+           "liv_classes", "LMExportError", "TEXT_GENERATION"]

@@ -33,8 +33,22 @@ GREEDY_TOKENS = 128
 MIN_DECODE_STEPS = 64
 #: Bytes of English the validation prompt holds at least.
 MIN_PROMPT_BYTES = 64
-#: The smallest context an artifact can be validated at: BOS, the prompt, the decode steps.
+#: The smallest context validated with the full budget (BOS, a 64-byte prompt, 64 decode
+#: steps); a smaller context is validated too, on what it holds (:func:`validation_budget`).
 MIN_CONTEXT = 1 + MIN_PROMPT_BYTES + MIN_DECODE_STEPS
+
+
+def validation_budget(max_context: int) -> tuple[int, int]:
+    """(prompt bytes, decode steps) that validation uses at ``max_context``: from
+    :data:`MIN_CONTEXT` on, the shipped prompt (never cut below 64 bytes) and 64 decode steps
+    at least; below it, BOS and the rest of the context split between prompt and decode
+    steps (half each, at least one decode step), so every context the model allows validates."""
+    room = int(max_context) - 1
+    if room >= MIN_PROMPT_BYTES + MIN_DECODE_STEPS:
+        prompt = min(len(validation_prompt()), max(MIN_PROMPT_BYTES, room - MIN_DECODE_STEPS))
+        return prompt, min(GREEDY_TOKENS - 1, room - prompt)
+    prompt = room // 2
+    return prompt, room - prompt
 
 
 def validation_prompt() -> bytes:
@@ -94,23 +108,23 @@ def validate_lm(stepper, model, ids: list[int] | None = None, new_tokens: int = 
     ``model``; returns the numbers and ``passed``.
 
     Passing needs max |Δ| <= ``atol`` over every compared row, at least
-    :data:`MIN_DECODE_STEPS` decode steps, and the first ``min_greedy`` greedy tokens (default:
+    :data:`MIN_DECODE_STEPS` decode steps (or all the context leaves after the prompt), and
+    the first ``min_greedy`` greedy tokens (default:
     all) identical to PyTorch's. Rows after the first differing token are not compared (the
     inputs differ from there on).
     """
     if ids is None:
-        # the shipped prompt, cut (never below 64 bytes) so that a small context still
-        # leaves MIN_DECODE_STEPS decode steps after it
-        room = stepper.max_context - 1 - MIN_DECODE_STEPS
-        ids = prompt_ids(validation_prompt()[:max(MIN_PROMPT_BYTES, room)])
+        # the shipped prompt, cut to the model's context (validation fits the model):
+        # validation_budget() splits a small context between prompt and decode steps
+        ids = prompt_ids(validation_prompt()[:validation_budget(stepper.max_context)[0]])
     else:
         ids = list(ids)
     new_tokens = min(int(new_tokens), stepper.max_context - len(ids) + 1)
-    if new_tokens - 1 < MIN_DECODE_STEPS:
+    needed = min(MIN_DECODE_STEPS, stepper.max_context - len(ids))  # all the context leaves, up to 64
+    if needed < 1 or new_tokens - 1 < needed:
         raise ConfigError(f"max_context {stepper.max_context} leaves {new_tokens - 1} decode steps after a "
-                          f"{len(ids)}-token prompt; validation needs a prompt of at least {MIN_PROMPT_BYTES} "
-                          f"bytes and {MIN_DECODE_STEPS} decode steps, so --max-context must be at least "
-                          f"{MIN_CONTEXT}")
+                          f"{len(ids)}-token prompt; validation needs {max(needed, 1)}: give a shorter prompt or "
+                          f"more new tokens")
     start = time.perf_counter()
     ref_tokens, ref_logits = reference(model, ids, new_tokens)
     record: list[np.ndarray] = []
@@ -133,9 +147,9 @@ def validate_lm(stepper, model, ids: list[int] | None = None, new_tokens: int = 
         "atol": atol,
         "rows_compared": rows,
         "reference_consistent": bool((ref_logits[len(ids) - 1:].argmax(-1) == np.array(ref_tokens)).all()),
-        "passed": bool(diff <= atol and agree >= need and new_tokens - 1 >= MIN_DECODE_STEPS),
+        "passed": bool(diff <= atol and agree >= need and new_tokens - 1 >= needed),
         "validate_s": round(time.perf_counter() - start, 3),
     }
 
 
-__all__ = ["MIN_CONTEXT", "MIN_DECODE_STEPS", "MIN_PROMPT_BYTES", "FP16_STATE_ATOL", "FP16_MIN_GREEDY", "validate_lm", "GraphStepper", "validation_prompt", "prompt_ids", "reference", "FP32_ATOL", "GREEDY_TOKENS"]
+__all__ = ["MIN_CONTEXT", "MIN_DECODE_STEPS", "MIN_PROMPT_BYTES", "FP16_STATE_ATOL", "FP16_MIN_GREEDY", "validate_lm", "validation_budget", "GraphStepper", "validation_prompt", "prompt_ids", "reference", "FP32_ATOL", "GREEDY_TOKENS"]

@@ -9,7 +9,13 @@ of a process that is still running (a concurrent export) and any folder without 
 file (not made by this version of StarEdge). Nothing ever loads an artifact from a scratch
 folder: runtimes open the path they are given, and the folders are hidden (dot-prefixed).
 
-SIGINT (Ctrl-C) unwinds through the exporter's ``finally`` blocks. SIGTERM, whose default
+SIGINT (Ctrl-C) unwinds through the exporter's ``finally`` blocks, and is never lost: a
+converter that turns the ``KeyboardInterrupt`` into its own error (a native module's
+"initialization failed" ``ImportError``) or swallows it is caught by :func:`interrupt_guard`,
+which re-raises it after the format. While a converter runs, Python's temporary folder is a
+folder inside the scratch folder (:func:`converter_tempdir`), so what a converter writes to
+"the temp dir" (an intermediate ``graph.onnx``) goes with the scratch folder, and
+TorchInductor's cache goes to the StarEdge cache instead of ``$TMPDIR`` or the working folder. SIGTERM, whose default
 action ends the process at once, gets a handler while scratch folders exist: it removes
 them, then ends the process with SIGTERM as before (installed only from the main thread,
 and only when the application has not installed its own handler).
@@ -17,6 +23,7 @@ and only when the application has not installed its own handler).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +31,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 #: Name prefix of every scratch folder.
@@ -135,3 +143,115 @@ def failed_paths(unit: Path, entry: Path) -> tuple[Path, Path]:
         return failed, failed
     failed = unit.with_name(f"{unit.name}.failed")
     return failed, failed / entry.relative_to(unit)
+
+
+def failed_units(units: tuple[Path, ...] | list[Path], entry: Path) -> tuple[list[Path], Path]:
+    """:func:`failed_paths` for an artifact of several units (an OpenVINO language model's
+    ``.xml`` with its ``.bin`` beside it): (failed name of each unit, failed entry)."""
+    names: list[Path] = []
+    failed_entry = entry
+    for unit in units:
+        if unit == entry or entry.is_relative_to(unit):
+            failed, failed_entry = failed_paths(unit, entry)
+        else:  # a companion file: x.bin -> x.failed.bin, found beside x.failed.xml
+            failed = unit.with_name(f"{unit.stem}.failed{unit.suffix}")
+        names.append(failed)
+    return names, failed_entry
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was caused by, a ``KeyboardInterrupt`` (a converter that wrapped
+    Ctrl-C in its own error: it must end the export, not be recorded as a failed format)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class InterruptGuard:
+    """Notes every SIGINT that arrives while it is active (and still lets the previous handler
+    raise ``KeyboardInterrupt``); :meth:`check` re-raises one that a converter swallowed."""
+
+    def __init__(self) -> None:
+        self.hit = False
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a SIGINT arrived (and reset)."""
+        if self.hit:
+            self.hit = False
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_guard() -> Iterator[InterruptGuard]:
+    """An :class:`InterruptGuard` over the block (SIGINT watched from the main thread only)."""
+    guard = InterruptGuard()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+
+            def on_sigint(signum, frame):
+                guard.hit = True
+                if callable(previous):
+                    previous(signum, frame)
+
+            signal.signal(signal.SIGINT, on_sigint)
+        except (ValueError, OSError):  # not the main interpreter / no signals here
+            previous = None
+    try:
+        yield guard
+    finally:
+        if previous is not None:
+            try:
+                signal.signal(signal.SIGINT, previous)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+
+
+#: Scratch that converters leave in the working folder; removed after each format when it
+#: was not there before the export.
+_WORKDIR_LITTER = (".ses", "torchinductor_")
+
+
+@contextlib.contextmanager
+def converter_tempdir(scratch: Path) -> Iterator[Path]:
+    """While converters run: Python's temporary folder is ``scratch/tmp`` (removed with the
+    scratch folder, or by the next export if the process is killed), TorchInductor's cache is
+    the StarEdge cache (``TORCHINDUCTOR_CACHE_DIR``, unless set), and converter scratch that
+    appears in the working folder (``.ses``, ``torchinductor_*``) is removed afterwards."""
+    tmp = Path(scratch) / "tmp"
+    tmp.mkdir(exist_ok=True)
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from staredge.paths import cache_dir
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torchinductor")
+    before = _litter()
+    saved_tempdir, saved_env = tempfile.tempdir, {k: os.environ.get(k) for k in ("TMPDIR", "TEMP", "TMP")}
+    tempfile.tempdir = str(tmp)
+    os.environ["TMPDIR"] = str(tmp)
+    try:
+        yield tmp
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for path in _litter() - before:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _litter() -> set[Path]:
+    try:
+        return {p for p in Path.cwd().iterdir() if p.name.startswith(_WORKDIR_LITTER)}
+    except OSError:
+        return set()

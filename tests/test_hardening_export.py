@@ -54,12 +54,15 @@ def test_failed_validation_is_not_kept_under_the_final_name(tmp_path, monkeypatc
     assert os.path.isfile(kept.path)
 
 
-def test_nan_validation_fails_and_leaves_no_final_artifact(tmp_path):
-    report = export(_model(nan=True), "onnx", tmp_path)
-    art = report.artifacts[0]
-    assert art.passed is False and not report.passed and "NaN" in art.error
+def test_nan_weights_are_refused_and_leave_no_final_artifact(tmp_path):
+    """Issue 23: a model with NaN weights is refused before any conversion, naming the tensor
+    (it used to be converted and then fail validation on NaN outputs)."""
+    from staredge.errors import NonFiniteWeightsError
+
+    with pytest.raises(NonFiniteWeightsError, match=r"1,000 NaN/Inf value\(s\) in 'head.bias'"):
+        export(_model(nan=True), "onnx", tmp_path)
     assert not (tmp_path / "starnet_s050.onnx").exists()
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(SCRATCH_PREFIX)]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(SCRATCH_PREFIX)] if tmp_path.exists() else True
 
 
 def _make_scratch_and_die(out: Path) -> None:

@@ -1,96 +1,81 @@
-"""``staredge export``: a model (registry name or checkpoint) → validated edge artifacts."""
+"""``staredge export``: one command for every task. An image classifier (registry name or
+checkpoint) or a STAR language model (``star_lm_pydoc``, ``transformer_pp`` /
+``striped_mamba``, a saved STAR LM) → validated edge artifacts, through
+:func:`staredge.exporters.export`. The format flags (``--dynamic-batch``, ``--max-context``,
+``--prefill-chunk``, ``--coreml-state``) are built from the format table's options schema
+(:data:`staredge.formats.EXPORT_OPTIONS`); a flag that does not apply to the model is refused.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+from pathlib import Path
 from typing import Any
 
-from staredge.formats import export_formats
+from staredge.formats import EXPORT_OPTIONS, export_formats
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` subcommand."""
+    from staredge.commands import _args
+
     p = sub.add_parser(
         "export",
-        help="export a model to ONNX / OpenVINO / TFLite / CoreML and validate each artifact against PyTorch",
+        help="export a model (image classifier or language model) to ONNX / OpenVINO / TFLite / CoreML and "
+             "validate each artifact against PyTorch",
         description=(
             "Export a model to edge formats with its metadata inside each artifact, then compare every "
-            "artifact with the PyTorch model on real photos and random inputs. Exits 1 if any artifact "
-            "fails validation or conversion."
+            "artifact with the PyTorch model (image classifiers: on real photos and random inputs; language "
+            "models: token by token through the artifact's runtime). Exits 1 if any artifact fails "
+            "validation or conversion."
         ),
     )
-    p.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="registry name (see `staredge models`) or a checkpoint file")
-    p.add_argument("--formats", "--format", dest="formats", default="onnx",
-                   help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: onnx)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="artifact precision (default: fp32); int8 needs --calibration (docs/low-precision.md)")
-    p.add_argument("--calibration", metavar="DIR",
-                   help="int8: folder of representative images (the digits model uses its own training split)")
-    p.add_argument("--calibration-samples", type=int, default=None, metavar="N",
-                   help="int8: calibration images to use (default: 128)")
+    p.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
+                   help="registry name (see `staredge models`, language models included) or a checkpoint file")
+    default = export_formats()[0]
+    p.add_argument("--formats", "--format", dest="formats", default=default,
+                   help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: {default})")
+    _args.add_precision(p, multiple=False, default="fp32",
+                        help="artifact precision; int8 needs --calibration (docs/low-precision.md); language models: "
+                             "fp32 (what each format exports per task is in the format table)")
+    _args.add_calibration(p)
     p.add_argument(
         "--rewrite", default="auto",
-        help="'auto' (fuse BN always; pointwise conv→Linear where measured to help), 'none', "
+        help="image models: 'auto' (fuse BN always; pointwise conv→Linear where measured to help), 'none', "
         "or a list: fuse_batchnorm,pointwise_conv_to_linear",
     )
-    p.add_argument("--out", default="exports", help="output folder (default: ./exports)")
-    p.add_argument("--force", action="store_true", help="replace artifacts that already exist")
-    add_model_arguments(p)
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch axis where the format allows it (ONNX, OpenVINO)")
+    _args.add_out(p, "exports", "output folder; artifacts are named after the model inside it")
+    _args.add_force(p)
+    _args.add_model_arguments(p)
+    add_option_flags(p)
+    p.add_argument("--dim", type=_args.count_type("--dim"), metavar="D",
+                   help="transformer_pp / striped_mamba: width (default 128)")
+    p.add_argument("--depth", type=_args.count_type("--depth"), metavar="N",
+                   help="transformer_pp / striped_mamba: LIVs (default 10)")
     p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
     p.add_argument("--keep-failed", action="store_true",
                    help="keep an artifact that fails validation under its final name (default: <name>.failed.<suffix>)")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="write the JSON report to FILE ('-' or no FILE: print it instead of the table)")
+    _args.add_json(p, "the export report")
     p.add_argument("--report", dest="json", metavar="FILE", help=argparse.SUPPRESS)  # old spelling of --json FILE
-    from staredge.commands.export_lm import add_lm_arguments
-
-    add_lm_arguments(p)
     p.set_defaults(func=run)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags that say which model and weights: shared by every command that builds a model."""
-    p.add_argument("--checkpoint", metavar="FILE", help="weights to load into the registry model")
-    p.add_argument("--pretrained", action="store_true",
-                   help="download the released weights into the cache (see `staredge models`) and load them")
-    p.add_argument("--model", dest="model_name", metavar="NAME",
-                   help="architecture (registry name) of a checkpoint given as MODEL_OR_CHECKPOINT")
-    p.add_argument("--num-classes", type=int, metavar="N", help="classifier head size (e.g. of a fine-tuned checkpoint)")
-    p.add_argument("--labels", metavar="FILE", help="class names, one per line in index order; carried in the artifacts")
+def add_option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per entry of the format table's options schema that has a flag (default None:
+    not given, so ``export()`` can refuse a flag that does not apply)."""
+    from staredge.commands._args import count_type
 
-
-def model_from_args(args: argparse.Namespace) -> Any:
-    """The model the flags describe: a registry name or a checkpoint file, with ``--model``,
-    ``--checkpoint``, ``--pretrained``, ``--num-classes`` and ``--labels``."""
-    from staredge.errors import ConfigError
-    from staredge.exporters.api import _CHECKPOINT_SUFFIXES
-    from staredge.models import create, get_entry
-
-    text, checkpoint, name = str(args.model), args.checkpoint, args.model_name
-    if os.path.isfile(text):
-        if checkpoint is not None:
-            raise ConfigError("give the checkpoint either as MODEL_OR_CHECKPOINT or with --checkpoint, not both")
-        checkpoint = text
-        if name is None:
-            base = os.path.basename(text)
-            for suffix in _CHECKPOINT_SUFFIXES:
-                if base.endswith(suffix):
-                    base = base[: -len(suffix)]
-                    break
-            try:
-                name = get_entry(base).name
-            except Exception as exc:
-                raise ConfigError(f"cannot tell the architecture of checkpoint {text} from its file name; "
-                                  f"name it with --model NAME, e.g. --model starnet_s1") from exc
-    else:
-        if name is not None and name != text:
-            raise ConfigError(f"model given twice: '{text}' and --model '{name}'")
-        name = text
-    return create(name, checkpoint=checkpoint, num_classes=args.num_classes, labels=args.labels,
-                  pretrained=args.pretrained, progress=True)
+    for opt in EXPORT_OPTIONS.values():
+        if opt.flag is None:
+            continue
+        if opt.kind == "bool":
+            p.add_argument(opt.flag, dest=opt.name, action="store_true", default=None, help=opt.help)
+        elif opt.kind == "choice":
+            p.add_argument(opt.flag, dest=opt.name, choices=opt.choices, default=None, help=opt.help)
+        else:
+            p.add_argument(opt.flag, dest=opt.name, type=count_type(opt.flag, opt.minimum or 0), default=None,
+                           metavar=opt.metavar, help=opt.help)
 
 
 def weights_notice(model: Any) -> str | None:
@@ -106,85 +91,68 @@ def weights_notice(model: Any) -> str | None:
             f"predictions mean nothing; {hint}")
 
 
-def _report_file(args: argparse.Namespace) -> str | None:
-    """The report file the flags name (``--report FILE`` / ``--json FILE``), or None."""
-    for name in ("report", "json"):
-        value = getattr(args, name, None)
-        if isinstance(value, str) and value != "-":
-            return value
-    return None
-
-
-def _check_outputs(args: argparse.Namespace) -> str | None:
-    """Check ``--out`` and the report file before any work: a file in the way, a folder that
-    cannot be written (``/proc/...``) or an existing report without ``--force`` is a typed
-    error now, not a traceback (or a silently replaced report) after minutes of exporting."""
-    from staredge.commands._outputs import check_output_file, check_output_folder
-
-    report_file = _report_file(args)
-    if report_file:  # first: a refused report leaves no new folder behind
-        check_output_file(report_file, force=args.force, flag="--report")
-    check_output_folder(args.out)
-    return report_file
-
-
-def _write_report(report: Any, path: str, force: bool) -> None:
-    from staredge.errors import ConfigError, StarEdgeError
-
-    try:
-        report.write_json(path, force=force)
-    except StarEdgeError:
-        raise
-    except OSError as exc:
-        raise ConfigError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
+#: Image-model flags that say nothing about a language model (refused for one, naming the flag).
+_IMAGE_ONLY_FLAGS = (("pretrained", "--pretrained"), ("labels", "--labels"), ("num_classes", "--num-classes"),
+                     ("checkpoint", "--checkpoint"), ("model_name", "--model"), ("calibration", "--calibration"),
+                     ("calibration_samples", "--calibration-samples"))
 
 
 def run(args: argparse.Namespace) -> int:
     """Export, show progress and a summary table; 0 if every artifact passed, else 1."""
-    from staredge.commands.export_lm import is_lm, run_lm
-
-    if is_lm(args):  # language models: decode-graph artifacts (docs/lm-artifacts.md)
-        return run_lm(args)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from staredge.commands import _args
+    from staredge.errors import ConfigError
     from staredge.exporters import export
-    from staredge.exporters.api import parse_formats
+    from staredge.exporters.api import STAGES, check_out_dir, task_of
+    from staredge.fileio import check_output_folder
+    from staredge.formats import TEXT_GENERATION, check_export_options, check_precision, parse_formats
     from staredge.quiet import notice
 
     capture = getattr(args, "capture", None)
-    report_file = _check_outputs(args)  # before any work
-    formats = parse_formats(args.formats)
+    # every check before any work (and before the output folder is created)
+    _args.check_json_target(args)
+    check_out_dir(Path(args.out))
+    task = task_of(args.model)
+    formats = parse_formats(args.formats, task)
+    options = {opt.name: getattr(args, opt.name, None) for opt in EXPORT_OPTIONS.values() if opt.flag}
+    check_export_options(task, formats, options, model=str(args.model))
+    check_precision(task, formats, args.precision or "fp32")
+    if task == TEXT_GENERATION:
+        for key, flag in _IMAGE_ONLY_FLAGS:
+            if getattr(args, key, None) not in (None, False):
+                raise ConfigError(f"{flag} applies to image classifiers only; {args.model} is a language model: drop it")
+    check_output_folder(args.out)
     console = Console(file=capture.stderr) if capture is not None else Console(stderr=True)
-    model = model_from_args(args)
-    message = weights_notice(model)
-    if message:
-        notice(message, capture)
-    stages = ("rewrite", "export", "validate", "done")
+    if task == TEXT_GENERATION:
+        model: Any = args.model
+    else:
+        model = _args.model_from_args(args, positional="MODEL_OR_CHECKPOINT")
+        message = weights_notice(model)
+        if message:
+            notice(message, capture)
     with Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
     ) as bar:
-        task = bar.add_task("preparing", total=len(formats) * len(stages))
+        bar_task = bar.add_task("preparing", total=len(formats) * len(STAGES))
 
         def progress(fmt: str, stage: str) -> None:
-            bar.update(task, description=f"{fmt}: {stage}", advance=1)
+            bar.update(bar_task, description=f"{fmt}: {stage}", advance=1)
 
         report = export(
-            model, formats, args.out, precision=args.precision, rewrite=args.rewrite, force=args.force,
-            validate=not args.no_validate, dynamic_batch=args.dynamic_batch, progress=progress,
-            keep_failed=args.keep_failed, calibration=args.calibration,
-            calibration_samples=args.calibration_samples,
+            model, formats, args.out, precision=args.precision or "fp32", rewrite=args.rewrite, force=args.force,
+            validate=not args.no_validate, progress=progress, keep_failed=args.keep_failed,
+            calibration=args.calibration, calibration_samples=args.calibration_samples,
+            dim=args.dim, depth=args.depth, **options,
         )
-    if report_file:
-        _write_report(report, report_file, args.force)
-    if args.json == "-":
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        Console(width=max(140, Console().width)).print(summary_table(report))
-        for a in report.artifacts:
-            if a.error:
-                console.print(f"[red]{a.format}: {a.error}[/red]")
+    if not _args.emit_json(args, report.to_dict()):
+        table = lm_summary_table(report) if report.task == TEXT_GENERATION else summary_table(report)
+        Console(width=max(140, Console().width)).print(table)
+    for a in report.artifacts:  # the reason of every failure, on the terminal (not only in the log)
+        if a.error:
+            console.print(f"[red]{a.format}: {a.error}[/red]", soft_wrap=True)
     return 0 if report.passed else 1
 
 
@@ -234,4 +202,32 @@ def summary_table(report: Any):
             a.format, _relative(a.path, report.out_dir), _size(a.size_bytes), f"{a.export_s:.1f} s", fig(a.max_abs_diff, ".2e"),
             fig(a.rel_error, ".2e"), fig(a.cosine, ".6f"), fig(a.top1_agreement, ".0%"), result,
         )
+    return table
+
+
+def lm_summary_table(report: Any):
+    """A rich table of a language-model export: format, file, size, state bytes (artifact and
+    genome analysis), max |Δ| of the logits, identical greedy tokens, pass/fail."""
+    from rich.table import Table
+
+    table = Table(title=f"staredge export: {report.model} (language model, {report.precision}) → {report.out_dir}",
+                  caption="token by token vs. PyTorch through each artifact's runtime (docs/lm-artifacts.md)",
+                  caption_justify="left")
+    for col, just in [("format", "left"), ("file", "left"), ("size", "right"), ("export", "right"),
+                      ("state bytes", "right"), ("analysis", "right"), ("max |Δ|", "right"), ("greedy", "right"),
+                      ("result", "left")]:
+        table.add_column(col, justify=just)
+    for a in report.artifacts:
+        v = a.validation or {}
+        if a.path is None:
+            result = "[red]FAILED (conversion)[/red]"
+        elif a.passed is None:
+            result = "[yellow]not validated[/yellow]"
+        else:
+            result = "[green]pass[/green]" if a.passed else "[red]FAIL[/red]"
+        table.add_row(a.format, _relative(a.path, report.out_dir), _size(a.size_bytes) if a.path else "—",
+                      f"{a.export_s:.1f} s", f"{a.state_bytes:,}" if a.state_bytes is not None else "—",
+                      f"{a.analysis_state_bytes:,}" if a.analysis_state_bytes is not None else "—",
+                      f"{v['max_abs_diff']:.2e}" if v else "—",
+                      f"{v['greedy_agree']}/{v['greedy_tokens']}" if v else "—", result)
     return table

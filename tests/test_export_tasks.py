@@ -1,0 +1,247 @@
+"""One ``export()`` for every task (issue 19) and the export findings of issues 22 and 23.
+
+An image classifier and a STAR language model go through the same function: the same
+naming, scratch staging, existence checks, result rows and ``.failed.`` names; options
+from the format table's schema are refused (naming the flag) where they do not apply;
+validation fits the model's context; NaN weights are refused before conversion; Ctrl-C is
+never lost; converters' temporary files stay in the scratch folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from _lm_cases import MIXED, small_model
+from staredge.cli import main
+from staredge.errors import ArtifactExistsError, CheckpointError, ConfigError, NonFiniteWeightsError
+from staredge.exporters import export
+from staredge.exporters.lm_export import export_lm
+from staredge.exporters.scratch import SCRATCH_PREFIX
+from staredge.formats import TEXT_GENERATION
+from staredge.metadata import read_metadata
+from staredge.models import create
+
+GENOME = dict(MIXED)["mixed-share-9"]
+
+
+def _lm(max_seq_len: int = 64, seed: int = 3):
+    return small_model(GENOME, seed=seed, max_seq_len=max_seq_len)
+
+
+def _image():
+    torch.manual_seed(0)
+    return create("starnet_s050")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(SCRATCH_PREFIX))
+
+
+# ------------------------------------------------------------------ one function, both tasks
+
+
+@pytest.mark.parametrize("context", [64, 128])
+def test_a_language_model_exports_and_validates_at_its_own_context(tmp_path, context):
+    """Validation fits the model: contexts below the old 129-token minimum validate too."""
+    report = export(_lm(context), ["onnx"], tmp_path)
+    (art,) = report.artifacts
+    assert report.task == TEXT_GENERATION and art.task == TEXT_GENERATION
+    assert art.passed is True and art.error is None, art
+    assert art.path == str(tmp_path / f"star_lm_ctx{context}.onnx") and os.path.isfile(art.path)
+    assert art.max_context == context and art.validation["decode_steps"] >= context // 2 - 1
+    assert art.validation["prompt_tokens"] + art.validation["decode_steps"] <= context
+    assert read_metadata(art.path).lm["max_context"] == context
+    assert _leftovers(tmp_path) == []
+
+
+def test_export_lm_is_an_alias_of_export(tmp_path):
+    rows = export_lm(_lm(64), ["onnx"], tmp_path, validate=False)
+    assert rows[0]["path"] == str(tmp_path / "star_lm_ctx64.onnx") and rows[0]["passed"] is None
+    assert rows[0]["state_bytes"] == read_metadata(rows[0]["path"]).lm["state_bytes"]
+    with pytest.raises(ArtifactExistsError, match="star_lm_ctx64.onnx"):  # the shared existence check
+        export(_lm(64), "onnx", tmp_path, validate=False)
+
+
+def test_an_openvino_language_model_keeps_its_xml_and_bin_names(tmp_path):
+    pytest.importorskip("openvino")
+    (art,) = export(_lm(64), ["openvino"], tmp_path, validate=False).artifacts
+    assert art.error is None and art.path == str(tmp_path / "star_lm_ctx64.xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["star_lm_ctx64.bin", "star_lm_ctx64.xml"]
+    assert art.size_bytes == sum(p.stat().st_size for p in tmp_path.iterdir())
+
+
+def test_a_failed_language_model_validation_never_leaves_the_final_name(tmp_path, monkeypatch):
+    """Issue 23: like the image path, a failed LM artifact is kept only as ``.failed.``."""
+    pytest.importorskip("openvino")
+    from staredge.exporters import lm_validate
+
+    monkeypatch.setattr(lm_validate, "FP32_ATOL", -1.0)  # nothing can pass
+    report = export(_lm(64), ["onnx", "openvino"], tmp_path)
+    assert not report.passed
+    onnx, ov = report.artifacts
+    assert onnx.passed is False and "validation failed: max |Δ|" in onnx.error and "not under its final name" in onnx.error
+    assert onnx.path == str(tmp_path / "star_lm_ctx64.failed.onnx") and os.path.isfile(onnx.path)
+    assert ov.path == str(tmp_path / "star_lm_ctx64.failed.xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "star_lm_ctx64.failed.bin", "star_lm_ctx64.failed.onnx", "star_lm_ctx64.failed.xml"]
+
+
+# ------------------------------------------------------------------ options from the schema
+
+
+def test_options_that_do_not_apply_are_refused_naming_the_flag(tmp_path):
+    with pytest.raises(ConfigError, match=r"--dynamic-batch \(dynamic_batch=\) applies to image classifiers only"):
+        export(_lm(64), "onnx", tmp_path, dynamic_batch=True)
+    with pytest.raises(ConfigError, match=r"--max-context \(max_context=\) applies to language models only"):
+        export(_image(), "onnx", tmp_path, max_context=10)
+    with pytest.raises(ConfigError, match=r"--coreml-state .* applies to CoreML only"):
+        export(_lm(64), "onnx", tmp_path, coreml_state="fp16x2")
+    with pytest.raises(ConfigError, match=r"--precision fp16 is not available for language models in ONNX"):
+        export(_lm(64), "onnx", tmp_path, precision="fp16")
+    with pytest.raises(ConfigError, match=r"--calibration \(calibration=\) applies to image classifiers only"):
+        export(_lm(64), "onnx", tmp_path, calibration="photos/")
+    with pytest.raises(ConfigError, match=r"--dim \(dim=\)"):
+        export(_image(), "onnx", tmp_path, dim=64)
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_out_that_looks_like_a_file_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="looks like a file name, but it is the output folder"):
+        export(_image(), "onnx", tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_nan_weights_of_a_language_model_are_refused_naming_the_tensor(tmp_path):
+    model = _lm(64)
+    with torch.no_grad():
+        model.norm.weight[3] = float("inf")
+    with pytest.raises(NonFiniteWeightsError, match=r"1 NaN/Inf value\(s\) in 'norm.weight'"):
+        export(model, "onnx", tmp_path)
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ Ctrl-C and scratch
+
+
+def _patch_onnx_exporter(monkeypatch, body):
+    from staredge.exporters import onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "export_onnx", body)
+
+
+def test_ctrl_c_wrapped_by_a_converter_ends_the_export(tmp_path, monkeypatch):
+    """A native module that turns Ctrl-C into "ImportError: initialization failed" (seen in
+    issue 23 as a MissingDependencyError) must not be recorded as a failed format."""
+
+    def convert(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise ImportError("initialization failed") from exc
+
+    _patch_onnx_exporter(monkeypatch, convert)
+    with pytest.raises(KeyboardInterrupt):
+        export(_image(), "onnx,tflite", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_swallowed_by_a_converter_ends_the_export(tmp_path, monkeypatch):
+    def convert(model, path, *args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.getsignal(signal.SIGINT)  # let the handler run
+        except KeyboardInterrupt:
+            pass  # a converter that swallows it
+        raise RuntimeError("converter gave up")
+
+    _patch_onnx_exporter(monkeypatch, convert)
+    with pytest.raises(KeyboardInterrupt):
+        export(_image(), "onnx,tflite", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_converter_temporary_files_stay_in_the_scratch_folder(tmp_path, monkeypatch):
+    """What a converter writes to "the temp dir" or leaves in the working folder (``.ses``,
+    ``torchinductor_*``) is gone after the export; nothing reaches the system temp dir."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    seen = {}
+    real = __import__("staredge.exporters.onnx", fromlist=["export_onnx"]).export_onnx
+
+    def convert(model, path, *args, **kwargs):
+        handle, name = tempfile.mkstemp(suffix="graph.onnx")
+        os.close(handle)
+        seen["tmp"] = Path(name)
+        (Path.cwd() / ".ses").write_text("converter scratch")
+        (Path.cwd() / "torchinductor_someone").mkdir()
+        return real(model, path, *args, **kwargs)
+
+    _patch_onnx_exporter(monkeypatch, convert)
+    out = tmp_path / "out"
+    (art,) = export(_image(), "onnx", out, validate=False).artifacts
+    assert art.error is None and os.path.isfile(art.path)
+    assert seen["tmp"].is_relative_to(out) and not seen["tmp"].exists()
+    assert list(work.iterdir()) == [] and _leftovers(out) == []
+    assert tempfile.gettempdir() != str(seen["tmp"].parent)
+
+
+# ------------------------------------------------------------------ the CLI: one command
+
+
+def test_cli_refuses_flags_that_do_not_apply(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert main(["export", "star_lm_pydoc", "--precision", "fp16", "--out", out]) == 2
+    assert "--precision fp16 is not available for language models" in capsys.readouterr().err
+    assert main(["export", "star_lm_pydoc", "--dynamic-batch", "--out", out]) == 2
+    assert "--dynamic-batch (dynamic_batch=) applies to image classifiers only" in capsys.readouterr().err
+    assert main(["export", "starnet_s050", "--max-context", "10", "--out", out]) == 2
+    assert "--max-context (max_context=) applies to language models only" in capsys.readouterr().err
+    assert main(["export", "star_lm_pydoc", "--labels", "x.txt", "--out", out]) == 2
+    assert "--labels applies to image classifiers only" in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_cli_missing_checkpoint_says_the_file_does_not_exist(tmp_path, capsys):
+    missing = str(tmp_path / "my_ft.safetensors")
+    assert main(["export", missing, "--model", "starnet_s2", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "model given twice" not in err
+
+
+def test_cli_out_named_like_an_artifact_is_refused(tmp_path, capsys):
+    assert main(["export", "starnet_s050", "--out", str(tmp_path / "model.onnx")]) == 2
+    assert "looks like a file name" in capsys.readouterr().err
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_cli_failed_language_model_export_prints_its_reason(tmp_path, capsys):
+    """Issue 22: a failure prints its reason on the terminal; no final name is left."""
+    out = tmp_path / "out"
+    code = main(["export", "transformer_pp", "--dim", "32", "--depth", "2", "--max-context", "40",
+                 "--prefill-chunk", "50", "--out", str(out)])
+    assert code == 2 and "prefill_chunk must be in 1..max_context (40), got 50" in capsys.readouterr().err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_cli_language_model_at_a_small_context(tmp_path, capsys):
+    """``--max-context 10`` exports and validates on what the context holds."""
+    out = tmp_path / "out"
+    code = main(["export", "transformer_pp", "--dim", "32", "--depth", "2", "--max-context", "10",
+                 "--out", str(out), "--json"])
+    doc = __import__("json").loads(capsys.readouterr().out)
+    assert code == 0, doc
+    (row,) = doc["artifacts"]
+    assert doc["task"] == TEXT_GENERATION and row["passed"] is True and row["max_context"] == 10
+    assert row["path"] == str(out / "transformer_pp_d32_n2_ctx10.onnx") and os.path.isfile(row["path"])
+
+
+def test_python_missing_checkpoint_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        export(str(tmp_path / "my_ft.safetensors"), "onnx", tmp_path / "out", model_name="starnet_s2")
