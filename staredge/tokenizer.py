@@ -451,3 +451,60 @@ def tokenizer_hash(tokenizer_or_json: Tokenizer | str) -> str:
     sibling tokenizer file that is not the one it was exported with."""
     text = tokenizer_or_json if isinstance(tokenizer_or_json, str) else tokenizer_to_json(tokenizer_or_json)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+#: Suffix of the tokenizer file that sits beside an exported artifact (``x_ctx256.onnx`` ->
+#: ``x_ctx256.tokenizer.json``); its name and hash are in the artifact's ``lm["tokenizer"]``.
+ARTIFACT_TOKENIZER_SUFFIX = ".tokenizer.json"
+
+
+def artifact_tokenizer_path(artifact: Any) -> Any:
+    """Where the tokenizer of ``artifact`` (a file or a ``.mlpackage`` folder) is written."""
+    from pathlib import Path
+
+    p = Path(artifact)
+    return p.with_name(p.stem + ARTIFACT_TOKENIZER_SUFFIX)
+
+
+def write_artifact_tokenizer(artifact: Any, tokenizer: Tokenizer, force: bool = True) -> dict[str, Any]:
+    """Write ``tokenizer`` beside ``artifact`` (atomically) and return the metadata entry to
+    store as ``lm["tokenizer"]``: ``{"file": name, "sha256": ..., "kind": ...}``.
+
+    A :class:`ByteTokenizer` writes nothing: its entry is ``{"kind": "bytes"}`` (the loader's
+    default)."""
+    from staredge.fileio import atomic_write_text
+
+    if isinstance(tokenizer, ByteTokenizer):
+        return {"kind": KIND_BYTES}
+    text = tokenizer_to_json(tokenizer)
+    path = artifact_tokenizer_path(artifact)
+    atomic_write_text(path, text, force=force)
+    return {"kind": KIND_HF, "file": path.name, "sha256": tokenizer_hash(text), "vocab_size": tokenizer.vocab_size}
+
+
+def load_artifact_tokenizer(artifact: Any, lm: dict[str, Any] | None) -> Tokenizer:
+    """The tokenizer of an exported artifact from its metadata's ``lm`` dict: the byte
+    tokenizer when ``lm`` has no ``tokenizer`` entry (artifacts of byte-level models), else
+    the sibling file it names, whose SHA-256 must match (:class:`TokenizerError` otherwise:
+    a missing, replaced or edited tokenizer file is never used silently)."""
+    from pathlib import Path
+
+    entry = (lm or {}).get("tokenizer")
+    if not entry or entry.get("kind", KIND_BYTES) == KIND_BYTES:
+        return ByteTokenizer()
+    name = entry.get("file")
+    if not isinstance(name, str) or Path(name).name != name:
+        raise TokenizerError(f"the artifact's metadata names tokenizer file {name!r}, which is not a file name")
+    path = Path(artifact).with_name(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenizerError(f"{Path(artifact).name} needs its tokenizer {path}, which cannot be read "
+                             f"({getattr(exc, 'strerror', None) or exc}); copy it along with the artifact") from exc
+    if tokenizer_hash(text) != entry.get("sha256"):
+        raise TokenizerError(f"{path} is not the tokenizer {Path(artifact).name} was exported with (SHA-256 differs "
+                             "from the artifact's metadata); copy the matching file or export again")
+    tok = tokenizer_from_json(text)
+    if entry.get("vocab_size") is not None and tok.vocab_size != entry["vocab_size"]:
+        raise TokenizerError(f"{path} has a vocabulary of {tok.vocab_size}, the artifact {entry['vocab_size']}")
+    return tok

@@ -1,0 +1,105 @@
+"""A random LFM2 folder written by transformers imports, exports to ONNX, OpenVINO, TFLite and
+CoreML through the project's export (validated against PyTorch like every LM artifact), and
+each artifact streams the same greedy text as transformers' generate() with the same
+tokenizer, which travels beside the artifact (checked by hash)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from _lfm2_cases import VARIED, write_folder  # noqa: E402
+from staredge.chat import chat_prompt_ids  # noqa: E402
+from staredge.errors import TokenizerError  # noqa: E402
+from staredge.models.star import from_pretrained  # noqa: E402
+from staredge.tokenizer import (  # noqa: E402
+    artifact_tokenizer_path,
+    load_artifact_tokenizer,
+    tokenizer_hash,
+    write_artifact_tokenizer,
+)
+
+#: Four conversions and validations (about two minutes here): slow, still run by CI.
+pytestmark = pytest.mark.slow
+
+FORMATS = ["onnx", "openvino", "tflite", "coreml"]
+CONTEXT = 256
+NEW_TOKENS = 24
+PROMPT = "Grüße aus Köln 🙂 and the quick brown fox"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from staredge.exporters.lm_export import export_lm
+
+    root = tmp_path_factory.mktemp("lfm2_export")
+    hf = write_folder(root / "tiny-lfm2", "gqa2", seed=2, **VARIED)
+    model = from_pretrained(root / "tiny-lfm2", max_seq_len=CONTEXT)
+    rows = export_lm(model, FORMATS, root / "out", max_context=CONTEXT)
+    return hf, model, {r["format"]: r for r in rows}
+
+
+def _transformers_greedy(hf, ids):
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = hf.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=[4],
+                          pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_exports_and_matches_pytorch(exported, fmt):
+    _, _, rows = exported
+    row = rows[fmt]
+    assert row["error"] is None and row["passed"] is True
+    v = row["validation"]
+    assert v["greedy_identical"] and v["max_abs_diff"] <= v["atol"]
+    assert v["decode_steps"] >= 64
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_runtime_streams_transformers_greedy_text(exported, fmt):
+    from staredge.predictor import Predictor
+
+    hf, model, rows = exported
+    path = rows[fmt]["path"]
+    entry = write_artifact_tokenizer(path, model.tokenizer)
+    tok = load_artifact_tokenizer(path, {"tokenizer": entry})
+    assert tokenizer_hash(tok) == tokenizer_hash(model.tokenizer)
+    ids = tok.encode(PROMPT)
+    expected_ids = _transformers_greedy(hf, ids)
+    assert len(set(expected_ids)) > 5
+    from transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(str(model.source)).decode(expected_ids, skip_special_tokens=True)
+    pred = Predictor(path)
+    stream = pred.stream(PROMPT, max_new_tokens=NEW_TOKENS, temperature=0.0, tokenizer=tok)
+    pieces = list(stream)
+    assert stream.stats.generated_ids == expected_ids[:len(stream.stats.generated_ids)]
+    assert "".join(pieces) == expected
+    # chat through the artifact: the template's prompt, the same greedy reply as transformers
+    msgs = [{"role": "user", "content": "Hi 🙂"}]
+    chat_ids = chat_prompt_ids(tok, msgs)
+    want = AutoTokenizer.from_pretrained(str(model.source)).decode(_transformers_greedy(hf, chat_ids),
+                                                                   skip_special_tokens=True)
+    got = pred.stream(chat_ids, max_new_tokens=NEW_TOKENS, temperature=0.0, tokenizer=tok, add_bos=False,
+                      stop=sorted(tok.stop_ids)).text()
+    assert got == want
+
+
+def test_a_replaced_tokenizer_file_is_refused(exported):
+    _, model, rows = exported
+    path = rows["onnx"]["path"]
+    entry = write_artifact_tokenizer(path, model.tokenizer)
+    sibling = artifact_tokenizer_path(path)
+    sibling.write_text(sibling.read_text().replace('"add_bos": true', '"add_bos": false'))
+    with pytest.raises(TokenizerError, match="SHA-256"):
+        load_artifact_tokenizer(path, {"tokenizer": entry})
+    sibling.unlink()
+    with pytest.raises(TokenizerError, match="copy it along"):
+        load_artifact_tokenizer(path, {"tokenizer": entry})
+    write_artifact_tokenizer(path, model.tokenizer)
