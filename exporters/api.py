@@ -30,6 +30,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from staredge.quiet import quiet_api
 from staredge.errors import ArtifactExistsError, CheckpointError, ConfigError, NonFiniteWeightsError, StarEdgeError
 from staredge.errors import ExportError  # noqa: F401 - re-exported: defined in staredge.errors for every exporter
 from staredge.fileio import atomic_write_text, replace_folder_or_file
@@ -434,6 +435,7 @@ ProgressCallback = Callable[[str, str], None]
 STAGES = ("rewrite", "export", "validate", "done")
 
 
+@quiet_api("export")  # converter chatter goes to the log (staredge.quiet.set_verbose shows it)
 def export(
     model_or_name: nn.Module | str,
     formats: str | Iterable[str],

@@ -22,6 +22,7 @@ import numpy as np
 
 from staredge.errors import ConfigError
 from staredge.labels import read_labels
+from staredge.quiet import quiet_api
 from staredge.preprocess import DEFAULT_MAX_PIXELS, ImageInputError, PreprocessConfig, preprocess
 from staredge.runtimes import load_backend
 from staredge.runtimes.base import InputShapeError
@@ -90,6 +91,7 @@ class Predictor:
         **options: passed to the backend (e.g. ``precision="bf16"`` for OpenVINO).
     """
 
+    @quiet_api("predictor")  # third-party load messages go to the log (staredge.quiet.set_verbose shows them)
     def __init__(
         self,
         path: str | os.PathLike | Any,
