@@ -76,7 +76,9 @@ class Predictor:
         path: the artifact: ``.onnx``, OpenVINO ``.xml`` (or its folder), ``.tflite``,
             ``.mlpackage``, or a PyTorch checkpoint that carries StarEdge metadata.
         device: "auto" (a GPU when the runtime has one, else the CPU), "cpu" or "cuda".
-        threads: intra-op threads for the runtime (None: the runtime's default).
+        threads: intra-op threads for the runtime; None means the physical cores this
+            process may use, for every runtime and task (:mod:`staredge.threads`).
+            ``self.backend.threads_in_effect()`` says what the runtime applied.
         backend: force a runtime by name or alias ("onnxruntime"/"ort", "openvino"/"ov",
             "litert"/"tflite", "coreml", "pytorch"); None chooses from the artifact. The
             runtime must run the artifact's format (see ``staredge.formats``): an ``.onnx``
