@@ -85,6 +85,7 @@ register(
         cfg=DIGITS_CONFIG,
         paper=PaperFigures(source="trained here", note="StarNet-050 with a 10-class head, trained on scikit-learn digits"),
         description="StarNet-050 trained on scikit-learn's handwritten digits (the demo model)",
+        packaged_weights=digits_weights,  # create(NAME, pretrained=True) / --pretrained: the shipped weights
     )
 )
 

@@ -94,6 +94,9 @@ class ModelEntry:
     description: str = ""
     #: The released weights (None: no release; ``create(name)`` gives seeded random weights).
     weights: WeightsSource | None = None
+    #: Weights shipped inside the package (a function giving their path), loaded by
+    #: ``pretrained=True`` without any download (the digits model).
+    packaged_weights: Callable[[], Any] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -211,8 +214,10 @@ def create(
     entry = get_entry(name)
     if pretrained and checkpoint is not None:
         raise ConfigError("pass either pretrained=True (--pretrained) or a checkpoint (--checkpoint), not both")
+    if pretrained and entry.packaged_weights is not None:
+        checkpoint, pretrained = str(entry.packaged_weights()), False
     if pretrained and entry.weights is None:
-        released = ", ".join(n for n, e in _REGISTRY.items() if e.weights is not None)
+        released = ", ".join(n for n, e in _REGISTRY.items() if e.weights is not None or e.packaged_weights)
         raise ConfigError(f"{entry.name} has no released weights; models with released weights: {released}. "
                           f"Load your own with checkpoint=... (--checkpoint FILE)")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):

@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -84,12 +85,13 @@ def notice(message: str, capture: Capture | None = None) -> None:
 
 
 @contextlib.contextmanager
-def captured(command: str = "staredge", verbose: bool = False) -> Iterator[Capture]:
+def captured(command: str = "staredge", verbose: bool = False, take_warnings: bool = True) -> Iterator[Capture]:
     """Send everything written to file descriptor 2 to ``<cache>/logs/<command>.log``.
 
     Yields a :class:`Capture` whose ``stderr`` is the real terminal. The log holds only the
     last run of each command. When the log folder cannot be created (read-only home), or
-    ``verbose`` is True, nothing is redirected.
+    ``verbose`` is True, nothing is redirected. ``take_warnings=False`` leaves Python's
+    warning display as it is (someone records warnings: ``warnings.catch_warnings``).
     """
     if verbose:
         yield Capture(stderr=sys.stderr, verbose=True)
@@ -130,13 +132,15 @@ def captured(command: str = "staredge", verbose: bool = False) -> Iterator[Captu
         log.flush()
 
     os.dup2(log.fileno(), 2)
-    warnings.showwarning = showwarning
+    if take_warnings:
+        warnings.showwarning = showwarning
     _ACTIVE.append(capture)
     try:
         yield capture
     finally:
         _ACTIVE.remove(capture)
-        warnings.showwarning = old_showwarning
+        if take_warnings:
+            warnings.showwarning = old_showwarning
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os.dup2(saved_fd, 2)
@@ -153,4 +157,49 @@ def captured(command: str = "staredge", verbose: bool = False) -> Iterator[Captu
                 os.environ[k] = v
 
 
-__all__ = ["Capture", "captured", "notice", "terminal"]
+# --------------------------------------------------------------------------- the Python API
+
+#: Environment switch that shows converter and runtime output from Python calls as well.
+VERBOSE_ENV = "STAREDGE_VERBOSE"
+_verbose_api = False
+_api_lock = threading.Lock()
+_DEFAULT_SHOWWARNING = warnings.showwarning
+
+
+def set_verbose(on: bool = True) -> None:
+    """Show (True) or log (False, the default) what converters and runtimes print during
+    StarEdge's Python calls (``export()``, ``Predictor(...)``); ``STAREDGE_VERBOSE=1`` does
+    the same from the environment. The log is ``<cache>/logs/python-<call>.log``."""
+    global _verbose_api
+    _verbose_api = bool(on)
+
+
+def api_verbose() -> bool:
+    """Whether Python calls show converter and runtime output (see :func:`set_verbose`)."""
+    return _verbose_api or os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def quiet_api(name: str):
+    """Decorator for a public Python entry point (``export``, ``Predictor.__init__``): what
+    converters and runtimes write to stderr during the call goes to the log, as under the CLI,
+    unless :func:`api_verbose`. Inside a capture already in effect (the CLI), or while another
+    thread holds one, the call runs as it is (descriptor 2 is process-wide)."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if _ACTIVE or api_verbose() or not _api_lock.acquire(blocking=False):
+                return fn(*args, **kwargs)
+            try:  # warnings being recorded (warnings.catch_warnings, pytest) stay with their recorder
+                with captured(f"python-{name}", take_warnings=warnings.showwarning is _DEFAULT_SHOWWARNING):
+                    return fn(*args, **kwargs)
+            finally:
+                _api_lock.release()
+
+        return call
+
+    return wrap
+
+
+__all__ = ["Capture", "api_verbose", "captured", "notice", "quiet_api", "set_verbose", "terminal"]

@@ -233,8 +233,11 @@ def model_from_args(args: argparse.Namespace, positional: str = "MODEL") -> Any:
         if name is not None and name != text:
             raise ConfigError(f"model given twice: {positional} '{text}' and --model '{name}'")
         name = text
+    pretrained = getattr(args, "pretrained", False)
+    if checkpoint is None and not pretrained and get_entry(name).packaged_weights is not None:
+        pretrained = True  # weights that ship with the package (the digits model): never random ones
     return create(name, checkpoint=checkpoint, num_classes=getattr(args, "num_classes", None),
-                  labels=getattr(args, "labels", None), pretrained=getattr(args, "pretrained", False), progress=True)
+                  labels=getattr(args, "labels", None), pretrained=pretrained, progress=True)
 
 
 #: Checkpoint file suffixes (the format table's ``pytorch`` suffixes, longest first).
