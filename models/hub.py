@@ -224,8 +224,10 @@ def _download(url: str, tmp: Path, label: str, progress: bool, max_bytes: int = 
     except TimeoutError as exc:
         raise _DownloadFailed(f"could not download {url}: no bytes for {timeout:g} s (the stall timeout, "
                               f"{ENV_DOWNLOAD_TIMEOUT}); nothing was kept") from exc
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc  # includes connect timeouts and dropped connections
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, OverflowError) as exc:
+        # connect timeouts, dropped connections, malformed responses (a chunk size of 2**64-1 is an
+        # OverflowError inside http.client: found by scripts/fuzz.py's download target)
+        reason = getattr(exc, "reason", None) or exc
         raise _DownloadFailed(f"could not download {url}: {reason}") from exc
     if total is not None and got != total:
         raise _DownloadFailed(f"download of {url} stopped after {got:,} of {total:,} bytes; nothing was kept, try again")

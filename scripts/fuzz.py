@@ -1,5 +1,12 @@
 """Long mutation-fuzz run of StarEdge's parsers and loaders (outside CI).
 
+Targets: ``image``, ``genome``, ``checkpoint``, ``metadata`` (issue 16), and from issue 23
+``lm-metadata`` (mutated ``lm`` sections of an LM artifact's embedded metadata, loaded and
+streamed), ``lm-feed`` (ids of every shape, dtype and range fed to a decode stream, and
+``stream()`` arguments) and ``download`` (the weights download client against a loopback
+server sending mutated status lines, headers and bodies). ``tests/test_fuzz_surface.py`` runs
+a fixed, seeded budget of the issue 23 targets in the test suite.
+
     .venv/bin/python scripts/fuzz.py --minutes 10                 # every target, 10 min each
     .venv/bin/python scripts/fuzz.py --targets image genome --minutes 3 --out fuzz-out
 
@@ -123,11 +130,203 @@ def _metadata_run(args, st):
     read_metadata(path)
 
 
+_LM_SEED: dict[str, Path] = {}
+
+
+def _lm_artifact(tmp: Path) -> Path:
+    """A tiny language-model ONNX artifact (transformer_pp, dim 32, 2 LIVs, context 32),
+    exported once per process (the LM targets share it)."""
+    from staredge.exporters.lm_export import export_lm, resolve_lm
+
+    if "path" not in _LM_SEED or not _LM_SEED["path"].is_file():
+        model, _ = resolve_lm("transformer_pp", dim=32, depth=2)
+        rows = export_lm(model, ["onnx"], tmp, max_context=32, validate=False, force=True)
+        if not rows[0].get("path"):
+            raise RuntimeError(f"the fuzz seed LM did not export: {rows[0].get('error')}")
+        _LM_SEED["path"] = Path(rows[0]["path"])
+    return _LM_SEED["path"]
+
+
+def _lm_metadata_setup():
+    """Issue 23: the ``lm`` section of an LM artifact's embedded metadata, mutated."""
+    from staredge.metadata import read_metadata
+
+    tmp = Path(tempfile.mkdtemp(prefix="staredge-fuzz-lm-"))
+    path = _lm_artifact(tmp / "seed")
+    return {"tmp": tmp, "bytes": path.read_bytes(), "meta": read_metadata(path)}
+
+
+def _lm_metadata_case(i, rng, st):
+    import _fuzz_seeds as S
+
+    if rng.random() < 0.1:  # the task claim itself
+        return {"task": rng.choice(("image-classification", "text-generation", "", None, 5)), "lm": st["meta"].lm}
+    return {"lm": S.mutate_lm(st["meta"].lm, rng)}
+
+
+def _lm_metadata_run(change, st):
+    import dataclasses
+
+    from staredge.metadata import write_metadata
+    from staredge.runtimes import load_backend
+
+    path = st["tmp"] / "case.onnx"
+    path.write_bytes(st["bytes"])
+    write_metadata(path, dataclasses.replace(st["meta"], **change), "onnx")
+    backend = load_backend(path, device="cpu", threads=1)
+    try:
+        if not hasattr(backend, "open_session"):  # the metadata now says "image model": run it as one
+            import numpy as np
+
+            backend.forward(np.zeros((1, *backend.metadata.input_size), np.float32))
+            return
+        session = backend.open_session()
+        session.feed([1, 2, 3])
+        session.feed([4])
+        session.close()
+    finally:
+        backend.close()
+
+
+def _lm_feed_setup():
+    """Issue 23: what a caller feeds a decode stream: ids of every shape, dtype and range,
+    and ``stream()`` arguments."""
+    from staredge.runtimes import load_backend
+
+    tmp = Path(tempfile.mkdtemp(prefix="staredge-fuzz-feed-"))
+    return {"tmp": tmp, "backend": load_backend(_lm_artifact(tmp), device="cpu", threads=1)}
+
+
+def _lm_feed_case(i, rng, st):
+    import _fuzz_seeds as S
+
+    if rng.random() < 0.3:
+        return ("stream", S.random_stream_args(rng))
+    return ("feed", (*S.random_feed(rng), rng.random() < 0.1))
+
+
+def _lm_feed_run(case, st):
+    kind, args = case
+    backend = st["backend"]
+    if kind == "stream":
+        from staredge.decoding import stream
+
+        for _ in zip(range(64), stream(backend, **args)):  # bounded even if a limit failed
+            pass
+        return
+    ids, all_rows, reuse_closed = args
+    session = backend.open_session()
+    try:
+        if reuse_closed:
+            session.close()
+        session.feed(ids, all_rows)
+    finally:
+        session.close()
+
+
+class _RawServer:
+    """A loopback (127.0.0.1) TCP server answering every request with the raw bytes of the
+    current case, optionally trickled; used only by the download target."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        self.response, self.trickle = b"", 0.0
+        srv = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                sock = self.request
+                sock.settimeout(3.0)
+                got = b""
+                try:
+                    while b"\r\n\r\n" not in got and len(got) < 65536:
+                        chunk = sock.recv(4096)
+                        if not chunk:
+                            return
+                        got += chunk
+                    data, trickle = srv.response, srv.trickle
+                    if trickle:
+                        step = max(1, len(data) // 10)
+                        for k in range(0, len(data), step):
+                            sock.sendall(data[k : k + step])
+                            time.sleep(trickle / 10)
+                    else:
+                        sock.sendall(data)
+                except OSError:
+                    pass
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+def _download_setup():
+    """Issue 23: the download client against a loopback server sending mutated responses."""
+    import io
+
+    import torch
+    from safetensors.torch import save
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(300, dtype=torch.float32)}, buf)
+    tmp = Path(tempfile.mkdtemp(prefix="staredge-fuzz-dl-"))
+    return {"tmp": tmp, "server": _RawServer(),
+            "bodies": [buf.getvalue(), save({"w": torch.arange(300, dtype=torch.float32)})]}
+
+
+def _download_case(i, rng, st):
+    import hashlib
+
+    import _fuzz_seeds as S
+
+    which = rng.randrange(2)
+    body = st["bodies"][which]
+    raw, trickle = S.random_http_response(rng, body)
+    sha = rng.choice((None, None, hashlib.sha256(body).hexdigest(), "0" * 64))
+    return (raw, trickle, ("w.pth", "w.safetensors")[which], sha, rng.choice((None, None, 100, 10**6)))
+
+
+def _download_run(case, st):
+    import shutil
+
+    from staredge.models.checkpoint import read_state_dict
+    from staredge.models.hub import WeightsSource, fetch_weights
+
+    raw, trickle, filename, sha, max_bytes = case
+    srv = st["server"]
+    srv.response, srv.trickle = raw, trickle
+    cache = st["tmp"] / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    saved = {k: os.environ.get(k) for k in ("STAREDGE_CACHE", "STAREDGE_DOWNLOAD_TIMEOUT", "STAREDGE_OFFLINE")}
+    os.environ.update(STAREDGE_CACHE=str(cache), STAREDGE_DOWNLOAD_TIMEOUT="1")
+    os.environ.pop("STAREDGE_OFFLINE", None)
+    try:
+        src = WeightsSource(url=srv.url("/weights"), filename=filename, sha256=sha, max_bytes=max_bytes)
+        read_state_dict(fetch_weights("m", src, progress=False))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 TARGETS = {
     "image": (_image_setup, _image_case, _image_run),
     "genome": (_genome_setup, _genome_case, _genome_run),
     "checkpoint": (_checkpoint_setup, _checkpoint_case, _checkpoint_run),
     "metadata": (_metadata_setup, _metadata_case, _metadata_run),
+    "lm-metadata": (_lm_metadata_setup, _lm_metadata_case, _lm_metadata_run),
+    "lm-feed": (_lm_feed_setup, _lm_feed_case, _lm_feed_run),
+    "download": (_download_setup, _download_case, _download_run),
 }
 
 

@@ -282,3 +282,169 @@ def write_coreml_package(folder, spec: bytes):
                 "itemInfoEntries": {"A": {"path": "com.apple.CoreML/model.mlmodel", "name": "model.mlmodel"}}}
     (pkg / "Manifest.json").write_text(json.dumps(manifest))
     return pkg
+
+
+# ----------------------------------------------------------------------------- language-model metadata and feeds
+
+#: Values that break fields of a JSON document: wrong types, signs, sizes and special floats.
+HOSTILE_VALUES = (None, -1, 0, 1, 2, 7, 2**31, 2**63, 10**6, 10**12, 1.5, -0.0, float("inf"), float("nan"), "",
+                  "abc", "1", [], {}, True, False, [1, 2], [-1], [0, 0], [2**40, 2**40], "float16", "int8", "int64",
+                  "bfloat16", {"a": 1}, "past_nothing", "x" * 300)
+
+
+def _pick_path(doc, rng: random.Random):
+    """A random (container, key) inside a nested dict/list document (None when empty)."""
+    node, key = None, None
+    here = doc
+    for _ in range(rng.randint(1, 4)):
+        if isinstance(here, dict) and here:
+            k = rng.choice(sorted(here, key=str))
+        elif isinstance(here, list) and here:
+            k = rng.randrange(len(here))
+        else:
+            break
+        node, key = here, k
+        here = here[k]
+        if rng.random() < 0.35:
+            break
+    return node, key
+
+
+def mutate_lm(lm: dict, rng: random.Random, max_ops: int = 4) -> dict:
+    """A copy of an artifact's ``lm`` section with 1..``max_ops`` hostile edits: a key
+    deleted or set to a hostile value, a state entry dropped, duplicated or reordered, two
+    names swapped, a shape scaled or made negative, or the whole section replaced."""
+    import copy
+
+    doc = copy.deepcopy(lm)
+    for _ in range(rng.randint(1, max_ops)):
+        op = rng.randrange(8)
+        state = doc.get("state") if isinstance(doc, dict) else None
+        if op == 0:
+            node, key = _pick_path(doc, rng)
+            if node is not None:
+                del node[key]
+        elif op in (1, 2):
+            node, key = _pick_path(doc, rng)
+            if node is not None:
+                node[key] = rng.choice(HOSTILE_VALUES)
+        elif op == 3 and isinstance(state, list) and state:
+            i = rng.randrange(len(state))
+            rng.choice((lambda: state.pop(i), lambda: state.append(copy.deepcopy(state[i])),
+                        lambda: rng.shuffle(state)))()
+        elif op == 4 and isinstance(state, list) and len(state) > 1:
+            a, b = rng.sample(range(len(state)), 2)
+            if isinstance(state[a], dict) and isinstance(state[b], dict):
+                field = rng.choice(("name", "input", "output", "shape", "dtype"))
+                state[a][field], state[b][field] = state[b].get(field), state[a].get(field)
+        elif op == 5 and isinstance(state, list) and state and isinstance(state[0], dict):
+            entry = rng.choice(state)
+            shape = entry.get("shape")
+            if isinstance(shape, list) and shape:
+                j = rng.randrange(len(shape))
+                v = shape[j] if isinstance(shape[j], int) else 1
+                shape[j] = rng.choice((v * 2, v + 1, v - 1, -v, 0, v * 1000, 2**31))
+        elif op == 6 and isinstance(doc, dict):
+            key = rng.choice(("max_context", "prefill_chunk", "vocab_size", "bos_id", "eos_id", "pad_id",
+                              "state_bytes", "dim", "depth"))
+            doc[key] = rng.choice(HOSTILE_VALUES)
+        elif op == 7:
+            doc = rng.choice(({}, [], "lm", None, {"state": []}, {"max_context": 8}))
+    return doc
+
+
+def random_feed(rng: random.Random, vocab: int = 256):
+    """(ids, all_rows) for ``DecodeSession.feed``: valid ids mostly, then every wrong shape,
+    dtype and range a caller could pass."""
+    import numpy as np
+
+    n = rng.choice((0, 1, 1, 2, 3, 5, 16, 17, 40))
+    good = [rng.randrange(vocab) for _ in range(n)]
+    kind = rng.randrange(12)
+    ids: object = good
+    if kind == 1:
+        ids = [rng.choice((-1, vocab, vocab + 1, 2**31, 2**63, -(2**63))) for _ in range(max(n, 1))]
+    elif kind == 2:
+        ids = np.asarray(good, dtype=np.int64).astype(rng.choice(("float32", "float16", "uint64", "int8", "bool", "complex64")))
+    elif kind == 3:
+        ids = np.asarray(good, dtype=np.int64).reshape(1, -1) if n else np.zeros((1, 0), np.int64)
+    elif kind == 4:
+        ids = np.zeros(rng.choice(((2, 2), (1, 1, 1), (0,), ())), dtype=np.int64)
+    elif kind == 5:
+        ids = [float(x) + rng.choice((0.0, 0.5)) for x in good]
+    elif kind == 6:
+        ids = rng.choice(("hello", b"hello", None, 3, 3.5, {1: 2}, {1, 2}, [[1, 2]], [None], ["1"]))
+    elif kind == 7:
+        ids = iter(good)
+    elif kind == 8:
+        ids = [True, False] * max(1, n // 2)
+    return ids, rng.choice((False, False, True, 1, "yes", None))
+
+
+def random_stream_args(rng: random.Random) -> dict:
+    """Keyword arguments for :func:`staredge.decoding.stream` with hostile values mixed in."""
+    args = {"prompt": rng.choice(("hi", "", b"\xff\xfe", [1, 2, 3], "x" * 100, None, 5, [300], [-1])),
+            "max_new_tokens": rng.choice((1, 2, 4, 0, -1, "lots", "abc", 2.5, 10**12, None, True)),
+            "temperature": rng.choice((0.0, 0.8, -1.0, float("nan"), "hot")),
+            "seed": rng.choice((0, 1, None, -1, 2**64, "abc")),
+            "stop": rng.choice((None, "\n", 3, {}, [b"x"], [None], ["", "a"], 10**9))}
+    if rng.random() < 0.3:
+        args["truncate"] = rng.choice(("left", "right", None, 1))
+    return args
+
+
+# ----------------------------------------------------------------------------- HTTP responses
+
+_STATUS = (b"200 OK", b"200 OK", b"200 OK", b"206 Partial Content", b"404 Not Found", b"500 Oops",
+           b"301 Moved", b"302 Found", b"999 What", b"abc", b"", b"200")
+
+
+def random_http_response(rng: random.Random, body: bytes) -> tuple[bytes, float]:
+    """(raw HTTP/1.1 response bytes, seconds to trickle it over) built from a real file's
+    ``body``: odd status lines, Content-Length right, short, long, negative, huge or garbage,
+    chunked encodings (valid and broken), gzip claims, redirects (to the same server, or to
+    ``file:``), stray header bytes, a mutated or cut body. Only ever served on 127.0.0.1."""
+    status = rng.choice(_STATUS)
+    data = body
+    op = rng.randrange(6)
+    if op == 1:
+        data = mutate(body, rng)
+    elif op == 2:
+        data = body[: rng.randrange(len(body))]
+    elif op == 3:
+        data = body + bytes(rng.randrange(256) for _ in range(rng.randint(1, 64)))
+    headers: list[bytes] = []
+    length = rng.choice(("right", "right", "none", "short", "long", "neg", "huge", "junk", "twice"))
+    if length == "right":
+        headers.append(b"Content-Length: %d" % len(data))
+    elif length == "short":
+        headers.append(b"Content-Length: %d" % max(0, len(data) - rng.randint(1, 5000)))
+    elif length == "long":
+        headers.append(b"Content-Length: %d" % (len(data) + rng.randint(1, 5000)))
+    elif length == "neg":
+        headers.append(b"Content-Length: -5")
+    elif length == "huge":
+        headers.append(b"Content-Length: " + rng.choice((b"99999999999999999999999", b"18446744073709551616")))
+    elif length == "junk":
+        headers.append(b"Content-Length: " + rng.choice((b"12abc", b"", b"0x10", b" 5 ", b"\xff\xfe")))
+    elif length == "twice":
+        headers += [b"Content-Length: %d" % len(data), b"Content-Length: %d" % (len(data) // 2)]
+    if rng.random() < 0.15:
+        headers.append(b"Transfer-Encoding: chunked")
+        if rng.random() < 0.5:
+            data = b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n"
+        else:
+            data = rng.choice((b"zz\r\nabc\r\n", b"ffffffffffffffff\r\n", b"5\r\nab", b"-1\r\n"))
+    if rng.random() < 0.1:
+        headers.append(b"Content-Encoding: gzip")
+    if status[:1] == b"3":
+        headers.append(b"Location: " + rng.choice((b"/again", b"file:///etc/hostname", b"", b"//", b"/\xff")))
+    if rng.random() < 0.1:
+        headers.append(bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))))
+    if rng.random() < 0.05:
+        headers.append(b"X-Long: " + b"a" * 70000)
+    head = b"HTTP/1.1 " + status + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n"
+    if rng.random() < 0.05:
+        head = head[: rng.randrange(len(head))]  # the connection ends inside the headers
+        data = b""
+    return head + data, rng.choice((0.0, 0.0, 0.0, 0.3, 1.5))
