@@ -482,16 +482,34 @@ def write_artifact_tokenizer(artifact: Any, tokenizer: Tokenizer, force: bool = 
     return {"kind": KIND_HF, "file": path.name, "sha256": tokenizer_hash(text), "vocab_size": tokenizer.vocab_size}
 
 
+def tokenizer_metadata_entry(tokenizer: Tokenizer | None) -> dict[str, Any]:
+    """The ``lm["tokenizer"]`` entry that carries ``tokenizer`` inside an artifact's metadata:
+    ``{"kind", "sha256", "vocab_size", "json"}`` (``json`` is :func:`tokenizer_to_json`'s text;
+    a few MB for a 65k vocabulary). None or a :class:`ByteTokenizer` gives ``{"kind": "bytes"}``."""
+    if tokenizer is None or isinstance(tokenizer, ByteTokenizer):
+        return {"kind": KIND_BYTES}
+    text = tokenizer_to_json(tokenizer)
+    return {"kind": KIND_HF, "sha256": tokenizer_hash(text), "vocab_size": tokenizer.vocab_size, "json": text}
+
+
 def load_artifact_tokenizer(artifact: Any, lm: dict[str, Any] | None) -> Tokenizer:
     """The tokenizer of an exported artifact from its metadata's ``lm`` dict: the byte
     tokenizer when ``lm`` has no ``tokenizer`` entry (artifacts of byte-level models), else
-    the sibling file it names, whose SHA-256 must match (:class:`TokenizerError` otherwise:
-    a missing, replaced or edited tokenizer file is never used silently)."""
+    the JSON inside the entry (:func:`tokenizer_metadata_entry`) or the sibling file it names
+    (:func:`write_artifact_tokenizer`), whose SHA-256 must match (:class:`TokenizerError`
+    otherwise: a missing, replaced or edited tokenizer is never used silently)."""
     from pathlib import Path
 
     entry = (lm or {}).get("tokenizer")
     if not entry or entry.get("kind", KIND_BYTES) == KIND_BYTES:
         return ByteTokenizer()
+    if not isinstance(entry, dict):
+        raise TokenizerError("the artifact's metadata has a malformed 'tokenizer' entry")
+    if isinstance(entry.get("json"), str):
+        if tokenizer_hash(entry["json"]) != entry.get("sha256"):
+            raise TokenizerError(f"the tokenizer inside {Path(artifact).name} does not match its SHA-256; the "
+                                 "metadata was edited or damaged: export again")
+        return tokenizer_from_json(entry["json"])
     name = entry.get("file")
     if not isinstance(name, str) or Path(name).name != name:
         raise TokenizerError(f"the artifact's metadata names tokenizer file {name!r}, which is not a file name")

@@ -20,6 +20,7 @@ from staredge.tokenizer import (  # noqa: E402
     artifact_tokenizer_path,
     load_artifact_tokenizer,
     tokenizer_hash,
+    tokenizer_metadata_entry,
     write_artifact_tokenizer,
 )
 
@@ -103,3 +104,9 @@ def test_a_replaced_tokenizer_file_is_refused(exported):
     with pytest.raises(TokenizerError, match="copy it along"):
         load_artifact_tokenizer(path, {"tokenizer": entry})
     write_artifact_tokenizer(path, model.tokenizer)
+    # inside the metadata: the same tokenizer, and an edited copy is refused
+    inline = tokenizer_metadata_entry(model.tokenizer)
+    assert tokenizer_hash(load_artifact_tokenizer(path, {"tokenizer": inline})) == tokenizer_hash(model.tokenizer)
+    inline["json"] = inline["json"].replace('"add_bos": true', '"add_bos": false')
+    with pytest.raises(TokenizerError, match="SHA-256"):
+        load_artifact_tokenizer(path, {"tokenizer": inline})
