@@ -36,7 +36,7 @@ from staredge.errors import ExportError  # noqa: F401 - re-exported: defined in 
 from staredge.fileio import atomic_write_text, replace_folder_or_file
 from staredge.exporters.passes import apply_passes, check_pass_names, resolve_passes
 from staredge.exporters.scratch import (converter_tempdir, failed_units, interrupt_guard, interrupted, make_scratch,
-                                        remove_stale_scratch)
+                                        redirect_converter_caches, remove_stale_scratch)
 from staredge.formats import (FORMATS as FORMAT_TABLE, IMAGE_CLASSIFICATION, PRECISIONS, TEXT_GENERATION,
                               check_export_options, check_precision, checkpoint_suffixes, export_formats, get_format,
                               parse_formats)
@@ -502,6 +502,7 @@ def export(
     Scratch folders a killed export left in ``out_dir`` are removed first
     (:mod:`staredge.exporters.scratch`).
     """
+    redirect_converter_caches()  # before anything can make torch pick its cache folder
     task = task_of(model_or_name)
     fmts = parse_formats(formats, task)
     options = check_export_options(task, fmts, {

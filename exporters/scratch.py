@@ -225,10 +225,7 @@ def converter_tempdir(scratch: Path) -> Iterator[Path]:
     appears in the working folder (``.ses``, ``torchinductor_*``) is removed afterwards."""
     tmp = Path(scratch) / "tmp"
     tmp.mkdir(exist_ok=True)
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        from staredge.paths import cache_dir
-
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torchinductor")
+    redirect_converter_caches()
     before = _litter()
     saved_tempdir, saved_env = tempfile.tempdir, {k: os.environ.get(k) for k in ("TMPDIR", "TEMP", "TMP")}
     tempfile.tempdir = str(tmp)
@@ -248,6 +245,16 @@ def converter_tempdir(scratch: Path) -> Iterator[Path]:
             else:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def redirect_converter_caches() -> None:
+    """Point TorchInductor's cache (which torch otherwise makes in ``$TMPDIR``, or in the working
+    folder when no temp dir is writable, and never removes) at the StarEdge cache, unless the
+    user chose one (``TORCHINDUCTOR_CACHE_DIR``). Called before an export touches the model."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        from staredge.paths import cache_dir
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torchinductor")
 
 
 def _litter() -> set[Path]:

@@ -245,3 +245,59 @@ def test_cli_language_model_at_a_small_context(tmp_path, capsys):
 def test_python_missing_checkpoint_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         export(str(tmp_path / "my_ft.safetensors"), "onnx", tmp_path / "out", model_name="starnet_s2")
+
+
+def test_cli_exports_every_task_through_the_one_export_function(tmp_path, monkeypatch, capsys):
+    """``staredge export star_lm_pydoc --formats all`` and ``staredge export starnet_s050`` both
+    call :func:`staredge.exporters.export` (no second pipeline)."""
+    import staredge.exporters as exporters
+    from staredge.exporters.api import ExportReport
+
+    calls = []
+
+    def fake_export(model, formats, out, **kwargs):
+        calls.append((getattr(model, "staredge_name", model), list(formats), kwargs.get("max_context")))
+        return ExportReport(model="m", family="f", precision="fp32", out_dir=str(out))
+
+    monkeypatch.setattr(exporters, "export", fake_export)
+    assert main(["export", "star_lm_pydoc", "--formats", "all", "--max-context", "64", "--out", str(tmp_path)]) == 0
+    assert main(["export", "starnet_s050", "--formats", "all", "--out", str(tmp_path)]) == 0
+    assert calls == [("star_lm_pydoc", ["onnx", "openvino", "tflite", "coreml"], 64),
+                     ("starnet_s050", ["onnx", "openvino", "tflite", "coreml"], None)]
+
+
+def test_dim_on_the_shipped_language_model_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"--dim \(dim=\) builds the transformer_pp / striped_mamba baselines only"):
+        export("star_lm_pydoc", "onnx", tmp_path, dim=64)
+
+
+def test_sigkill_during_a_language_model_export_leaves_no_artifact_and_no_temp_file(tmp_path):
+    """Issue 23: an LM export killed with SIGKILL leaves nothing under a final name and nothing in
+    the system temp dir (converters write into the scratch folder, which the next export removes)."""
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("openvino")
+    out, tmp = tmp_path / "out", tmp_path / "systemtmp"
+    tmp.mkdir()
+    code = ("from staredge.exporters import export; from _lm_cases import MIXED, small_model; "
+            "export(small_model(dict(MIXED)['mixed-share-9'], seed=3, max_seq_len=64), ['openvino'], "
+            f"{str(out)!r}, validate=False)")
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    seen = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and any(out.glob(f"{SCRATCH_PREFIX}*/tmp/*")):
+            seen = True  # the converter is writing its intermediate graph inside the scratch folder
+            break
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert seen, "the converter's temporary folder never appeared in the scratch folder"
+    assert not list(out.glob("star_lm_ctx64*"))  # nothing under a final (or .failed.) name
+    assert list(tmp.iterdir()) == []  # nothing in the system temp dir
+    from staredge.exporters.scratch import remove_stale_scratch
+
+    assert remove_stale_scratch(out) and _leftovers(out) == []  # the next export cleans up
