@@ -48,13 +48,11 @@ from typing import Any
 
 from staredge.errors import CheckpointError, ConfigError, OutputPathError
 from staredge.fileio import atomic_write_text, atomic_write_with
-from staredge.paths import ENV_CACHE, ENV_OFFLINE, offline, weights_dir
+from staredge.paths import ENV_CACHE, ENV_DOWNLOAD_TIMEOUT, ENV_OFFLINE, offline, weights_dir
 
 #: Seconds to connect, and seconds a connection may stay silent, before the download is
 #: abandoned (``STAREDGE_DOWNLOAD_TIMEOUT`` overrides both).
 TIMEOUT_S = 60.0
-#: Environment variable: the connect and stall timeout in seconds (a positive number).
-ENV_DOWNLOAD_TIMEOUT = "STAREDGE_DOWNLOAD_TIMEOUT"
 #: Once the timeout has passed, a download must average at least this many bytes per second
 #: (a server trickling one byte a second never stalls, but never finishes either).
 MIN_BYTES_PER_S = 16 << 10

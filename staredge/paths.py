@@ -9,6 +9,8 @@ Standard library only (``import staredge`` stays light). The cache folder is, in
 
 ``STAREDGE_OFFLINE=1`` (also ``true``/``yes``/``on``) forbids network access: released
 weights are then read from the cache only, and a missing file is a clear error.
+``STAREDGE_DOWNLOAD_TIMEOUT`` (seconds) sets the connect and stall timeout of downloads
+(:mod:`staredge.models.hub`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 ENV_CACHE = "STAREDGE_CACHE"
 ENV_HOME = "STAREDGE_HOME"
 ENV_OFFLINE = "STAREDGE_OFFLINE"
+ENV_DOWNLOAD_TIMEOUT = "STAREDGE_DOWNLOAD_TIMEOUT"
 
 
 def cache_dir() -> Path:
@@ -49,4 +52,4 @@ def offline() -> bool:
     return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-__all__ = ["ENV_CACHE", "ENV_HOME", "ENV_OFFLINE", "cache_dir", "log_dir", "offline", "weights_dir"]
+__all__ = ["ENV_CACHE", "ENV_DOWNLOAD_TIMEOUT", "ENV_HOME", "ENV_OFFLINE", "cache_dir", "log_dir", "offline", "weights_dir"]
