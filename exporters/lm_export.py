@@ -235,6 +235,10 @@ def is_lm_source(name_or_path) -> bool:
     text = str(name_or_path)
     if text.lower() in LM_NAMES:
         return True
+    from staredge.models.star.lfm2 import is_hf_folder
+
+    if is_hf_folder(text):  # a Hugging Face folder StarEdge imports (LFM2)
+        return True
     p = Path(text)
     stem = p.with_suffix("") if p.suffix == ".json" or p.suffix in checkpoint_suffixes() else p
     cfg = stem.with_suffix(".json")
@@ -269,6 +273,11 @@ def resolve_lm(name_or_path, dim: int | None = None, depth: int | None = None) -
         torch.manual_seed(0)
         model = STARLanguageModel(d, n, BASELINES[key](d, n)).eval()
         return model, f"{key}_d{d}_n{n}"
+    from staredge.models.star.lfm2 import from_pretrained, is_hf_folder
+
+    if is_hf_folder(text):  # imported as a STAR genome (tokenizer on model.tokenizer)
+        model = from_pretrained(text)
+        return model, Path(text).name
     from staredge.generation import load_lm
 
     lm = load_lm(text)
