@@ -301,3 +301,14 @@ def test_sigkill_during_a_language_model_export_leaves_no_artifact_and_no_temp_f
     from staredge.exporters.scratch import remove_stale_scratch
 
     assert remove_stale_scratch(out) and _leftovers(out) == []  # the next export cleans up
+
+
+@pytest.mark.parametrize("flag", ["--json", "--report"])
+def test_cli_report_file_is_never_overwritten_without_force(tmp_path, capsys, flag):
+    """Issue 23: ``--json FILE`` / ``--report FILE`` of an LM export onto an existing file."""
+    report = tmp_path / "report.json"
+    report.write_text("precious")
+    code = main(["export", "transformer_pp", "--dim", "32", "--depth", "2", "--max-context", "10",
+                 "--out", str(tmp_path / "out"), flag, str(report)])
+    assert code == 2 and "exists" in capsys.readouterr().err
+    assert report.read_text() == "precious" and not (tmp_path / "out").exists()
