@@ -1,8 +1,10 @@
 """Token-by-token validation of LM artifacts against the PyTorch model.
 
-The artifact is run by its own runtime through :mod:`staredge.runtimes.lm`: a real English
-prompt (from the shipped model's description, :func:`validation_prompt`) is prefilled in
-chunks, then the artifact decodes greedily. Every logit row (prompt and decode steps) is
+The artifact is run by the stepper ``Predictor.stream`` serves
+(:func:`staredge.runtimes.lm.load_lm_artifact`: the runtime's text-generation backend, its
+engine and settings) and the one decode loop (:func:`staredge.decoding.decode_tokens`): a
+real English prompt (from the shipped model's description, :func:`validation_prompt`) is
+prefilled in the artifact's chunks, then the artifact decodes greedily. Every logit row (prompt and decode steps) is
 compared with the PyTorch model's **parallel** forward over the same tokens, and the greedy
 tokens with PyTorch's greedy continuation.
 """
@@ -90,10 +92,15 @@ class GraphStepper(LMStepper):
     artifact contract (same stepper logic as the runtimes), to check the graph itself."""
 
     def __init__(self, graph, prefill_chunk: int = 16) -> None:
-        from staredge.exporters.lm_export import lm_artifact_metadata
+        from staredge.exporters.lm_graph import lm_metadata_dict
+        from staredge.formats import TEXT_GENERATION
+        from staredge.metadata import ArtifactMetadata
 
         self.graph = graph
-        super().__init__(None, lm_artifact_metadata(graph, "pytorch", prefill_chunk=prefill_chunk))
+        lm = lm_metadata_dict(graph, prefill_chunk)
+        super().__init__(None, ArtifactMetadata(model=lm["name"], family="star_lm", format="pytorch",
+                                                task=TEXT_GENERATION, input_name="input_ids", output_names=["logits"],
+                                                input_size=[1, 1], input_layout="NT", lm=lm))
 
     @torch.no_grad()
     def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
@@ -104,8 +111,10 @@ class GraphStepper(LMStepper):
 
 def validate_lm(stepper, model, ids: list[int] | None = None, new_tokens: int = GREEDY_TOKENS,
                 atol: float = FP32_ATOL, min_greedy: int | None = None) -> dict[str, Any]:
-    """Run ``stepper`` (a :class:`~staredge.runtimes.lm.LMStepper`) greedily and compare with
-    ``model``; returns the numbers and ``passed``.
+    """Run ``stepper`` (a :class:`~staredge.runtimes.lm.LMStepper`; for an artifact the one
+    :func:`~staredge.runtimes.lm.load_lm_artifact` returns, which is what ``Predictor.stream``
+    serves) greedily through the one decode loop and compare with ``model``; returns the
+    numbers (``stepper``: its class, ``threads``: the engine's threads in effect) and ``passed``.
 
     Passing needs max |Δ| <= ``atol`` over every compared row, at least
     :data:`MIN_DECODE_STEPS` decode steps (or all the context leaves after the prompt), and
@@ -149,6 +158,8 @@ def validate_lm(stepper, model, ids: list[int] | None = None, new_tokens: int = 
         "reference_consistent": bool((ref_logits[len(ids) - 1:].argmax(-1) == np.array(ref_tokens)).all()),
         "passed": bool(diff <= atol and agree >= need and new_tokens - 1 >= needed),
         "validate_s": round(time.perf_counter() - start, 3),
+        "stepper": type(stepper).__name__,
+        "threads": engine.threads_in_effect() if (engine := getattr(stepper, "engine", None)) is not None else None,
     }
 
 

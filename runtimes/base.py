@@ -28,6 +28,93 @@ class InputShapeError(StarEdgeError, ValueError):
 DEVICES = ("auto", "cpu", "cuda", "gpu")
 
 
+class Engine(ABC):
+    """One loaded graph on one runtime: the ONLY place a runtime's session is constructed.
+
+    Each runtime module has one subclass (``OnnxRuntimeEngine`` in ``runtimes/onnxruntime.py``,
+    ``OpenVinoEngine``, ``LiteRtEngine``, ``CoreMLEngine``, ``PyTorchEngine``); the image
+    backend and the language-model steppers of that runtime both build it, so device,
+    threads, precision hints and error wrapping are the same for every task.
+    ``tests/test_engine_construction.py`` fails if a session, compiled model, interpreter,
+    ``MLModel`` or MIL executor is constructed anywhere else.
+
+    What every engine owns:
+
+    * ``device``: the StarEdge device in use ("cpu", "cuda", "gpu", "apple");
+    * threads: :func:`staredge.threads.resolve_threads` (``None`` means the physical cores
+      this process may use, for every runtime and task), reported by
+      :meth:`threads_in_effect` as the runtime applied it;
+    * errors: a failure while loading is an :class:`ArtifactError`, while running an
+      :class:`~staredge.errors.InferenceError`, both naming the runtime and the file;
+    * :attr:`capabilities`: which of :data:`CAPABILITIES` it has (IO binding, stateful
+      variables, signatures, reset);
+    * :meth:`inputs` / :meth:`outputs`: the graph's own tensors (name, shape with None for
+      dynamic axes, numpy dtype name), which load-time metadata checks compare against;
+    * :meth:`op_histogram`: op type → count of the loaded graph.
+    """
+
+    runtime: ClassVar[str] = ""
+    #: Capabilities an engine may declare.
+    CAPABILITIES: ClassVar[tuple[str, ...]] = ("named_feeds", "io_binding", "stateful", "signatures", "reset")
+    capabilities: frozenset[str] = frozenset({"named_feeds"})
+
+    path: Path | None = None
+    device: str = "cpu"
+
+    @abstractmethod
+    def threads_in_effect(self) -> int | None:
+        """Intra-op threads the runtime is running with (read back from it where it can
+        tell; None only where a runtime has no thread setting, e.g. Apple's CoreML)."""
+
+    @abstractmethod
+    def op_histogram(self) -> dict[str, int]:
+        """Op type → number of ops in the loaded graph (what the runtime runs, where it can tell)."""
+
+    def inputs(self) -> list["TensorInfo"]:
+        """The graph's inputs (empty where the runtime cannot tell)."""
+        return []
+
+    def outputs(self) -> list["TensorInfo"]:
+        """The graph's outputs (empty where the runtime cannot tell)."""
+        return []
+
+    def run_failed(self, exc: BaseException) -> "StarEdgeError":
+        """``exc`` (raised by the runtime during a call) as an InferenceError naming this engine."""
+        from staredge.errors import InferenceError
+
+        text = str(exc).strip().splitlines()
+        return InferenceError(f"{self.runtime} failed running {self.path}: {type(exc).__name__}: "
+                              f"{(text[0] if text else '')[:300]}")
+
+    def close(self) -> None:
+        """Release the session (the default drops nothing; the garbage collector does it)."""
+
+
+class TensorInfo(tuple):
+    """(name, shape, dtype) of one graph input or output; a dynamic axis is None and
+    ``dtype`` a numpy dtype name ("float32", "int64", ...)."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, shape: tuple[int | None, ...] | None, dtype: str | None):
+        return super().__new__(cls, (name, None if shape is None else tuple(shape), dtype))
+
+    @property
+    def name(self) -> str:
+        """Tensor name."""
+        return self[0]
+
+    @property
+    def shape(self) -> tuple[int | None, ...] | None:
+        """Declared shape (None for an unknown rank, None entries for dynamic axes)."""
+        return self[1]
+
+    @property
+    def dtype(self) -> str | None:
+        """numpy dtype name, or None when unknown."""
+        return self[2]
+
+
 class Backend(ABC):
     """One loaded artifact on one runtime.
 
@@ -49,8 +136,9 @@ class Backend(ABC):
     def __init__(self, path: str | os.PathLike | None, device: str = "auto", threads: int | None = None, **options: Any):
         if device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+        from staredge.threads import check_threads
+
+        check_threads(threads)
         unknown = sorted(set(options) - set(self.OPTIONS) - set(self.COMMON_OPTIONS))
         if unknown:
             valid = ", ".join((*self.OPTIONS, *self.COMMON_OPTIONS))
@@ -115,6 +203,18 @@ class Backend(ABC):
             raise ArtifactError(
                 f"{self.path}: its metadata says input_size {want} but the graph takes input shape {shown}; "
                 f"the metadata was edited or belongs to another model. Re-export it with `staredge export`")
+
+    def threads_in_effect(self) -> int | None:
+        """Intra-op threads the runtime runs with: its engine's answer (None without one)."""
+        engine = getattr(self, "engine", None)
+        return engine.threads_in_effect() if isinstance(engine, Engine) else None
+
+    def op_histogram(self) -> dict[str, int]:
+        """Op type → count of the loaded graph (its engine's answer)."""
+        engine = getattr(self, "engine", None)
+        if not isinstance(engine, Engine):
+            raise ConfigError(f"the {self.name} backend has no engine to count ops of")
+        return engine.op_histogram()
 
     def read_artifact_metadata(self, path: Path) -> ArtifactMetadata:
         """The artifact's embedded metadata, through the one set of readers in
@@ -199,10 +299,12 @@ class Backend(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Runtime facts for ``Predictor.info()``: backend, device, threads, batching."""
+        in_effect = self.threads_in_effect()
         return {
             "backend": self.name,
             "device": self.device,
-            "threads": self.threads,
+            "threads": in_effect if in_effect is not None else self.threads,
+            "threads_requested": self.threads,
             "supports_batch": self.supports_batch,
             "thread_safe": self.thread_safe,
         }

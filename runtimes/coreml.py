@@ -10,15 +10,18 @@ numbers, but it is for validation, not speed; a one-time notice says so.
 
 from __future__ import annotations
 
+import os
 import platform
 import threading
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from staredge.errors import ConfigError, DeviceError, require
-from staredge.runtimes.base import ArtifactError, Backend, check_artifact_file
+from staredge.errors import ConfigError, DeviceError, StarEdgeError, require
+from staredge.runtimes.base import ArtifactError, Backend, Engine, TensorInfo, check_artifact_file
+from staredge.threads import check_threads
 
 #: StarEdge names of CoreML compute units → coremltools ``ComputeUnit`` member names.
 COMPUTE_UNITS = {
@@ -57,6 +60,151 @@ def on_macos() -> bool:
     return platform.system() == "Darwin"
 
 
+class CoreMLEngine(Engine):
+    """The one place an ``.mlpackage`` is loaded to run: Apple's ``MLModel`` on macOS, the
+    numpy MIL reference executor elsewhere (or with ``reference=True``). Image and LM alike.
+
+    ``function`` picks a function of a multifunction package (default ``main``);
+    :meth:`for_function` gives an engine of another function sharing this one's weights
+    (reference) or loaded with ``function_name`` (Apple). ``stateful=True`` loads the
+    executor for iOS 18 programs with state (``new_states()``; Apple: ``make_state()``).
+    Threads: Apple's runtime has no thread setting (``threads_in_effect()`` is None); the
+    reference executor, a validation tool whose small GEMMs only slow down with more BLAS
+    threads, runs 1 BLAS thread unless ``threads`` is given (the one exception to the rule
+    of :mod:`staredge.threads`, documented there and in docs/architecture.md).
+    """
+
+    runtime = "coreml"
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", threads: int | None = None, *,
+                 compute_units: str = "all", reference: bool = False, function: str = "main",
+                 stateful: bool = False, extra: str = "coreml", _shared: "CoreMLEngine | None" = None) -> None:
+        self.path = Path(path)
+        if _shared is None:
+            check_artifact_file(self.path, "CoreML")
+            if not (self.path / "Manifest.json").is_file():
+                raise ArtifactError(
+                    f"{self.path} is not a CoreML .mlpackage (no Manifest.json inside); point at the .mlpackage folder")
+        if compute_units not in COMPUTE_UNITS:
+            raise ConfigError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {compute_units!r}")
+        self.compute_units = compute_units
+        self.function = function
+        self.stateful = bool(stateful)
+        self.reference = bool(reference) or not on_macos()
+        if device in ("cuda", "gpu") and self.reference:
+            raise DeviceError("CoreML runs on Apple hardware only; off macOS use device='cpu' (reference executor)")
+        self.threads = check_threads(threads) or 1 if self.reference else None
+        self._extra = extra
+        if self.reference:
+            from staredge.runtimes.mil_reference import MILExecutor
+            from staredge.runtimes.mil_reference.stateful import StatefulMILExecutor
+
+            shared = {"_shared": _shared.model} if _shared is not None else {}
+            try:
+                if self.stateful:
+                    self.model = StatefulMILExecutor(self.path, threads=self.threads, function=function, **shared)
+                else:
+                    self.model = MILExecutor(self.path, threads=self.threads, function=function, **shared)
+            except StarEdgeError:
+                raise
+            except Exception as exc:
+                raise ArtifactError(
+                    f"the MIL reference executor cannot load {self.path} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); re-export it"
+                ) from exc
+            self.engine_name = "mil-reference"
+            self.device = "cpu"
+            self.capabilities = frozenset({"named_feeds", "reset"} | ({"stateful"} if self.stateful else set()))
+            _notify_reference_once()
+        else:  # pragma: no cover - macOS only
+            ct = require("coremltools", extra, "the CoreML backend")
+            kwargs = {"function_name": function} if function != "main" else {}
+            try:
+                self.model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[compute_units]),
+                                               **kwargs)
+            except Exception as exc:
+                raise ArtifactError(f"CoreML cannot load {self.path}: {exc}; re-export it") from exc
+            self.engine_name = "coreml"
+            self.device = "cpu" if compute_units == "cpuOnly" else "apple"
+            self.capabilities = frozenset({"named_feeds", "reset"} | ({"stateful"} if self.stateful else set()))
+
+    def for_function(self, function: str) -> "CoreMLEngine":
+        """An engine of another function of this package (same settings; shared weights on the reference)."""
+        return CoreMLEngine(self.path, self.device if self.device != "apple" else "auto", self.threads,
+                            compute_units=self.compute_units, reference=self.reference, function=function,
+                            stateful=self.stateful, extra=self._extra, _shared=self if self.reference else None)
+
+    def new_states(self) -> Any:
+        """A zero state for one stream: numpy buffers (reference) or an ``MLState`` (Apple)."""
+        if self.reference:
+            return self.model.new_states()
+        return self.model.make_state()  # pragma: no cover - macOS only
+
+    @property
+    def state_shapes(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """State name → (shape, numpy dtype) of a stateful program (reference executor only)."""
+        return dict(getattr(self.model, "state_shapes", {}) or {})
+
+    def predict(self, feed: dict[str, Any], states: Any = None) -> dict[str, Any]:
+        """One call; ``states`` (from :meth:`new_states`) are read and updated in place.
+        Runtime failures that are not already StarEdge errors become InferenceError."""
+        try:
+            if states is None:
+                return self.model.predict(feed)
+            if self.reference:
+                return self.model.predict(feed, states)
+            return self.model.predict(feed, state=states)  # pragma: no cover - macOS only
+        except StarEdgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self.run_failed(exc) from exc
+
+    def inputs(self) -> list[TensorInfo]:
+        """The function's tensor inputs (reference executor; Apple: empty)."""
+        if not self.reference:
+            return []  # pragma: no cover
+        out = []
+        for name, info in self.model.inputs.items():
+            shape = getattr(info, "shape", None)
+            dtype = getattr(info, "dtype", None)
+            out.append(TensorInfo(name, tuple(shape) if shape is not None else None,
+                                  np.dtype(dtype).name if dtype is not None else None))
+        return out
+
+    def outputs(self) -> list[TensorInfo]:
+        """The model description's outputs with their declared shapes (multi-arrays)."""
+        spec = getattr(self.model, "spec", None)
+        if spec is None:
+            return []  # pragma: no cover - Apple's MLModel: not read here
+        out = []
+        for feature in spec.description.output:
+            kind = feature.type.WhichOneof("Type")
+            shape = tuple(int(d) for d in feature.type.multiArrayType.shape) if kind == "multiArrayType" else None
+            out.append(TensorInfo(feature.name, shape or None, None))
+        if out or not self.reference:
+            return out
+        # a multifunction package describes its outputs per function: read the program's types
+        from staredge.runtimes.mil_reference.dtypes import tensor_shape
+
+        wanted = set(self.model.output_names)
+        for op in self.model._ops:  # noqa: SLF001 - the executor's parsed program
+            for named in op.outputs:
+                if named.name in wanted and named.type.WhichOneof("type") == "tensorType":
+                    shape = tensor_shape(named.type.tensorType)  # None: a symbolic dimension
+                    out.append(TensorInfo(named.name, shape, None))
+        return out
+
+    def threads_in_effect(self) -> int | None:
+        """BLAS threads of the reference executor; None for Apple's runtime (no setting)."""
+        return self.threads
+
+    def op_histogram(self) -> dict[str, int]:
+        """MIL op types of the function (reference executor; Apple's runtime does not list them)."""
+        if not self.reference:  # pragma: no cover - macOS only
+            raise ConfigError("op counts of a CoreML package come from the reference executor (reference=True)")
+        return dict(sorted(self.model.op_counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 class CoreMLBackend(Backend):
     """An ``.mlpackage`` on Apple's runtime (macOS) or the MIL reference executor (elsewhere).
 
@@ -76,46 +224,24 @@ class CoreMLBackend(Backend):
 
     def load(self) -> None:
         assert self.path is not None
+        units = self.options.get("compute_units", "all")
+        if units not in COMPUTE_UNITS:
+            raise ConfigError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
         check_artifact_file(self.path, "CoreML")
         if not (self.path / "Manifest.json").is_file():
             raise ArtifactError(
                 f"{self.path} is not a CoreML .mlpackage (no Manifest.json inside); point at the .mlpackage folder"
             )
-        units = self.options.get("compute_units", "all")
-        if units not in COMPUTE_UNITS:
-            raise ConfigError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
         self.compute_units = units
         self._metadata = self.read_artifact_metadata(self.path)
         pre = self._metadata.preprocessing or {}
         channels = int(self._metadata.input_size[0])
         self._mean = np.asarray(pre.get("mean", [0.0] * channels), np.float32).reshape(-1, 1, 1)
         self._std = np.asarray(pre.get("std", [1.0] * channels), np.float32).reshape(-1, 1, 1)
-        use_reference = bool(self.options.get("reference", False)) or not on_macos()
-        if self.requested_device in ("cuda", "gpu") and use_reference:
-            raise DeviceError("CoreML runs on Apple hardware only; off macOS use device='cpu' (reference executor)")
-        if use_reference:
-            from staredge.runtimes.mil_reference import MILExecutor
-
-            try:
-                self.engine = MILExecutor(str(self.path))
-            except Exception as exc:
-                raise ArtifactError(
-                    f"the MIL reference executor cannot load {self.path} ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); re-export it"
-                ) from exc
-            self.engine_name = "mil-reference"
-            self.device = "cpu"
-            _notify_reference_once()
-        else:  # pragma: no cover - macOS only
-            ct = require("coremltools", self.spec().extra, "the CoreML backend")
-            try:
-                self.engine = ct.models.MLModel(
-                    str(self.path), compute_units=getattr(ct.ComputeUnit, COMPUTE_UNITS[units])
-                )
-            except Exception as exc:
-                raise ArtifactError(f"CoreML cannot load {self.path}: {exc}; re-export it") from exc
-            self.engine_name = "coreml"
-            self.device = "cpu" if units == "cpuOnly" else "apple"
+        self.engine = CoreMLEngine(self.path, self.requested_device, self.threads, compute_units=units,
+                                   reference=bool(self.options.get("reference", False)), extra=self.spec().extra)
+        self.engine_name = self.engine.engine_name
+        self.device = self.engine.device
 
     @property
     def supports_batch(self) -> bool:

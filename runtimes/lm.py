@@ -1,29 +1,101 @@
 """Running language-model artifacts (the decode contract of ``docs/lm-artifacts.md``).
 
-:class:`LMStepper` is the format-independent part: it reads the ``lm`` metadata embedded
-in the artifact, tracks the position, splits a prompt into prefill chunks, and decodes
-greedily. A subclass per runtime implements :meth:`LMStepper._run` (one graph call on
-numpy arrays) and, for runtimes that keep the state themselves (OpenVINO), :meth:`reset`.
-``load_lm_artifact(path)`` picks the subclass the format table names for the artifact's
-format (:attr:`staredge.formats.RuntimeSpec.lm_stepper`). No torch here.
+:class:`LMStepper` is the format-independent part of one decode stream: it reads the ``lm``
+metadata embedded in the artifact (checked by :func:`check_lm_metadata` before anything is
+allocated, and against the graph's own inputs and outputs by :meth:`LMStepper.check_graph`),
+tracks the position, and splits a prompt into prefill chunks (the one prefill chunker of
+StarEdge). A subclass per runtime (``runtimes/<runtime>_lm.py``) implements
+:meth:`LMStepper._run` (one graph call on its engine) and, for runtimes that keep the state
+themselves, :meth:`reset`. :class:`StepperSession` turns a stepper into the
+:class:`~staredge.decoding.DecodeSession` the one decode loop
+(:func:`staredge.decoding.decode_tokens`) drives.
+
+``load_lm_artifact(path)`` returns the stepper the runtime's text-generation backend serves
+(``Predictor(path).stream`` runs the same class over the same engine settings), so what
+export validation checks is what ships. No torch here.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from staredge.errors import ConfigError, StarEdgeError
+from staredge.decoding import DecodeSession, decode_tokens, greedy_pick
+from staredge.errors import ConfigError, MetadataError, StarEdgeError, StreamError  # noqa: F401 - re-exported
+from staredge.formats import TEXT_GENERATION
 from staredge.metadata import ArtifactMetadata, detect_format, read_metadata
 
-TEXT_GENERATION = "text-generation"
+#: Limits on what an LM artifact's metadata may ask for (checked before any allocation;
+#: docs/security.md): the context, the vocabulary, and the bytes of one stream's state.
+MAX_LM_CONTEXT = 1 << 20
+MAX_LM_VOCAB = 1 << 22
+MAX_LM_STATE_BYTES = 1 << 33
+#: Keys the ``lm`` section must hold.
+LM_REQUIRED_KEYS = ("max_context", "prefill_chunk", "vocab_size", "state")
+_STATE_DTYPES = {"float32": 4, "float16": 2, "float16x2": 4}
 
 
 class LMContextError(StarEdgeError):
     """A step would go past the artifact's fixed maximum context."""
+
+
+def _where(path: Any) -> str:
+    return str(path) if path is not None else "this artifact"
+
+
+def check_lm_metadata(meta: ArtifactMetadata, path: Any = None) -> dict[str, Any]:
+    """The ``lm`` section of ``meta`` after checking its types and ranges (before any
+    allocation): a text-generation task, a non-empty ``lm`` with every key of
+    :data:`LM_REQUIRED_KEYS`, positive integers within :data:`MAX_LM_CONTEXT` /
+    :data:`MAX_LM_VOCAB`, ``prefill_chunk <= max_context``, and state entries with names,
+    positive integer shapes, a known dtype and at most :data:`MAX_LM_STATE_BYTES` in all.
+    Raises one :class:`MetadataError` naming the field, its value and what is expected."""
+    where = _where(path)
+    if meta.task != TEXT_GENERATION:
+        raise MetadataError(f"{where}: metadata task is {meta.task!r}, not {TEXT_GENERATION!r}; "
+                            "it is not a language model")
+    lm = meta.lm
+    if not isinstance(lm, dict) or not lm:
+        raise MetadataError(f"{where}: metadata task is {TEXT_GENERATION!r} but its lm section is "
+                            f"{'empty' if isinstance(lm, dict) or lm is None else type(lm).__name__}; "
+                            "the metadata was edited or the export was incomplete: re-export it")
+    for key in LM_REQUIRED_KEYS:
+        if key not in lm:
+            raise MetadataError(f"{where}: metadata lm.{key} is missing (an LM artifact records "
+                                f"{', '.join(LM_REQUIRED_KEYS)}); re-export it")
+    limits = {"max_context": MAX_LM_CONTEXT, "prefill_chunk": MAX_LM_CONTEXT, "vocab_size": MAX_LM_VOCAB}
+    for key, limit in limits.items():
+        value = lm[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise MetadataError(f"{where}: metadata lm.{key} is {value!r}; it must be an integer in 1..{limit:,}")
+    if lm["prefill_chunk"] > lm["max_context"]:
+        raise MetadataError(f"{where}: metadata lm.prefill_chunk is {lm['prefill_chunk']:,}, more than "
+                            f"lm.max_context {lm['max_context']:,}")
+    state = lm["state"]
+    if not isinstance(state, list):
+        raise MetadataError(f"{where}: metadata lm.state must be a list, got {type(state).__name__}")
+    total = 0
+    for i, s in enumerate(state):
+        if not isinstance(s, dict) or not all(isinstance(s.get(k), str) for k in ("name", "input", "output")):
+            raise MetadataError(f"{where}: metadata lm.state[{i}] needs string name, input and output, got {s!r}"[:300])
+        shape = s.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                                  for d in shape):
+            raise MetadataError(f"{where}: metadata lm.state[{i}].shape ({s['name']}) is {shape!r}; "
+                                "it must be a list of positive integers")
+        dtype = s.get("dtype", "float32")
+        if dtype not in _STATE_DTYPES:
+            raise MetadataError(f"{where}: metadata lm.state[{i}].dtype ({s['name']}) is {dtype!r}; "
+                                f"expected one of {', '.join(_STATE_DTYPES)}")
+        total += int(np.prod(shape, dtype=np.float64)) * _STATE_DTYPES[dtype]
+        if total > MAX_LM_STATE_BYTES:
+            raise MetadataError(f"{where}: metadata lm.state shapes add up to over {MAX_LM_STATE_BYTES:,} bytes "
+                                f"(MAX_LM_STATE_BYTES) at lm.state[{i}] ({s['name']} {shape}); nothing was allocated")
+    return lm
 
 
 class LMStepper(ABC):
@@ -32,7 +104,8 @@ class LMStepper(ABC):
     ``step(ids)`` feeds tokens at the current position and returns their logits
     ``[T, vocab]``; ``prefill(ids)`` does the same in chunks of at most the artifact's
     ``prefill_chunk`` (the remainder one token at a time where the format has fixed
-    chunks); ``greedy(prompt, n)`` prefills and decodes ``n`` tokens by argmax.
+    chunks); ``greedy(prompt, n)`` prefills and decodes ``n`` tokens by argmax through the
+    one decode loop (:func:`staredge.decoding.decode_tokens`).
     """
 
     #: Whether one call may take any T <= prefill_chunk (else exactly 1 or prefill_chunk).
@@ -43,15 +116,13 @@ class LMStepper(ABC):
             raise ConfigError("an LM stepper needs an artifact path or its metadata")
         self.path = Path(path) if path is not None else None
         self.metadata = metadata or read_metadata(self.path)
-        if self.metadata.task != TEXT_GENERATION or not self.metadata.lm:
-            raise ConfigError(f"{self.path} is a {self.metadata.task} artifact, not a text-generation one")
-        lm = self.metadata.lm
+        lm = check_lm_metadata(self.metadata, self.path)
         self.max_context = int(lm["max_context"])
         self.prefill_chunk = int(lm["prefill_chunk"])
         self.vocab_size = int(lm["vocab_size"])
         self.state_spec: list[dict[str, Any]] = list(lm["state"])
         self.position = 0
-        self.state: list[np.ndarray] = []
+        self.state: list[Any] = []
 
     # ----------------------------------------------------------------- to implement
     @abstractmethod
@@ -64,6 +135,65 @@ class LMStepper(ABC):
         """Start a new stream: position 0, zero state."""
         self.position = 0
         self.state = [np.zeros(s["shape"], dtype=np.float32) for s in self.state_spec]
+
+    def graph_tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(inputs, outputs) the loaded graph declares, as name → ``TensorInfo``; the state
+        tensors are among the inputs under the names the metadata's ``state[i].input`` uses
+        (stateful runtimes: their variables). Empty where the runtime cannot tell."""
+        return {}, {}
+
+    def graph_prefill_tokens(self) -> int | None:
+        """T of the graph's fixed prefill call (TFLite ``prefill`` signature, CoreML ``prefill``
+        function), or None when the token axis is dynamic or there is none."""
+        return None
+
+    def check_graph(self) -> None:
+        """Compare the metadata with the loaded graph before any state is allocated: the
+        inputs ``input_ids`` and ``position``, the ``logits`` vocabulary, every state tensor's
+        name, shape and dtype, the context the state buffers are sized for, and a fixed
+        prefill chunk. Raises one :class:`MetadataError` naming the field, its value and what
+        the graph says."""
+        ins, outs = self.graph_tensors()
+        if not ins:
+            return
+        where = _where(self.path)
+        for name in ("input_ids", "position"):
+            if name not in ins:
+                raise MetadataError(f"{where}: metadata says task {TEXT_GENERATION!r} but the graph has no input "
+                                    f"{name!r} (it takes: {', '.join(sorted(ins))[:200]}); it is not a StarEdge "
+                                    "language model")
+        logits = outs.get("logits")
+        if outs and logits is None:
+            raise MetadataError(f"{where}: the graph has no output 'logits' (it gives: {', '.join(sorted(outs))[:200]})")
+        if logits is not None and logits.shape and logits.shape[-1] is not None and logits.shape[-1] != self.vocab_size:
+            raise MetadataError(f"{where}: metadata lm.vocab_size is {self.vocab_size} but the graph's logits have "
+                                f"{logits.shape[-1]} entries per token")
+        for i, s in enumerate(self.state_spec):
+            g = ins.get(s["input"])
+            if g is None:
+                raise MetadataError(f"{where}: metadata lm.state[{i}].input is {s['input']!r} but the graph has no "
+                                    f"such state input (it has: {', '.join(sorted(ins))[:200]})")
+            if g.shape is not None and (len(g.shape) != len(s["shape"]) or any(
+                    d is not None and d != w for d, w in zip(g.shape, s["shape"]))):
+                shown = "[" + ", ".join("?" if d is None else str(d) for d in g.shape) + "]"
+                raise MetadataError(f"{where}: metadata lm.state[{i}].shape ({s['name']}) is {s['shape']} but the "
+                                    f"graph's {s['input']} is {shown}")
+            want = self.state_dtype(s)
+            if g.dtype is not None and want is not None and g.dtype != want:
+                raise MetadataError(f"{where}: metadata lm.state[{i}].dtype ({s['name']}) is "
+                                    f"{s.get('dtype', 'float32')!r} but the graph's {s['input']} is {g.dtype}")
+            axis = {"kv": 2, "longconv": 1}.get(s.get("kind"))
+            if axis is not None and axis < len(s["shape"]) and s["shape"][axis] != self.max_context:
+                raise MetadataError(f"{where}: metadata lm.max_context is {self.max_context} but the graph's "
+                                    f"{s['input']} ({s.get('kind')} state) holds {s['shape'][axis]} positions")
+        fixed = self.graph_prefill_tokens()
+        if fixed is not None and fixed != self.prefill_chunk:
+            raise MetadataError(f"{where}: metadata lm.prefill_chunk is {self.prefill_chunk} but the graph's prefill "
+                                f"call takes {fixed} tokens")
+
+    def state_dtype(self, spec: dict[str, Any]) -> str | None:
+        """The numpy dtype name the graph should declare for a state entry."""
+        return {"float16x2": "float16"}.get(spec.get("dtype", "float32"), spec.get("dtype", "float32"))
 
     # ----------------------------------------------------------------- shared
     def step(self, ids) -> np.ndarray:
@@ -98,24 +228,59 @@ class LMStepper(ABC):
         return np.concatenate(out, axis=0)
 
     def greedy(self, prompt, new_tokens: int, record: list[np.ndarray] | None = None) -> list[int]:
-        """Reset, prefill ``prompt`` and decode ``new_tokens`` tokens by argmax.
-
-        ``record`` (a list) receives the logits of every prompt token and every decode step."""
+        """Reset, prefill ``prompt`` and decode ``new_tokens`` tokens by argmax, through the
+        one decode loop. ``record`` (a list) receives the logits of every prompt token and
+        every decode step."""
         self.reset()
-        logits = self.prefill(prompt)
-        if record is not None:
-            record.extend(logits)
-        tokens = []
-        nxt = int(np.argmax(logits[-1]))
-        for k in range(new_tokens):
-            tokens.append(nxt)
-            if k == new_tokens - 1:
-                break
-            row = self.step([nxt])[0]
-            if record is not None:
-                record.append(row)
-            nxt = int(np.argmax(row))
-        return tokens
+        session = StepperSession(self, None, close_stepper=False)
+        return list(decode_tokens(session, list(prompt), int(new_tokens), greedy_pick,
+                                  max_seq_len=self.max_context, record=record))
+
+
+class StepperSession(DecodeSession):
+    """One decode stream over an :class:`LMStepper`: what ``open_session()`` of a text
+    backend returns and the decode loop drives. Closing it frees the stream's state; using
+    it after that, or from a second thread while a call is running, is a :class:`StreamError`."""
+
+    def __init__(self, stepper: LMStepper, backend: Any = None, close_stepper: bool = True) -> None:
+        self.stepper: LMStepper | None = stepper
+        self.backend_name = getattr(backend, "name", None)
+        self._close_stepper = close_stepper
+        self._busy = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (the state is gone)."""
+        return self.stepper is None
+
+    @property
+    def position(self) -> int:
+        """Tokens fed so far."""
+        if self.stepper is None:
+            raise StreamError("this decode session is closed; open a new one")
+        return self.stepper.position
+
+    def feed(self, ids: Sequence[int], all_rows: bool = False) -> np.ndarray:
+        stepper = self.stepper
+        if stepper is None:
+            raise StreamError("this decode session is closed; open a new one")
+        if not self._busy.acquire(blocking=False):
+            raise StreamError("this decode session is being fed from another thread; a stream belongs to one "
+                              "thread at a time (open one session per thread)")
+        try:
+            if len(ids) == 1 and not all_rows:
+                return stepper.step(ids)[0]
+            rows = stepper.prefill(ids)
+            return rows if all_rows else rows[-1]
+        finally:
+            self._busy.release()
+
+    def close(self) -> None:
+        stepper, self.stepper = self.stepper, None
+        if stepper is not None and self._close_stepper:
+            release = getattr(stepper, "release", None)
+            if callable(release):
+                release()
 
 
 def stepper_class(fmt: str) -> type[LMStepper]:
@@ -129,12 +294,22 @@ def stepper_class(fmt: str) -> type[LMStepper]:
     return spec.lm_stepper_class()
 
 
-def load_lm_artifact(path: str | Path, **kwargs: Any) -> LMStepper:
-    """A fresh :class:`LMStepper` (reset, position 0) for the LM artifact at ``path``."""
+def load_lm_artifact(path: str | Path, device: str = "auto", threads: int | None = None, **options: Any) -> LMStepper:
+    """A fresh stepper (reset, position 0) for the LM artifact at ``path``: exactly the one
+    ``Predictor(path).stream`` serves, from the format's runtime's text-generation backend
+    (same engine, same settings, same class). The backend stays alive with the stepper
+    (``stepper.backend``)."""
+    from staredge.formats import runtime_for_format
+
     fmt = detect_format(path)
-    stepper = stepper_class(fmt)(path, **kwargs)
-    stepper.reset()
+    spec = runtime_for_format(fmt)
+    if spec.text_backend is None:
+        raise ConfigError(f"no language-model runtime for {fmt} artifacts here ({spec.title} has no text backend)")
+    backend = spec.text_backend_class()(path, device=device, threads=threads, **options)
+    stepper = backend.new_stepper()
+    stepper.backend = backend
     return stepper
 
 
-__all__ = ["LMStepper", "LMContextError", "load_lm_artifact", "stepper_class", "TEXT_GENERATION"]
+__all__ = ["LMStepper", "LMContextError", "StepperSession", "StreamError", "check_lm_metadata", "load_lm_artifact",
+           "stepper_class", "TEXT_GENERATION", "MAX_LM_CONTEXT", "MAX_LM_STATE_BYTES", "MAX_LM_VOCAB"]

@@ -1,7 +1,13 @@
-"""ONNX Runtime stepper for LM artifacts: state tensors go in as ``past_X`` and come back
-as ``present_X`` (numpy arrays, ping-ponged between calls); and the text-generation backend
-(:class:`OnnxRuntimeTextBackend`, state in IO-bound ``OrtValue`` pairs; see
-:mod:`staredge.runtimes.text`)."""
+"""ONNX Runtime LM stepper and text-generation backend.
+
+:class:`OnnxRuntimeLM` is the one ONNX decode stream: the state lives in ``OrtValue``
+buffers bound with IO binding; each step writes ``present_*`` into the second buffer of a
+pair, which becomes the next step's ``past_*`` (no state tensor is copied by Python or
+re-allocated per step). On CUDA the buffers are device ``OrtValue`` s and only ids, the
+position and the logits cross. Export validation (``load_lm_artifact``) and
+``Predictor.stream`` both get it from :class:`OnnxRuntimeTextBackend`, over a session built
+by :class:`~staredge.runtimes.onnxruntime.OnnxRuntimeEngine`.
+"""
 
 from __future__ import annotations
 
@@ -10,35 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from staredge.errors import require
 from staredge.metadata import ArtifactMetadata
+from staredge.runtimes.base import TensorInfo
 from staredge.runtimes.lm import LMStepper
-from staredge.runtimes.text import TextBackend, _threads
-
-
-class OnnxRuntimeLM(LMStepper):
-    """Decode stream over an ONNX LM artifact on the CPU execution provider."""
-
-    flexible_tokens = True
-
-    def __init__(self, path: str | Path, threads: int | None = 1, metadata=None) -> None:
-        super().__init__(path, metadata)
-        ort = require("onnxruntime", "onnx", "running ONNX LM artifacts")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or 0)
-        self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-        self._inputs = [s["input"] for s in self.state_spec]
-        self._outputs = ["logits"] + [s["output"] for s in self.state_spec]
-
-    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
-        feed = {"input_ids": ids, "position": np.array([position], dtype=np.int64)}
-        feed.update(zip(self._inputs, self.state))
-        out = self.session.run(self._outputs, feed)
-        self.state = out[1:]
-        return out[0]
-
-
-# ------------------------------------------------------------------ text generation
+from staredge.runtimes.onnxruntime import TENSORRT, OnnxRuntimeEngine, select_providers
+from staredge.runtimes.text import TextBackend
 
 
 def lm_providers(device: str, available: list[str]) -> list[str]:
@@ -46,23 +28,21 @@ def lm_providers(device: str, available: list[str]) -> list[str]:
     ``auto`` finds the CUDA provider), else CPU. TensorRT is left out (the token axis is
     dynamic and every prompt length would build an engine). Raises :class:`DeviceError`
     when ``cuda`` is asked for and the provider is missing."""
-    from staredge.runtimes.onnxruntime import select_providers
-
-    chain = [name for name, _ in select_providers(device, available)]
-    return [p for p in chain if p != "TensorrtExecutionProvider"]
+    return [name for name, _ in select_providers(device, available) if name != TENSORRT]
 
 
-class OnnxRuntimeTextLM(LMStepper):
-    """ONNX Runtime stepper with the state in OrtValues bound by IO binding (see the module
-    doc). ``device`` is "cpu" or "cuda" (the session's first provider)."""
+class OnnxRuntimeLM(LMStepper):
+    """One decode stream over an ONNX LM artifact, state in IO-bound OrtValue pairs (see the
+    module doc). ``engine`` is shared by the streams of one backend; without it one is built
+    (``device``, ``threads`` as :class:`OnnxRuntimeEngine` takes them, TensorRT left out)."""
 
     flexible_tokens = True
 
-    def __init__(self, path: str | Path, session: Any, device: str = "cpu", metadata: ArtifactMetadata | None = None):
+    def __init__(self, path: str | Path | None, threads: int | None = None, metadata: ArtifactMetadata | None = None,
+                 *, engine: OnnxRuntimeEngine | None = None, device: str = "auto") -> None:
         super().__init__(path, metadata)
-        self.ort = require("onnxruntime", "onnx", "running ONNX LM artifacts")
-        self.session = session
-        self.device = device
+        self.engine = engine or OnnxRuntimeEngine(self.path, device, threads, tensorrt=False)
+        self.device = self.engine.device
         self._inputs = [s["input"] for s in self.state_spec]
         self._outputs = [s["output"] for s in self.state_spec]
         self._binding = None
@@ -70,18 +50,26 @@ class OnnxRuntimeTextLM(LMStepper):
         self._host: list[list[np.ndarray]] = []  # CPU: the numpy arrays behind the OrtValues
         self._logits1 = None
 
+    @property
+    def session(self) -> Any:
+        """The engine's ``InferenceSession``."""
+        return self.engine.session
+
+    def graph_tensors(self) -> tuple[dict[str, TensorInfo], dict[str, TensorInfo]]:
+        return {t.name: t for t in self.engine.inputs()}, {t.name: t for t in self.engine.outputs()}
+
     def _alloc(self) -> None:
-        ort, v = self.ort, self.vocab_size
-        self._binding = self.session.io_binding()
+        engine, v = self.engine, self.vocab_size
+        self._binding = engine.io_binding()
         if self.device == "cuda":
             self._host = []
-            self._buffers = [[ort.OrtValue.ortvalue_from_numpy(np.zeros(s["shape"], np.float32), "cuda", 0)
-                              for s in self.state_spec] for _ in range(2)]
+            self._buffers = [[engine.ortvalue(np.zeros(s["shape"], np.float32), "cuda") for s in self.state_spec]
+                             for _ in range(2)]
         else:
             self._host = [[np.zeros(s["shape"], np.float32) for s in self.state_spec] for _ in range(2)]
-            self._buffers = [[ort.OrtValue.ortvalue_from_numpy(a) for a in pair] for pair in self._host]
+            self._buffers = [[engine.ortvalue(a) for a in pair] for pair in self._host]
         self._logits_host = np.zeros((1, 1, v), np.float32)
-        self._logits1 = ort.OrtValue.ortvalue_from_numpy(self._logits_host)
+        self._logits1 = engine.ortvalue(self._logits_host)
 
     def reset(self) -> None:
         """New stream: position 0, both buffer sets zero (allocated on first use)."""
@@ -109,7 +97,7 @@ class OnnxRuntimeTextLM(LMStepper):
             b.bind_output("logits", "cpu")
         for name, value in zip(self._outputs, present):
             b.bind_ortvalue_output(name, value)
-        self.session.run_with_iobinding(b)
+        self.engine.run_with_iobinding(b)
         self._buffers = [present, past]  # this step's present is the next step's past
         if single:
             return self._logits_host.copy()
@@ -124,6 +112,10 @@ class OnnxRuntimeTextLM(LMStepper):
         self._binding, self._buffers, self._host, self._logits1 = None, [], [], None
 
 
+#: Before issue 19 the served stepper had its own name; validation and serving are one class now.
+OnnxRuntimeTextLM = OnnxRuntimeLM
+
+
 class OnnxRuntimeTextBackend(TextBackend):
     """ONNX Runtime text-generation backend (CPU, or CUDA with device-resident state)."""
 
@@ -131,21 +123,14 @@ class OnnxRuntimeTextBackend(TextBackend):
     OPTIONS = ("graph_optimization",)
 
     def load_text(self) -> None:
-        ort = require("onnxruntime", "onnx", "running ONNX LM artifacts")
         self._metadata = self.read_artifact_metadata(self.path)
-        providers = lm_providers(self.requested_device, ort.get_available_providers())
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = _threads(self.threads)
-        so.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(self.path), so, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - a corrupt graph
-            from staredge.errors import ArtifactError
-
-            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
-        self.providers = session.get_providers()
-        self.device = "cuda" if self.providers and self.providers[0] == "CUDAExecutionProvider" else "cpu"
-        self._proto = OnnxRuntimeTextLM(self.path, session, self.device, metadata=self._metadata)
+        self.check_lm_metadata()
+        self.engine = OnnxRuntimeEngine(self.path, self.requested_device, self.threads, tensorrt=False,
+                                        graph_optimization=self.options.get("graph_optimization", "all"))
+        self.providers = self.engine.session.get_providers()
+        self.device = self.engine.device
+        self._proto = OnnxRuntimeLM(self.path, metadata=self._metadata, engine=self.engine)
+        self.check_lm_graph(self._proto)
 
     def describe_extra(self) -> dict[str, Any]:
         return {"providers": list(self.providers), "io_binding": True,

@@ -1,6 +1,9 @@
-"""OpenVINO stepper for stateful LM artifacts: the state lives in the infer request
-(``reset_state()`` starts a stream); inputs are ``input_ids`` and ``position`` only; and the text-generation backend
-(:class:`OpenVinoTextBackend`: one compiled model, one infer request per stream)."""
+"""OpenVINO LM stepper and text-generation backend: the stateful IR keeps the state in the
+infer request (``reset_state()`` starts a stream); inputs are ``input_ids`` and ``position``
+only. The IR is compiled once by :class:`~staredge.runtimes.openvino.OpenVinoEngine` (the
+same device, LATENCY hint, f32 precision hint and threads as an image model); each stream
+(:class:`OpenVINOLM`) has its own infer request. Export validation and
+``Predictor.stream`` run the same class."""
 
 from __future__ import annotations
 
@@ -10,26 +13,30 @@ from typing import Any
 
 import numpy as np
 
-from staredge.errors import ConfigError, require
+from staredge.runtimes.base import TensorInfo
 from staredge.runtimes.lm import LMStepper
+from staredge.runtimes.openvino import OpenVinoEngine
 from staredge.runtimes.text import TextBackend
 
 
 class OpenVINOLM(LMStepper):
-    """Decode stream over a stateful OpenVINO IR, compiled on CPU with an f32 precision hint
-    (OpenVINO's CPU default here is bf16, which moves logits by ~1e-2). One infer request
-    per stepper: make one stepper per stream."""
+    """One decode stream over a stateful OpenVINO IR: its own infer request on a shared
+    :class:`OpenVinoEngine` (built here when none is given)."""
 
     flexible_tokens = True
 
-    def __init__(self, path: str | Path, threads: int | None = 1, precision_hint: str = "f32", metadata=None) -> None:
+    def __init__(self, path: str | Path | None, threads: int | None = None, precision_hint: str = "fp32",
+                 metadata=None, *, engine: OpenVinoEngine | None = None, device: str = "auto") -> None:
         super().__init__(path, metadata)
-        ov = require("openvino", "openvino", "running OpenVINO LM artifacts")
-        config = {"INFERENCE_PRECISION_HINT": precision_hint}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = ov.Core().compile_model(str(self.path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.engine = engine or OpenVinoEngine(self.path, device, threads, precision=precision_hint)
+        self.compiled = self.engine.compiled
+        self.request = self.engine.new_request()
+        self._logits = self.compiled.output("logits")
+
+    def graph_tensors(self) -> tuple[dict[str, TensorInfo], dict[str, TensorInfo]]:
+        ins = {t.name: t for t in self.engine.inputs()}
+        ins.update(self.engine.variable_infos())
+        return ins, {t.name: t for t in self.engine.outputs()}
 
     def reset(self) -> None:
         """New stream: every variable back to zeros (static shapes, so reset gives zeros)."""
@@ -38,29 +45,17 @@ class OpenVINOLM(LMStepper):
         self.state = []
 
     def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
-        out = self.request.infer({"input_ids": ids, "position": np.array([position], dtype=np.int64)})
-        return np.asarray(out[self.compiled.output("logits")])
+        out = self.engine.infer(self.request, {"input_ids": ids, "position": np.array([position], dtype=np.int64)})
+        return np.asarray(out[self._logits])
 
     def variables(self) -> dict[str, np.ndarray]:
         """Current state tensors by variable name (copies)."""
         return {s.name: np.array(s.state.data) for s in self.request.query_state()}
 
-
-# ------------------------------------------------------------------ text generation
-
-
-class OpenVinoTextLM(OpenVINOLM):
-    """OpenVINO stepper over a compiled model shared by the streams; one infer request each."""
-
-    def __init__(self, path, compiled, metadata=None):  # noqa: D107 - shares ``compiled``
-        LMStepper.__init__(self, path, metadata)
-        self.compiled = compiled
-        self.request = compiled.create_infer_request()
-
-    def fork(self):
+    def fork(self) -> "OpenVINOLM":
         """A new stream over the same compiled model (its own infer request, reset)."""
         other = copy.copy(self)
-        other.request = self.compiled.create_infer_request()
+        other.request = self.engine.new_request()
         other.reset()
         return other
 
@@ -69,32 +64,29 @@ class OpenVinoTextLM(OpenVINOLM):
         self.request = None
 
 
+#: Before issue 19 the served stepper had its own name; validation and serving are one class now.
+OpenVinoTextLM = OpenVINOLM
+
+
 class OpenVinoTextBackend(TextBackend):
-    """OpenVINO text-generation backend: the stateful IR compiled once (f32 hint), one infer
-    request per stream, ``reset_state()`` at the start of each."""
+    """OpenVINO text-generation backend: the stateful IR compiled once, one infer request
+    per stream, ``reset_state()`` at the start of each."""
 
     name = "openvino"
     OPTIONS = ("precision",)
 
     def load_text(self) -> None:
-        ov = require("openvino", "openvino", "running OpenVINO LM artifacts")
-        from staredge.runtimes.openvino import find_ir_xml, select_device
+        from staredge.runtimes.openvino import find_ir_xml
 
         xml = find_ir_xml(self.path)
         self._metadata = self.read_artifact_metadata(xml)
-        core = ov.Core()
-        dev = select_device(self.requested_device, core.available_devices)
-        precision = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}.get(
-            str(self.options.get("precision") or "f32").lower())
-        if precision is None:
-            raise ConfigError(f"precision must be fp32, bf16 or fp16, got {self.options.get('precision')!r}")
-        config = {"INFERENCE_PRECISION_HINT": precision}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        self.device = "cpu" if dev == "CPU" else dev.lower()
-        self.ov_device = dev
-        compiled = core.compile_model(str(xml), dev, config)
-        self._proto = OpenVinoTextLM(xml, compiled, metadata=self._metadata)
+        self.check_lm_metadata()
+        self.engine = OpenVinoEngine(xml, self.requested_device, self.threads,
+                                     precision=self.options.get("precision") or "fp32")
+        self.device = self.engine.device if self.engine.ov_device == "CPU" else self.engine.ov_device.lower()
+        self.ov_device = self.engine.ov_device
+        self._proto = OpenVINOLM(xml, metadata=self._metadata, engine=self.engine)
+        self.check_lm_graph(self._proto)
 
     def new_stepper(self) -> LMStepper:
         return self._proto.fork()

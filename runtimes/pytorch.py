@@ -10,14 +10,18 @@ argument.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from staredge.errors import CheckpointError, ConfigError
+from staredge.errors import CheckpointError, ConfigError, require
 from staredge.errors import DeviceError
 from staredge.metadata import ArtifactMetadata, metadata_from_model, read_safetensors_text
-from staredge.runtimes.base import ArtifactError, Backend, check_artifact_file
+from staredge.runtimes.base import ArtifactError, Backend, Engine, check_artifact_file
+from staredge.runtimes.lm import LMStepper, StepperSession
+from staredge.threads import resolve_threads
 
 
 def metadata_for_module(module: Any, fmt: str = "pytorch") -> ArtifactMetadata:
@@ -60,6 +64,130 @@ def create_kwargs_from_metadata(meta: ArtifactMetadata | None, path: Any) -> dic
             raise MetadataError(f"{path}: metadata extra.create_kwargs.{key} must be an integer in {low}..{high}, "
                                 f"got {value!r}")
     return dict(raw)
+
+
+def select_torch_device(requested: str, cuda_available: bool) -> str:
+    """"cuda" or "cpu" for a requested StarEdge device; DeviceError when a GPU is asked for
+    and torch has none."""
+    if requested in ("cuda", "gpu"):
+        if not cuda_available:
+            raise DeviceError(f"device={requested!r} but this torch has no CUDA device; use device='cpu'")
+        return "cuda"
+    if requested == "cpu":
+        return "cpu"
+    return "cuda" if cuda_available else "cpu"
+
+
+class PyTorchEngine(Engine):
+    """A PyTorch module as an engine: the one place the PyTorch runtime places a module on
+    its device and decides its threads (image and LM).
+
+    Threads: :func:`staredge.threads.resolve_threads` like every engine, but torch's thread
+    count is process-wide, so the engine never sets it for the process: :meth:`threads_scope`
+    sets it around each of this engine's calls and restores the caller's value afterwards
+    (nothing happens when the two agree, the usual case: torch's own default is the physical
+    cores too). Two engines with different thread counts used from two threads at once
+    share torch's one setting; give them the same count. ``move=False`` leaves the module
+    where its weights are (a model handed to ``stream``).
+    """
+
+    runtime = "pytorch"
+
+    def __init__(self, module: Any, device: str = "auto", threads: int | None = None, *, move: bool = True) -> None:
+        torch = require("torch", "torch", "the PyTorch runtime")
+        self._torch = torch
+        self.threads = resolve_threads(threads)
+        if move:
+            self.device = select_torch_device(device, torch.cuda.is_available())
+            module = module.eval().to(self.device)
+            self.place: Any = self.device
+        else:
+            params = getattr(module, "parameters", None)
+            first = next(iter(params()), None) if callable(params) else None
+            #: where inputs are created: the module's own device (e.g. ``cuda:1``)
+            self.place = first.device if first is not None else torch.device("cpu")
+            self.device = self.place.type
+        self.module = module
+
+    @contextmanager
+    def threads_scope(self) -> Iterator[None]:
+        """torch's intra-op threads set to this engine's for the duration (restored after)."""
+        torch = self._torch
+        before = torch.get_num_threads()
+        if before == self.threads:
+            yield
+            return
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def threads_in_effect(self) -> int:
+        """The threads torch runs this engine's calls with."""
+        return self.threads
+
+    def op_histogram(self) -> dict[str, int]:
+        """Leaf module classes of the module (what eager mode runs), by count."""
+        counts: dict[str, int] = {}
+        for m in self.module.modules():
+            if not any(True for _ in m.children()):
+                counts[type(m).__name__] = counts.get(type(m).__name__, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class TorchLMStepper(LMStepper):
+    """A decode stream over a PyTorch model with the step contract (``init_state``,
+    ``step``): the PyTorch engine's stepper, so a PyTorch stream is prefilled and decoded by
+    the same chunker and loop as every artifact. The state is the model's own (torch
+    tensors); grad mode is entered around each model call only (a generator suspended inside
+    ``torch.no_grad()`` would leak that mode into the caller's code)."""
+
+    flexible_tokens = True
+
+    def __init__(self, model: Any, metadata: ArtifactMetadata, engine: PyTorchEngine) -> None:
+        super().__init__(None, metadata)
+        self.model = model
+        self.engine = engine
+
+    def reset(self) -> None:
+        """New stream: position 0, the model's initial state."""
+        torch = self.engine._torch
+        self.position = 0
+        with torch.no_grad():
+            self.state = self.model.init_state(1)
+
+    def _run(self, ids: np.ndarray, position: int) -> np.ndarray:
+        torch = self.engine._torch
+        with torch.no_grad(), self.engine.threads_scope():
+            chunk = torch.from_numpy(ids).to(self.engine.place)
+            logits, self.state = self.model.step(chunk, self.state)
+            return logits.detach().float().cpu().numpy()
+
+    def release(self) -> None:
+        """Drop the state."""
+        self.state = None
+
+
+def torch_lm_metadata(model: Any, prefill_chunk: int) -> ArtifactMetadata:
+    """Metadata of a PyTorch model with the step contract, for :class:`TorchLMStepper`."""
+    n = int(model.max_seq_len)
+    return ArtifactMetadata(
+        model=getattr(model, "staredge_name", None) or type(model).__name__, family="star_lm", format="pytorch",
+        task="text-generation", input_name="input_ids", input_size=[1, 1], input_layout="NT",
+        lm={"vocab_size": int(getattr(model, "vocab_size", 259)), "max_context": n,
+            "prefill_chunk": max(1, min(int(prefill_chunk), n)), "state": []})
+
+
+def torch_lm_session(model: Any, prefill_chunk: int) -> Any:
+    """One decode session over a PyTorch model with the step contract, where its weights
+    are and with torch's current thread count (what :func:`staredge.generation.stream` runs
+    for a module the caller built: the caller's torch settings stand, nothing is changed)."""
+    torch = require("torch", "torch", "the PyTorch runtime")
+    engine = PyTorchEngine(model, threads=torch.get_num_threads(), move=False)
+    stepper = TorchLMStepper(model, torch_lm_metadata(model, prefill_chunk), engine)
+    stepper.reset()
+    return StepperSession(stepper)
 
 
 class PyTorchBackend(Backend):
@@ -105,17 +233,16 @@ class PyTorchBackend(Backend):
                 raise ConfigError("the PyTorch backend needs a checkpoint path or an nn.Module")
             module = model_opt
             meta = self.options.get("metadata") or metadata_for_module(module)
-        if self.threads is not None:
-            # torch's thread count is process-wide; set it only when asked.
-            torch.set_num_threads(self.threads)
         want_cuda = self.requested_device in ("cuda", "gpu")
         if want_cuda and not torch.cuda.is_available():
             raise DeviceError(
                 f"device={self.requested_device!r} but this torch has no CUDA device "
                 f"(torch {torch.__version__}); use device='cpu'"
             )
-        dev = "cuda" if (want_cuda or (self.requested_device == "auto" and torch.cuda.is_available())) else "cpu"
-        module = module.eval().to(dev)
+        # torch's thread count is process-wide: the engine applies it around its calls only
+        self.engine = PyTorchEngine(module, self.requested_device, self.threads)
+        dev = self.engine.device
+        module = self.engine.module
         self.channels_last = bool(self.options.get("channels_last", False))
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -167,7 +294,7 @@ class PyTorchBackend(Backend):
         t = torch.from_numpy(x).to(self.device)
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.engine.threads_scope():
             out = self.torch_module(t)
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [o.detach().float().cpu().numpy() for o in outs]

@@ -41,13 +41,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from staredge.errors import ConfigError, DeviceError, require
-from staredge.generation import DecodeSession
+from staredge.decoding import DEFAULT_PREFILL_CHUNK, DecodeSession  # noqa: F401 - DecodeSession re-exported
+from staredge.errors import ConfigError
+from staredge.formats import TEXT_GENERATION
 from staredge.metadata import ArtifactMetadata
 from staredge.runtimes.base import Backend, check_artifact_file
-from staredge.runtimes.lm import LMStepper
-
-TEXT_GENERATION = "text-generation"
+from staredge.runtimes.lm import LMStepper, StepperSession, check_lm_metadata
 
 
 class TextBackend(Backend):
@@ -64,14 +63,27 @@ class TextBackend(Backend):
         if self.path is not None:
             check_artifact_file(self.path, self.spec().title)
         self._sessions: "weakref.WeakSet[StepperSession]" = weakref.WeakSet()
+        self.engine = None
         self._proto: LMStepper | None = None
         self.load_text()
 
     # -- what each runtime implements -------------------------------------------------
     def load_text(self) -> None:
-        """Load the artifact; set ``self._metadata``, ``self.device`` and ``self._proto``
-        (a stepper whose loaded graph the streams share)."""
+        """Load the artifact; set ``self._metadata``, ``self.engine``, ``self.device`` and
+        ``self._proto`` (a stepper whose engine the streams share). Call
+        :meth:`check_lm_metadata` before building the engine and :meth:`check_lm_graph`
+        before any state is allocated."""
         raise NotImplementedError
+
+    def check_lm_metadata(self) -> None:
+        """The metadata's ``lm`` section checked on its own (types, ranges, sizes), before the
+        graph is loaded: :func:`staredge.runtimes.lm.check_lm_metadata`."""
+        check_lm_metadata(self._metadata, self.path)
+
+    def check_lm_graph(self, stepper: LMStepper) -> None:
+        """The metadata checked against the loaded graph (:meth:`LMStepper.check_graph`),
+        before any stream's state is allocated."""
+        stepper.check_graph()
 
     def new_stepper(self) -> LMStepper:
         """A stepper for one new stream: the loaded graph shared, its own state (reset)."""
@@ -111,7 +123,7 @@ class TextBackend(Backend):
         """Sessions opened and not closed yet."""
         return sum(1 for s in list(self._sessions) if not s.closed)
 
-    def open_session(self) -> "StepperSession":
+    def open_session(self) -> StepperSession:
         """A new decode stream (position 0, zero state)."""
         session = StepperSession(self.new_stepper(), self)
         self._sessions.add(session)
@@ -130,7 +142,8 @@ class TextBackend(Backend):
         d = {
             "backend": self.name,
             "device": self.device,
-            "threads": self.threads,
+            "threads": in_effect if (in_effect := self.threads_in_effect()) is not None else self.threads,
+            "threads_requested": self.threads,
             "thread_safe": self.thread_safe,
             "task": TEXT_GENERATION,
             "max_context": self.max_seq_len,
@@ -151,45 +164,6 @@ class TextBackend(Backend):
         for s in list(self._sessions):
             s.close()
         self._proto = None
-
-
-class StepperSession(DecodeSession):
-    """One decode stream over an :class:`LMStepper` (see :class:`TextBackend`)."""
-
-    def __init__(self, stepper: LMStepper, backend: TextBackend) -> None:
-        self.stepper: LMStepper | None = stepper
-        self.backend_name = backend.name
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` ran (the state is gone)."""
-        return self.stepper is None
-
-    @property
-    def position(self) -> int:
-        """Tokens fed so far."""
-        if self.stepper is None:
-            raise ConfigError("this decode session is closed")
-        return self.stepper.position
-
-    def feed(self, ids: Sequence[int]) -> np.ndarray:
-        if self.stepper is None:
-            raise ConfigError("this decode session is closed; open a new one")
-        ids = [int(i) for i in ids]
-        if len(ids) == 1:
-            return self.stepper.step(ids)[0]
-        return self.stepper.prefill(ids)[-1]
-
-    def close(self) -> None:
-        stepper, self.stepper = self.stepper, None
-        if stepper is not None:
-            release = getattr(stepper, "release", None)
-            if callable(release):
-                release()
-
-
-def _threads(threads: int | None) -> int:
-    return int(threads) if threads else 1
 
 
 # ------------------------------------------------------------------------------ PyTorch
@@ -231,22 +205,28 @@ class PyTorchTextBackend(TextBackend):
         self._proto = None
         self.load_text()
 
-    def load_text(self) -> None:
-        torch = require("torch", "torch", "running PyTorch language models")
-        from staredge.generation import LanguageModel, load_lm
+    @classmethod
+    def session_for(cls, model: Any, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> DecodeSession:
+        """One decode session over a PyTorch model with the step contract, where its weights
+        are and with torch's current threads (what ``stream(model, ...)`` runs; the format
+        table names this class, so the core decode loop reaches it without an import)."""
+        from staredge.runtimes.pytorch import torch_lm_session
 
-        if self._module is not None:
-            lm = LanguageModel(self._module)
-        else:
-            lm = load_lm(self.path)
-        self.device = select_torch_device(self.requested_device, torch.cuda.is_available())
-        self.model = lm.model.to(self.device).eval()
+        return torch_lm_session(model, prefill_chunk)
+
+    def load_text(self) -> None:
+        from staredge.models.star.lm import LanguageModel, load_lm
+        from staredge.runtimes.pytorch import PyTorchEngine, TorchLMStepper
+
+        lm = LanguageModel(self._module) if self._module is not None else load_lm(self.path)
+        self.engine = PyTorchEngine(lm.model, self.requested_device, self.threads)
+        self.device = self.engine.device
+        self.model = self.engine.module
         self.name_ = lm.name
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
         self._metadata = ArtifactMetadata(
             model=lm.name, family="star_lm", format="pytorch", task=TEXT_GENERATION, input_name="input_ids",
             input_size=[1, 1], input_layout="NT", lm=self._lm_dict())
+        self._proto = TorchLMStepper(self.model, self._metadata, self.engine)
 
     def _lm_dict(self) -> dict[str, Any]:
         m = self.model
@@ -259,59 +239,23 @@ class PyTorchTextBackend(TextBackend):
             state_bytes = None
         return {"name": getattr(m, "staredge_name", None) or type(m).__name__, "genome": getattr(m, "genome", None),
                 "vocab_size": int(getattr(m, "vocab_size", 259)), "max_context": int(m.max_seq_len),
-                "prefill_chunk": 128, "state": [], "state_bytes": state_bytes,
+                "prefill_chunk": min(DEFAULT_PREFILL_CHUNK, int(m.max_seq_len)), "state": [],
+                "state_bytes": state_bytes,
                 "state_note": "grows with the context (KV caches are appended); state_bytes is at max_context"}
 
     @property
     def state_bytes(self) -> int:
         return int(self.lm.get("state_bytes") or 0)
 
-    def open_session(self) -> DecodeSession:
-        session = _TorchSession(self.model, self.prefill_chunk)
-        self._sessions.add(session)
-        return session
-
     def describe_extra(self) -> dict[str, Any]:
         return {"eager": True}
 
 
 def select_torch_device(requested: str, cuda_available: bool) -> str:
-    """"cuda" or "cpu" for a requested StarEdge device; DeviceError when a GPU is asked for
-    and torch has none."""
-    if requested in ("cuda", "gpu"):
-        if not cuda_available:
-            raise DeviceError(f"device={requested!r} but this torch has no CUDA device; use device='cpu'")
-        return "cuda"
-    if requested == "cpu":
-        return "cpu"
-    return "cuda" if cuda_available else "cpu"
+    """Re-exported from :mod:`staredge.runtimes.pytorch` (its one definition)."""
+    from staredge.runtimes.pytorch import select_torch_device as select
 
-
-def _torch_session_class():
-    from staredge.generation import TorchStepSession
-
-    return TorchStepSession
-
-
-class _TorchSession(DecodeSession):
-    """A TorchStepSession with the ``closed`` flag the backend counts."""
-
-    def __init__(self, model: Any, prefill_chunk: int) -> None:
-        self.inner = _torch_session_class()(model, prefill_chunk)
-
-    @property
-    def closed(self) -> bool:
-        return self.inner is None
-
-    def feed(self, ids: Sequence[int]) -> np.ndarray:
-        if self.inner is None:
-            raise ConfigError("this decode session is closed; open a new one")
-        return self.inner.feed(ids)
-
-    def close(self) -> None:
-        inner, self.inner = self.inner, None
-        if inner is not None:
-            inner.close()
+    return select(requested, cuda_available)
 
 
 __all__ = [

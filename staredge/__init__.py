@@ -20,8 +20,8 @@ from staredge.errors import StarEdgeError
 #: Public name → module it lives in, imported on first access.
 _LAZY = {
     "Predictor": "staredge.predictor",
-    "LanguageModel": "staredge.generation",
-    "load_lm": "staredge.generation",
+    "LanguageModel": "staredge.models.star.lm",
+    "load_lm": "staredge.models.star.lm",
     "ProfileResult": "staredge.profiler",
     "profile": "staredge.profiler",
 }
