@@ -312,3 +312,16 @@ def test_cli_report_file_is_never_overwritten_without_force(tmp_path, capsys, fl
                  "--out", str(tmp_path / "out"), flag, str(report)])
     assert code == 2 and "exists" in capsys.readouterr().err
     assert report.read_text() == "precious" and not (tmp_path / "out").exists()
+
+
+def test_coreml_options_reach_the_coreml_exporter_only(tmp_path):
+    """``--coreml-state`` / ``coreml_stateful`` from the schema go to the CoreML LM exporter
+    (as ``state_precision`` / ``stateful``) and to no other format."""
+    pytest.importorskip("coremltools")
+    report = export(_lm(16), ["onnx", "coreml"], tmp_path, coreml_state="fp16x2", validate=False)
+    onnx, coreml = report.artifacts
+    assert onnx.error is None and coreml.error is None, report
+    assert read_metadata(coreml.path).extra["coreml"]["state_dtype"] == "float16x2"
+    assert "coreml" not in read_metadata(onnx.path).extra
+    rows = export_lm(_lm(16), ["coreml"], tmp_path / "explicit", stateful_coreml=False, validate=False)
+    assert read_metadata(rows[0]["path"]).extra["coreml"]["stateful"] is False
