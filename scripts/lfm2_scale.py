@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""Export and stream an LFM2-350M-shaped model (random weights of the real config: 16 layers,
+width 1024, 65,536-token vocabulary, 10 short-conv + 6 GQA blocks) here, stage by stage, with
+wall time and peak resident memory (RSS) per stage.
+
+Each stage runs in its own child process, so its peak RSS is its own (``os.wait4``'s
+``ru_maxrss``), and a stage that runs out of memory does not take the others with it:
+
+1. ``build``   write the Hugging Face folder (random ``Lfm2ForCausalLM`` weights through
+               StarEdge's ``save_pretrained``; a tokenizer.json of the model's size)
+2. ``import``  ``from_pretrained`` (header checks, safetensors read) and one forward step
+3. ``export-<fmt>`` ``staredge.exporters.lm_export.export_lm`` to each format asked for
+               (validation token by token against PyTorch unless ``--no-validate``)
+4. ``decode-<fmt>`` ``Predictor.stream`` of ``--tokens`` greedy tokens at 1 and 2 threads:
+               decode tokens/s (median of the per-token times) and first-token latency
+
+    .venv/bin/python scripts/lfm2_scale.py --workdir /tmp/lfm2_350m --formats onnx,openvino \\
+        --json docs/lfm2-scale.json                                            # the real size
+    .venv/bin/python scripts/lfm2_scale.py --workdir /tmp/lfm2_small --layers 4 --hidden 256 \\
+        --vocab 4096 --intermediate 1024 --formats onnx                        # a quick sanity run
+
+Numbers are only meaningful on a quiet machine; the JSON records the load average before
+every stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lfm2_350m_config(args: argparse.Namespace) -> dict:
+    """The LFM2-350M config.json (or a scaled-down one from the arguments)."""
+    from staredge.models.star.families import LFM2_SHAPES
+
+    cfg = dict(LFM2_SHAPES["lfm2-350m"])
+    cfg.update(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
+               num_hidden_layers=args.layers, num_attention_heads=args.heads,
+               num_key_value_heads=min(8, args.heads), max_position_embeddings=max(args.context, 2048),
+               bos_token_id=1, eos_token_id=7, pad_token_id=0)
+    attn = [i for i in (2, 5, 8, 10, 12, 14) if i < args.layers] or [args.layers - 1]
+    cfg["full_attn_idxs"] = attn
+    return cfg
+
+
+def _tokenizer_json(vocab: int) -> str:
+    """A byte-level BPE tokenizer.json with exactly ``vocab`` tokens (merges of byte pairs)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab_map = {"<|pad|>": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
+    for ch in alphabet:
+        vocab_map[ch] = len(vocab_map)
+    merges = []
+    for a in alphabet:
+        for b in alphabet:
+            if len(vocab_map) >= vocab - 5:
+                break
+            vocab_map[a + b] = len(vocab_map)
+            merges.append((a, b))
+    for special in ("<|im_start|>", "<|im_end|>"):
+        vocab_map.setdefault(special, len(vocab_map))
+    tok = Tokenizer(models.BPE(vocab=vocab_map, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    from tokenizers import AddedToken
+
+    tok.add_special_tokens([AddedToken(t, special=True) for t in
+                            ("<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>")])
+    return tok.to_str()
+
+
+def stage_build(args: argparse.Namespace) -> dict:
+    import torch
+
+    from staredge.models.star.lfm2 import build_lfm2_model, parse_lfm2_config, save_pretrained
+    from staredge.tokenizer import HFTokenizer
+
+    cfg = lfm2_350m_config(args)
+    spec = parse_lfm2_config(cfg)
+    torch.manual_seed(0)
+    model = build_lfm2_model(spec, max_seq_len=args.context)
+    model.hf_config = cfg
+    tok = HFTokenizer(_tokenizer_json(spec.vocab_size), bos_token="<|startoftext|>", eos_token="<|im_end|>",
+                      pad_token="<|pad|>", vocab_size=spec.vocab_size)
+    folder = save_pretrained(model, Path(args.workdir) / "lfm2-350m-random", force=True, tokenizer=tok)
+    params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    return {"folder": str(folder), "parameters": params, "folder_bytes": size}
+
+
+def stage_import(args: argparse.Namespace) -> dict:
+    import torch
+
+    from staredge.models.star import from_pretrained
+
+    t0 = time.perf_counter()
+    model = from_pretrained(Path(args.workdir) / "lfm2-350m-random", max_seq_len=args.context)
+    load_s = time.perf_counter() - t0
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        state = model.init_state(1)
+        model.step(torch.tensor([[1, 100, 200, 300]]), state)
+    return {"load_s": round(load_s, 2), "first_step_s": round(time.perf_counter() - t0, 3), "genome": model.genome}
+
+
+def stage_export(args: argparse.Namespace, fmt: str) -> dict:
+    from staredge.exporters.lm_export import export_lm
+
+    rows = export_lm(str(Path(args.workdir) / "lfm2-350m-random"), [fmt], Path(args.workdir) / "out",
+                     max_context=args.context, validate=not args.no_validate, force=True)
+    row = rows[0]
+    keep = ("format", "path", "size_bytes", "state_bytes", "export_s", "passed", "error")
+    out = {k: row.get(k) for k in keep}
+    if row.get("validation"):
+        out["validation"] = {k: v for k, v in row["validation"].items() if not isinstance(v, (list, dict))}
+    return out
+
+
+def stage_decode(args: argparse.Namespace, fmt: str) -> dict:
+    import statistics
+
+    from staredge.formats import get_format
+    from staredge.predictor import Predictor
+    from staredge.tokenizer import HFTokenizer
+
+    folder = Path(args.workdir) / "lfm2-350m-random"
+    tok = HFTokenizer.from_folder(folder, vocab_size=json.loads((folder / "config.json").read_text())["vocab_size"])
+    suffix = get_format(fmt).suffixes[0]
+    path = next((Path(args.workdir) / "out").glob(f"*_ctx{args.context}{suffix}"))
+    out = {}
+    for threads in (1, 2):
+        pred = Predictor(str(path), threads=threads)
+        s = pred.stream("The quick brown fox", max_new_tokens=args.tokens, temperature=0.0, tokenizer=tok,
+                        ignore_eos=True)
+        s.text()
+        st = s.stats
+        step = statistics.median(st.step_s) if getattr(st, "step_s", None) else None
+        out[f"threads_{threads}"] = {
+            "generated_tokens": st.generated_tokens, "decode_tokens_per_s": round(st.decode_tokens_per_s, 2),
+            "median_step_ms": None if step is None else round(step * 1000, 2),
+            "first_token_s": round(st.first_token_s, 3)}
+    return out
+
+
+def run_child(args: argparse.Namespace, stage: str) -> dict:
+    """Run one stage in a child process; its result, wall time and peak RSS."""
+    cmd = [sys.executable, __file__, "--stage", stage] + sys.argv[1:]  # the child ignores --json
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    wall = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status)
+    result = {"stage": stage, "wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+              "exit_code": rc, "load_before": round(load, 2)}
+    line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), None)
+    if line:
+        result.update(json.loads(line))
+    print(f"[{stage}] {result['wall_s']} s, peak RSS {result['peak_rss_mb']} MB, exit {rc}", file=sys.stderr)
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--formats", default="onnx,openvino")
+    p.add_argument("--context", type=int, default=1024)
+    p.add_argument("--tokens", type=int, default=64, help="greedy tokens per decode measurement")
+    p.add_argument("--no-validate", action="store_true")
+    p.add_argument("--layers", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--intermediate", type=int, default=6656)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=65536)
+    p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, metavar="FILE", help="write the results here")
+    args = p.parse_args()
+    formats = [f for f in args.formats.split(",") if f]
+    if args.stage:
+        if args.stage == "build":
+            res = stage_build(args)
+        elif args.stage == "import":
+            res = stage_import(args)
+        elif args.stage.startswith("export-"):
+            res = stage_export(args, args.stage[7:])
+        elif args.stage.startswith("decode-"):
+            res = stage_decode(args, args.stage[7:])
+        else:
+            raise SystemExit(f"unknown stage {args.stage}")
+        print(json.dumps(res))
+        return 0
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    stages = ["build", "import"] + [f"export-{f}" for f in formats] + [f"decode-{f}" for f in formats]
+    results = {"machine": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv[1:], "stages": []}
+    for stage in stages:
+        results["stages"].append(run_child(args, stage))
+    text = json.dumps(results, indent=2)
+    if args.json:
+        from staredge.fileio import atomic_write_text
+
+        atomic_write_text(args.json, text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
