@@ -1,8 +1,10 @@
 """staredge.exporters: PyTorch model → rewrite passes → artifact (+ metadata) → validation.
 
-``export(model_or_name, formats, out_dir, ...)`` is the one entry point; the rewrite passes
-(:func:`fuse_batchnorm`, :func:`pointwise_conv_to_linear`) are pure functions that can be
-used on their own. One module per format: ``onnx``, ``openvino``, ``tflite``, ``coreml``.
+``export(model_or_name, formats, out_dir, ...)`` is the one entry point, for every task: an
+image classifier or a STAR language model (``lm_export.export_lm`` is its alias for language
+models); the rewrite passes (:func:`fuse_batchnorm`, :func:`pointwise_conv_to_linear`) are
+pure functions that can be used on their own. One module per format and task, named by the
+format table (:mod:`staredge.formats`): ``<format>.py`` and ``<format>_lm.py``.
 """
 
 from staredge.errors import require

@@ -193,13 +193,14 @@ def interrupt_guard() -> Iterator[InterruptGuard]:
     if threading.current_thread() is threading.main_thread():
         try:
             previous = signal.getsignal(signal.SIGINT)
-
-            def on_sigint(signum, frame):
-                guard.hit = True
-                if callable(previous):
+            if callable(previous):  # SIG_IGN / SIG_DFL: the application decided; leave it alone
+                def on_sigint(signum, frame):
+                    guard.hit = True
                     previous(signum, frame)
 
-            signal.signal(signal.SIGINT, on_sigint)
+                signal.signal(signal.SIGINT, on_sigint)
+            else:
+                previous = None
         except (ValueError, OSError):  # not the main interpreter / no signals here
             previous = None
     try:
