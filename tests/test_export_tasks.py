@@ -325,3 +325,17 @@ def test_coreml_options_reach_the_coreml_exporter_only(tmp_path):
     assert "coreml" not in read_metadata(onnx.path).extra
     rows = export_lm(_lm(16), ["coreml"], tmp_path / "explicit", stateful_coreml=False, validate=False)
     assert read_metadata(rows[0]["path"]).extra["coreml"]["stateful"] is False
+
+
+def test_cli_language_model_that_fails_validation_says_why_on_the_terminal(tmp_path, capsys, monkeypatch):
+    """Issue 22: the reason is printed (not only logged), and no final name is left."""
+    from staredge.exporters import lm_validate
+
+    monkeypatch.setattr(lm_validate, "FP32_ATOL", -1.0)  # nothing can pass
+    out = tmp_path / "out"
+    code = main(["export", "transformer_pp", "--dim", "32", "--depth", "2", "--max-context", "10", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "onnx: validation failed: max |Δ|" in captured.err and "not under its final name" in captured.err
+    assert "FAIL" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["transformer_pp_d32_n2_ctx10.failed.onnx"]
