@@ -37,7 +37,9 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -58,6 +60,8 @@ TIMEOUT_S = 60.0
 MIN_BYTES_PER_S = 16 << 10
 #: Most bytes a download may have when the release table gives no ``max_bytes``.
 MAX_DOWNLOAD_BYTES = 4 << 30
+#: The response headers (after any redirects) must arrive within this many timeouts.
+HEADER_DEADLINE_FACTOR = 2
 #: Bytes read per chunk while downloading and hashing.
 CHUNK = 1 << 20
 #: The file (in the weights folder) that records digests learnt on first download.
@@ -185,9 +189,18 @@ def _download(url: str, tmp: Path, label: str, progress: bool, max_bytes: int = 
     timeout = download_timeout()
     request = urllib.request.Request(url, headers={"User-Agent": "staredge"})
     got, total = 0, None
+    opener, sockets = _opener()
+    # Until the response headers are in (redirects included), one deadline for the whole
+    # exchange: a server trickling its headers would otherwise never stall nor finish.
+    watchdog = threading.Timer(HEADER_DEADLINE_FACTOR * timeout, _shut, (sockets,))
+    watchdog.daemon = True
     try:
+        watchdog.start()
         # the timeout covers connecting and every later wait for bytes (a stall)
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
+        with opener.open(request, timeout=timeout) as resp:
+            watchdog.cancel()
+            if sockets.get("shut"):  # the deadline cut the headers short: what arrived is not a response
+                raise _DownloadFailed(_header_deadline_message(url, timeout))
             total = _announced_length(resp)
             if total is not None and total > max_bytes:
                 raise _DownloadFailed(f"the server announces {total:,} bytes, over the limit of {max_bytes:,} "
@@ -223,16 +236,59 @@ def _download(url: str, tmp: Path, label: str, progress: bool, max_bytes: int = 
         raise _DownloadFailed(f"could not download {url}: no bytes for {timeout:g} s (the stall timeout, "
                               f"{ENV_DOWNLOAD_TIMEOUT}); nothing was kept") from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError, OverflowError) as exc:
+        if sockets.get("shut"):
+            raise _DownloadFailed(_header_deadline_message(url, timeout)) from exc
         # connect timeouts, dropped connections, malformed responses (a chunk size of 2**64-1 is an
         # OverflowError inside http.client: found by scripts/fuzz.py's download target)
         reason = getattr(exc, "reason", None) or exc
         raise _DownloadFailed(f"could not download {url}: {reason}") from exc
+    finally:
+        watchdog.cancel()
     if total is not None and got != total:
         raise _DownloadFailed(f"download of {url} stopped after {got:,} of {total:,} bytes; nothing was kept, try again")
     if got == 0:
         raise _DownloadFailed(f"download of {url} gave an empty file; nothing was kept")
     _check_complete(tmp, url)
     return h.hexdigest()
+
+
+def _opener() -> tuple[urllib.request.OpenerDirector, dict]:
+    """A urllib opener whose HTTP(S) connections register their sockets in the returned dict
+    (``"list"``), so that the header deadline can shut them down."""
+    sockets: dict = {"list": []}
+
+    def tracked(base):
+        class Connection(base):
+            def connect(self):
+                super().connect()
+                sockets["list"].append(self.sock)
+
+        return Connection
+
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(tracked(http.client.HTTPConnection), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(tracked(http.client.HTTPSConnection), req, context=self._context)
+
+    return urllib.request.build_opener(HTTP, HTTPS), sockets
+
+
+def _header_deadline_message(url: str, timeout: float) -> str:
+    return (f"could not download {url}: the response headers did not arrive within "
+            f"{HEADER_DEADLINE_FACTOR * timeout:g} s (HEADER_DEADLINE_FACTOR x {ENV_DOWNLOAD_TIMEOUT}); "
+            f"nothing was kept")
+
+
+def _shut(sockets: dict) -> None:
+    sockets["shut"] = True
+    for sock in sockets["list"]:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _check_complete(path: Path, url: str) -> None:

@@ -95,6 +95,15 @@ class _Hostile:
             h.wfile.flush()
             time.sleep(0.02)
 
+    def _slow_headers(self, h):  # a header line that never ends, one byte every 50 ms
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(600):
+            if self.stop_event.is_set():
+                return
+            h.wfile.write(b"a")
+            h.wfile.flush()
+            time.sleep(0.05)
+
     def _silent(self, h):  # headers, then nothing
         h.send_response(200)
         h.send_header("Content-Length", "1000")
@@ -181,6 +190,14 @@ def test_an_endless_slow_body_ends(server, cache, monkeypatch, timeout):
     monkeypatch.setenv("STAREDGE_DOWNLOAD_TIMEOUT", timeout)
     src = _src(server, "trickle")
     with pytest.raises(WeightsError, match="too slow.*MIN_BYTES_PER_S.*STAREDGE_DOWNLOAD_TIMEOUT"):
+        fetch_weights("m", src, progress=False)
+    _nothing_kept(src)
+
+
+def test_endless_slow_headers_end(server, cache, monkeypatch):
+    monkeypatch.setenv("STAREDGE_DOWNLOAD_TIMEOUT", "1")
+    src = _src(server, "slow-headers")
+    with pytest.raises(WeightsError, match="headers did not arrive within 2 s"):
         fetch_weights("m", src, progress=False)
     _nothing_kept(src)
 
