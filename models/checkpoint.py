@@ -373,6 +373,17 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
         if mismatched and all(m.startswith(heads) for m in mismatched):
             hint = " The mismatch is only in the classifier head: pass num_classes=N (--num-classes N on the command line) to replace it, or drop_head=True."
         name = getattr(model, "staredge_name", type(model).__name__)
+        if len(missing) + len(mismatched) > len(own) // 2:  # another architecture: say which, not every key
+            from staredge.models.registry import closest_model
+
+            guess = closest_model(state_dict, exclude=name)
+            like = (f"it looks like a checkpoint of {guess[0]} ({guess[1]:.0%} of its parameters match): pass "
+                    f"--model {guess[0]} (create('{guess[0]}', checkpoint=...))" if guess else
+                    "it matches no registered model")
+            short = [f"{label} ({len(keys)}): {_fmt(keys, 3)}" for label, keys in
+                     (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+                     if keys]
+            raise CheckpointError(f"checkpoint does not fit {name}: {like}. " + "; ".join(short))
         raise CheckpointError(f"checkpoint does not fit {name}: " + "; ".join(parts) + "." + hint)
     check_tensors(model, sd, allow_non_finite=allow_non_finite)
     model.load_state_dict(sd, strict=not drop_head)

@@ -157,6 +157,54 @@ def families() -> list[str]:
     return list(dict.fromkeys(e.family for e in _REGISTRY.values()))
 
 
+def closest_model(state_dict: dict, exclude: str | None = None) -> tuple[str, float] | None:
+    """(registry name, share of its parameters matched by name and shape) of the registered
+    model a checkpoint's ``state_dict`` fits best (each family's checkpoint filter applied),
+    or None when none matches half of its parameters. Models are built on the meta device
+    where their initialisers allow (else on the CPU, without touching the caller's random
+    state): only on an error path. For errors that say "this looks like X"."""
+    import torch
+
+    import json
+    import math
+    from importlib import resources
+
+    shapes = {k: tuple(getattr(v, "shape", ())) for k, v in state_dict.items()}
+    # the three registered models closest in parameter count (package data, no build) are tried
+    n = sum(math.prod(shp) for k, shp in shapes.items() if "running_" not in k and "num_batches" not in k)
+    try:
+        figures = json.loads(resources.files("staredge").joinpath("data", "model_figures.json").read_text())["models"]
+    except (OSError, ValueError, KeyError):
+        figures = {}
+    names = [m for m in _REGISTRY if m != exclude]
+    names.sort(key=lambda m: abs(figures.get(m, {}).get("params", 0) - n))
+    best: tuple[str, float] | None = None
+    for name in names[:3]:
+        entry = _REGISTRY[name]
+        try:
+            try:
+                with torch.device("meta"):
+                    model = entry.builder(**entry.kwargs)
+            except Exception:  # noqa: BLE001 - an initialiser that needs values (.item()): build on the CPU
+                with torch.random.fork_rng(devices=[]):
+                    model = entry.builder(**entry.kwargs)
+            own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            filt = getattr(model, "filter_checkpoint", None)
+            theirs = shapes
+            if callable(filt):
+                theirs = {k: tuple(v.shape) for k, v in filt(dict(state_dict)).items()}
+        except Exception:  # noqa: BLE001 - a family that cannot be built or filtered here: not a candidate
+            continue
+        if not own:
+            continue
+        share = sum(1 for k, shp in own.items() if theirs.get(k) == shp) / len(own)
+        if len(theirs) != len(own):
+            share *= min(len(theirs), len(own)) / max(len(theirs), len(own))
+        if share >= 0.5 and (best is None or share > best[1]):
+            best = (name, share)
+    return best
+
+
 def list_models(family: str | None = None) -> list[str]:
     """Registered model names, in registration order (optionally of one family)."""
     _ensure_loaded()

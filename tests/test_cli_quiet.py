@@ -1,0 +1,73 @@
+"""Issue 22 / 19: the Python API is as quiet as the CLI (with a documented way to see the
+messages), ``staredge --version`` / ``--help`` import no numpy, and files the demo writes are
+never replaced without --force."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_version_and_help_import_no_numpy(flag):
+    code = ("import sys\nfrom staredge.cli import main\ntry:\n    main([%r])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numpy', 'torch', 'onnxruntime') if m in sys.modules]\n"
+            "print('HEAVY', heavy)" % flag)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "HEAVY []" in out, out[-500:]
+
+
+@pytest.fixture(scope="module")
+def tflite_path(tmp_path_factory, worker_id):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from tests._digits_artifacts import artifact_paths, shared_demo_summary
+
+    paths = artifact_paths(shared_demo_summary(tmp_path_factory, worker_id))
+    if "tflite" not in paths:
+        pytest.skip("no TFLite converter on this machine")
+    return paths["tflite"]
+
+
+def _load_in_python(path, env_extra: dict) -> str:
+    code = f"from staredge import Predictor\np = Predictor({str(path)!r})\nprint('loaded', p.backend.name)"
+    env = {k: v for k, v in os.environ.items() if k != "STAREDGE_VERBOSE"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**env, **env_extra})
+    assert proc.returncode == 0 and "loaded litert" in proc.stdout, proc.stderr[-2000:]
+    return proc.stderr
+
+
+def test_predictor_prints_no_third_party_lines_by_default(tflite_path, tmp_path):
+    quiet = _load_in_python(tflite_path, {"STAREDGE_CACHE": str(tmp_path)})
+    assert quiet.strip() == ""  # LiteRT's XNNPACK line went to the log
+    logs = list((tmp_path / "logs").glob("python-predictor.log"))
+    assert logs and "XNNPACK" in logs[0].read_text()
+    shown = _load_in_python(tflite_path, {"STAREDGE_CACHE": str(tmp_path), "STAREDGE_VERBOSE": "1"})
+    assert "XNNPACK" in shown  # the documented way to see them
+
+
+def test_set_verbose_is_the_python_switch():
+    from staredge import quiet
+
+    try:
+        quiet.set_verbose(True)
+        assert quiet.api_verbose()
+    finally:
+        quiet.set_verbose(False)
+    assert not quiet.api_verbose() or os.environ.get("STAREDGE_VERBOSE")
+
+
+def test_demo_refuses_to_replace_its_json_before_any_work(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from staredge.cli import main
+
+    target = tmp_path / "demo.json"
+    target.write_text("keep me")
+    assert main(["demo", "--formats", "onnx", "--limit", "2", "--json", str(target)]) == 2
+    assert "--force" in capsys.readouterr().err and target.read_text() == "keep me"
+    assert main(["demo", "--formats", "onnx", "--limit", "2", "--json", "/proc/x/demo.json"]) == 2
+    assert "/proc/x" in capsys.readouterr().err
