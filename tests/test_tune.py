@@ -101,3 +101,17 @@ def test_tune_python_threads_are_checked_before_work(tmp_path):
 
         tune("starnet_digits", tmp_path, "onnx", "fp32", threads=10**9)
     assert not any(tmp_path.iterdir())
+
+
+def test_tune_an_exported_artifact_reads_its_architecture(tmp_path_factory, worker_id, tmp_path, capsys):
+    """Issue 22: `staredge tune exports/x.onnx` tunes the architecture the artifact's metadata names
+    (the digits model: its shipped weights), instead of asking for a --model flag tune lacked."""
+    from staredge.cli import main
+    from tests._cli_artifacts import digits_onnx
+
+    path = digits_onnx(tmp_path_factory, worker_id)
+    out = tmp_path / "t"
+    assert main(["tune", str(path), "--formats", "onnx", "--precision", "fp32", "--out", str(out),
+                 "--iters", "2", "--warmup", "0", "--repeats", "1", "--threads", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "starnet_digits" and doc["candidates"][0]["passed"]
