@@ -264,14 +264,12 @@ def run(args: argparse.Namespace) -> int:
         if existing:
             raise ArtifactExistsError(f"{', '.join(existing)} already exist(s); nothing was done. Pass --force "
                                       f"to overwrite")
-    from staredge.fileio import check_output_file
+    from staredge.fileio import check_output_file, check_output_folder
 
+    if args.out and not args.out.lower().endswith(".json"):
+        check_output_folder(args.out)
     for kind, path in outputs.items():  # writable places (typed errors naming the path), before any work
         check_output_file(path, force=True, flag=f"--{kind}")
-    if args.out and not args.out.lower().endswith(".json"):
-        from staredge.fileio import check_output_folder
-
-        check_output_folder(args.out)
     json_path = outputs.get("json")
 
     if args.merge:
