@@ -14,7 +14,10 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	@# setuptools' "Editable installation ... Please be careful" notice (shown by pip >= 25 even
+	@# with --quiet) is silenced by its message only; editable_mode=compat would break the
+	@# models/ -> staredge.models package mapping
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 install: $(STAMP)
