@@ -275,7 +275,7 @@ class _ImageJob:
         self.name, self.family = model_identity(self.model)
         check_finite_weights(self.model, self.name)
         self.precision = precision
-        self.dynamic_batch = dynamic_batch
+        self.dynamic_batch = dynamic_batch if dynamic_batch is not None else False
         self.calib = None
         if precision == "int8":
             from staredge.exporters.quantize import resolve_calibration
@@ -445,7 +445,7 @@ def export(
     force: bool = False,
     checkpoint: str | None = None,
     validate: bool = True,
-    dynamic_batch: bool | str = False,
+    dynamic_batch: bool | str | None = False,
     *,
     model_name: str | None = None,
     progress: ProgressCallback | None = None,
