@@ -155,14 +155,16 @@ def test_a_truncated_openvino_bin_is_an_integrity_error(artifacts, tmp_path):
         load_backend(path, device="cpu")
 
 
-def test_a_language_model_export_is_sealed_and_checked(tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_a_language_model_export_is_sealed_and_checked(tmp_path, fmt):
     from _lm_cases import baseline
     from staredge.exporters.lm_export import export_lm
 
-    rows = export_lm(baseline("transformer_pp"), ["onnx"], tmp_path, max_context=32, validate=False)
+    rows = export_lm(baseline("transformer_pp"), [fmt], tmp_path, max_context=32, validate=False)
     path = Path(rows[0]["path"])
-    assert read_metadata(path).extra[EXTRA_KEY]["sha256"] == payload_digest(path, "onnx")
+    assert read_metadata(path).extra[EXTRA_KEY]["sha256"] == payload_digest(path, fmt)
     load_backend(path, device="cpu").close()
-    _flip(*_weight_position("onnx", path))
-    with pytest.raises(ArtifactIntegrityError, match=path.name):
+    file, pos = _weight_position(fmt, path)
+    _flip(file, pos)
+    with pytest.raises(ArtifactIntegrityError, match=file.name):
         load_backend(path, device="cpu")
