@@ -243,8 +243,26 @@ class Predictor:
         over the artifact's context raises :class:`~staredge.generation.ContextLengthError`."""
         from staredge.generation import stream
 
+        kwargs.setdefault("tokenizer", self.tokenizer)  # the artifact's own (byte-level if it records none)
         return stream(self._text_backend(), prompt, max_new_tokens, temperature, top_k, top_p,
                       repetition_penalty, seed, stop, **kwargs)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The text-generation artifact's tokenizer (:func:`staredge.tokenizer.load_artifact_tokenizer`:
+        the one its metadata carries, checked by hash; the byte tokenizer if it records none)."""
+        if getattr(self, "_tokenizer", None) is None:
+            from staredge.tokenizer import load_artifact_tokenizer
+
+            self._tokenizer = load_artifact_tokenizer(self.backend.path, self.metadata.lm)
+        return self._tokenizer
+
+    def chat(self, messages: Any, max_new_tokens: int = 256, **kwargs: Any) -> Any:
+        """Stream the reply to ``messages`` rendered with the artifact's chat template
+        (:func:`staredge.chat.chat_stream`; sampling arguments as :meth:`stream`)."""
+        from staredge.chat import chat_stream
+
+        return chat_stream(self, messages, max_new_tokens, **kwargs)
 
     def generate(self, prompt: Any = "", max_new_tokens: int = 128, temperature: float = 0.8,
                  top_k: int | None = None, top_p: float = 0.95, repetition_penalty: float = 1.0,
