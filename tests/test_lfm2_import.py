@@ -242,3 +242,35 @@ def test_unsupported_rope_type(good_folder, tmp_path):
     _edit_config(f, rope_parameters={"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0})
     with pytest.raises(UnsupportedArchitectureError, match="yarn"):
         from_pretrained(f)
+
+
+def test_hub_id_goes_through_huggingface_hub_without_pickles(tmp_path, good_folder, monkeypatch):
+    """No network here: huggingface_hub.snapshot_download is replaced by a copy of a local
+    folder, to check what from_pretrained asks the hub for and that it loads the result."""
+    import shutil
+
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, endpoint=None):
+        calls.append((repo_id, revision, tuple(allow_patterns)))
+        dst = tmp_path / "cache" / repo_id.replace("/", "--")
+        if not dst.exists():
+            shutil.copytree(good_folder, dst)
+        return str(dst)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.chdir(tmp_path)  # 'LiquidAI/LFM2-tiny' is not a local folder here
+    model = from_pretrained("LiquidAI/LFM2-tiny", revision="main")
+    assert model.tokenizer is not None
+    (repo, revision, patterns), = calls
+    assert (repo, revision) == ("LiquidAI/LFM2-tiny", "main")
+    assert "*.safetensors" in patterns and not any(p.endswith((".bin", ".pt", ".pth", ".ckpt")) for p in patterns)
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(HFCheckpointError, match="without network access, pass a local folder"):
+        from_pretrained("LiquidAI/LFM2-other")
