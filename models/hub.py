@@ -230,8 +230,9 @@ def _download(url: str, tmp: Path, label: str, progress: bool, max_bytes: int = 
     except urllib.error.HTTPError as exc:
         raise _DownloadFailed(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
     except http.client.IncompleteRead as exc:  # the connection ended before Content-Length bytes
-        raise _DownloadFailed(f"download of {url} stopped after {got + len(exc.partial):,} of {total} bytes; "
-                              f"nothing was kept, try again") from exc
+        announced = f" of {total:,}" if total is not None else ""
+        raise _DownloadFailed(f"download of {url} stopped after {got + len(exc.partial):,}{announced} bytes (the "
+                              f"response was cut or malformed); nothing was kept, try again") from exc
     except TimeoutError as exc:
         raise _DownloadFailed(f"could not download {url}: no bytes for {timeout:g} s (the stall timeout, "
                               f"{ENV_DOWNLOAD_TIMEOUT}); nothing was kept") from exc

@@ -361,6 +361,7 @@ def _worker(target, seed, start, counter, results, memory_gb, stop_at):
     from staredge.errors import StarEdgeError
 
     setup, make_case, run = TARGETS[target]
+    counter.value = -2  # setting up (an LM target exports its seed artifact): not a hang
     st = setup()
     i = start
     while time.time() < stop_at:
@@ -426,7 +427,7 @@ def fuzz_target(target: str, minutes: float, seed: int, out: Path, hang_s: float
             counts["untyped"] += 1
             key = f"worker died (exit {proc.exitcode})"
             counts["untyped_kinds"][key] = counts["untyped_kinds"].get(key, 0) + 1
-        start = max(counter.value, last_i) + 1
+        start = max(counter.value, last_i, start - 1) + 1  # -2 (setting up) never moves it back
     counts["cases"] = counts["ok"] + counts["typed"] + counts["untyped"] + counts["hangs"]
     counts["minutes"] = minutes
     return counts
