@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 #: (id, CLI arguments after ``export``); each runs in its own process.
 JOBS = {
-    "image": ["starnet_digits", "--formats", "onnx", "--dynamic-batch"],
+    "image": ["starnet_digits", "--formats", "onnx"],
     "lm": ["transformer_pp", "--dim", "32", "--depth", "2", "--max-context", "32", "--formats", "onnx"],
 }
 #: (job, signal, seed): 3 SIGKILL + 3 SIGINT of the image export, one of each for the LM.
