@@ -67,10 +67,18 @@ class CoreMLReferenceLM(LMStepper):
             return {}, {}
         if self.stateful:  # the program's states stand for the metadata's state inputs
             shapes = self.engine.state_shapes
-            for s in self.state_spec:
-                found = shapes.get(s.get("coreml_state", ""))
-                if found is not None:
-                    ins[s["input"]] = TensorInfo(s["input"], found[0], np.dtype(found[1]).name)
+            for i, s in enumerate(self.state_spec):
+                for key in ("coreml_state", "coreml_state_lo"):
+                    if key == "coreml_state_lo" and key not in s:
+                        continue
+                    found = shapes.get(str(s.get(key, "")))
+                    if found is None:
+                        from staredge.errors import MetadataError
+
+                        raise MetadataError(f"{self.path}: metadata lm.state[{i}].{key} is {s.get(key)!r} but the "
+                                            f"program has no such state (it has: {', '.join(sorted(shapes))[:200]})")
+                    if key == "coreml_state":
+                        ins[s["input"]] = TensorInfo(s["input"], found[0], np.dtype(found[1]).name)
         return ins, {t.name: t for t in self.engine.outputs()}
 
     def graph_prefill_tokens(self) -> int | None:

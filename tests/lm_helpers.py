@@ -70,6 +70,33 @@ def shipped_artifact(tmp_path_factory, fmt: str, **options) -> Path:
     return path
 
 
+#: The small hybrid LM of the engine, stream and metadata tests (attention, so it has a kv
+#: state sized by the context; convolutions and a recurrence): context and prefill chunk.
+SMALL_CONTEXT = 32
+SMALL_CHUNK = 4
+
+
+@functools.lru_cache(maxsize=1)
+def small_lm():
+    """The seeded small hybrid LM of :func:`small_artifact`."""
+    return small_model(MIXED[0][1], seed=3, max_seq_len=64)
+
+
+def small_artifact(tmp_path_factory, fmt: str) -> Path:
+    """:func:`small_lm` exported to ``fmt`` (context :data:`SMALL_CONTEXT`, chunk
+    :data:`SMALL_CHUNK`), converted once per test run and shared like :func:`shipped_artifact`."""
+    import warnings
+
+    root = _shared_root(tmp_path_factory)
+    path = root / f"small_lm_{fmt}{lm_formats()[fmt]}"
+    with FileLock(str(root / f"{path.name}.lock")):
+        if not path.exists():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export(fmt, small_lm(), path, max_context=SMALL_CONTEXT, prefill_chunk=SMALL_CHUNK)
+    return path
+
+
 def shipped_fixture(fmt: str, **options):
     """A module-scoped fixture returning ``(model, path)`` of :func:`shipped_artifact`."""
 
