@@ -168,3 +168,23 @@ def test_a_language_model_export_is_sealed_and_checked(tmp_path, fmt):
     _flip(file, pos)
     with pytest.raises(ArtifactIntegrityError, match=file.name):
         load_backend(path, device="cpu")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_fuzz_the_payload_walkers(artifacts, tmp_path, fmt):
+    """Mutated files (bit flips, cut lengths, offsets set to 0xFFFFFFFF...) give a digest or a
+    StarEdgeError from the walkers, never a raw struct/mmap/protobuf error."""
+    import random
+
+    import _fuzz_seeds as S
+    from staredge.errors import StarEdgeError
+
+    seed = Path(artifacts[fmt]).read_bytes()
+    path = tmp_path / f"case.{fmt}"
+    for i in range(150):
+        path.write_bytes(S.mutate(seed, random.Random(f"integrity:{fmt}:{i}")))
+        try:
+            payload_digest(path, fmt)
+            verify(path, fmt)
+        except StarEdgeError:
+            pass
