@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from staredge.decoding import DEFAULT_PREFILL_CHUNK, DecodeSession  # noqa: F401 - DecodeSession re-exported
+from staredge.decoding import EAGER_PREFILL_CHUNK, DecodeSession  # noqa: F401 - DecodeSession re-exported
 from staredge.errors import ConfigError
 from staredge.formats import TEXT_GENERATION
 from staredge.metadata import ArtifactMetadata
@@ -206,7 +206,7 @@ class PyTorchTextBackend(TextBackend):
         self.load_text()
 
     @classmethod
-    def session_for(cls, model: Any, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> DecodeSession:
+    def session_for(cls, model: Any, prefill_chunk: int = EAGER_PREFILL_CHUNK) -> DecodeSession:
         """One decode session over a PyTorch model with the step contract, where its weights
         are and with torch's current threads (what ``stream(model, ...)`` runs; the format
         table names this class, so the core decode loop reaches it without an import)."""
@@ -239,7 +239,7 @@ class PyTorchTextBackend(TextBackend):
             state_bytes = None
         return {"name": getattr(m, "staredge_name", None) or type(m).__name__, "genome": getattr(m, "genome", None),
                 "vocab_size": int(getattr(m, "vocab_size", 259)), "max_context": int(m.max_seq_len),
-                "prefill_chunk": min(DEFAULT_PREFILL_CHUNK, int(m.max_seq_len)), "state": [],
+                "prefill_chunk": min(EAGER_PREFILL_CHUNK, int(m.max_seq_len)), "state": [],
                 "state_bytes": state_bytes,
                 "state_note": "grows with the context (KV caches are appended); state_bytes is at max_context"}
 

@@ -26,10 +26,15 @@ from staredge.tokenizer import (BYTE_BOS_ID as BOS_ID, BYTE_EOS_ID as EOS_ID, BY
 #: Values of ``truncate`` that :func:`stream` understands.
 TRUNCATE_MODES = (None, "left")
 
-#: Prompt tokens per prefill call when nothing else says: a PyTorch model's eager stream
-#: (``stream(..., prefill_chunk=)`` overrides it). An exported artifact always prefills in
-#: the chunk its graph was exported for (its metadata's ``lm.prefill_chunk``).
-DEFAULT_PREFILL_CHUNK = 128
+#: Tokens per prefill call of an exported LM when the export is not told otherwise: the one
+#: named default (``exporters/lm_graph.py`` should import it; an artifact then records its
+#: chunk in its metadata, ``lm.prefill_chunk``, which is the only source at run time: the
+#: TFLite ``prefill`` signature and the CoreML ``prefill`` function are built for it).
+DEFAULT_PREFILL_CHUNK = 16
+#: Tokens per prefill call of a PyTorch model's eager stream (``stream(..., prefill_chunk=)``
+#: overrides it): eager mode has no graph fixed to a chunk, so a larger chunk only bounds the
+#: memory of attention and long-convolution prefill (the step form is exact for any chunk).
+EAGER_PREFILL_CHUNK = 128
 
 
 class DecodeSession:
@@ -156,7 +161,7 @@ def _show(v: Any, limit: int = 60) -> str:
 
 
 def validate_stream_args(prompt: Any, max_new_tokens: Any, seed: Any, stop: Any, add_bos: Any = True,
-                         prefill_chunk: Any = DEFAULT_PREFILL_CHUNK) -> None:
+                         prefill_chunk: Any = EAGER_PREFILL_CHUNK) -> None:
     """Raise :class:`~staredge.errors.ConfigError` (or :class:`~staredge.errors.LimitError`) for
     arguments :func:`stream` cannot use, with what to pass instead: a prompt that is not text,
     bytes or token ids (None, a list of strings, a lone surrogate, ids that are not integers),
@@ -371,7 +376,7 @@ def _model_context(model: Any) -> int:
     return n
 
 
-def open_session(model: Any, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> DecodeSession:
+def open_session(model: Any, prefill_chunk: int = EAGER_PREFILL_CHUNK) -> DecodeSession:
     """A fresh :class:`DecodeSession` for ``model``: a text backend's own ``open_session()``,
     or, for a PyTorch model with the step contract (``init_state``/``step``), a session of the
     PyTorch runtime (its text backend's :meth:`session_for`, found through the format table
@@ -424,7 +429,7 @@ def stream(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_tokens:
            temperature: float = 0.8, top_k: int | None = None, top_p: float = 0.95,
            repetition_penalty: float = 1.0, seed: int | None = None,
            stop: str | int | Iterable[str | int] | None = None, *, truncate: str | None = None,
-           add_bos: bool = True, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+           add_bos: bool = True, prefill_chunk: int = EAGER_PREFILL_CHUNK,
            tokenizer: ByteTokenizer | None = None, ignore_eos: bool = False) -> TextStream:
     """Generate text from ``model`` after ``prompt``, yielding pieces as they become printable.
 
@@ -532,7 +537,7 @@ def generate(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_token
                   **kwargs).text()
 
 
-__all__ = ["BOS_ID", "ContextLengthError", "DEFAULT_PREFILL_CHUNK", "DecodeSession", "EOS_ID", "MAX_NEW_TOKENS",
+__all__ = ["BOS_ID", "ContextLengthError", "DEFAULT_PREFILL_CHUNK", "DecodeSession", "EAGER_PREFILL_CHUNK", "EOS_ID", "MAX_NEW_TOKENS",
            "MAX_PROMPT_BYTES", "MAX_SEED", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "StreamStats", "TRUNCATE_MODES",
            "TextStream", "VOCAB_SIZE", "decode_tokens", "generate", "greedy_pick", "open_session", "stream",
            "validate_stream_args"]

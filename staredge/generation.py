@@ -40,6 +40,7 @@ from typing import Any
 from staredge.decoding import (  # noqa: F401 - re-exported
     BOS_ID,
     DEFAULT_PREFILL_CHUNK,
+    EAGER_PREFILL_CHUNK,
     EOS_ID,
     MAX_NEW_TOKENS,
     MAX_PROMPT_BYTES,
@@ -102,7 +103,7 @@ def _model_device(model: Any) -> Any:
     return torch.device("cpu")
 
 
-def TorchStepSession(model: Any, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> DecodeSession:
+def TorchStepSession(model: Any, prefill_chunk: int = EAGER_PREFILL_CHUNK) -> DecodeSession:
     """A decode session over a PyTorch model with ``init_state``/``step``, where its weights
     are: the PyTorch engine's stepper (:class:`staredge.runtimes.pytorch.TorchLMStepper`),
     prompts fed in chunks of ``prefill_chunk`` tokens by the one prefill chunker."""
@@ -112,7 +113,7 @@ def TorchStepSession(model: Any, prefill_chunk: int = DEFAULT_PREFILL_CHUNK) -> 
 
 
 __all__ = [
-    "BOS_ID", "ByteTokenizer", "ContextLengthError", "DEFAULT_PREFILL_CHUNK", "DecodeSession", "EOS_ID",
+    "BOS_ID", "ByteTokenizer", "ContextLengthError", "DEFAULT_PREFILL_CHUNK", "DecodeSession", "EAGER_PREFILL_CHUNK", "EOS_ID",
     "IncrementalUTF8Decoder", "LanguageModel", "MAX_NEW_TOKENS", "MAX_PROMPT_BYTES", "PAD_ID", "SPECIAL_IDS",
     "SamplingConfig", "StreamStats", "TextStream", "TorchStepSession", "VOCAB_SIZE", "apply_repetition_penalty",
     "decode_tokens", "filter_top_k", "filter_top_p", "generate", "load_lm", "make_generator",

@@ -43,6 +43,8 @@ KNOWN = {
     ("staredge.exporters.lm_export", "staredge.exporters.api"),
     # H1/H6 (exporters/validate.py <-> exporters/quantize.py)
     ("staredge.exporters.validate", "staredge.exporters.quantize"),
+    # issue 22 (models/checkpoint.py:377 asks models.registry.closest_model; registry imports checkpoint)
+    ("staredge.models.checkpoint", "staredge.models.registry"),
 }
 
 
