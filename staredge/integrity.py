@@ -67,17 +67,16 @@ def _onnx_regions(path: Path) -> list[Region]:
 
     regions: list[Region] = []
     externals: list[str] = []
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        buf = memoryview(mm)
-        try:
-            for number, wire, start, vstart, end in _fields(buf, _varint):
-                if number == 14:  # metadata_props: the metadata lives here
-                    continue
-                regions.append((f"onnx:{number}", path, start, end - start))
-                if number == 7 and wire == 2:  # graph → initializer (5) → external_data (13)
-                    externals += _onnx_external_locations(buf[vstart:end], _varint)
-        finally:
-            buf.release()
+    # read into memory, not mmap: views into a mapping kept alive by an exception's traceback
+    # would make closing it fail (BufferError); a protobuf file is under 2 GB, and external
+    # data is hashed from its own files
+    buf = memoryview(path.read_bytes())
+    for number, wire, start, vstart, end in _fields(buf, _varint):
+        if number == 14:  # metadata_props: the metadata lives here
+            continue
+        regions.append((f"onnx:{number}", path, start, end - start))
+        if number == 7 and wire == 2:  # graph → initializer (5) → external_data (13)
+            externals += _onnx_external_locations(buf[vstart:end], _varint)
     folder = path.parent.resolve()
     for location in sorted(set(externals)):
         ext = (folder / location).resolve()
