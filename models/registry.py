@@ -299,6 +299,7 @@ def create(
         size = int(kwargs["img_size"])
         cfg = dataclasses.replace(cfg, input_size=(cfg.input_size[0], size, size))
     model.staredge_name = entry.name
+    model.staredge_family = entry.family  # read by staredge.metadata (the core does not import the registry)
     model.pretrained_cfg = cfg
     model.pretrained = False
     model.init_seed = seed

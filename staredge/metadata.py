@@ -642,8 +642,9 @@ def weights_fingerprint(model: Any) -> str:
 
 
 def _registry_family(name: str) -> str:
-    """The registry family of ``name``, or "custom". The core imports nothing above it: the
-    registry is asked only when it is loaded already (a registry model was built by it)."""
+    """The registry family of ``name``, or "custom". The core imports nothing above it: registry
+    models carry ``staredge_family`` (read first by the caller); this asks the registry only
+    when it is loaded already (a registry model was built by it)."""
     import sys
 
     registry = sys.modules.get("staredge.models.registry")
