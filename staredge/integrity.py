@@ -62,7 +62,7 @@ def skipped_by_environment() -> bool:
 # --------------------------------------------------------------------------- regions per format
 
 
-def _onnx_regions(path: Path) -> list[Region]:
+def _onnx_regions(path: Path, buffers: dict) -> list[Region]:
     from staredge.metadata import _varint
 
     regions: list[Region] = []
@@ -71,6 +71,7 @@ def _onnx_regions(path: Path) -> list[Region]:
     # would make closing it fail (BufferError); a protobuf file is under 2 GB, and external
     # data is hashed from its own files
     buf = memoryview(path.read_bytes())
+    buffers[path] = buf  # hashed from memory: the file is not read a second time
     for number, wire, start, vstart, end in _fields(buf, _varint):
         if number == 14:  # metadata_props: the metadata lives here
             continue
@@ -176,7 +177,7 @@ class _FlatBuffer:
         return struct.unpack_from("<Q", self.buf, pos)[0]
 
 
-def _tflite_regions(path: Path) -> list[Region]:
+def _tflite_regions(path: Path, buffers: dict) -> list[Region]:
     # TFLite schema: Model.subgraphs = 2, Model.buffers = 4; SubGraph.tensors = 0;
     # Tensor.buffer = 2; Buffer.data = 0, Buffer.offset = 1, Buffer.size = 2.
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -213,7 +214,7 @@ def _tflite_regions(path: Path) -> list[Region]:
         return regions
 
 
-def _openvino_regions(path: Path) -> list[Region]:
+def _openvino_regions(path: Path, buffers: dict) -> list[Region]:
     xml = path
     if path.is_dir():
         xmls = [x for x in sorted(path.glob("*.xml")) if x.with_suffix(".bin").is_file()]
@@ -229,7 +230,7 @@ def _openvino_regions(path: Path) -> list[Region]:
     return [("openvino:bin", weights, 0, size)]
 
 
-def _coreml_regions(path: Path) -> list[Region]:
+def _coreml_regions(path: Path, buffers: dict) -> list[Region]:
     folder = path / "Data" / "com.apple.CoreML" / "weights"
     if not folder.is_dir():
         return []
@@ -241,7 +242,7 @@ _REGIONS = {"onnx": _onnx_regions, "tflite": _tflite_regions, "openvino": _openv
             "coreml": _coreml_regions}
 
 
-def payload_regions(path: str | os.PathLike, fmt: str) -> list[Region]:
+def payload_regions(path: str | os.PathLike, fmt: str, _buffers: dict | None = None) -> list[Region]:
     """The (role, file, offset, length) byte ranges the digest of ``fmt``'s artifact at
     ``path`` covers, in order (see the module docstring). Raises
     :class:`~staredge.errors.ArtifactIntegrityError` for a file whose structure cannot be
@@ -251,7 +252,7 @@ def payload_regions(path: str | os.PathLike, fmt: str) -> list[Region]:
     if fmt not in _REGIONS:
         raise ConfigError(f"{fmt} artifacts have no weight digest (formats with one: {', '.join(FORMATS)})")
     try:
-        return _REGIONS[fmt](Path(path))
+        return _REGIONS[fmt](Path(path), {} if _buffers is None else _buffers)
     except (ValueError, OSError, IndexError, struct.error) as exc:
         raise ArtifactIntegrityError(f"{path}: its weights cannot be read to check their digest ({exc}); the file "
                                      f"is damaged or truncated, re-export it") from exc
@@ -260,8 +261,12 @@ def payload_regions(path: str | os.PathLike, fmt: str) -> list[Region]:
 def payload_digest(path: str | os.PathLike, fmt: str) -> str:
     """Hex SHA-256 of the weight payload of the artifact at ``path`` (:func:`payload_regions`)."""
     h = hashlib.sha256(SCHEME.encode())
-    for role, file, offset, length in payload_regions(path, fmt):
+    buffers: dict = {}  # files a walker already read whole (ONNX): hashed from memory
+    for role, file, offset, length in payload_regions(path, fmt, buffers):
         h.update(f"\0{role}\0{length}\0".encode())
+        if file in buffers:
+            h.update(buffers[file][offset : offset + length])  # the walker checked the bounds
+            continue
         try:
             with open(file, "rb") as fh:
                 fh.seek(offset)
