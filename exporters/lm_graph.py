@@ -57,6 +57,15 @@ Tensor = torch.Tensor
 DEFAULT_PREFILL_CHUNK = 16
 #: ``kind`` values of the state spec.
 STATE_KINDS = ("kv", "conv", "ssm", "longconv")
+#: How new rows reach a fixed buffer (K/V, long-conv history): ``blend`` (one-hot matmul +
+#: select over the whole buffer, no scatter op: the portable form), ``scatter`` (ONNX
+#: ``ScatterElements`` of the T new rows only), ``dynamic_update_slice`` (LiteRT's
+#: ``DYNAMIC_UPDATE_SLICE`` of the T new rows).
+CACHE_WRITES = ("blend", "scatter", "dynamic_update_slice")
+#: What attention (and the long convolution) reads: ``buffer`` (the whole fixed buffer with
+#: the rows past ``position + t`` masked out: static shapes) or ``prefix`` (only rows
+#: ``0 .. position + T - 1``, a dynamic length: formats with dynamic shapes).
+ATTENDS = ("buffer", "prefix")
 
 
 @dataclass(frozen=True)
@@ -160,12 +169,26 @@ def _positions(position: Tensor, t: int, like: Tensor) -> Tensor:
     return position.reshape(1) + torch.arange(t, device=like.device, dtype=torch.int64)
 
 
-def write_rows(buf: Tensor, new: Tensor, pos: Tensor, dim: int) -> Tensor:
-    """``buf`` with ``new`` written at rows ``pos[0]..pos[-1]`` along ``dim`` (no scatter).
+def write_rows(buf: Tensor, new: Tensor, pos: Tensor, dim: int, mode: str = "blend") -> Tensor:
+    """``buf`` with ``new`` written at rows ``pos[0]..pos[-1]`` along ``dim``.
 
-    ``onehot[m, t] = (m == pos[t])``; the written rows are ``onehot @ new`` (exact: one
-    1.0 and zeros), the others keep ``buf``.
+    ``mode`` (:data:`CACHE_WRITES`): ``blend`` builds ``onehot[m, t] = (m == pos[t])`` and
+    selects ``onehot @ new`` (exact: one 1.0 and zeros) where a row is hit, which costs
+    O(buffer) per call but needs no scatter op; ``scatter`` and ``dynamic_update_slice`` write
+    only the T new rows (O(T)), as ONNX ``ScatterElements`` / LiteRT ``DYNAMIC_UPDATE_SLICE``
+    when exported. All three give identical values.
     """
+    if mode == "scatter":
+        return _ScatterRows.apply(buf, new, pos, dim)
+    if mode == "dynamic_update_slice":
+        from litert_torch.generative.custom_ops.dynamic_update_slice import dynamic_update_slice
+
+        zero = torch.zeros([], dtype=torch.int32)
+        start = [zero] * buf.ndim
+        start[dim] = pos[0].to(torch.int32).reshape([])
+        return dynamic_update_slice(buf, new, start)
+    if mode != "blend":
+        raise ConfigError(f"cache_write must be one of {', '.join(CACHE_WRITES)}, got {mode!r}")
     m = buf.shape[dim]
     rows = torch.arange(m, device=buf.device, dtype=torch.int64)
     onehot = (rows[:, None] == pos[None, :]).to(buf.dtype)  # [M, T]
@@ -182,6 +205,25 @@ def write_rows(buf: Tensor, new: Tensor, pos: Tensor, dim: int) -> Tensor:
     shape = [1] * buf.ndim
     shape[dim] = m
     return torch.where(hit.view(shape), placed, buf)
+
+
+class _ScatterRows(torch.autograd.Function):
+    """Eager: ``buf.index_copy(dim, pos, new)``. ONNX (TorchScript exporter): one
+    ``ScatterElements(buf, expand(pos), new, axis=dim)``, which touches the T new rows only
+    (ONNX Runtime copies ``buf`` first unless the output is bound to the input's buffer)."""
+
+    @staticmethod
+    def forward(ctx, buf, new, pos, dim):  # noqa: D102
+        return buf.index_copy(dim, pos, new)
+
+    @staticmethod
+    def symbolic(g, buf, new, pos, dim):  # noqa: D102
+        rank = len(buf.type().sizes())
+        shape = [1] * rank
+        shape[dim] = -1
+        idx = g.op("Reshape", pos, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+        idx = g.op("Expand", idx, g.op("Shape", new))
+        return g.op("ScatterElements", buf, idx, new, axis_i=dim)
 
 
 def _rope_at(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -205,10 +247,17 @@ class LMDecodeGraph(nn.Module):
     the state tensors in order; :meth:`zero_state` gives the initial state.
     """
 
-    def __init__(self, model: STARLanguageModel, max_context: int | None = None) -> None:
+    def __init__(self, model: STARLanguageModel, max_context: int | None = None, *,
+                 cache_write: str = "blend", attend: str = "buffer") -> None:
         super().__init__()
         if not isinstance(model, STARLanguageModel):
             raise ConfigError(f"LMDecodeGraph wraps a STARLanguageModel, got {type(model).__name__}")
+        if cache_write not in CACHE_WRITES:
+            raise ConfigError(f"cache_write must be one of {', '.join(CACHE_WRITES)}, got {cache_write!r}")
+        if attend not in ATTENDS:
+            raise ConfigError(f"attend must be one of {', '.join(ATTENDS)}, got {attend!r}")
+        self.cache_write = cache_write
+        self.attend = attend
         self.model = model.eval()
         self.max_context = resolve_max_context(model, max_context)
         self.spec = state_spec(model, self.max_context)
@@ -231,6 +280,18 @@ class LMDecodeGraph(nn.Module):
                     self.register_buffer(f"rope_cos_{name}", cos, persistent=False)
                     self.register_buffer(f"rope_sin_{name}", sin, persistent=False)
                     self._rope[key] = name
+
+    def with_modes(self, cache_write: str | None = None, attend: str | None = None) -> "LMDecodeGraph":
+        """This graph with another :data:`CACHE_WRITES` / :data:`ATTENDS` mode (``self`` when
+        unchanged); the model and ``max_context`` are shared, the state contract is the same."""
+        cw, at = cache_write or self.cache_write, attend or self.attend
+        if (cw, at) == (self.cache_write, self.attend):
+            return self
+        return LMDecodeGraph(self.model, self.max_context, cache_write=cw, attend=at)
+
+    def _prefix(self, pos: Tensor) -> Tensor:
+        """Row indices ``0 .. pos[-1]`` (a dynamic length once exported)."""
+        return torch.arange(pos[-1] + 1, device=pos.device, dtype=torch.int64)
 
     def _leaf_livs(self):
         for liv in self.model.backbone.livs:
@@ -336,16 +397,20 @@ class LMDecodeGraph(nn.Module):
             v = feature(g).reshape(b, -1, s.kv_heads, s.head_dim)
             if g == "k":
                 v = rope(liv.head_norm("k", v))  # q/k RMSNorm (identity unless LIVConfig.qk_norm)
-            kv[g] = write_rows(st[name], v.transpose(1, 2), pos, dim=2)
+            kv[g] = write_rows(st[name], v.transpose(1, 2), pos, dim=2, mode=self.cache_write)
             new[name] = kv[g]
         k, v = kv["k"], kv["v"]
+        if self.attend == "prefix":
+            cols = self._prefix(pos)  # rows 0 .. position + T - 1 only: O(context) reads, not O(buffer)
+            k, v = k.index_select(2, cols), v.index_select(2, cols)
+        else:
+            cols = torch.arange(k.shape[2], device=x.device, dtype=torch.int64)
         rep = s.heads // s.kv_heads
         # Grouped-query heads: the `rep` query heads of one K/V head are stacked along the
         # token axis ([B, kv, rep*T, D]) so K/V are never repeated (head h reads K/V head
         # h // rep, as repeat_interleave does in the model). No broadcast/expand of K/V: the
         # TFLite lowering of expand+reshape produced wrong values here.
         q = q.reshape(b, s.kv_heads, rep * t, s.head_dim)
-        cols = torch.arange(k.shape[2], device=x.device, dtype=torch.int64)
         allowed = cols[None, :] <= pos[:, None]  # [T, M]
 
         def probs(qq, kk):
@@ -409,17 +474,22 @@ class LMDecodeGraph(nn.Module):
         if "x" in sg:
             hist = shared["u"]  # the producer's history buffer (holds this chunk already)
         else:
-            hist = write_rows(st["longconv"], p["B"](x) * p["x"](x), pos, dim=1)
+            hist = write_rows(st["longconv"], p["B"](x) * p["x"](x), pos, dim=1, mode=self.cache_write)
             new["longconv"] = hist
         mctx = hist.shape[1]
         h = liv.long_filter(mctx)  # [M, d], depends on weights only (constant-folded)
-        src = torch.arange(mctx, device=x.device, dtype=torch.int64)
+        if self.attend == "prefix":
+            src = self._prefix(pos)
+            read = hist.index_select(1, src)
+        else:
+            src = torch.arange(mctx, device=x.device, dtype=torch.int64)
+            read = hist
         lag = pos[:, None] - src[None, :]  # [T, M]
         causal = lag >= 0
         idx = torch.where(causal, lag, torch.zeros_like(lag))  # not clamp: CoreML lowers clip to fp32
-        taps = h.index_select(0, idx.reshape(-1)).reshape(-1, mctx, h.shape[1])
+        taps = h.index_select(0, idx.reshape(-1)).reshape(-1, src.shape[0], h.shape[1])
         taps = taps * causal[..., None].to(h.dtype)
-        conv = torch.einsum("tsd,bsd->btd", taps, hist)
+        conv = torch.einsum("tsd,bsd->btd", taps, read)
         c = shared["C"] if "C" in sg else p["C"](x)
         return liv.out(c * conv), new, {"u": hist, "C": c}
 
@@ -447,4 +517,4 @@ def lm_metadata_dict(graph: LMDecodeGraph, prefill_chunk: int = DEFAULT_PREFILL_
 
 
 __all__ = ["LMDecodeGraph", "StateTensor", "state_spec", "write_rows", "lm_metadata_dict", "resolve_max_context",
-           "DEFAULT_PREFILL_CHUNK", "STATE_KINDS"]
+           "DEFAULT_PREFILL_CHUNK", "STATE_KINDS", "CACHE_WRITES", "ATTENDS"]

@@ -2,7 +2,11 @@
 
 One graph with a dynamic token axis (decode T = 1, prefill any T up to ``prefill_chunk``;
 larger T also works, the recurrence's chunk scan is quadratic in T), exported with the
-TorchScript exporter (``dynamo=False``), opset 17. Inputs ``input_ids``, ``position``,
+TorchScript exporter (``dynamo=False``), opset 17. By default new K/V (and long-conv
+history) rows are written with ``ScatterElements`` (the T new rows only) and attention reads
+only the rows ``0 .. position + T - 1`` (a dynamic length), so a decode step costs
+O(context), not O(max_context); ``cache_write="blend", attend="buffer"`` gives the older
+whole-buffer form (no scatter op, static attention shapes) for consumers that want it. Inputs ``input_ids``, ``position``,
 ``past_X``...; outputs ``logits``, ``present_X``... (``docs/lm-artifacts.md``). The format
 table names :func:`export_lm_onnx` as ONNX's ``lm_exporter``; the OpenVINO exporter starts
 from :func:`onnx_proto` too.
@@ -20,6 +24,10 @@ import torch
 from staredge.errors import require
 from staredge.exporters.lm_export import LMExportError, as_graph, check_chunk, conversion_error, lm_artifact_metadata
 from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
+
+#: The ONNX decode graph's default modes (:data:`staredge.exporters.lm_graph.CACHE_WRITES` /
+#: ``ATTENDS``): O(T) cache writes, attention over the filled rows only.
+ONNX_CACHE_WRITE, ONNX_ATTEND = "scatter", "prefix"
 from staredge.fileio import atomic_write_bytes
 from staredge.metadata import METADATA_KEY, ArtifactMetadata
 
@@ -71,14 +79,34 @@ def onnx_proto(graph: LMDecodeGraph, metadata: ArtifactMetadata, title: str = "O
     return proto
 
 
+def onnx_graph(model, max_context: int | None = None, cache_write: str = ONNX_CACHE_WRITE,
+               attend: str = ONNX_ATTEND) -> LMDecodeGraph:
+    """The decode graph of ``model`` (a STAR LM or a graph) in the given modes (ONNX defaults)."""
+    return as_graph(model, max_context).with_modes(cache_write, attend)
+
+
 def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = None,
-                   prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True) -> Path:
-    """Write the decode graph of ``model`` as one ONNX file (dynamic token axis) at ``path``."""
-    graph = as_graph(model, max_context)
+                   prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True,
+                   cache_write: str = ONNX_CACHE_WRITE, attend: str = ONNX_ATTEND, precision: str = "fp32",
+                   quantization: dict | None = None) -> Path:
+    """Write the decode graph of ``model`` as one ONNX file (dynamic token axis) at ``path``.
+
+    ``cache_write`` / ``attend``: see the module doc (``"blend"`` / ``"buffer"`` for the
+    scatter-free, static-attention form). ``precision`` ``"int8"`` / ``"int4"``: weight-only
+    MatMulNBits quantisation (:mod:`staredge.exporters.lm_quantize`, options in
+    ``quantization``); ``"fp32"`` writes the graph as traced.
+    """
+    from staredge.exporters.lm_quantize import check_lm_precision, quantize_onnx_lm
+
+    precision = check_lm_precision("onnx", precision, cache_write)
+    graph = onnx_graph(model, max_context, cache_write, attend)
     chunk = check_chunk(graph, prefill_chunk)
-    meta = lm_artifact_metadata(graph, "onnx", name, chunk, {"onnx": {"opset": ONNX_OPSET, "dynamic_tokens": True}})
+    meta = lm_artifact_metadata(graph, "onnx", name, chunk, {"onnx": {
+        "opset": ONNX_OPSET, "dynamic_tokens": True, "cache_write": graph.cache_write, "attend": graph.attend}})
     proto = onnx_proto(graph, meta)
+    if precision != "fp32":
+        proto = quantize_onnx_lm(proto, precision, meta, **(quantization or {}))
     return atomic_write_bytes(path, proto.SerializeToString(), force=force)
 
 
-__all__ = ["export_lm_onnx", "onnx_proto", "ONNX_OPSET"]
+__all__ = ["export_lm_onnx", "onnx_proto", "onnx_graph", "ONNX_OPSET", "ONNX_CACHE_WRITE", "ONNX_ATTEND"]

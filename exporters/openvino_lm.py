@@ -3,8 +3,11 @@
 The ONNX decode graph (:func:`staredge.exporters.onnx_lm.onnx_proto`) is read by OpenVINO,
 then every ``past_X`` / ``present_X`` pair becomes a variable named ``past_X``: the model's
 inputs are ``input_ids`` and ``position`` only, the state lives in the infer request
-(``reset_state()`` starts a stream), weights stay fp32, and the runtime compiles it with
-``INFERENCE_PRECISION_HINT = f32``. The format table names :func:`export_lm_openvino` as
+(``reset_state()`` starts a stream), and the runtime compiles it with
+``INFERENCE_PRECISION_HINT = f32``. The graph is the ONNX one's default form: new K/V rows
+written by ``ScatterElementsUpdate`` on the variable (T rows, not the whole buffer) and
+attention over the filled rows only. Weights are fp32, or NNCF-compressed int8 / int4
+(``precision``; :func:`staredge.exporters.lm_quantize.compress_openvino_lm`). The format table names :func:`export_lm_openvino` as
 OpenVINO's ``lm_exporter``.
 """
 
@@ -20,28 +23,36 @@ import numpy as np
 from staredge.errors import ConfigError, require
 from staredge.exporters.lm_export import LMExportError, as_graph, check_chunk, conversion_error, lm_artifact_metadata
 from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
-from staredge.exporters.onnx_lm import onnx_proto
+from staredge.exporters.onnx_lm import ONNX_ATTEND, ONNX_CACHE_WRITE, onnx_graph, onnx_proto
 from staredge.metadata import METADATA_KEY
 
 TITLE = "OpenVINO"
 
 
 def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | None = None,
-                       prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None) -> Path:
+                       prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None,
+                       cache_write: str = ONNX_CACHE_WRITE, attend: str = ONNX_ATTEND, precision: str = "fp32",
+                       quantization: dict | None = None) -> Path:
     """Write a stateful OpenVINO IR (``.xml`` + ``.bin``): inputs ``input_ids`` and ``position``.
 
     Every ``past_X`` / ``present_X`` pair of the decode graph becomes an OpenVINO variable
-    named ``past_X`` (zeros after ``reset_state()``); weights stay fp32.
+    named ``past_X`` (zeros after ``reset_state()``). ``precision`` ``"int8"`` / ``"int4"``:
+    NNCF weight compression (options in ``quantization``: ``group_size``, ``embedding``,
+    ``head``, ``symmetric``); ``cache_write`` / ``attend`` as for ONNX.
     """
+    from staredge.exporters.lm_quantize import check_lm_precision, compress_openvino_lm
+
     ov = require("openvino", "openvino", "OpenVINO export")
+    precision = check_lm_precision("openvino", precision)
     path = Path(path)
     if path.suffix != ".xml":
         raise ConfigError(f"an OpenVINO IR path must end in .xml, got {path}")
-    graph = as_graph(model, max_context)
+    graph = onnx_graph(model, max_context, cache_write, attend)
     chunk = check_chunk(graph, prefill_chunk)
     meta = lm_artifact_metadata(graph, "openvino", name, chunk,
                                 {"openvino": {"stateful": True, "variables": [s.input_name for s in graph.spec],
-                                              "inference_precision_hint": "f32"}})
+                                              "inference_precision_hint": "f32", "cache_write": graph.cache_write,
+                                              "attend": graph.attend}})
     proto = onnx_proto(graph, dataclasses.replace(meta, format="onnx"), title=TITLE)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -57,6 +68,8 @@ def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | Non
         raise
     except Exception as exc:  # noqa: BLE001
         raise conversion_error(graph, TITLE, exc, model=meta.model) from exc
+    if precision != "fp32":
+        ov_model = compress_openvino_lm(ov_model, precision, meta, **(quantization or {}))
     for port, tensor_name in zip(ov_model.inputs, ("input_ids", "position")):
         port.get_tensor().set_names({tensor_name})  # drop names merged from no-op nodes
     ov_model.set_friendly_name(meta.model)

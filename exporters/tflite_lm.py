@@ -3,7 +3,10 @@ signatures (litert-torch).
 
 ``decode`` takes T = 1, ``prefill`` T = ``prefill_chunk`` (absent when it is 1); I/O names
 use underscores instead of dots (``past_key_values_2_key``); ``input_ids`` and ``position``
-stay int64. A file holding a scatter op (which XNNPACK cannot run) is refused. The format
+stay int64. New K/V (and long-conv history) rows are written with ``DYNAMIC_UPDATE_SLICE``
+(the T new rows, not a blend over the whole buffer; ``cache_write="blend"`` gives the older
+form); attention reads the whole fixed buffer, masked (static shapes). A file holding a
+scatter op (which XNNPACK cannot run) is refused. The format
 table names :func:`export_lm_tflite` as TFLite's ``lm_exporter``.
 """
 
@@ -15,13 +18,15 @@ from pathlib import Path
 
 import torch
 
-from staredge.errors import require
+from staredge.errors import ConfigError, require
 from staredge.exporters.lm_export import LMExportError, as_graph, check_chunk, conversion_error, lm_artifact_metadata
 from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
 from staredge.fileio import atomic_write_bytes
 from staredge.metadata import METADATA_KEY
 
 TITLE = "TFLite"
+#: The TFLite decode graph's default cache write (:data:`staredge.exporters.lm_graph.CACHE_WRITES`).
+TFLITE_CACHE_WRITE = "dynamic_update_slice"
 #: TFLite ops the decode graph must not contain (XNNPACK cannot run them).
 TFLITE_FORBIDDEN_OPS = ("STABLEHLO_SCATTER", "SCATTER_ND")
 
@@ -51,18 +56,26 @@ class _SignatureModule(torch.nn.Module):
 
 
 def export_lm_tflite(model, path: str | os.PathLike, *, max_context: int | None = None,
-                     prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True) -> Path:
+                     prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True,
+                     cache_write: str = TFLITE_CACHE_WRITE, precision: str = "fp32") -> Path:
     """Write a ``.tflite`` with signatures ``decode`` (T = 1) and ``prefill`` (T = ``prefill_chunk``).
 
     I/O names use underscores (``past_key_values_2_key``); ``input_ids`` and ``position`` stay
-    int64. The file is refused if the converter emitted a scatter op.
+    int64. The file is refused if the converter emitted a scatter op. ``cache_write``:
+    ``"dynamic_update_slice"`` (default) or ``"blend"``. ``precision``: only ``"fp32"``
+    (others are refused with the reason).
     """
+    from staredge.exporters.lm_quantize import check_lm_precision
+
+    check_lm_precision("tflite", precision)
+    if cache_write not in ("dynamic_update_slice", "blend"):
+        raise ConfigError(f"TFLite cache_write must be 'dynamic_update_slice' or 'blend', got {cache_write!r}")
     litert_torch = require("litert_torch", "tflite", "TFLite export")
     from staredge.exporters.tflite import add_metadata
 
-    graph = as_graph(model, max_context)
+    graph = as_graph(model, max_context).with_modes(cache_write, "buffer")
     chunk = check_chunk(graph, prefill_chunk)
-    meta = lm_artifact_metadata(graph, "tflite", name, chunk, {"tflite": {
+    meta = lm_artifact_metadata(graph, "tflite", name, chunk, {"tflite": {"cache_write": graph.cache_write,
         "signatures": {"decode": 1, **({"prefill": chunk} if chunk > 1 else {})},
         "names": "dots replaced by underscores: input past_X -> " + tflite_name("past_X.y")}})
     for s in meta.lm["state"]:
