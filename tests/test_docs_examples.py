@@ -12,6 +12,10 @@ The line right before each fence is a marker:
 
 Blocks tagged as data (:data:`DATA_LANGS`) need no marker. A block with no marker fails
 ``test_every_block_is_marked``: new README or docs sections must mark theirs.
+
+A line ``<!-- docs-test: new-folder -->`` starts a new group: the blocks after it run in a
+fresh folder, as a separate test (so that independent sections run in parallel under
+``-n 2``). Use it only where the following blocks need nothing the earlier ones made.
 """
 
 from __future__ import annotations
@@ -42,13 +46,16 @@ DATA_LANGS = {"text", "json", "csv", "console-output", "output"}
 RUNNABLE_LANGS = {"python", "bash"}
 FENCE = re.compile(r"^```(\S*)\s*$")
 MARKER = re.compile(r"^<!--\s*(runnable|not-run)\s*(?::\s*(.*?))?\s*-->\s*$")
+NEW_FOLDER = "<!-- docs-test: new-folder -->"
 
 
 def blocks(path: Path) -> list[dict]:
     """Every fenced block of ``path``: line, language, code and the marker before it."""
     lines = path.read_text("utf-8").split("\n")
-    out, i = [], 0
+    out, i, group = [], 0, 1
     while i < len(lines):
+        if lines[i].strip() == NEW_FOLDER:
+            group += 1
         m = FENCE.match(lines[i])
         if not m:
             i += 1
@@ -57,7 +64,8 @@ def blocks(path: Path) -> list[dict]:
         while j < len(lines) and not lines[j].startswith("```"):
             j += 1
         marker = MARKER.match(lines[i - 1].strip()) if i > 0 else None
-        out.append({"file": path.name, "line": i + 1, "lang": m.group(1), "code": "\n".join(lines[i + 1:j]),
+        out.append({"file": path.name, "group": group, "line": i + 1, "lang": m.group(1),
+                    "code": "\n".join(lines[i + 1:j]),
                     "kind": marker.group(1) if marker else None, "note": (marker.group(2) or "") if marker else ""})
         i = j + 1
     return out
@@ -99,7 +107,7 @@ def standins(tmp_path_factory):
     return make_standins(tmp_path_factory.mktemp("docs-standins"))
 
 
-def _run_file(name: str, standins: Path, tmp_path: Path) -> None:
+def _run_group(name: str, group: int, standins: Path, tmp_path: Path) -> None:
     import shutil
 
     work = tmp_path / "work"
@@ -109,7 +117,7 @@ def _run_file(name: str, standins: Path, tmp_path: Path) -> None:
         (work / ".venv").symlink_to(ROOT / ".venv")
     env = {**os.environ, "STAREDGE_CACHE": str(work / "cache"), "STAREDGE_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for b in (b for b in ALL if b["file"] == name and b["kind"] == "runnable"):
+    for b in (b for b in ALL if b["file"] == name and b["group"] == group and b["kind"] == "runnable"):
         code = b["code"]
         cmd = [sys.executable, "-c", code] if b["lang"] == "python" else ["bash", "-e", "-o", "pipefail", "-c", code]
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
@@ -119,15 +127,15 @@ def _run_file(name: str, standins: Path, tmp_path: Path) -> None:
             assert proc.stdout.strip(), f"{name} line {b['line']} printed nothing"
 
 
-RUN_FILES = sorted({b["file"] for b in ALL if b["kind"] == "runnable"})
+RUN_GROUPS = sorted({(b["file"], b["group"]) for b in ALL if b["kind"] == "runnable"})
 
 
 @pytest.mark.slow  # each block starts a Python with torch; exports take seconds each
-@pytest.mark.parametrize("name", RUN_FILES)
-def test_doc_blocks_run_as_written(name, standins, tmp_path):
+@pytest.mark.parametrize("name,group", RUN_GROUPS, ids=[f"{f}#{g}" for f, g in RUN_GROUPS])
+def test_doc_blocks_run_as_written(name, group, standins, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    _run_file(name, standins, tmp_path)
+    _run_group(name, group, standins, tmp_path)
 
 
 def test_readme_model_table_is_what_staredge_models_prints():
