@@ -10,6 +10,7 @@ reproduced with ``.venv/bin/python scripts/fuzz.py --replay TARGET:I``. Longer r
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import warnings
 from pathlib import Path
 
@@ -29,17 +30,25 @@ def _untyped(target: str, cases: int) -> list[str]:
     setup, make_case, run = fuzz.TARGETS[target]
     state = setup()
     found = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for i in range(cases):
-            case = make_case(i, fuzz._case_rng(0, target, i), state)
-            try:
-                run(case, state)
-            except StarEdgeError:
-                continue
-            except Exception as exc:  # noqa: BLE001 - the property under test
-                found.append(f"{target}:{i} {type(exc).__name__} at {fuzz._innermost(exc.__traceback__)}: "
-                             f"{str(exc)[:120]}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i in range(cases):
+                case = make_case(i, fuzz._case_rng(0, target, i), state)
+                try:
+                    run(case, state)
+                except StarEdgeError:
+                    continue
+                except Exception as exc:  # noqa: BLE001 - the property under test
+                    found.append(f"{target}:{i} {type(exc).__name__} at {fuzz._innermost(exc.__traceback__)}: "
+                                 f"{str(exc)[:120]}")
+    finally:  # the targets' setups leave a temporary folder, a backend or a loopback server
+        if "backend" in state:
+            state["backend"].close()
+        if "server" in state:
+            state["server"].server.shutdown()
+            state["server"].server.server_close()
+        shutil.rmtree(state["tmp"], ignore_errors=True)
     return found
 
 
