@@ -136,3 +136,26 @@ def test_read_metadata_refuses_pytorch_and_unknown_files(tmp_path):
         read_metadata(pt)
     with pytest.raises(MetadataError, match="no such file"):
         read_metadata(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
+def test_the_format_tables_writer_replaces_the_document_and_the_artifact_still_runs(fmt, tmp_path):
+    """Each format's metadata writer (issue 19: beside the reader, named by the format table)
+    replaces the embedded document in place; the runtime still loads and runs the file."""
+    import numpy as np
+
+    from staredge.metadata import write_metadata
+    from staredge.runtimes import load_backend
+
+    path, meta = export_tiny(fmt, tmp_path)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    before = load_backend(path, device="cpu").forward(x)[0]
+    new = sample_metadata(fmt)
+    new.labels = ["ein", "zwei", "drei", "vier", "fünf"]
+    new.extra = {"note": "<rewritten> & \"quoted\""}
+    write_metadata(path, new)
+    assert read_metadata(path) == new
+    write_metadata(path, meta)  # and back: one document, replaced, never duplicated
+    assert read_metadata(path) == meta
+    after = load_backend(path, device="cpu").forward(x)[0]
+    np.testing.assert_array_equal(before, after)
