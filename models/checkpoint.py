@@ -24,7 +24,7 @@ import pickle
 import pickletools
 import struct
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -281,6 +281,12 @@ def _strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torc
     return dict(sd)
 
 
+#: ``guess(state_dict, exclude=name) -> (registry name, share matched) | None``, set by
+#: :mod:`staredge.models.registry` (which imports this module, so this one cannot import it):
+#: names the model a checkpoint of another architecture looks like.
+architecture_guesser: "Callable[..., tuple[str, float] | None] | None" = None
+
+
 def _fmt(keys: Iterable[str], limit: int = 20) -> str:
     keys = list(keys)
     more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
@@ -374,9 +380,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
             hint = " The mismatch is only in the classifier head: pass num_classes=N (--num-classes N on the command line) to replace it, or drop_head=True."
         name = getattr(model, "staredge_name", type(model).__name__)
         if len(missing) + len(mismatched) > len(own) // 2:  # another architecture: say which, not every key
-            from staredge.models.registry import closest_model
-
-            guess = closest_model(state_dict, exclude=name)
+            guess = architecture_guesser(state_dict, exclude=name) if architecture_guesser else None
             like = (f"it looks like a checkpoint of {guess[0]} ({guess[1]:.0%} of its parameters match): pass "
                     f"--model {guess[0]} (create('{guess[0]}', checkpoint=...))" if guess else
                     "it matches no registered model")

@@ -205,6 +205,15 @@ def closest_model(state_dict: dict, exclude: str | None = None) -> tuple[str, fl
     return best
 
 
+def _install_guesser() -> None:
+    from staredge.models import checkpoint
+
+    checkpoint.architecture_guesser = closest_model
+
+
+_install_guesser()
+
+
 def list_models(family: str | None = None) -> list[str]:
     """Registered model names, in registration order (optionally of one family)."""
     _ensure_loaded()
