@@ -95,8 +95,10 @@ def load_backend(
     This is the one way StarEdge runs an artifact: the Predictor, export validation, the
     benchmark and the demo all come through here. ``backend`` forces a runtime by name;
     ``device`` is "auto", "cpu", "cuda" or "gpu"; ``threads`` sets the runtime's intra-op
-    threads. Other keyword options go to the backend; every backend takes ``batch`` (compile
-    or resize a static artifact for that batch size) and ``metadata`` (an
+    threads (None: the physical cores this process may use, for every runtime and task;
+    :mod:`staredge.threads`; ``backend.threads_in_effect()`` says what the runtime
+    applied). Other keyword options go to the backend; every backend takes ``batch``
+    (compile or resize a static artifact for that batch size) and ``metadata`` (an
     :class:`~staredge.metadata.ArtifactMetadata` for a file that carries none, e.g. a plain
     ``torch.onnx.export``). Runtime-specific ones: ``precision="bf16"`` (OpenVINO),
     ``compute_units="cpuOnly"`` (CoreML), ``accelerator="tensorrt"`` / ``io_binding=True`` /
