@@ -259,6 +259,14 @@ def check_out_dir(out: Path) -> None:
 
 
 # --------------------------------------------------------------------------- task adapters
+# A task adapter does the task's part of an export; export() does the rest. Its interface:
+# ``task``, ``name``, ``family``, ``precision``, ``stem`` (artifact name before the suffix);
+# ``start()`` (shared work once the checks passed); ``variants(fmt)`` (what to try first, e.g.
+# the rewrite passes) and ``fallback_variant(fmt, first)`` (a retry after a failed conversion,
+# or None); ``result(fmt, variant)`` (a fresh ArtifactResult); ``convert(fmt, variant, entry,
+# result)`` (write the artifact at ``entry`` in the scratch folder); ``error_text(fmt, exc,
+# result)``; ``converted(fmt, entry, result)`` (read back what was written); ``validate(fmt,
+# entry, result)`` (fill in the numbers and ``passed``).
 
 
 class _ImageJob:
