@@ -106,8 +106,13 @@ def quantize_onnx_lm(proto, precision: str, metadata, *, block_size: int = DEFAU
     _check_table("head", head)
     if block_size < 16 or block_size & (block_size - 1):
         raise ConfigError(f"block_size must be a power of two >= 16, got {block_size}")
+    if embedding == "quantized" and bits != 4:
+        raise ConfigError("ONNX Runtime quantises an embedding Gather (GatherBlockQuantized) to 4 bits only; "
+                          "use embedding='fp32' with int8, or precision 'int4'")
     ops = ("MatMul", "Gather") if embedding == "quantized" else ("MatMul",)
     exclude = [] if head == "quantized" else _onnx_head_nodes(proto)
+    # only the token embedding's Gather: rotary tables and long-conv taps stay fp32
+    exclude += [n.name for n in proto.graph.node if n.op_type == "Gather" and "input_ids" not in n.input]
     # The quantiser stamps the model as opset 21 (int4/int8 initializers need it) without
     # converting the ops; convert first, so ops whose form changed (ReduceMean's axes
     # became an input in opset 18) stay valid.
@@ -219,8 +224,8 @@ def bits_per_byte(stepper, data: bytes, window: int = 256, bos_id: int = 256) ->
     scores its held-out text."""
     import numpy as np
 
-    if window + 1 > stepper.max_context:
-        raise ConfigError(f"a {window}-byte window needs max_context >= {window + 1}, the artifact has {stepper.max_context}")
+    if window > stepper.max_context:
+        raise ConfigError(f"a {window}-byte window needs max_context >= {window}, the artifact has {stepper.max_context}")
     n = (len(data) // window) * window
     if n == 0:
         raise ConfigError(f"bits_per_byte needs at least {window} bytes of text, got {len(data)}")
