@@ -110,3 +110,17 @@ def test_a_replaced_tokenizer_file_is_refused(exported):
     inline["json"] = inline["json"].replace('"add_bos": true', '"add_bos": false')
     with pytest.raises(TokenizerError, match="SHA-256"):
         load_artifact_tokenizer(path, {"tokenizer": inline})
+
+
+def test_cli_exports_a_hugging_face_folder(exported, tmp_path, capsys):
+    from staredge.cli import main
+    from staredge.metadata import read_metadata
+
+    _, model, _ = exported
+    rc = main(["export", str(model.source), "--formats", "onnx", "--max-context", "128", "--out", str(tmp_path)])
+    assert rc == 0
+    path = tmp_path / f"{model.source.rsplit('/', 1)[-1]}_ctx128.onnx"
+    assert path.is_file()
+    meta = read_metadata(path)
+    assert meta.task == "text-generation" and meta.lm["vocab_size"] == 320
+    assert meta.lm["genome"] == model.genome
