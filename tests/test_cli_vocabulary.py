@@ -116,3 +116,9 @@ def test_subcommand_errors_show_the_subcommands_usage(capsys):
         main(["tune", "starnet_s1", "--no-such-flag"])
     err = capsys.readouterr().err
     assert err.startswith("usage: staredge tune") and "unrecognized arguments: --no-such-flag" in err
+
+
+@pytest.mark.parametrize("name", sorted(SUBS))
+def test_every_subcommand_help_renders(name):
+    text = SUBS[name].format_help()
+    assert text.startswith("usage: staredge " + name) and "--verbose" in text
