@@ -12,7 +12,9 @@
 Streaming contract (every :class:`StreamDecoder`): :meth:`StreamDecoder.feed` returns only
 text that is final: never half of a multi-byte character, never text already returned.
 Concatenating every ``feed`` result and the final :meth:`StreamDecoder.flush` gives the
-same text as ``decode(ids)``.
+same text as ``decode(ids)`` (for a byte-fallback vocabulary: whenever that text has no
+U+FFFD; the library replaces a whole run of byte tokens when any of it is invalid, which a
+stream that has already emitted the valid start of the run cannot reproduce).
 
 A tokenizer travels with an artifact as JSON: :func:`tokenizer_to_json` /
 :func:`tokenizer_from_json` and :func:`tokenizer_hash` (sha256 of that JSON).
@@ -39,9 +41,10 @@ BYTE_SPECIAL_IDS = (BYTE_BOS_ID, BYTE_EOS_ID, BYTE_PAD_ID)
 KIND_BYTES = "bytes"
 KIND_HF = "hf-tokenizers"
 
-#: A streamed token run whose text still ends in U+FFFD after this many tokens is emitted as
-#: it is: no UTF-8 character needs more than 4 bytes, so a longer run can never complete.
-_MAX_PENDING_TOKENS = 8
+#: Held-back ids after which the stream emits what it has even if it ends in U+FFFD (bytes
+#: that never form a character: a model emitting garbage still streams). Invalid bytes are
+#: emitted earlier as soon as a character follows them.
+_MAX_PENDING_TOKENS = 32
 
 
 class StreamDecoder:
@@ -174,7 +177,8 @@ class HFStreamDecoder(StreamDecoder):
     rule). So the decoder keeps the ids since the last emitted boundary, decodes them
     together with a few already-emitted ids of context, and emits only the text past what
     the context alone decodes to. Text that ends in U+FFFD (an incomplete character) is
-    held back until the character completes, or until it cannot (then it is emitted).
+    held back until the character completes; bytes that can never form one come out as
+    U+FFFD as soon as text follows them (or after ``_MAX_PENDING_TOKENS`` ids, or at flush).
     """
 
     def __init__(self, tokenizer: "HFTokenizer") -> None:
@@ -195,21 +199,23 @@ class HFStreamDecoder(StreamDecoder):
         return self._emit(final=False)
 
     def _emit(self, final: bool) -> str:
-        context = self._text(self._ids[self._prefix:self._read])
-        full = self._text(self._ids[self._prefix:])
-        if len(full) <= len(context) or not full.startswith(context):
-            # Nothing new (a special or empty token), or the context decodes differently
-            # once followed by more ids: wait for more ids unless the stream ends.
-            if not final and len(self._ids) - self._read < _MAX_PENDING_TOKENS:
-                return ""
-            new = full[len(context):] if full.startswith(context) else ""
+        ids, context = self._ids, self._text(self._ids[self._prefix:self._read])
+        forced = final or len(ids) - self._read >= _MAX_PENDING_TOKENS
+        # The longest run of new ids whose text extends the context and does not end inside a
+        # character (U+FFFD at the end); usually all of them, at once.
+        end = len(ids)
+        while end > self._read:
+            text = self._text(ids[self._prefix:end])
+            if text.startswith(context) and (forced and end == len(ids) or not text.endswith("\ufffd")):
+                break
+            if final:  # the context decodes differently once followed by more ids: emit what is new
+                break
+            end -= 1
         else:
-            new = full[len(context):]
-            if new.endswith("\ufffd") and not final and len(self._ids) - self._read < _MAX_PENDING_TOKENS:
-                return ""  # part of a character: hold it back
-        # Everything up to here is emitted; the last emitted ids become the next context.
-        self._prefix = self._read
-        self._read = len(self._ids)
+            return ""  # everything new ends inside a character: hold it back
+        new = text[len(context):]
+        # Everything up to ``end`` is emitted; the last emitted ids become the next context.
+        self._prefix, self._read = self._read, end
         if self._read - self._prefix > 4:  # the context needs only a few ids
             self._prefix = self._read - 4
         return new
