@@ -507,10 +507,14 @@ def load_artifact_tokenizer(artifact: Any, lm: dict[str, Any] | None) -> Tokeniz
     from pathlib import Path
 
     entry = (lm or {}).get("tokenizer")
-    if not entry or entry.get("kind", KIND_BYTES) == KIND_BYTES:
+    if not entry or (isinstance(entry, dict) and entry.get("kind", KIND_BYTES) == KIND_BYTES):
         return ByteTokenizer()
     if not isinstance(entry, dict):
         raise TokenizerError("the artifact's metadata has a malformed 'tokenizer' entry")
+    model_vocab = (lm or {}).get("vocab_size")
+    if model_vocab is not None and entry.get("vocab_size") not in (None, model_vocab):
+        raise TokenizerError(f"the tokenizer recorded in {Path(artifact).name} has a vocabulary of "
+                             f"{entry.get('vocab_size')}, the model {model_vocab}; they do not belong together")
     if isinstance(entry.get("json"), str):
         if tokenizer_hash(entry["json"]) != entry.get("sha256"):
             raise TokenizerError(f"the tokenizer inside {Path(artifact).name} does not match its SHA-256; the "

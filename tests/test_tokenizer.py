@@ -185,3 +185,18 @@ def test_stream_equals_decode_on_random_ids(kind):
         assert "".join(pieces) == whole, ids
         checked += 1
     assert checked > 100
+
+
+def test_artifact_tokenizer_entry(tmp_path):
+    from staredge.tokenizer import load_artifact_tokenizer, tokenizer_metadata_entry
+
+    tok = HFTokenizer(_byte_level_json(), bos_token="<|startoftext|>", eos_token="<|im_end|>")
+    entry = tokenizer_metadata_entry(tok)
+    assert entry["vocab_size"] == 320 and entry["sha256"] == tokenizer_hash(tok)
+    art = tmp_path / "m_ctx64.onnx"
+    again = load_artifact_tokenizer(art, {"vocab_size": 320, "tokenizer": entry})
+    assert again.encode("Grüße") == tok.encode("Grüße")
+    with pytest.raises(TokenizerError, match="vocabulary of 320, the model 400"):
+        load_artifact_tokenizer(art, {"vocab_size": 400, "tokenizer": entry})
+    assert isinstance(load_artifact_tokenizer(art, {"vocab_size": 259}), ByteTokenizer)  # byte-level artifacts
+    assert tokenizer_metadata_entry(ByteTokenizer()) == {"kind": "bytes"}
