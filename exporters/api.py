@@ -37,13 +37,20 @@ from staredge.fileio import atomic_write_text, replace_folder_or_file
 from staredge.exporters.passes import apply_passes, check_pass_names, resolve_passes
 from staredge.exporters.scratch import (converter_tempdir, failed_units, interrupt_guard, interrupted, make_scratch,
                                         redirect_converter_caches, remove_stale_scratch)
-from staredge.formats import (FORMATS as FORMAT_TABLE, IMAGE_CLASSIFICATION, PRECISIONS, TEXT_GENERATION,
+from staredge.formats import (FORMATS as FORMAT_TABLE, IMAGE_CLASSIFICATION, IMAGE_PRECISIONS, TEXT_GENERATION,
                               check_export_options, check_precision, checkpoint_suffixes, export_formats, get_format,
                               parse_formats)
 from staredge.metadata import ArtifactMetadata, metadata_from_model
 
 #: Every export format, in the order "all" exports them (from :data:`staredge.formats.FORMATS`).
 FORMATS = export_formats()
+#: Image artifact precisions (the format table's; what each format exports per task is
+#: :meth:`staredge.formats.FormatSpec.precisions_for`).
+PRECISIONS = IMAGE_PRECISIONS
+#: Weight-only LM artifacts pass validation when their held-out bits per byte are within
+#: this fraction of the fp32 PyTorch model's (the bounds tests/test_lm_quant.py holds the
+#: shipped model to); token-by-token logits are not expected to match at 1e-4 then.
+LM_BPB_BOUND = {"int8": 0.01, "int4": 0.05}
 
 __all__ = ["ArtifactResult", "ExportReport", "PRECISIONS", "export", "task_of", "check_finite_weights",
            "resolve_model", "artifact_paths", "path_size", "check_out_dir", "STAGES"]
@@ -359,7 +366,8 @@ class _LanguageModelJob:
 
     task = TEXT_GENERATION
 
-    def __init__(self, model_or_name, fmts, options: dict[str, Any], dim, depth, validate) -> None:
+    def __init__(self, model_or_name, fmts, options: dict[str, Any], dim, depth, validate,
+                 precision: str = "fp32") -> None:
         from staredge.exporters.lm_export import check_chunk, resolve_lm
         from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
         from staredge.formats import EXPORT_OPTIONS
@@ -368,11 +376,11 @@ class _LanguageModelJob:
         self.model, self.name = resolve_lm(model_or_name, dim, depth)
         check_finite_weights(self.model, self.name)
         self.family = "star_lm"
-        self.precision = "fp32"
+        self.precision = precision
         self.graph = LMDecodeGraph(self.model, options.get("max_context"))
         ctx = self.graph.max_context
         self.chunk = check_chunk(self.graph, options.get("prefill_chunk", min(DEFAULT_PREFILL_CHUNK, ctx)))
-        self.stem = f"{self.name}_ctx{ctx}"
+        self.stem = f"{self.name}_ctx{ctx}" if precision == "fp32" else f"{self.name}_{precision}_ctx{ctx}"
         self.validate_on = validate
         self.format_kw: dict[str, dict[str, Any]] = {fmt: {} for fmt in fmts}
         for key, value in options.items():
@@ -400,8 +408,10 @@ class _LanguageModelJob:
 
     def convert(self, fmt: str, variant: Any, entry: Path, result: ArtifactResult) -> None:
         writer = get_format(fmt).lm_exporter_function()
-        writer(self.graph, entry, max_context=self.graph.max_context, prefill_chunk=self.chunk, name=self.name,
-               **self.format_kw.get(fmt, {}))
+        kw = dict(self.format_kw.get(fmt, {}))
+        if self.precision != "fp32":  # weight-only int8 / int4 (the table says which formats take it)
+            kw["precision"] = self.precision
+        writer(self.graph, entry, max_context=self.graph.max_context, prefill_chunk=self.chunk, name=self.name, **kw)
 
     def error_text(self, fmt: str, exc: Exception, result: ArtifactResult) -> str:
         from staredge.exporters.lm_export import LMExportError
@@ -422,6 +432,8 @@ class _LanguageModelJob:
         from staredge.exporters.lm_validate import FP16_MIN_GREEDY, FP16_STATE_ATOL, FP32_ATOL, validate_lm
         from staredge.runtimes.lm import load_lm_artifact
 
+        if self.precision != "fp32":
+            return self._validate_weight_only(entry, result)
         fp16 = getattr(self, "_fp16_state", False)
         check = validate_lm(load_lm_artifact(entry), self.model, atol=FP16_STATE_ATOL if fp16 else FP32_ATOL,
                             min_greedy=FP16_MIN_GREEDY if fp16 else None)
@@ -432,6 +444,28 @@ class _LanguageModelJob:
             result.error = (f"validation failed: max |Δ| {check['max_abs_diff']:.2e} (atol {check['atol']:.0e}), "
                             f"{check['greedy_agree']}/{check['greedy_tokens']} greedy tokens identical to PyTorch, "
                             f"{check['decode_steps']} decode steps")
+
+
+    def _validate_weight_only(self, entry: Path, result: ArtifactResult) -> None:
+        """A weight-only int8 / int4 artifact against the fp32 PyTorch model: held-out bits per
+        byte within :data:`LM_BPB_BOUND` (greedy agreement is measured and reported too;
+        :func:`staredge.exporters.lm_quantize.lm_quality`), in windows that fit the context."""
+        from staredge.exporters.lm_quantize import lm_quality
+        from staredge.exporters.lm_validate import validation_budget, validation_prompt
+        from staredge.runtimes.lm import load_lm_artifact
+
+        ctx = self.graph.max_context
+        window = min(256, ctx - 1)
+        prompt_bytes, steps = validation_budget(ctx)
+        check = lm_quality(load_lm_artifact(entry), self.model, held_bytes=4 * window, window=window,
+                           greedy_tokens=min(64, steps + 1), prompt=validation_prompt()[:prompt_bytes])
+        bound = LM_BPB_BOUND[self.precision]
+        check.update(bpb_bound=bound, passed=abs(check["bpb_change"]) <= bound)
+        result.validation = check
+        result.passed = bool(check["passed"])
+        if not result.passed:
+            result.error = (f"validation failed: held-out bits per byte {check['bits_per_byte']} vs fp32 "
+                            f"{check['fp32_bits_per_byte']} ({check['bpb_change']:+.2%}, bound ±{bound:.0%})")
 
 
 # --------------------------------------------------------------------------- export
@@ -487,7 +521,9 @@ def export(
     ``prefill_chunk`` (language models; default the model's ``max_seq_len`` and
     ``min(16, max_context)``), ``coreml_state`` ("fp16" / "fp16x2") and ``coreml_stateful``
     (CoreML language models). ``precision`` must be one every format asked for exports for
-    the task (:meth:`staredge.formats.FormatSpec.precisions_for`; language models: fp32).
+    the task (:meth:`staredge.formats.FormatSpec.precisions_for`; language models: fp32, and
+    weight-only "int8" / "int4" for ONNX and OpenVINO, named ``<name>_<precision>_ctx<N>`` and
+    validated by held-out bits per byte within :data:`LM_BPB_BOUND` of the fp32 model).
 
     Images: ``rewrite`` is "auto" (``fuse_batchnorm`` always, ``pointwise_conv_to_linear``
     where measured to help the format), "none", or a list of pass names; artifacts are
@@ -527,7 +563,7 @@ def export(
         _refuse_for_language_models(rewrite=rewrite, checkpoint=checkpoint, model_name=model_name,
                                     fallback_rewrite=fallback_rewrite, calibration=calibration,
                                     calibration_samples=calibration_samples)
-        job: Any = _LanguageModelJob(model_or_name, fmts, options, dim, depth, validate)
+        job: Any = _LanguageModelJob(model_or_name, fmts, options, dim, depth, validate, precision)
     else:
         for flag, value in (("--dim (dim=)", dim), ("--depth (depth=)", depth)):
             if value is not None:

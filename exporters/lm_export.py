@@ -288,7 +288,7 @@ def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context
               prefill_chunk: int | None = None, validate: bool = True, force: bool = False,
               dim: int | None = None, depth: int | None = None, progress=None,
               stateful_coreml: bool = True, format_options: dict[str, dict[str, Any]] | None = None,
-              ) -> list[dict[str, Any]]:
+              precision: str = "fp32") -> list[dict[str, Any]]:
     """Export a STAR LM to each of ``formats`` under ``out_dir``: a thin alias of
     :func:`staredge.exporters.export` (the one export function for every task), returning
     its rows as dicts.
@@ -299,7 +299,8 @@ def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context
     ``refused_livs`` when a converter refused a LIV). ``format_options`` passes a format's
     exporter options through the format table's options schema
     (``{"coreml": {"stateful": False}}`` or ``{"coreml": {"state_precision": "fp16x2"}}``;
-    ``stateful_coreml=False`` is the same as the first). Everything else is as
+    ``stateful_coreml=False`` is the same as the first); ``precision``: "fp32", or weight-only
+    "int8" / "int4" where the format table lists them. Everything else is as
     :func:`~staredge.exporters.export` does it: scratch staging, a ``.failed.`` name for an
     artifact that fails validation, ``ArtifactExistsError`` for an existing artifact unless
     ``force``, a recorded error for a format that cannot be converted while the others go on.
@@ -318,7 +319,8 @@ def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context
             options[opt.name] = value
     if not stateful_coreml:
         options.setdefault("coreml_stateful", False)
-    report = export(model_or_name, formats, out_dir, force=force, validate=validate, progress=progress,
+    report = export(model_or_name, formats, out_dir, precision=precision, force=force, validate=validate,
+                    progress=progress,
                     max_context=max_context, prefill_chunk=prefill_chunk, dim=dim, depth=depth, **options)
     rows = []
     for r in report.artifacts:

@@ -34,13 +34,16 @@ TEXT_GENERATION = "text-generation"
 TASKS = (IMAGE_CLASSIFICATION, TEXT_GENERATION)
 #: Every artifact precision any format exports (each format says which it does per task:
 #: :meth:`FormatSpec.precisions_for`).
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 #: What image exporters write: fp32, fp16 weights, int8 (calibrated: exporters/quantize.py).
-IMAGE_PRECISIONS = PRECISIONS
-#: What the language-model exporters write today: fp32 weights (the state precision of a
-#: CoreML stateful package is the ``coreml_state`` option, not a precision). Weight-only
-#: int8/int4 extends this tuple when it lands.
+IMAGE_PRECISIONS = ("fp32", "fp16", "int8")
+#: What every language-model exporter writes: fp32 weights (the state precision of a CoreML
+#: stateful package is the ``coreml_state`` option, not a precision).
 LM_PRECISIONS = ("fp32",)
+#: Language-model exporters that also write weight-only int8 / int4 (exporters/lm_quantize.py:
+#: ONNX Runtime MatMulNBits, NNCF compress_weights). A format gains them with this tuple in
+#: its ``precisions``.
+LM_WEIGHT_ONLY_PRECISIONS = ("fp32", "int8", "int4")
 
 
 def load_object(ref: str) -> Any:
@@ -334,6 +337,7 @@ FORMATS: dict[str, FormatSpec] = {
             export_requires=(("torch", "torch"), ("onnx", "onnx"), ("onnxruntime", "onnx")), extra="onnx",
             runtime="onnxruntime", dynamic_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
+            precisions=((IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_WEIGHT_ONLY_PRECISIONS)),
             metadata_reader="staredge.metadata:read_onnx_text",
             metadata_writer="staredge.metadata:write_onnx_text",
         ),
@@ -346,6 +350,7 @@ FORMATS: dict[str, FormatSpec] = {
             export_requires=(("torch", "torch"), ("openvino", "openvino")), extra="openvino",
             runtime="openvino", dynamic_batch=True, resizable_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
+            precisions=((IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_WEIGHT_ONLY_PRECISIONS)),
             metadata_reader="staredge.metadata:read_openvino_text",
             metadata_writer="staredge.metadata:write_openvino_text",
         ),
@@ -625,6 +630,7 @@ __all__ = [
     "FORMATS",
     "IMAGE_PRECISIONS",
     "LM_PRECISIONS",
+    "LM_WEIGHT_ONLY_PRECISIONS",
     "PRECISIONS",
     "TASKS",
     "check_export_options",

@@ -75,7 +75,7 @@ def test_backends_is_one_spelling_with_the_old_alias():
 
 
 @pytest.mark.parametrize("flag,bad", [("--threads", "0"), ("--threads", "1000000000"), ("--warmup", "-1"),
-                                      ("--iters", "0"), ("--repeats", "0"), ("--precision", "int4")])
+                                      ("--iters", "0"), ("--repeats", "0"), ("--precision", "fp8")])
 def test_numbers_have_one_check_and_one_wording(flag, bad, capsys):
     """The same bad value gives the same message under every subcommand that takes the flag."""
     messages = {}

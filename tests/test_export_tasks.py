@@ -339,3 +339,23 @@ def test_cli_language_model_that_fails_validation_says_why_on_the_terminal(tmp_p
     assert "onnx: validation failed: max |Δ|" in captured.err and "not under its final name" in captured.err
     assert "FAIL" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["transformer_pp_d32_n2_ctx10.failed.onnx"]
+
+
+def test_weight_only_int8_language_model_through_export(tmp_path, capsys):
+    """``precision="int8"`` for an LM goes to the format's LM exporter (the table lists it for
+    ONNX) and is validated by held-out bits per byte against the fp32 model; a format whose
+    LM exporter cannot is refused with the reason, before any work."""
+    pytest.importorskip("onnxruntime")
+    from staredge.exporters.api import LM_BPB_BOUND
+
+    (art,) = export(_lm(128), ["onnx"], tmp_path, precision="int8").artifacts
+    assert art.path == str(tmp_path / "star_lm_int8_ctx128.onnx") and art.precision == "int8"
+    assert read_metadata(art.path).precision == "int8"
+    v = art.validation
+    assert art.passed is True and abs(v["bpb_change"]) <= LM_BPB_BOUND["int8"] == v["bpb_bound"], v
+    assert v["bits_per_byte"] != v["fp32_bits_per_byte"]  # the weights really are int8
+    with pytest.raises(ConfigError, match=r"--precision int8 is not available for language models in TFLite"):
+        export(_lm(128), ["onnx", "tflite"], tmp_path / "x", precision="int8")
+    assert main(["export", "star_lm_pydoc", "--precision", "int4", "--formats", "coreml",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "--precision int4 is not available for language models in CoreML" in capsys.readouterr().err

@@ -19,11 +19,15 @@ from staredge.metadata import (ArtifactMetadata, _encode_field, _string_entry, r
 
 
 def test_precisions_per_format_and_task():
+    lm = {name: formats.FORMATS[name].precisions_for(formats.TEXT_GENERATION) for name in formats.export_formats()}
     for name in formats.export_formats():
-        spec = formats.FORMATS[name]
-        assert spec.precisions_for(formats.IMAGE_CLASSIFICATION) == ("fp32", "fp16", "int8")
-        assert spec.precisions_for(formats.TEXT_GENERATION) == ("fp32",)  # until weight-only int8/int4 lands
+        assert formats.FORMATS[name].precisions_for(formats.IMAGE_CLASSIFICATION) == ("fp32", "fp16", "int8")
+    # weight-only int8/int4 where the LM exporters write it (exporters/lm_quantize.py); fp16 nowhere
+    assert lm == {"onnx": ("fp32", "int8", "int4"), "openvino": ("fp32", "int8", "int4"),
+                  "tflite": ("fp32",), "coreml": ("fp32",)}
     assert formats.FORMATS["pytorch"].precisions_for(formats.TEXT_GENERATION) == ()
+    with pytest.raises(ConfigError, match=r"--precision int4 is not available for image classifiers in ONNX"):
+        formats.check_precision(formats.IMAGE_CLASSIFICATION, ["onnx"], "int4")
     assert formats.check_precision(formats.IMAGE_CLASSIFICATION, ["onnx", "coreml"], "int8") == "int8"
     with pytest.raises(ConfigError, match=r"--precision int8 is not available for language models in TFLite "
                                           r"\(TFLite: fp32\)"):

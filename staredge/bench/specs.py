@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, replace
 
 from staredge.errors import ConfigError, StarEdgeError
-from staredge.formats import EAGER_RUNTIME, FORMATS, PRECISIONS as TABLE_PRECISIONS, RUNTIMES, get_runtime
+from staredge.formats import EAGER_RUNTIME, FORMATS, IMAGE_PRECISIONS, RUNTIMES, get_runtime
 
 #: The two baselines a user would otherwise use.
 BASELINES = (EAGER_RUNTIME, "onnx-plain")
@@ -66,8 +66,9 @@ POINTWISE = "pointwise_conv_to_linear"
 #: Short pass names for labels (and accepted in specs): report columns stay readable.
 PASS_ALIASES = {"fuse": FUSE, "pwlinear": POINTWISE}
 _SHORT_NAMES = {v: k for k, v in PASS_ALIASES.items()}
-#: Artifact precisions a spec can ask for (the format table's; parsing a spec imports no torch).
-PRECISIONS = TABLE_PRECISIONS
+#: Artifact precisions a spec can ask for (the format table's image precisions: the benchmark
+#: times image classifiers; parsing a spec imports no torch).
+PRECISIONS = IMAGE_PRECISIONS
 #: Words that read as a precision (``int4``, ``bf16``, ``uint8``...): unknown ones are refused
 #: as precisions, not as pass names.
 _PRECISION_LIKE = re.compile(r"^(fp|bf|int|uint|float|f|i|u|q)\d+$")

@@ -90,10 +90,10 @@ def count_type(flag: str, minimum: int = 1) -> Callable[[str], int]:
     return _argtype(lambda v, name: check_count(v, name, minimum, 10**9), flag)
 
 
-def _precision(text: str, flag: str) -> str:
+def _precision(text: str, flag: str, known: tuple[str, ...] = PRECISIONS) -> str:
     p = str(text).strip().lower()
-    if p not in PRECISIONS:
-        raise ConfigError(f"{flag}: unknown precision {str(text).strip()!r}; it takes {', '.join(PRECISIONS)}")
+    if p not in known:
+        raise ConfigError(f"{flag}: unknown precision {str(text).strip()!r}; it takes {', '.join(known)}")
     return p
 
 
@@ -128,7 +128,7 @@ def add_precision(p: argparse.ArgumentParser, *, multiple: bool, default: Any = 
                   choices: tuple[str, ...] = PRECISIONS) -> None:
     """``--precision``: one of fp32/fp16/int8, or a comma list of them where ``multiple``."""
     def check(text, flag):
-        value = _precision(text, flag)
+        value = _precision(text, flag, tuple(dict.fromkeys(PRECISIONS + tuple(choices))))
         if value not in choices:
             raise ConfigError(f"{flag} takes {', '.join(choices)} here, got {text!r}")
         return value

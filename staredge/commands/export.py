@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from staredge.formats import EXPORT_OPTIONS, export_formats
+from staredge.formats import EXPORT_OPTIONS, PRECISIONS, export_formats
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     default = export_formats()[0]
     p.add_argument("--formats", "--format", dest="formats", default=default,
                    help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: {default})")
-    _args.add_precision(p, multiple=False, default="fp32",
-                        help="artifact precision; int8 needs --calibration (docs/low-precision.md); language models: "
-                             "fp32 (what each format exports per task is in the format table)")
+    _args.add_precision(p, multiple=False, default="fp32", choices=PRECISIONS,
+                        help="artifact precision; image models: fp32, fp16, int8 (int8 needs --calibration, "
+                             "docs/low-precision.md); language models: fp32, and weight-only int8 / int4 for ONNX "
+                             "and OpenVINO (the format table says what each format exports per task)")
     _args.add_calibration(p)
     p.add_argument(
         "--rewrite", default="auto",
@@ -207,7 +208,8 @@ def summary_table(report: Any):
 
 def lm_summary_table(report: Any):
     """A rich table of a language-model export: format, file, size, state bytes (artifact and
-    genome analysis), max |Δ| of the logits, identical greedy tokens, pass/fail."""
+    genome analysis), max |Δ| of the logits (weight-only int8/int4: the held-out bits-per-byte
+    change), identical greedy tokens, pass/fail."""
     from rich.table import Table
 
     table = Table(title=f"staredge export: {report.model} (language model, {report.precision}) → {report.out_dir}",
@@ -228,6 +230,7 @@ def lm_summary_table(report: Any):
         table.add_row(a.format, _relative(a.path, report.out_dir), _size(a.size_bytes) if a.path else "—",
                       f"{a.export_s:.1f} s", f"{a.state_bytes:,}" if a.state_bytes is not None else "—",
                       f"{a.analysis_state_bytes:,}" if a.analysis_state_bytes is not None else "—",
-                      f"{v['max_abs_diff']:.2e}" if v else "—",
+                      (f"{v['max_abs_diff']:.2e}" if "max_abs_diff" in v else
+                       f"bpb {v['bpb_change']:+.2%}" if "bpb_change" in v else "—"),
                       f"{v['greedy_agree']}/{v['greedy_tokens']}" if v else "—", result)
     return table
