@@ -1,0 +1,82 @@
+"""The peers benchmark's model mapping and a tiny end-to-end run (staredge/bench/peers.py,
+issue 21): the STAR Transformer++ and the Llama it is mapped to give the same logits; the
+byte tokenizer.json gives StarEdge's ids; ONNX Runtime GenAI's builder output decodes the
+same greedy tokens as StarEdge's ONNX artifact; absent peers are skipped with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from staredge.bench.peers import (peer_availability, run_peers_bench, star_to_llama, transformer_pp_model,
+                                  write_llama_folder)
+from staredge.errors import ConfigError
+
+pytest.importorskip("transformers")
+
+
+def test_llama_mapping_gives_the_same_logits():
+    model = transformer_pp_model(dim=64, layers=2, max_seq_len=128, seed=1)
+    llama = star_to_llama(model)
+    ids = torch.randint(0, 259, (1, 33), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(ids), llama(ids).logits
+    assert a.abs().max() > 0.5
+    assert (a - b).abs().max() < 1e-4
+
+
+def test_non_llama_genome_is_refused():
+    from staredge.generation import load_lm
+
+    with pytest.raises(ConfigError, match="Transformer"):
+        star_to_llama(load_lm().model)
+
+
+def test_llama_folder_tokenizer_uses_byte_ids(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model = transformer_pp_model(dim=64, layers=1, max_seq_len=128)
+    folder = write_llama_folder(model, tmp_path / "hf")
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    text = "déjà vu\n\t~"
+    assert tok.encode(text) == list(text.encode("utf-8"))
+    assert tok.convert_tokens_to_ids(["<bos>", "<eos>", "<pad>"]) == [256, 257, 258]
+    assert tok.decode(list(text.encode("utf-8"))) == text
+
+
+def test_ort_genai_decodes_the_same_tokens_as_staredge(tmp_path):
+    og = pytest.importorskip("onnxruntime_genai")
+    from staredge.bench.peers import build_ort_genai
+    from staredge.exporters.onnx_lm import export_lm_onnx
+    from staredge.runtimes.lm import load_lm_artifact
+
+    model = transformer_pp_model(dim=64, layers=2, max_seq_len=128, seed=2)
+    folder = write_llama_folder(model, tmp_path / "hf")
+    og_dir = build_ort_genai(folder, tmp_path / "og")
+    prompt = [256] + list(b"The import statement ")
+    gen_model = og.Model(str(og_dir))
+    params = og.GeneratorParams(gen_model)
+    params.set_search_options(do_sample=False, max_length=len(prompt) + 24, min_length=len(prompt) + 24)
+    gen = og.Generator(gen_model, params)
+    gen.append_tokens(np.asarray(prompt, dtype=np.int32))
+    theirs = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        theirs.append(int(gen.get_next_tokens()[0]))
+    ours = load_lm_artifact(export_lm_onnx(model, tmp_path / "m.onnx", max_context=64)).greedy(prompt, 24)
+    assert len(theirs) == 24 and theirs == ours
+
+
+def test_tiny_bench_runs_and_skips_absent_peers(tmp_path):
+    avail = peer_availability()
+    doc = run_peers_bench(dim=64, layers=1, prompt=8, new_tokens=6, rounds=1, threads=(1,), workdir=tmp_path,
+                          staredge=("onnxruntime",), precisions=("fp32", "int8"),
+                          peers=("transformers", "llama.cpp", "openvino-genai"), log=lambda m: None)
+    runners = {r["runner"] for r in doc["rows"]}
+    assert {"staredge-onnxruntime", "staredge-onnxruntime-int8", "transformers"} <= runners
+    for r in doc["rows"]:
+        assert r["ms_per_token_median"] > 0 and r["tokens_per_s_median"] > 0 and r["peak_rss_mb"] > 10
+    for peer in ("llama.cpp", "openvino-genai"):
+        if avail[peer]:
+            assert doc["skipped"][peer] and peer not in runners
+    assert len(doc["load_average_per_round"]) == 2
