@@ -127,3 +127,14 @@ def test_existing_outputs_are_refused_and_unwritable_ones_named(tmp_path, capsys
     assert "--force" in capsys.readouterr().err and target.read_text() == "keep me"
     assert main(["bench", "starnet_s1", "--json", "/proc/x/r.json"]) == 2
     assert "/proc/x" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["bench", "tune"])
+def test_calibration_without_int8_is_refused_not_ignored(command, monkeypatch, capsys):
+    """A flag that does not apply is an error (issue 22), before any work."""
+    import staredge.bench.harness as harness
+
+    monkeypatch.setattr(harness, "run_bench", lambda *a, **k: (_ for _ in ()).throw(AssertionError("timed")))
+    argv = [command, "starnet_s050", "--precision", "fp32", "--calibration", "photos/"]
+    assert main(argv + (["--no-progress", "--protocol", "quick"] if command == "bench" else [])) == 2
+    assert "applies to int8 only" in capsys.readouterr().err

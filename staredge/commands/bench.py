@@ -224,8 +224,10 @@ def _int8_calibration(args: argparse.Namespace, models: list[str], specs: list, 
     ``--calibration`` folder is an error now, not after minutes of timing), said on the terminal.
     Returns the factory options (the prepared inputs of the first model, or the folder)."""
     if not any(getattr(s, "precision", "fp32") == "int8" for s in specs):
-        if args.calibration is not None:
-            console.print("[yellow]note:[/] --calibration is used by int8 only, and nothing here is int8")
+        for flag, value in (("--calibration", args.calibration), ("--calibration-samples", args.calibration_samples)):
+            if value is not None:
+                raise ConfigError(f"{flag} applies to int8 only, and nothing here is int8: add --precision "
+                                  f"fp32,int8 (or a backend spec such as onnxruntime@int8), or drop {flag}")
         return {}
     from staredge.bench.artifacts import calibration_for
     from staredge.bench.harness import build_model

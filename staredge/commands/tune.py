@@ -106,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
     if json_file and Path(json_file).resolve() == (Path(out) / "tune.json").resolve():
         raise ConfigError(f"--json {json_file} is the tune.json that tune writes into --out anyway; give --json "
                           f"another file, or none")
+    if "int8" not in (args.precision or []):
+        for flag, value in (("--calibration", args.calibration), ("--calibration-samples", args.calibration_samples)):
+            if value is not None:
+                raise ConfigError(f"{flag} applies to int8 only, and --precision has no int8; add it or drop {flag}")
     model = _model(args)
     with console.status("tuning") as status:
         def progress(text: str) -> None:
