@@ -70,6 +70,11 @@ class Engine(ABC):
     def op_histogram(self) -> dict[str, int]:
         """Op type → number of ops in the loaded graph (what the runtime runs, where it can tell)."""
 
+    def run_feeds(self, feeds: dict[str, Any], signature: str | None = None) -> dict[str, np.ndarray]:
+        """One call with inputs by name; every output by name as numpy arrays (copies).
+        ``signature`` picks a signature (LiteRT) or function (CoreML) where the graph has several."""
+        raise ConfigError(f"the {self.runtime} engine does not run named feeds")
+
     def inputs(self) -> list["TensorInfo"]:
         """The graph's inputs (empty where the runtime cannot tell)."""
         return []

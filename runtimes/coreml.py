@@ -159,6 +159,13 @@ class CoreMLEngine(Engine):
         except Exception as exc:  # noqa: BLE001
             raise self.run_failed(exc) from exc
 
+    def run_feeds(self, feeds: dict[str, Any], signature: str | None = None) -> dict[str, np.ndarray]:
+        """One call of the function (``signature``: another function of the package) with a
+        fresh zero state for a stateful program; every output by name."""
+        engine = self if signature in (None, self.function) else self.for_function(signature)
+        states = engine.new_states() if engine.stateful else None
+        return {k: np.asarray(v) for k, v in engine.predict(feeds, states).items()}
+
     def inputs(self) -> list[TensorInfo]:
         """The function's tensor inputs (reference executor; Apple: empty)."""
         if not self.reference:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from staredge.errors import DeviceError, MissingDependencyError
+from staredge.errors import ConfigError, DeviceError, MissingDependencyError
 from staredge.runtimes.base import ArtifactError, Backend, Engine, TensorInfo, check_artifact_file
 from staredge.threads import resolve_threads
 
@@ -118,6 +118,21 @@ class LiteRtEngine(Engine):
                 return runner(**feeds)
             except (ValueError, RuntimeError) as exc:
                 raise self.run_failed(exc) from exc
+
+    def run_feeds(self, feeds: dict[str, Any], signature: str | None = None) -> dict[str, np.ndarray]:
+        """One call by name: through ``signature`` (default: the only one, or the primary
+        subgraph when the model has none), under :attr:`lock`."""
+        if signature is None and len(self.signatures) == 1:
+            signature = next(iter(self.signatures))
+        if signature is not None:
+            return {k: np.array(v) for k, v in self.call(self.runner(signature), feeds).items()}
+        with self.lock:
+            for d in self.interpreter.get_input_details():
+                if d["name"] not in feeds:
+                    raise ConfigError(f"missing input {d['name']!r} for {self.path}")
+                self.interpreter.set_tensor(d["index"], np.asarray(feeds[d["name"]], dtype=d["dtype"]))
+            self.invoke()
+            return {d["name"]: self.interpreter.get_tensor(d["index"]) for d in self.interpreter.get_output_details()}
 
     def invoke(self) -> None:
         """``interpreter.invoke()`` with runtime failures as InferenceError (callers hold the lock)."""

@@ -184,6 +184,11 @@ class OnnxRuntimeEngine(Engine):
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
             raise self.run_failed(exc) from exc
 
+    def run_feeds(self, feeds: dict[str, Any], signature: str | None = None) -> dict[str, np.ndarray]:
+        """Every output of one ``session.run`` by name."""
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.run(names, feeds)))
+
     def io_binding(self) -> Any:
         """A new IO binding of the session (one per stream or timing loop: a binding is not thread-safe)."""
         return self.session.io_binding()

@@ -148,6 +148,13 @@ class OpenVinoEngine(Engine):
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ traces
             raise self.run_failed(exc) from exc
 
+    def run_feeds(self, feeds: dict[str, Any], signature: str | None = None) -> dict[str, np.ndarray]:
+        """Every output of one call on this thread's request, by name (a stateful IR keeps its
+        variables in that request between calls)."""
+        req = self.request()
+        self.infer(req, feeds)
+        return {port.get_any_name(): np.array(req.get_tensor(port).data, copy=True) for port in self.compiled.outputs}
+
     def run_failed(self, exc: BaseException) -> StarEdgeError:
         from staredge.errors import InferenceError
 

@@ -96,6 +96,6 @@ def test_each_runtime_has_one_engine_with_the_common_interface(module, engine):
 
     cls = getattr(importlib.import_module(module), engine)
     assert issubclass(cls, Engine) and cls.runtime == module.rsplit(".", 1)[1]
-    for method in ("threads_in_effect", "op_histogram", "inputs", "outputs", "run_failed", "close"):
+    for method in ("threads_in_effect", "op_histogram", "run_feeds", "inputs", "outputs", "run_failed", "close"):
         assert callable(getattr(cls, method)), method
     assert set(cls.capabilities) <= set(Engine.CAPABILITIES)

@@ -87,3 +87,24 @@ def test_the_pytorch_engine_leaves_torchs_threads_as_it_found_them():
     assert torch.get_num_threads() == before  # and the caller's afterwards
     assert backend.threads_in_effect() == want
     assert backend.op_histogram().get("Linear", 0) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_named_feeds_run_the_graph_the_stepper_runs(tmp_path_factory, fmt):
+    """``engine.run_feeds`` (inputs by name, outputs by name) gives the logits of the first
+    decode step that the served stepper computes on the same engine."""
+    backend = _backend(small_artifact(tmp_path_factory, fmt), 1)
+    engine = backend.engine
+    ids_dtype = np.int32 if fmt == "coreml" else np.int64
+    feeds = {"input_ids": np.array([[256]], ids_dtype), "position": np.array([0], ids_dtype)}
+    signature = None
+    if fmt in ("onnx", "tflite") or (fmt == "coreml" and not backend.stateful):
+        feeds.update({s["input"]: np.zeros(s["shape"], np.float32) for s in backend.state_spec})
+    if fmt == "tflite":
+        signature = "decode"
+    if fmt == "openvino":
+        engine.request().reset_state()
+    out = engine.run_feeds(feeds, signature=signature)
+    want = backend.new_stepper().step([256])
+    np.testing.assert_allclose(np.asarray(out["logits"]).reshape(want.shape), want, rtol=0, atol=1e-6)
