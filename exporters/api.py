@@ -235,7 +235,7 @@ def task_of(model_or_name: Any) -> str:
     task = getattr(model_or_name, "staredge_task", None)
     if task in (IMAGE_CLASSIFICATION, TEXT_GENERATION):
         return task
-    from staredge.exporters.lm_export import is_lm_source
+    from staredge.exporters.lm_source import is_lm_source
 
     return TEXT_GENERATION if is_lm_source(model_or_name) else IMAGE_CLASSIFICATION
 
@@ -308,6 +308,11 @@ class _ImageJob:
         self.example = example_input(self.model, batch=1)
         self.inputs = validation_inputs(self.model) if self.validate_on else None
         self.references: dict[str, Any] = {}  # PyTorch logits per input set, shared by every format
+        self.labelled = None
+        if self.validate_on and self.precision == "int8":  # int8 is also judged on a labelled set, if any
+            from staredge.exporters.quantize import labelled_set
+
+            self.labelled = labelled_set(self.model)
 
     def variants(self, fmt: str) -> list[Any]:
         return [self.passes[fmt]]
@@ -347,6 +352,7 @@ class _ImageJob:
         check = validate_artifact(
             self.model, entry, fmt, self.precision, export_batch=self.example.shape[0],
             dynamic_batch=result.dynamic_batch, inputs=self.inputs, references=self.references,
+            labelled=self.labelled,
         )
         result.max_abs_diff = check.max_abs_diff
         result.rel_error = check.rel_error
@@ -368,7 +374,7 @@ class _LanguageModelJob:
 
     def __init__(self, model_or_name, fmts, options: dict[str, Any], dim, depth, validate,
                  precision: str = "fp32") -> None:
-        from staredge.exporters.lm_export import check_chunk, resolve_lm
+        from staredge.exporters.lm_source import check_chunk, resolve_lm
         from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
         from staredge.formats import EXPORT_OPTIONS
         from staredge.models.star.analysis import analyze_genome
@@ -414,10 +420,9 @@ class _LanguageModelJob:
         writer(self.graph, entry, max_context=self.graph.max_context, prefill_chunk=self.chunk, name=self.name, **kw)
 
     def error_text(self, fmt: str, exc: Exception, result: ArtifactResult) -> str:
-        from staredge.exporters.lm_export import LMExportError
-
-        if isinstance(exc, LMExportError):
-            result.refused_livs = [list(p) for p in exc.livs]
+        livs = getattr(exc, "livs", None)  # an LMExportError names the LIVs a converter refused
+        if isinstance(livs, list):
+            result.refused_livs = [list(p) for p in livs]
         return f"{type(exc).__name__}: {exc}"
 
     def converted(self, fmt: str, entry: Path, result: ArtifactResult) -> None:

@@ -13,10 +13,11 @@ One exporter module per format, named by :attr:`staredge.formats.FormatSpec.lm_e
 * ``exporters/coreml_lm.py`` (:func:`export_lm_coreml`): an iOS 18 stateful ML Program or
   the explicit iOS 16 past/present form.
 
-This module holds what they share: :func:`as_graph`, :func:`lm_artifact_metadata`,
-:func:`check_chunk`, the converter-failure wrapper :func:`conversion_error` (an
-:class:`LMExportError` that names the LIVs of the op the converter failed on), and how a
-language model is recognised and built by name (:func:`is_lm_source`, :func:`resolve_lm`).
+This module holds what they share: :func:`as_graph`, :func:`lm_artifact_metadata`, the
+converter-failure wrapper :func:`conversion_error` (an :class:`LMExportError` that names the
+LIVs of the op the converter failed on), and re-exports from
+:mod:`staredge.exporters.lm_source` how a language model is recognised and built by name
+(:func:`is_lm_source`, :func:`resolve_lm`) and :func:`check_chunk`.
 Exporting goes through :func:`staredge.exporters.export`, the one export function for every
 task (naming, scratch staging, existence checks, validation, result rows);
 :func:`export_lm` is its documented alias returning rows as dicts.
@@ -33,7 +34,8 @@ import torch
 
 from staredge.errors import ConfigError, ExportError
 from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph, lm_metadata_dict
-from staredge.formats import TEXT_GENERATION, checkpoint_suffixes
+from staredge.exporters.lm_source import BASELINE_DEFAULTS, LM_NAMES, check_chunk, is_lm_source, resolve_lm
+from staredge.formats import TEXT_GENERATION
 from staredge.metadata import ArtifactMetadata
 from staredge.models.star import STARLanguageModel
 
@@ -73,14 +75,6 @@ def lm_artifact_metadata(graph: LMDecodeGraph, fmt: str, name: str | None = None
         model=lm["name"], family="star_lm", format=fmt, task=TEXT_GENERATION, input_name="input_ids",
         output_names=["logits"], input_size=[1, 1], input_layout="NT", dynamic_batch=False,
         precision="fp32", extra=dict(extra or {}), lm=lm)
-
-
-def check_chunk(graph: LMDecodeGraph, prefill_chunk: int) -> int:
-    """``prefill_chunk`` as an int in 1..max_context, else :class:`ConfigError`."""
-    chunk = int(prefill_chunk)
-    if chunk < 1 or chunk > graph.max_context:
-        raise ConfigError(f"prefill_chunk must be in 1..max_context ({graph.max_context}), got {chunk}")
-    return chunk
 
 
 # ------------------------------------------------------------------ converter failures
@@ -211,77 +205,12 @@ def conversion_error(graph: LMDecodeGraph, title: str, exc: BaseException, log: 
 
 # ------------------------------------------------------------------------- orchestration
 
-#: Registry names of language models (besides saved-model paths).
-LM_NAMES = ("star_lm_pydoc", "transformer_pp", "striped_mamba")
-#: Width and depth of a baseline exported by name when none is given.
-BASELINE_DEFAULTS = {"dim": 128, "depth": 10}
-
-
 def lm_formats() -> dict[str, str]:
     """LM export formats in ``all`` order (those whose :class:`~staredge.formats.FormatSpec`
     names an ``lm_exporter``) and the file suffix of each artifact."""
     from staredge.formats import FORMATS
 
     return {name: spec.suffixes[0] for name, spec in FORMATS.items() if spec.lm_exporter}
-
-
-def is_lm_source(name_or_path) -> bool:
-    """Whether ``staredge export`` should treat this as a language model: a registry LM
-    name, a STARLanguageModel, or a saved STAR LM (``.json`` or its ``.safetensors``)."""
-    if isinstance(name_or_path, (STARLanguageModel, LMDecodeGraph)):
-        return True
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        return False
-    text = str(name_or_path)
-    if text.lower() in LM_NAMES:
-        return True
-    from staredge.models.star.lfm2 import is_hf_folder
-
-    if is_hf_folder(text):  # a Hugging Face folder StarEdge imports (LFM2)
-        return True
-    p = Path(text)
-    stem = p.with_suffix("") if p.suffix == ".json" or p.suffix in checkpoint_suffixes() else p
-    cfg = stem.with_suffix(".json")
-    if cfg.is_file():
-        try:
-            import json
-
-            return json.loads(cfg.read_text("utf-8")).get("format") == "staredge-star-lm"
-        except (OSError, ValueError, AttributeError):
-            return False
-    return False
-
-
-def resolve_lm(name_or_path, dim: int | None = None, depth: int | None = None) -> tuple[STARLanguageModel, str]:
-    """(model, name) for a registry LM name, a saved STAR LM path, or a model. ``dim`` and
-    ``depth`` build the ``transformer_pp`` / ``striped_mamba`` baselines; for any other model
-    they are refused (a ConfigError naming the flag), never ignored."""
-    text = getattr(name_or_path, "staredge_name", None) or str(name_or_path)
-    key = text.lower() if isinstance(name_or_path, (str, os.PathLike)) else ""
-    if key not in ("transformer_pp", "striped_mamba"):
-        for flag, value in (("--dim (dim=)", dim), ("--depth (depth=)", depth)):
-            if value is not None:
-                raise ConfigError(f"{flag} builds the transformer_pp / striped_mamba baselines only; "
-                                  f"{text if key else 'this model'} has its own width and depth: drop it")
-    if isinstance(name_or_path, STARLanguageModel):
-        return name_or_path.eval(), getattr(name_or_path, "staredge_name", "star_lm")
-    if key in ("transformer_pp", "striped_mamba"):
-        from staredge.models.star import BASELINES
-
-        d = int(dim or BASELINE_DEFAULTS["dim"])
-        n = int(depth or BASELINE_DEFAULTS["depth"])
-        torch.manual_seed(0)
-        model = STARLanguageModel(d, n, BASELINES[key](d, n)).eval()
-        return model, f"{key}_d{d}_n{n}"
-    from staredge.models.star.lfm2 import from_pretrained, is_hf_folder
-
-    if is_hf_folder(text):  # imported as a STAR genome (tokenizer on model.tokenizer)
-        model = from_pretrained(text)
-        return model, Path(text).name
-    from staredge.generation import load_lm
-
-    lm = load_lm(text)
-    return lm.model.eval(), lm.name
 
 
 def export_lm(model_or_name, formats, out_dir: str | os.PathLike, *, max_context: int | None = None,

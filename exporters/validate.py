@@ -260,12 +260,16 @@ def validate_artifact(
     dynamic_batch: bool = False,
     inputs: dict[str, np.ndarray] | None = None,
     references: dict[str, np.ndarray] | None = None,
+    labelled: tuple[np.ndarray, np.ndarray, str] | None = None,
 ) -> ValidationResult:
     """Compare the artifact at ``path`` with ``model`` (the original PyTorch module).
 
     Every input set runs sample by sample at ``export_batch`` and, where the artifact
     allows a different batch size, as one batch. The result holds the worst figures.
     ``references`` caches the PyTorch logits per input set across artifacts (filled here).
+    ``labelled``: the model's labelled held-out set ``(inputs, labels, name)``
+    (:func:`staredge.exporters.quantize.labelled_set`, which the caller asks: validation
+    imports no quantiser); an int8 artifact is also judged on its accuracy there.
     """
     from staredge.formats import get_format
 
@@ -293,9 +297,9 @@ def validate_artifact(
                 notes.append(f"{name}: batch {other} not accepted by the artifact ({type(exc).__name__})")
             else:
                 comparisons.append(compare(refb, outb, name, other))
-    labelled = None
+    held_out, labelled = labelled, None
     if precision == "int8":
-        labelled = _labelled_comparison(model, backend, export_batch, references)
+        labelled = _labelled_comparison(model, backend, export_batch, references, held_out)
         if labelled is not None:
             comparisons.append(labelled[0])
         notes.append("int8: judged on real data only; random inputs are reported, not judged")
@@ -330,14 +334,12 @@ def validate_artifact(
     )
 
 
-def _labelled_comparison(model: nn.Module, backend: Any, batch: int, references: dict[str, Any]):
+def _labelled_comparison(model: nn.Module, backend: Any, batch: int, references: dict[str, Any],
+                         found: tuple[np.ndarray, np.ndarray, str] | None):
     """(comparison, artifact accuracy, PyTorch accuracy, set name) on the model's labelled
-    held-out set, or None when it has none (:func:`staredge.exporters.quantize.labelled_set`)."""
-    from staredge.exporters.quantize import labelled_set
-
+    held-out set ``found``, or None when it has none."""
     key = "__labelled__"
     if key not in references:
-        found = labelled_set(model)
         references[key] = None if found is None else (found, torch_logits(model, found[0]))
     cached = references[key]
     if cached is None:

@@ -37,12 +37,6 @@ RANK = {"core": 0, "models": 1, "exporters": 2, "runtimes": 2, "front": 3}
 #: lists them; each entry names its owner). The test fails on any violation NOT listed here;
 #: remove an entry when its import is gone.
 KNOWN = {
-    # H1/H4 (exporters/lm_export.py): load_lm comes from staredge.models.star.lm now
-    ("staredge.exporters.lm_export", "staredge.generation"),
-    # H1 (exporters/api.py <-> exporters/lm_export.py): one of the two directions must go
-    ("staredge.exporters.lm_export", "staredge.exporters.api"),
-    # H1/H6 (exporters/validate.py <-> exporters/quantize.py)
-    ("staredge.exporters.validate", "staredge.exporters.quantize"),
     # issue 22 (models/checkpoint.py:377 asks models.registry.closest_model; registry imports checkpoint)
     ("staredge.models.checkpoint", "staredge.models.registry"),
 }
