@@ -2,15 +2,18 @@
 
 ``load_backend`` returns one of these for an artifact whose metadata says
 ``task == "text-generation"`` (the format table names the class in
-:attr:`staredge.formats.RuntimeSpec.text_backend`). A text backend loads the artifact once
-(the session, compiled model or interpreter is shared) and hands out
-:class:`~staredge.generation.DecodeSession` objects with :meth:`TextBackend.open_session`,
+:attr:`staredge.formats.RuntimeSpec.text_backend`). A text backend checks the metadata
+(:func:`staredge.runtimes.lm.check_lm_metadata`), builds the runtime's engine once (the
+session, compiled model or interpreter is shared), checks the metadata against the graph
+(:meth:`LMStepper.check_graph`) and hands out :class:`~staredge.decoding.DecodeSession`
+objects (:class:`~staredge.runtimes.lm.StepperSession`) with :meth:`TextBackend.open_session`,
 each with its own decode state, so several streams can run at once (from several threads
-too). :func:`staredge.generation.stream` drives them; ``Predictor.stream`` /
-``Predictor.generate`` are the user API.
+too). The one decode loop (:func:`staredge.decoding.decode_tokens`, behind
+:func:`staredge.generation.stream`) drives them; ``Predictor.stream`` /
+``Predictor.generate`` are the user API, and export validation uses
+:meth:`TextBackend.new_stepper` through ``load_lm_artifact``.
 
-This module holds what they share (:class:`TextBackend`, :class:`StepperSession`) and the
-PyTorch backend; each exported format's backend lives beside its stepper in the runtime's
+This module holds what they share (:class:`TextBackend`) and the PyTorch backend; each exported format's backend lives beside its stepper in the runtime's
 LM module (``runtimes/onnxruntime_lm.py``, ``openvino_lm.py``, ``litert_lm.py``,
 ``coreml_lm.py``) and is named by the format table, so a new runtime is one module.
 The per-step work is the runtime-side steppers of :mod:`staredge.runtimes.lm` (the decode
