@@ -108,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
         from staredge.fileio import check_output_file
 
         check_output_file(args.csv, force=args.force, flag="--csv")
+    from pathlib import Path
+
+    if not Path(args.artifact).exists():  # the artifact first: the Predictor's own "no such file" error
+        Predictor(args.artifact, device=args.device)
     images = expand_images(list(args.images))
     _refuse_language_model(args.artifact)
     predictor = Predictor(_source(args), device=args.device, threads=args.threads, backend=args.backends,
