@@ -33,13 +33,9 @@ CORE = {"errors", "formats", "metadata", "fileio", "paths", "preprocess", "label
         "tokenizer", "chat", "sampling", "decoding", "_version", "__init__", "integrity", "data"}
 RANK = {"core": 0, "models": 1, "exporters": 2, "runtimes": 2, "front": 3}
 
-#: Known violations in other engineers' files at the time this test was written (issue 19
-#: lists them; each entry names its owner). The test fails on any violation NOT listed here;
-#: remove an entry when its import is gone.
-KNOWN = {
-    # issue 22 (models/checkpoint.py:377 asks models.registry.closest_model; registry imports checkpoint)
-    ("staredge.models.checkpoint", "staredge.models.registry"),
-}
+#: Violations accepted for now, as (importer, imported) pairs with their owner in a comment:
+#: none (the ones issue 19 found, and those that appeared while it was fixed, are gone).
+KNOWN: set[tuple[str, str]] = set()
 
 
 def modules() -> dict[str, Path]:
