@@ -127,7 +127,12 @@ class TextBackend(Backend):
         return sum(1 for s in list(self._sessions) if not s.closed)
 
     def open_session(self) -> StepperSession:
-        """A new decode stream (position 0, zero state)."""
+        """A new decode stream (position 0, zero state); :class:`StreamError` once the backend is closed."""
+        if self._proto is None:
+            from staredge.errors import StreamError
+
+            raise StreamError(f"this {self.name} text backend was closed ({self.path}); load the artifact again "
+                              "(Predictor(path)) to start new streams")
         session = StepperSession(self.new_stepper(), self)
         self._sessions.add(session)
         return session

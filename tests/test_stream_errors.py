@@ -53,6 +53,24 @@ def test_a_closed_session_used_again_is_a_stream_error(predictors, which):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", RUNTIMES)
+def test_a_closed_backend_used_again_is_a_stream_error(tmp_path_factory, which):
+    """Closing the backend ends its streams; a new stream is refused by name, not with
+    ``'NoneType' object has no attribute ...``."""
+    from staredge import Predictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = small_lm() if which == "pytorch" else small_artifact(tmp_path_factory, which)
+        predictor = Predictor(source, device="cpu", threads=1)
+    live = predictor.backend.open_session()
+    predictor.backend.close()
+    assert live.closed
+    with pytest.raises(StreamError, match="closed"):
+        predictor.generate("The", max_new_tokens=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", RUNTIMES)
 def test_one_stream_from_two_threads_is_a_stream_error(predictors, which, monkeypatch):
     """Thread A is inside the stream's next(); thread B's next() gets a typed error at once."""
     from staredge.runtimes.lm import StepperSession
