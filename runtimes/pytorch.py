@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from staredge.errors import CheckpointError, ConfigError, require
+from staredge.errors import CheckpointError, ConfigError, StarEdgeError, require
 from staredge.errors import DeviceError
 from staredge.metadata import ArtifactMetadata, metadata_from_model, read_safetensors_text
 from staredge.runtimes.base import ArtifactError, Backend, Engine, check_artifact_file
@@ -123,6 +123,14 @@ class PyTorchEngine(Engine):
         finally:
             torch.set_num_threads(before)
 
+    def run_failed(self, exc: BaseException) -> StarEdgeError:
+        """A torch error during a call as InferenceError naming the module."""
+        from staredge.errors import InferenceError
+
+        text = str(exc).strip().splitlines()
+        return InferenceError(f"pytorch failed running {type(self.module).__name__}: {type(exc).__name__}: "
+                              f"{(text[0] if text else '')[:300]}")
+
     def threads_in_effect(self) -> int:
         """The threads torch runs this engine's calls with."""
         return self.threads
@@ -161,7 +169,10 @@ class TorchLMStepper(LMStepper):
         torch = self.engine._torch
         with torch.no_grad(), self.engine.threads_scope():
             chunk = torch.from_numpy(ids).to(self.engine.place)
-            logits, self.state = self.model.step(chunk, self.state)
+            try:
+                logits, self.state = self.model.step(chunk, self.state)
+            except RuntimeError as exc:  # torch's kernel errors (shapes, devices, memory)
+                raise self.engine.run_failed(exc) from exc
             return logits.detach().float().cpu().numpy()
 
     def release(self) -> None:
@@ -295,7 +306,10 @@ class PyTorchBackend(Backend):
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self.engine.threads_scope():
-            out = self.torch_module(t)
+            try:
+                out = self.torch_module(t)
+            except RuntimeError as exc:  # torch's kernel errors (shapes, devices, memory)
+                raise self.engine.run_failed(exc) from exc
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [o.detach().float().cpu().numpy() for o in outs]
 

@@ -108,3 +108,26 @@ def test_named_feeds_run_the_graph_the_stepper_runs(tmp_path_factory, fmt):
     out = engine.run_feeds(feeds, signature=signature)
     want = backend.new_stepper().step([256])
     np.testing.assert_allclose(np.asarray(out["logits"]).reshape(want.shape), want, rtol=0, atol=1e-6)
+
+
+def test_a_torch_error_inside_a_call_is_an_inference_error():
+    """The PyTorch engine wraps torch's kernel errors like the other engines wrap theirs."""
+    import torch
+
+    from staredge.runtimes import load_backend
+
+    class Broken(torch.nn.Module):
+        max_seq_len = 16
+        vocab_size = 259
+
+        def init_state(self, batch_size=1):
+            return None
+
+        def step(self, ids, state):
+            return torch.zeros(1, 2) @ torch.zeros(3, 4), state  # a shape error inside torch
+
+    backend = load_backend(Broken(), device="cpu", threads=1)
+    session = backend.open_session()
+    with pytest.raises(InferenceError, match="pytorch failed running Broken") as info:
+        session.feed([256])
+    assert isinstance(info.value.__cause__, RuntimeError)
