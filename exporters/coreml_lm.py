@@ -89,7 +89,7 @@ def coreml_name(name: str) -> str:
 
 def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None = None, stateful: bool = True,
                      name: str | None = None, force: bool = True, prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
-                     state_precision: str = "fp16") -> Path:
+                     state_precision: str = "fp16", precision: str = "fp32") -> Path:
     """Write a CoreML ``.mlpackage`` ML Program of the decode graph.
 
     ``stateful=True``: an iOS 18 stateful program, inputs ``input_ids`` and ``position``
@@ -104,6 +104,9 @@ def export_lm_coreml(model, path: str | os.PathLike, *, max_context: int | None 
     one token per call (its ``prefill_chunk`` is 1).
     """
     from staredge.exporters.coreml import _quiet_converter, _save_atomically
+    from staredge.exporters.lm_quantize import check_lm_precision
+
+    check_lm_precision("coreml", precision)  # weight precision: fp32 only here (refused with the reason)
 
     with _quiet_converter():
         ct = require("coremltools", "coreml", "CoreML export")

@@ -12,10 +12,12 @@ exactly what the static cache analysis counts (:func:`staredge.models.star.analy
 at ``seq_len = max_context``):
 
 * ``kv``: K or V of an attention *producer*, ``[1, kv_heads, max_context, head_dim]``; the
-  new tokens are written at ``position`` with a one-hot blend (a ``[max_context, T]`` 0/1
-  matrix times the new rows, then a select), so no scatter op appears in any format, and
-  attention reads the whole buffer with keys past ``position + t`` masked out, which gives
-  exactly the growing-cache result;
+  new tokens are written at ``position`` (``cache_write``, :data:`CACHE_WRITES`: a one-hot
+  blend over the whole buffer with no scatter op, the default here; ONNX ``ScatterElements``
+  or LiteRT ``DYNAMIC_UPDATE_SLICE`` of the T new rows only), and attention reads the whole
+  buffer with keys past ``position + t`` masked out (``attend="buffer"``) or only the rows
+  ``0 .. position + T - 1`` (``attend="prefix"``, a dynamic length), which gives exactly the
+  growing-cache result either way;
 * ``conv``: short-conv rings (the last ``k - 1`` inputs of a causal conv), as in the step form;
 * ``ssm``: the recurrence state ``[1, d_inner, N]``; a chunk of T tokens is scanned in
   closed form (``h_t = e^{L_t} h_0 + Σ_{s≤t} e^{L_t - L_s} Δ_s B_s x_s`` with ``L`` the
@@ -24,7 +26,8 @@ at ``seq_len = max_context``):
   K/V), convolved with the implicit filter by a masked tap matrix.
 
 Feature-group consumers read their producer's tensors inside the graph and hold no state.
-The graph uses only gathers, matmuls, selects and elementwise ops, and works for any T ≥ 1
+In the default modes the graph uses only gathers, matmuls, selects and elementwise ops; each
+exporter picks its modes (``exporters/*_lm.py``). It works for any T ≥ 1
 (decode T = 1; prefill chunks) as long as ``position + T <= max_context``.
 """
 

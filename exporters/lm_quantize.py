@@ -5,6 +5,12 @@ the accuracy of the result measured (held-out bits per byte, greedy agreement).
   weight MatMul becomes ``com.microsoft.MatMulNBits`` (int8 or int4, blockwise along the
   input axis, asymmetric by default); the embedding ``Gather`` becomes
   ``GatherBlockQuantized`` when ``embedding="quantized"``.
+* TFLite: ai-edge-quantizer's ``weight_only_wi8_afp32`` / ``weight_only_wi4_afp32`` recipes
+  (per-channel int8 / int4 weights of every supported op, dequantised to fp32 compute), or
+  ``mode="dynamic"`` (``dynamic_wi8_afp32``: int8 weights and dynamically quantised int8
+  activations in the fully connected layers, int8 only). The embedding and head options
+  are not offered for TFLite (the recipe covers every supported op): ``"quantized"`` is
+  recorded, and asking for ``"fp32"`` is refused.
 * OpenVINO: NNCF ``compress_weights`` (``INT8_ASYM`` per channel, ``INT4_ASYM`` with a group
   size); ``embedding`` / ``head`` kept at fp32 by NNCF's ignored scope, or compressed.
 
@@ -29,14 +35,11 @@ from staredge.errors import ConfigError, require
 LM_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": ("fp32", "int8", "int4"),
     "openvino": ("fp32", "int8", "int4"),
-    "tflite": ("fp32",),
+    "tflite": ("fp32", "int8", "int4"),
     "coreml": ("fp32",),
 }
 #: Why a format refuses a precision (shown in the error).
 _REFUSALS: dict[tuple[str, str], str] = {
-    ("tflite", "int8"): "LM weight-only int8 for TFLite is not implemented yet (ai-edge-quantizer's "
-                        "weight-only recipe has not been wired to the decode graph's signatures)",
-    ("tflite", "int4"): "LM weight-only int4 for TFLite is not implemented yet",
     ("coreml", "int8"): "CoreML LM weight quantisation (linear_quantize_weights) is not implemented yet",
     ("coreml", "int4"): "CoreML LM per-block int4 (iOS 18) is not implemented yet",
 }
@@ -138,6 +141,37 @@ def quantize_onnx_lm(proto, precision: str, metadata, *, block_size: int = DEFAU
     del out.metadata_props[:]
     entry = out.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    return out
+
+
+# ------------------------------------------------------------------ TFLite (ai-edge-quantizer)
+
+#: TFLite LM quantisation modes.
+TFLITE_MODES = ("weight_only", "dynamic")
+
+
+def quantize_tflite_lm(flatbuffer: bytes, precision: str, metadata, *, mode: str = "weight_only",
+                       embedding: str = "quantized", head: str = "quantized") -> bytes:
+    """The converted LM flatbuffer with int8 / int4 weights (ai-edge-quantizer recipes, see
+    the module doc); ``metadata`` records the recipe. Raises ConfigError for a combination
+    the recipes cannot do."""
+    aeq = require("ai_edge_quantizer", "tflite", "TFLite weight quantisation")
+    if mode not in TFLITE_MODES:
+        raise ConfigError(f"TFLite LM quantisation mode must be one of {', '.join(TFLITE_MODES)}, got {mode!r}")
+    if mode == "dynamic" and precision != "int8":
+        raise ConfigError("ai-edge-quantizer's dynamic-range recipe (dynamic_wi8_afp32) is int8 only; "
+                          "use mode='weight_only' for int4")
+    if "fp32" in (embedding, head):
+        raise ConfigError("TFLite LM quantisation covers every supported op (embedding and head included); "
+                          "embedding/head 'fp32' is not offered for TFLite: use ONNX or OpenVINO for that")
+    recipe = {("weight_only", "int8"): aeq.recipe.weight_only_wi8_afp32, ("weight_only", "int4"): aeq.recipe.weight_only_wi4_afp32,
+              ("dynamic", "int8"): aeq.recipe.dynamic_wi8_afp32}[(mode, precision)]
+    quantizer = aeq.Quantizer(bytearray(flatbuffer), recipe())
+    out = bytes(quantizer.quantize().quantized_model)
+    metadata.precision = precision
+    metadata.extra.setdefault("tflite", {})["weights"] = {
+        "tool": "ai_edge_quantizer", "recipe": recipe.__name__, "bits": _bits(precision),
+        "embedding": "quantized", "head": "quantized"}
     return out
 
 
@@ -291,4 +325,5 @@ def _torch_bits_per_byte(model, data: bytes, window: int, bos_id: int = 256) -> 
 
 
 __all__ = ["LM_PRECISIONS", "TABLE_PRECISIONS", "DEFAULT_BLOCK_SIZE", "check_lm_precision", "quantize_onnx_lm",
+           "quantize_tflite_lm", "TFLITE_MODES",
            "compress_openvino_lm", "held_out_bytes", "bits_per_byte", "greedy_agreement", "lm_quality"]

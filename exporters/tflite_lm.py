@@ -57,17 +57,19 @@ class _SignatureModule(torch.nn.Module):
 
 def export_lm_tflite(model, path: str | os.PathLike, *, max_context: int | None = None,
                      prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True,
-                     cache_write: str = TFLITE_CACHE_WRITE, precision: str = "fp32") -> Path:
+                     cache_write: str = TFLITE_CACHE_WRITE, precision: str = "fp32",
+                     quantization: dict | None = None) -> Path:
     """Write a ``.tflite`` with signatures ``decode`` (T = 1) and ``prefill`` (T = ``prefill_chunk``).
 
     I/O names use underscores (``past_key_values_2_key``); ``input_ids`` and ``position`` stay
     int64. The file is refused if the converter emitted a scatter op. ``cache_write``:
-    ``"dynamic_update_slice"`` (default) or ``"blend"``. ``precision``: only ``"fp32"``
-    (others are refused with the reason).
+    ``"dynamic_update_slice"`` (default) or ``"blend"``. ``precision`` ``"int8"`` / ``"int4"``:
+    ai-edge-quantizer weight quantisation (:func:`staredge.exporters.lm_quantize.quantize_tflite_lm`,
+    options in ``quantization``).
     """
-    from staredge.exporters.lm_quantize import check_lm_precision
+    from staredge.exporters.lm_quantize import check_lm_precision, quantize_tflite_lm
 
-    check_lm_precision("tflite", precision)
+    precision = check_lm_precision("tflite", precision)
     if cache_write not in ("dynamic_update_slice", "blend"):
         raise ConfigError(f"TFLite cache_write must be 'dynamic_update_slice' or 'blend', got {cache_write!r}")
     litert_torch = require("litert_torch", "tflite", "TFLite export")
@@ -104,6 +106,13 @@ def export_lm_tflite(model, path: str | os.PathLike, *, max_context: int | None 
             f"the converted graph contains {bad} (aten::scatter / aten::index_put), which XNNPACK cannot run"),
             model=meta.model)
         raise err
+    if precision != "fp32":
+        try:
+            flat = quantize_tflite_lm(flat, precision, meta, **(quantization or {}))
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the quantiser raises many types
+            raise conversion_error(graph, f"{TITLE} {precision}", exc, model=meta.model) from exc
     data = add_metadata(flat, METADATA_KEY, meta.to_json().encode("utf-8"))
     return atomic_write_bytes(path, data, force=force)
 
