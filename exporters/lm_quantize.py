@@ -211,7 +211,13 @@ def compress_openvino_lm(ov_model, precision: str, metadata, *, group_size: int 
                           group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=8))
     if ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
-    out = nncf.compress_weights(ov_model, **kwargs)  # its progress bar goes to stderr (the CLI's log)
+    import contextlib
+    import sys
+
+    # NNCF's bit-width table and progress bar write to stdout, where a command's tables and
+    # JSON go: send them to stderr (the CLI's converter log), as the image int8 path does
+    with contextlib.redirect_stdout(sys.stderr):
+        out = nncf.compress_weights(ov_model, **kwargs)
     metadata.precision = precision
     metadata.extra.setdefault("openvino", {})["weights"] = {
         "tool": "nncf.compress_weights", "mode": str(mode.value), "group_size": int(group_size) if precision == "int4" else -1,
