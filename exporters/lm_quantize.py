@@ -318,6 +318,26 @@ def lm_quality(stepper, model, *, held_bytes: int | None = 4096, window: int = 2
             "greedy_tokens": tokens, "greedy_agree": agree}
 
 
+#: Largest held-out bits-per-byte increase a quantised LM artifact may show (issue 21:
+#: int8 within 1 %; int4 is reported, and judged against a looser 5 %).
+QUALITY_BOUNDS = {"int8": 0.01, "int4": 0.05}
+#: Greedy tokens an int8 artifact must reproduce before its first difference.
+INT8_MIN_GREEDY = 32
+
+
+def validate_quantized(stepper, model, precision: str, **quality_options) -> dict[str, Any]:
+    """Pass/fail of a weight-quantised LM artifact (the export report's validation): its
+    :func:`lm_quality` numbers plus ``passed`` (bits/byte within ± :data:`QUALITY_BOUNDS`, and
+    for int8 at least :data:`INT8_MIN_GREEDY` greedy tokens equal to fp32's) and ``bound``.
+    fp32 artifacts are validated by ``lm_validate.validate_lm`` (1e-4) instead."""
+    if precision not in QUALITY_BOUNDS:
+        raise ConfigError(f"validate_quantized judges {', '.join(QUALITY_BOUNDS)} artifacts, got {precision!r}")
+    q = lm_quality(stepper, model, **quality_options)
+    bound = QUALITY_BOUNDS[precision]
+    greedy_ok = precision != "int8" or q["greedy_agree"] >= min(INT8_MIN_GREEDY, q["greedy_tokens"])
+    return {**q, "precision": precision, "bound": bound, "passed": bool(abs(q["bpb_change"]) <= bound and greedy_ok)}
+
+
 def _torch_bits_per_byte(model, data: bytes, window: int, bos_id: int = 256) -> float:
     import torch
     import torch.nn.functional as F
@@ -331,5 +351,5 @@ def _torch_bits_per_byte(model, data: bytes, window: int, bos_id: int = 256) -> 
 
 
 __all__ = ["LM_PRECISIONS", "TABLE_PRECISIONS", "DEFAULT_BLOCK_SIZE", "check_lm_precision", "quantize_onnx_lm",
-           "quantize_tflite_lm", "TFLITE_MODES",
+           "quantize_tflite_lm", "TFLITE_MODES", "validate_quantized", "QUALITY_BOUNDS", "INT8_MIN_GREEDY",
            "compress_openvino_lm", "held_out_bytes", "bits_per_byte", "greedy_agreement", "lm_quality"]

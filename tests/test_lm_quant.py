@@ -111,6 +111,24 @@ def test_refusals_name_the_reason(tmp_path):
     assert LM_PRECISIONS["onnx"] == ("fp32", "int8", "int4")
 
 
+def test_validate_quantized_judges_against_the_bounds(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from staredge.exporters.lm_quantize import validate_quantized
+
+    model = shipped_model()
+    stepper = load_lm_artifact(shipped_artifact(tmp_path_factory, "onnx", precision="int8"))
+    ok = validate_quantized(stepper, model, "int8", held_bytes=512, greedy_tokens=40)
+    assert ok["passed"] and ok["bound"] == 0.01 and ok["greedy_agree"] >= 32
+    # the same artifact judged as if it had to match another model fails
+    from staredge.bench.peers import transformer_pp_model
+
+    other = transformer_pp_model(dim=128, layers=1, max_seq_len=1024)  # random weights
+    bad = validate_quantized(stepper, other, "int8", held_bytes=512, greedy_tokens=40)
+    assert not bad["passed"] and bad["bpb_change"] < -0.01  # the trained artifact is far from random weights
+    with pytest.raises(ConfigError, match="judges"):
+        validate_quantized(stepper, model, "fp32")
+
+
 def test_held_out_text_is_the_training_scripts_tail():
     data = held_out_bytes()
     assert 10_000 < len(data) < 200_000
