@@ -527,8 +527,9 @@ def export(
     ``min(16, max_context)``), ``coreml_state`` ("fp16" / "fp16x2") and ``coreml_stateful``
     (CoreML language models). ``precision`` must be one every format asked for exports for
     the task (:meth:`staredge.formats.FormatSpec.precisions_for`; language models: fp32, and
-    weight-only "int8" / "int4" for ONNX and OpenVINO, named ``<name>_<precision>_ctx<N>`` and
-    validated by held-out bits per byte within :data:`LM_BPB_BOUND` of the fp32 model).
+    weight-only "int8" / "int4" for ONNX, OpenVINO and TFLite, named
+    ``<name>_<precision>_ctx<N>`` and validated by held-out bits per byte within
+    :data:`LM_BPB_BOUND` of the fp32 model).
 
     Images: ``rewrite`` is "auto" (``fuse_batchnorm`` always, ``pointwise_conv_to_linear``
     where measured to help the format), "none", or a list of pass names; artifacts are

@@ -41,8 +41,8 @@ IMAGE_PRECISIONS = ("fp32", "fp16", "int8")
 #: stateful package is the ``coreml_state`` option, not a precision).
 LM_PRECISIONS = ("fp32",)
 #: Language-model exporters that also write weight-only int8 / int4 (exporters/lm_quantize.py:
-#: ONNX Runtime MatMulNBits, NNCF compress_weights). A format gains them with this tuple in
-#: its ``precisions``.
+#: ONNX Runtime MatMulNBits, NNCF compress_weights, ai-edge-quantizer). A format gains them
+#: with this tuple in its ``precisions``.
 LM_WEIGHT_ONLY_PRECISIONS = ("fp32", "int8", "int4")
 
 
@@ -362,6 +362,7 @@ FORMATS: dict[str, FormatSpec] = {
             export_requires=(("torch", "torch"), ("litert_torch", "tflite"), ("ai_edge_litert", "tflite")),
             extra="tflite", runtime="litert", dynamic_batch=False, resizable_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
+            precisions=((IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_WEIGHT_ONLY_PRECISIONS)),
             metadata_reader="staredge.metadata:read_tflite_text",
             metadata_writer="staredge.exporters.tflite:write_tflite_text",
         ),

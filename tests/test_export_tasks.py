@@ -354,8 +354,8 @@ def test_weight_only_int8_language_model_through_export(tmp_path, capsys):
     v = art.validation
     assert art.passed is True and abs(v["bpb_change"]) <= LM_BPB_BOUND["int8"] == v["bpb_bound"], v
     assert v["bits_per_byte"] != v["fp32_bits_per_byte"]  # the weights really are int8
-    with pytest.raises(ConfigError, match=r"--precision int8 is not available for language models in TFLite"):
-        export(_lm(128), ["onnx", "tflite"], tmp_path / "x", precision="int8")
+    with pytest.raises(ConfigError, match=r"--precision int8 is not available for language models in CoreML"):
+        export(_lm(128), ["onnx", "coreml"], tmp_path / "x", precision="int8")
     assert main(["export", "star_lm_pydoc", "--precision", "int4", "--formats", "coreml",
                  "--out", str(tmp_path / "y")]) == 2
     assert "--precision int4 is not available for language models in CoreML" in capsys.readouterr().err

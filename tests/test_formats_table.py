@@ -24,14 +24,14 @@ def test_precisions_per_format_and_task():
         assert formats.FORMATS[name].precisions_for(formats.IMAGE_CLASSIFICATION) == ("fp32", "fp16", "int8")
     # weight-only int8/int4 where the LM exporters write it (exporters/lm_quantize.py); fp16 nowhere
     assert lm == {"onnx": ("fp32", "int8", "int4"), "openvino": ("fp32", "int8", "int4"),
-                  "tflite": ("fp32",), "coreml": ("fp32",)}
+                  "tflite": ("fp32", "int8", "int4"), "coreml": ("fp32",)}
     assert formats.FORMATS["pytorch"].precisions_for(formats.TEXT_GENERATION) == ()
     with pytest.raises(ConfigError, match=r"--precision int4 is not available for image classifiers in ONNX"):
         formats.check_precision(formats.IMAGE_CLASSIFICATION, ["onnx"], "int4")
     assert formats.check_precision(formats.IMAGE_CLASSIFICATION, ["onnx", "coreml"], "int8") == "int8"
-    with pytest.raises(ConfigError, match=r"--precision int8 is not available for language models in TFLite "
-                                          r"\(TFLite: fp32\)"):
-        formats.check_precision(formats.TEXT_GENERATION, ["tflite"], "int8")
+    with pytest.raises(ConfigError, match=r"--precision int8 is not available for language models in CoreML "
+                                          r"\(CoreML: fp32\)"):
+        formats.check_precision(formats.TEXT_GENERATION, ["tflite", "coreml"], "int8")
 
 
 def test_options_schema_checks_task_format_and_value():

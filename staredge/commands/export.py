@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: {default})")
     _args.add_precision(p, multiple=False, default="fp32", choices=PRECISIONS,
                         help="artifact precision; image models: fp32, fp16, int8 (int8 needs --calibration, "
-                             "docs/low-precision.md); language models: fp32, and weight-only int8 / int4 for ONNX "
-                             "and OpenVINO (the format table says what each format exports per task)")
+                             "docs/low-precision.md); language models: fp32, and weight-only int8 / int4 for ONNX, "
+                             "OpenVINO and TFLite (the format table says what each format exports per task)")
     _args.add_calibration(p)
     p.add_argument(
         "--rewrite", default="auto",
