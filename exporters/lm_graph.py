@@ -405,7 +405,10 @@ class LMDecodeGraph(nn.Module):
         k, v = kv["k"], kv["v"]
         if self.attend == "prefix":
             cols = self._prefix(pos)  # rows 0 .. position + T - 1 only: O(context) reads, not O(buffer)
-            k, v = k.index_select(2, cols), v.index_select(2, cols)
+            # a K/V consumer reuses its producer's gathered rows (one gather per buffer, not per reader)
+            k, v = (shared[g + "_read"] if g in liv.shared_groups and g + "_read" in shared
+                    else kv[g].index_select(2, cols) for g in ("k", "v"))
+            kv["k_read"], kv["v_read"] = k, v
         else:
             cols = torch.arange(k.shape[2], device=x.device, dtype=torch.int64)
         rep = s.heads // s.kv_heads
