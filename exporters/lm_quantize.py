@@ -166,8 +166,12 @@ def quantize_tflite_lm(flatbuffer: bytes, precision: str, metadata, *, mode: str
                           "embedding/head 'fp32' is not offered for TFLite: use ONNX or OpenVINO for that")
     recipe = {("weight_only", "int8"): aeq.recipe.weight_only_wi8_afp32, ("weight_only", "int4"): aeq.recipe.weight_only_wi4_afp32,
               ("dynamic", "int8"): aeq.recipe.dynamic_wi8_afp32}[(mode, precision)]
+    import contextlib
+    import sys
+
     quantizer = aeq.Quantizer(bytearray(flatbuffer), recipe())
-    out = bytes(quantizer.quantize().quantized_model)
+    with contextlib.redirect_stdout(sys.stderr):  # its size/time summary is printed on stdout
+        out = bytes(quantizer.quantize().quantized_model)
     metadata.precision = precision
     metadata.extra.setdefault("tflite", {})["weights"] = {
         "tool": "ai_edge_quantizer", "recipe": recipe.__name__, "bits": _bits(precision),
