@@ -34,7 +34,9 @@ def measure(path: str, threads: int, tokens: int, repeats: int) -> dict:
         graph.append(float(np.median(s.stats.step_s)))
         token.append(float(np.median(np.diff(s.stats.token_t))))
     g, t = float(np.median(graph[1:])), float(np.median(token[1:]))
-    return {"artifact": path, "runtime": predictor.backend.name, "threads": predictor.backend.threads_in_effect(),
+    in_effect = getattr(predictor.backend, "threads_in_effect", None)  # absent before issue 19
+    return {"artifact": path, "runtime": predictor.backend.name,
+            "threads": in_effect() if callable(in_effect) else threads,
             "graph_call_us": round(g * 1e6, 1), "per_token_us": round(t * 1e6, 1),
             "graph_share": round(g / t, 4)}
 
