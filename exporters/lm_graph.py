@@ -503,15 +503,15 @@ class LMDecodeGraph(nn.Module):
 def lm_metadata_dict(graph: LMDecodeGraph, prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None) -> dict:
     """The ``lm`` dict of :class:`~staredge.metadata.ArtifactMetadata` for ``graph``."""
     m = graph.model
-    return {
+    d = {
         "name": name or getattr(m, "staredge_name", None) or "star_lm",
         "genome": m.genome,
         "dim": m.dim,
         "depth": m.depth,
         "vocab_size": m.vocab_size,
-        "bos_id": C.BOS_ID,
-        "eos_id": C.EOS_ID,
-        "pad_id": C.PAD_ID,
+        "bos_id": m.bos_id,  # the byte vocabulary's 256/257/258 unless the model says otherwise (imports)
+        "eos_id": m.eos_id,
+        "pad_id": m.pad_id,
         "max_context": graph.max_context,
         "prefill_chunk": int(prefill_chunk),
         "config": m.config_dict(),
@@ -520,6 +520,12 @@ def lm_metadata_dict(graph: LMDecodeGraph, prefill_chunk: int = DEFAULT_PREFILL_
         "inputs": ["input_ids", "position"],
         "outputs": ["logits"],
     }
+    tok = getattr(m, "tokenizer", None)
+    if tok is not None:  # an imported model's tokenizer travels inside the artifact, hashed (staredge.tokenizer)
+        from staredge.tokenizer import tokenizer_metadata_entry
+
+        d["tokenizer"] = tokenizer_metadata_entry(tok)
+    return d
 
 
 __all__ = ["LMDecodeGraph", "StateTensor", "state_spec", "write_rows", "lm_metadata_dict", "resolve_max_context",

@@ -66,19 +66,22 @@ def test_every_format_exports_and_matches_pytorch(exported, fmt):
 def test_each_runtime_streams_transformers_greedy_text(exported, fmt):
     from staredge.predictor import Predictor
 
+    from staredge.metadata import read_metadata
+
     hf, model, rows = exported
     path = rows[fmt]["path"]
-    entry = write_artifact_tokenizer(path, model.tokenizer)
-    tok = load_artifact_tokenizer(path, {"tokenizer": entry})
-    assert tokenizer_hash(tok) == tokenizer_hash(model.tokenizer)
+    lm_meta = read_metadata(path).lm
+    assert (lm_meta["bos_id"], lm_meta["eos_id"], lm_meta["pad_id"]) == (1, 4, 0)  # the model's, not bytes'
+    pred = Predictor(path)
+    tok = pred.tokenizer  # travelled inside the artifact's metadata, checked by hash
+    assert tokenizer_hash(tok) == tokenizer_hash(model.tokenizer) == lm_meta["tokenizer"]["sha256"]
     ids = tok.encode(PROMPT)
     expected_ids = _transformers_greedy(hf, ids)
     assert len(set(expected_ids)) > 5
     from transformers import AutoTokenizer
 
     expected = AutoTokenizer.from_pretrained(str(model.source)).decode(expected_ids, skip_special_tokens=True)
-    pred = Predictor(path)
-    stream = pred.stream(PROMPT, max_new_tokens=NEW_TOKENS, temperature=0.0, tokenizer=tok)
+    stream = pred.stream(PROMPT, max_new_tokens=NEW_TOKENS, temperature=0.0)
     pieces = list(stream)
     assert stream.stats.generated_ids == expected_ids[:len(stream.stats.generated_ids)]
     assert "".join(pieces) == expected
@@ -87,9 +90,7 @@ def test_each_runtime_streams_transformers_greedy_text(exported, fmt):
     chat_ids = chat_prompt_ids(tok, msgs)
     want = AutoTokenizer.from_pretrained(str(model.source)).decode(_transformers_greedy(hf, chat_ids),
                                                                    skip_special_tokens=True)
-    got = pred.stream(chat_ids, max_new_tokens=NEW_TOKENS, temperature=0.0, tokenizer=tok, add_bos=False,
-                      stop=sorted(tok.stop_ids)).text()
-    assert got == want
+    assert pred.chat(msgs, max_new_tokens=NEW_TOKENS, temperature=0.0).text() == want
 
 
 def test_a_replaced_tokenizer_file_is_refused(exported):
@@ -124,3 +125,19 @@ def test_cli_exports_a_hugging_face_folder(exported, tmp_path, capsys):
     meta = read_metadata(path)
     assert meta.task == "text-generation" and meta.lm["vocab_size"] == 320
     assert meta.lm["genome"] == model.genome
+
+
+def test_cli_chats_with_an_artifact(exported, monkeypatch, capsys):
+    import io
+
+    from staredge.chat import ChatSession
+    from staredge.cli import main
+    from staredge.predictor import Predictor
+
+    _, _, rows = exported
+    path = rows["onnx"]["path"]
+    session = ChatSession(Predictor(path), max_new_tokens=8, temperature=0.0)
+    expected = ["".join(session.send(t)) for t in ("Hello!", "And again?")]
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello!\nAnd again?\n"))
+    assert main(["chat", str(path), "--temperature", "0", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out == f"{expected[0]}\n{expected[1]}\n"
