@@ -210,6 +210,45 @@ def write_rows(buf: Tensor, new: Tensor, pos: Tensor, dim: int, mode: str = "ble
     return torch.where(hit.view(shape), placed, buf)
 
 
+class _FusedGQA(torch.autograd.Function):
+    """One attention LIV's K/V write and causal attention over the filled rows.
+
+    Eager: the portable math (rows written at ``pos``, softmax over keys ``<= pos[t]``, query
+    head h reading K/V head ``h // (heads / kv_heads)``). ONNX: one
+    ``com.microsoft.GroupQueryAttention`` (ONNX Runtime), which appends the T new rows into
+    the fixed ``[1, kv_heads, max_context, head_dim]`` buffers (``seqlens_k = position + T -
+    1``, ``total_sequence_length = position + T``) and attends over the filled rows only;
+    the present buffers keep the past's shape, so the decode contract is unchanged. q, k, v
+    come in rotated (rotary applied by the graph), ``[B, T, heads * head_dim]``.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, past_k, past_v, pos, heads, kv_heads):  # noqa: D102
+        b, t, _ = q.shape
+        d = q.shape[-1] // heads
+        pk = past_k.index_copy(2, pos, k.reshape(b, t, kv_heads, d).transpose(1, 2))
+        pv = past_v.index_copy(2, pos, v.reshape(b, t, kv_heads, d).transpose(1, 2))
+        rep = heads // kv_heads
+        qh = q.reshape(b, t, heads, d).transpose(1, 2)
+        kr, vr = pk.repeat_interleave(rep, dim=1), pv.repeat_interleave(rep, dim=1)
+        cols = torch.arange(pk.shape[2], dtype=torch.int64)
+        allowed = cols[None, :] <= pos[:, None]
+        sc = (qh @ kr.transpose(-1, -2)) * (d ** -0.5)
+        sc = torch.where(allowed, sc, torch.full_like(sc, float("-inf")))
+        o = torch.softmax(sc, dim=-1) @ vr
+        return o.transpose(1, 2).reshape(b, t, heads * d), pk, pv
+
+    @staticmethod
+    def symbolic(g, q, k, v, past_k, past_v, pos, heads, kv_heads):  # noqa: D102
+        last = g.op("Gather", pos, g.op("Constant", value_t=torch.tensor(-1, dtype=torch.int64)), axis_i=0)
+        one = g.op("Constant", value_t=torch.tensor(1, dtype=torch.int64))
+        total = g.op("Cast", g.op("Add", last, one), to_i=6)  # int32 scalar
+        seqlens = g.op("Cast", g.op("Reshape", last, g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))),
+                       to_i=6)  # int32 [1]
+        return g.op("com.microsoft::GroupQueryAttention", q, k, v, past_k, past_v, seqlens, total,
+                    num_heads_i=heads, kv_num_heads_i=kv_heads, outputs=3)
+
+
 class _ScatterRows(torch.autograd.Function):
     """Eager: ``buf.index_copy(dim, pos, new)``. ONNX (TorchScript exporter): one
     ``ScatterElements(buf, expand(pos), new, axis=dim)``, which touches the T new rows only
@@ -251,7 +290,7 @@ class LMDecodeGraph(nn.Module):
     """
 
     def __init__(self, model: STARLanguageModel, max_context: int | None = None, *,
-                 cache_write: str = "blend", attend: str = "buffer") -> None:
+                 cache_write: str = "blend", attend: str = "buffer", fused_attention: bool = False) -> None:
         super().__init__()
         if not isinstance(model, STARLanguageModel):
             raise ConfigError(f"LMDecodeGraph wraps a STARLanguageModel, got {type(model).__name__}")
@@ -261,6 +300,9 @@ class LMDecodeGraph(nn.Module):
             raise ConfigError(f"attend must be one of {', '.join(ATTENDS)}, got {attend!r}")
         self.cache_write = cache_write
         self.attend = attend
+        # ONNX Runtime's com.microsoft.GroupQueryAttention for attention K/V producers (see
+        # _FusedGQA); other attention LIVs keep the portable form
+        self.fused_attention = bool(fused_attention)
         self.model = model.eval()
         self.max_context = resolve_max_context(model, max_context)
         self.spec = state_spec(model, self.max_context)
@@ -284,13 +326,16 @@ class LMDecodeGraph(nn.Module):
                     self.register_buffer(f"rope_sin_{name}", sin, persistent=False)
                     self._rope[key] = name
 
-    def with_modes(self, cache_write: str | None = None, attend: str | None = None) -> "LMDecodeGraph":
-        """This graph with another :data:`CACHE_WRITES` / :data:`ATTENDS` mode (``self`` when
-        unchanged); the model and ``max_context`` are shared, the state contract is the same."""
+    def with_modes(self, cache_write: str | None = None, attend: str | None = None,
+                   fused_attention: bool | None = None) -> "LMDecodeGraph":
+        """This graph with another :data:`CACHE_WRITES` / :data:`ATTENDS` mode or fused-attention
+        choice (``self`` when unchanged); the model and ``max_context`` are shared, the state
+        contract is the same."""
         cw, at = cache_write or self.cache_write, attend or self.attend
-        if (cw, at) == (self.cache_write, self.attend):
+        fu = self.fused_attention if fused_attention is None else bool(fused_attention)
+        if (cw, at, fu) == (self.cache_write, self.attend, self.fused_attention):
             return self
-        return LMDecodeGraph(self.model, self.max_context, cache_write=cw, attend=at)
+        return LMDecodeGraph(self.model, self.max_context, cache_write=cw, attend=at, fused_attention=fu)
 
     def _prefix(self, pos: Tensor) -> Tensor:
         """Row indices ``0 .. pos[-1]`` (a dynamic length once exported)."""
@@ -391,7 +436,14 @@ class LMDecodeGraph(nn.Module):
                 new[f"conv_{g}"] = ring
             return y
 
-        q = rope(liv.head_norm("q", feature("q").reshape(b, -1, s.heads, s.head_dim))).transpose(1, 2)
+        q = rope(liv.head_norm("q", feature("q").reshape(b, -1, s.heads, s.head_dim)))
+        if self.fused_attention and not liv.differential and not ({"k", "v"} & set(liv.shared_groups)):
+            k_new = rope(liv.head_norm("k", feature("k").reshape(b, -1, s.kv_heads, s.head_dim)))
+            v_new = feature("v")
+            o, new["key"], new["value"] = _FusedGQA.apply(
+                q.reshape(b, t, -1), k_new.reshape(b, t, -1), v_new, st["key"], st["value"], pos, s.heads, s.kv_heads)
+            return liv.out(o), new, {"k": new["key"], "v": new["value"]}
+        q = q.transpose(1, 2)
         kv = {}
         for g, name in (("k", "key"), ("v", "value")):
             if g in liv.shared_groups:

@@ -6,7 +6,10 @@ TorchScript exporter (``dynamo=False``), opset 17. By default new K/V (and long-
 history) rows are written with ``ScatterElements`` (the T new rows only) and attention reads
 only the rows ``0 .. position + T - 1`` (a dynamic length), so a decode step costs
 O(context), not O(max_context); ``cache_write="blend", attend="buffer"`` gives the older
-whole-buffer form (no scatter op, static attention shapes) for consumers that want it. Inputs ``input_ids``, ``position``,
+whole-buffer form (no scatter op, static attention shapes) for consumers that want it.
+Attention LIVs that own their K/V are exported as ONNX Runtime's fused
+``com.microsoft.GroupQueryAttention`` by default (``fused_attention=False``: standard ops
+only); OpenVINO always gets the standard-op graph. Inputs ``input_ids``, ``position``,
 ``past_X``...; outputs ``logits``, ``present_X``... (``docs/lm-artifacts.md``). The format
 table names :func:`export_lm_onnx` as ONNX's ``lm_exporter``; the OpenVINO exporter starts
 from :func:`onnx_proto` too.
@@ -50,6 +53,7 @@ def onnx_proto(graph: LMDecodeGraph, metadata: ArtifactMetadata, title: str = "O
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(graph, example, buffer, opset_version=ONNX_OPSET, dynamo=False,
                               input_names=names_in, output_names=names_out,
+                              custom_opsets={"com.microsoft": 1} if graph.fused_attention else None,
                               dynamic_axes={"input_ids": {1: "tokens"}, "logits": {1: "tokens"}},
                               do_constant_folding=True)
         proto = onnx.load_from_string(buffer.getvalue())
@@ -80,29 +84,34 @@ def onnx_proto(graph: LMDecodeGraph, metadata: ArtifactMetadata, title: str = "O
 
 
 def onnx_graph(model, max_context: int | None = None, cache_write: str = ONNX_CACHE_WRITE,
-               attend: str = ONNX_ATTEND) -> LMDecodeGraph:
-    """The decode graph of ``model`` (a STAR LM or a graph) in the given modes (ONNX defaults)."""
-    return as_graph(model, max_context).with_modes(cache_write, attend)
+               attend: str = ONNX_ATTEND, fused_attention: bool = False) -> LMDecodeGraph:
+    """The decode graph of ``model`` (a STAR LM or a graph) in the given modes (ONNX defaults;
+    ``fused_attention``: ONNX Runtime's GroupQueryAttention for K/V producers)."""
+    return as_graph(model, max_context).with_modes(cache_write, attend, fused_attention)
 
 
 def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = None,
                    prefill_chunk: int = DEFAULT_PREFILL_CHUNK, name: str | None = None, force: bool = True,
                    cache_write: str = ONNX_CACHE_WRITE, attend: str = ONNX_ATTEND, precision: str = "fp32",
-                   quantization: dict | None = None) -> Path:
+                   quantization: dict | None = None, fused_attention: bool = True) -> Path:
     """Write the decode graph of ``model`` as one ONNX file (dynamic token axis) at ``path``.
 
     ``cache_write`` / ``attend``: see the module doc (``"blend"`` / ``"buffer"`` for the
-    scatter-free, static-attention form). ``precision`` ``"int8"`` / ``"int4"``: weight-only
+    scatter-free, static-attention form). ``fused_attention`` (default): each attention LIV
+    that owns its K/V (not differential) becomes one ONNX Runtime
+    ``com.microsoft.GroupQueryAttention`` (K/V append + attention over the filled rows);
+    ``False`` keeps only standard ONNX ops (for other ONNX consumers). ``precision`` ``"int8"`` / ``"int4"``: weight-only
     MatMulNBits quantisation (:mod:`staredge.exporters.lm_quantize`, options in
     ``quantization``); ``"fp32"`` writes the graph as traced.
     """
     from staredge.exporters.lm_quantize import check_lm_precision, quantize_onnx_lm
 
     precision = check_lm_precision("onnx", precision, cache_write)
-    graph = onnx_graph(model, max_context, cache_write, attend)
+    graph = onnx_graph(model, max_context, cache_write, attend, fused_attention)
     chunk = check_chunk(graph, prefill_chunk)
     meta = lm_artifact_metadata(graph, "onnx", name, chunk, {"onnx": {
-        "opset": ONNX_OPSET, "dynamic_tokens": True, "cache_write": graph.cache_write, "attend": graph.attend}})
+        "opset": ONNX_OPSET, "dynamic_tokens": True, "cache_write": graph.cache_write, "attend": graph.attend,
+        "fused_attention": graph.fused_attention}})
     proto = onnx_proto(graph, meta)
     if precision != "fp32":
         proto = quantize_onnx_lm(proto, precision, meta, **(quantization or {}))

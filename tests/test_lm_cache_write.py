@@ -80,7 +80,7 @@ def test_onnx_graph_scatters_new_rows_and_reads_a_prefix(tmp_path):
     onnx = pytest.importorskip("onnx")
     name, genome = MIXED[0]
     model = small_model(genome, seed=sum(map(ord, name)), max_seq_len=160)
-    path = export("onnx", model, tmp_path / "m.onnx", max_context=160)
+    path = export("onnx", model, tmp_path / "m.onnx", max_context=160, fused_attention=False)
     proto = onnx.load(str(path))
     users = _consumers(proto)
     grow = [i.name for i in proto.graph.input if i.name.startswith("past_key_values") or i.name.startswith("past_longconv")]
@@ -96,10 +96,30 @@ def test_onnx_graph_scatters_new_rows_and_reads_a_prefix(tmp_path):
     assert_passes(validate_path(path, model))
 
 
+def test_onnx_fused_attention_is_group_query_attention(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    name, genome = MIXED[1]
+    for model in (small_model(genome, seed=sum(map(ord, name)), max_seq_len=160), baseline("transformer_pp")):
+        path = export("onnx", model, tmp_path / "f.onnx", max_context=160)
+        proto = onnx.load(str(path))
+        users = _consumers(proto)
+        gqa = [n for n in proto.graph.node if n.op_type == "GroupQueryAttention"]
+        assert gqa and all(n.domain == "com.microsoft" for n in gqa)
+        kv = [i.name for i in proto.graph.input if i.name.startswith("past_key_values")]
+        # a K/V buffer goes into one fused node (an SA producer's) or, for differential
+        # attention, into a ScatterElements write; nothing else reads it
+        kinds = [frozenset(n.op_type for n in users[x]) for x in kv]
+        assert set(kinds) <= {frozenset({"GroupQueryAttention"}), frozenset({"ScatterElements"})}
+        assert kinds.count(frozenset({"GroupQueryAttention"})) == 2 * len(gqa)
+        assert_passes(validate_path(path, model))
+    assert len(kv) == 2 * len(gqa)  # transformer_pp: every attention LIV is fused
+
+
 def test_onnx_blend_form_is_still_exported(tmp_path):
     onnx = pytest.importorskip("onnx")
     model = baseline("transformer_pp")
-    path = export("onnx", model, tmp_path / "b.onnx", max_context=160, cache_write="blend", attend="buffer")
+    path = export("onnx", model, tmp_path / "b.onnx", max_context=160, cache_write="blend", attend="buffer",
+                  fused_attention=False)
     kinds = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "ScatterElements" not in kinds and "Where" in kinds
     assert_passes(validate_path(path, model))
