@@ -105,11 +105,17 @@ def load_lm(name_or_path: str | os.PathLike | None = None) -> "LanguageModel":
     """Load a saved STAR language model; None (or ``"star_lm_pydoc"``) is the shipped one.
 
     Accepts a shipped model's name, the stem of a ``save_lm`` pair, either of its two files,
-    or a folder holding exactly one pair. Weights are read with safetensors (no pickle).
+    a folder holding exactly one pair, or a Hugging Face STAR-family folder (LFM2:
+    ``config.json``, safetensors, ``tokenizer.json``; see :func:`staredge.models.star.lfm2.from_pretrained`). Weights are read with safetensors (no pickle).
     """
     from staredge.models.checkpoint import file_sha256, load_checkpoint
     from staredge.models.star import STARLanguageModel
+    from staredge.models.star.lfm2 import from_pretrained, is_hf_folder
 
+    if name_or_path is not None and Path(name_or_path).is_dir() and is_hf_folder(name_or_path):
+        # A Hugging Face STAR-family folder (LFM2): imported as a genome, its own tokenizer.
+        imported = from_pretrained(name_or_path)
+        return LanguageModel(imported, name=Path(name_or_path).name, tokenizer=getattr(imported, "tokenizer", None))
     weights, config = _resolve_lm_files(name_or_path)
     try:
         doc = json.loads(config.read_text(encoding="utf-8"))

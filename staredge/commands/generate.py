@@ -142,15 +142,20 @@ def _argv_prompt(prompt: str) -> str | bytes:
 
 
 def _is_artifact(model: str) -> bool:
-    """An existing path that is an exported artifact (not a ``save_lm`` pair or a name)."""
+    """An existing path that is an exported artifact (not a ``save_lm`` pair, a Hugging Face
+    folder or a name): whatever the format table recognises as an export format's artifact."""
     from pathlib import Path
 
+    from staredge.errors import StarEdgeError
+    from staredge.formats import detect_format
+
     p = Path(model).expanduser()
-    if not p.exists() or p.suffix.lower() == ".json":
+    if not p.exists():
         return False
-    if p.is_dir():
-        return (p / "Manifest.json").is_file() or any(p.glob("*.xml"))
-    return p.suffix.lower() in (".onnx", ".xml", ".tflite")
+    try:
+        return detect_format(p).exporter is not None  # the checkpoint format has no exporter
+    except StarEdgeError:
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
