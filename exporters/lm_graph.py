@@ -437,11 +437,14 @@ class LMDecodeGraph(nn.Module):
             return y
 
         q = rope(liv.head_norm("q", feature("q").reshape(b, -1, s.heads, s.head_dim)))
-        if self.fused_attention and not liv.differential and not ({"k", "v"} & set(liv.shared_groups)):
+        # one-head attention stays portable: the TorchScript exporter's peephole pass fails on
+        # the fused node there ("Argument passed to at() was not in the map", dim 64, torch 2.13)
+        if (self.fused_attention and s.heads > 1 and not liv.differential
+                and not ({"k", "v"} & set(liv.shared_groups))):
             k_new = rope(liv.head_norm("k", feature("k").reshape(b, -1, s.kv_heads, s.head_dim)))
             v_new = feature("v")
             o, new["key"], new["value"] = _FusedGQA.apply(
-                q.reshape(b, t, -1), k_new.reshape(b, t, -1), v_new, st["key"], st["value"], pos, s.heads, s.kv_heads)
+                q.flatten(2), k_new.flatten(2), v_new, st["key"], st["value"], pos, s.heads, s.kv_heads)
             return liv.out(o), new, {"k": new["key"], "v": new["value"]}
         q = q.transpose(1, 2)
         kv = {}
