@@ -120,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from staredge.commands.export_lm import lm_rows
 
-        if _args.emit_json(args, {"convention": MAC_CONVENTION, "models": rows, "language_models": lm_rows()}):
+        from staredge.models.star.families import lm_families
+
+        doc = {"convention": MAC_CONVENTION, "models": rows, "language_models": lm_rows(),
+               "lm_families": [r.to_dict() for r in lm_families()]}
+        if _args.emit_json(args, doc):
             return 0
     if args.markdown:
         print(markdown_table(rows))
@@ -146,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from staredge.commands.export_lm import print_lm_table
 
     print_lm_table()
+    print_lm_family_table()
     released = [r["weights"] for r in rows if r["weights"]["released"]]
     if released:
         from staredge.paths import weights_dir
@@ -153,6 +158,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"weights: 'release' = released ImageNet-1k weights, fetched by --pretrained / create(name, "
               f"pretrained=True) into {weights_dir()}; 'cached' = already there; '—' = random init (seeded by name).")
     return 0
+
+
+def print_lm_family_table() -> None:
+    """The LM families table of ``staredge models``: STAR genomes, the paper's baselines and
+    LFM2 sizes as genomes, with parameters and decode state at one context (analytic: nothing
+    is allocated; :mod:`staredge.models.star.families`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from staredge.models.star.families import DEFAULT_STATE_CONTEXT, lm_families
+
+    table = Table(title=f"Language-model families (decode state of one stream at {DEFAULT_STATE_CONTEXT:,} tokens, fp16; "
+                        "import LFM2 folders with staredge export FOLDER)")
+    for col, just in (("model", "left"), ("family", "left"), ("genome", "left"), ("dim", "right"), ("LIVs", "right"),
+                      ("vocab", "right"), ("params (no emb.)", "right"), ("params", "right"), ("state", "right")):
+        table.add_column(col, justify=just)
+    for r in lm_families():
+        table.add_row(r.name, r.family, r.genome, str(r.dim), str(r.livs), f"{r.vocab_size:,}", f"{r.params:,}",
+                      f"{r.params_with_embeddings:,}", f"{r.state_bytes / 1e6:,.2f} MB")
+    Console(width=max(150, Console().width)).print(table)
 
 
 def _weights_cell(w: dict) -> str:
