@@ -98,7 +98,7 @@ def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = 
 
     ``cache_write`` / ``attend``: see the module doc (``"blend"`` / ``"buffer"`` for the
     scatter-free, static-attention form). ``fused_attention`` (default): each attention LIV
-    that owns its K/V (not differential) becomes one ONNX Runtime
+    that owns its K/V (not differential, more than one head) becomes one ONNX Runtime
     ``com.microsoft.GroupQueryAttention`` (K/V append + attention over the filled rows);
     ``False`` keeps only standard ONNX ops (for other ONNX consumers). ``precision`` ``"int8"`` / ``"int4"``: weight-only
     MatMulNBits quantisation (:mod:`staredge.exporters.lm_quantize`, options in
