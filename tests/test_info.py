@@ -50,3 +50,25 @@ def test_info_on_a_missing_file_is_a_typed_error(tmp_path, capsys):
 
     assert main(["info", str(tmp_path / "nope.onnx")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_info_shows_an_embedded_tokenizer_by_size_and_hash_not_its_text(onnx_path, monkeypatch):
+    """An LM artifact carries its tokenizer.json inside its metadata (MBs for a 65k
+    vocabulary): info reports its kind, hash, vocabulary and byte count instead."""
+    import staredge.metadata as md
+    from staredge.commands.info import describe_artifact
+
+    real = md.read_metadata
+    big = json.dumps({"model": {"vocab": {f"t{i}": i for i in range(5000)}}})
+
+    def with_tokenizer(path, fmt=None):
+        meta = real(path, fmt)
+        meta.lm = {"max_context": 64, "state": [], "tokenizer": {"kind": "hf", "sha256": "ab" * 32, "vocab_size": 5000,
+                                                                   "json": big}}
+        return meta
+
+    monkeypatch.setattr(md, "read_metadata", with_tokenizer)
+    doc = describe_artifact(str(onnx_path), load=False)
+    tok = doc["metadata"]["lm"]["tokenizer"]
+    assert "json" not in tok and tok["json_bytes"] == len(big.encode()) and tok["vocab_size"] == 5000
+    assert len(json.dumps(doc)) < len(big)

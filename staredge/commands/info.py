@@ -75,6 +75,10 @@ def describe_artifact(path: str, load: bool = True) -> dict[str, Any]:
         full = meta.to_dict()
         doc.update(model=meta.model, task=meta.task, precision=meta.precision, metadata=full)
         lm = full.get("lm") or {}
+        tok = lm.get("tokenizer") if isinstance(lm, dict) else None
+        if isinstance(tok, dict) and isinstance(tok.get("json"), str):
+            # the embedded tokenizer.json (MBs for a 65k vocabulary): its size and hash, not its text
+            lm["tokenizer"] = {**{k: v for k, v in tok.items() if k != "json"}, "json_bytes": len(tok["json"].encode("utf-8"))}
         if lm:
             doc["state"] = lm.get("state")
             doc["max_context"] = lm.get("max_context")
