@@ -63,6 +63,24 @@ def check_lm_precision(fmt: str, precision: str | None, cache_write: str | None 
                       f"Use one of: {', '.join(takes)}")
 
 
+#: The ``quantization={...}`` keys each format's LM exporter takes.
+QUANT_OPTIONS = {"onnx": ("block_size", "symmetric", "embedding", "head", "accuracy_level"),
+                 "openvino": ("group_size", "embedding", "head", "symmetric"),
+                 "tflite": ("mode", "embedding", "head")}
+
+
+def check_quant_options(fmt: str, options: dict | None) -> dict:
+    """``options`` (``quantization={...}``) if every key is one ``fmt`` takes, else
+    :class:`ConfigError` naming the unknown keys and the known ones."""
+    options = dict(options or {})
+    known = QUANT_OPTIONS.get(fmt, ())
+    bad = sorted(k for k in options if k not in known)
+    if bad:
+        raise ConfigError(f"{fmt} LM quantisation takes the options {', '.join(known) or 'none'}; "
+                          f"unknown: {', '.join(bad)}")
+    return options
+
+
 def _check_table(name: str, value: str) -> str:
     if value not in TABLE_PRECISIONS:
         raise ConfigError(f"{name} must be one of {', '.join(TABLE_PRECISIONS)}, got {value!r}")
@@ -354,6 +372,6 @@ def _torch_bits_per_byte(model, data: bytes, window: int, bos_id: int = 256) -> 
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), arr.reshape(-1), reduction="sum").item() / n / math.log(2)
 
 
-__all__ = ["LM_PRECISIONS", "TABLE_PRECISIONS", "DEFAULT_BLOCK_SIZE", "check_lm_precision", "quantize_onnx_lm",
+__all__ = ["QUANT_OPTIONS", "check_quant_options", "LM_PRECISIONS", "TABLE_PRECISIONS", "DEFAULT_BLOCK_SIZE", "check_lm_precision", "quantize_onnx_lm",
            "quantize_tflite_lm", "TFLITE_MODES", "validate_quantized", "QUALITY_BOUNDS", "INT8_MIN_GREEDY",
            "compress_openvino_lm", "held_out_bytes", "bits_per_byte", "greedy_agreement", "lm_quality"]

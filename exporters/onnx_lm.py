@@ -104,7 +104,7 @@ def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = 
     MatMulNBits quantisation (:mod:`staredge.exporters.lm_quantize`, options in
     ``quantization``); ``"fp32"`` writes the graph as traced.
     """
-    from staredge.exporters.lm_quantize import check_lm_precision, quantize_onnx_lm
+    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options, quantize_onnx_lm
 
     precision = check_lm_precision("onnx", precision, cache_write)
     graph = onnx_graph(model, max_context, cache_write, attend, fused_attention)
@@ -114,7 +114,7 @@ def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = 
         "fused_attention": graph.fused_attention}})
     proto = onnx_proto(graph, meta)
     if precision != "fp32":
-        proto = quantize_onnx_lm(proto, precision, meta, **(quantization or {}))
+        proto = quantize_onnx_lm(proto, precision, meta, **check_quant_options("onnx", quantization))
     return atomic_write_bytes(path, proto.SerializeToString(), force=force)
 
 

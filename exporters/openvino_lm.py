@@ -40,7 +40,7 @@ def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | Non
     NNCF weight compression (options in ``quantization``: ``group_size``, ``embedding``,
     ``head``, ``symmetric``); ``cache_write`` / ``attend`` as for ONNX.
     """
-    from staredge.exporters.lm_quantize import check_lm_precision, compress_openvino_lm
+    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options, compress_openvino_lm
 
     ov = require("openvino", "openvino", "OpenVINO export")
     precision = check_lm_precision("openvino", precision)
@@ -69,7 +69,7 @@ def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | Non
     except Exception as exc:  # noqa: BLE001
         raise conversion_error(graph, TITLE, exc, model=meta.model) from exc
     if precision != "fp32":
-        ov_model = compress_openvino_lm(ov_model, precision, meta, **(quantization or {}))
+        ov_model = compress_openvino_lm(ov_model, precision, meta, **check_quant_options("openvino", quantization))
     for port, tensor_name in zip(ov_model.inputs, ("input_ids", "position")):
         port.get_tensor().set_names({tensor_name})  # drop names merged from no-op nodes
     ov_model.set_friendly_name(meta.model)

@@ -67,9 +67,10 @@ def export_lm_tflite(model, path: str | os.PathLike, *, max_context: int | None 
     ai-edge-quantizer weight quantisation (:func:`staredge.exporters.lm_quantize.quantize_tflite_lm`,
     options in ``quantization``).
     """
-    from staredge.exporters.lm_quantize import check_lm_precision, quantize_tflite_lm
+    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options, quantize_tflite_lm
 
     precision = check_lm_precision("tflite", precision)
+    quant = check_quant_options("tflite", quantization)  # before the (slow) conversion
     if cache_write not in ("dynamic_update_slice", "blend"):
         raise ConfigError(f"TFLite cache_write must be 'dynamic_update_slice' or 'blend', got {cache_write!r}")
     litert_torch = require("litert_torch", "tflite", "TFLite export")
@@ -108,7 +109,7 @@ def export_lm_tflite(model, path: str | os.PathLike, *, max_context: int | None 
         raise err
     if precision != "fp32":
         try:
-            flat = quantize_tflite_lm(flat, precision, meta, **(quantization or {}))
+            flat = quantize_tflite_lm(flat, precision, meta, **quant)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - the quantiser raises many types

@@ -43,8 +43,9 @@ def main(argv=None) -> int:
         for prec in args.precisions.split(","):
             suffix = get_format(fmt).suffixes[0]
             path = work / f"star_lm_pydoc_ctx{args.max_context}_{prec}{suffix}"
-            opts = {} if prec == "fp32" else {"precision": prec, "quantization": {
-                ("block_size" if fmt == "onnx" else "group_size"): args.block_size} if prec == "int4" or fmt == "onnx" else {}}
+            size_key = {"onnx": "block_size", "openvino": "group_size"}.get(fmt)  # TFLite: per channel
+            quant = {size_key: args.block_size} if size_key and (fmt == "onnx" or prec == "int4") else {}
+            opts = {} if prec == "fp32" else {"precision": prec, "quantization": quant}
             t0 = time.perf_counter()
             get_format(fmt).lm_exporter_function()(model, path, max_context=args.max_context, name="star_lm_pydoc", **opts)
             size = path.stat().st_size + (path.with_suffix(".bin").stat().st_size if suffix == ".xml" else 0)

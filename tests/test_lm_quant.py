@@ -107,6 +107,10 @@ def test_refusals_name_the_reason(tmp_path):
     with pytest.raises(ConfigError, match="embedding"):
         export("onnx", model, tmp_path / "m.onnx", max_context=SHIPPED_CONTEXT, precision="int8",
                quantization={"embedding": "int2"})
+    for fmt, path in (("tflite", "m.tflite"), ("onnx", "m.onnx")):
+        with pytest.raises(ConfigError, match="unknown: group_size"):
+            export(fmt, model, tmp_path / path, max_context=SHIPPED_CONTEXT, precision="int4",
+                   quantization={"group_size": 32} if fmt == "tflite" else {"group_size": 32, "block_size": 32})
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.tflite").exists()
     assert LM_PRECISIONS["onnx"] == ("fp32", "int8", "int4")
 
