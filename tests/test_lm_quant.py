@@ -1,6 +1,6 @@
 """Weight-only int8 / int4 LM artifacts (exporters/lm_quantize.py, issue 21) on the shipped
 model: ONNX (MatMulNBits), OpenVINO (NNCF) and TFLite (ai-edge-quantizer) keep held-out bits
-per byte (int8 within 1 %, int4 within 5 %: measured 0.2-0.5 %); int8 keeps the fp32 model's
+per byte (int8 within 1 %, int4 within 5 %: measured 0.1-0.7 %); int8 keeps the fp32 model's
 greedy tokens (int4's agreement is reported: TFLite's per-channel int4 flips the first token);
 they are smaller; they run through ``staredge.runtimes.load_backend``; precisions a format
 cannot do are refused."""
