@@ -224,6 +224,9 @@ def _openvino_regions(path: Path, buffers: dict) -> list[Region]:
     weights = xml.with_suffix(".bin")
     try:
         size = weights.stat().st_size
+    except FileNotFoundError as exc:  # the same words as the runtime's own check
+        raise ArtifactIntegrityError(f"OpenVINO IR {xml} has no weights file {weights.name} beside it; "
+                                     "copy the .bin together with the .xml") from exc
     except OSError as exc:
         raise ArtifactIntegrityError(f"{weights}: the OpenVINO weights file cannot be read "
                                      f"({exc.strerror or exc}); copy it beside {xml.name} again") from exc

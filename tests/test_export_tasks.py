@@ -151,7 +151,16 @@ def test_ctrl_c_wrapped_by_a_converter_ends_the_export(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_swallowed_by_a_converter_ends_the_export(tmp_path, monkeypatch):
+@pytest.fixture
+def interactive_sigint():
+    """Ctrl-C as in an interactive Python (KeyboardInterrupt), whatever the test process had:
+    an xdist worker may run with SIGINT at SIG_DFL, where the signal would end the worker."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_swallowed_by_a_converter_ends_the_export(tmp_path, monkeypatch, interactive_sigint):
     def convert(model, path, *args, **kwargs):
         try:
             os.kill(os.getpid(), signal.SIGINT)
