@@ -134,3 +134,19 @@ def test_tflite_writes_with_dynamic_update_slice(tmp_path):
     ops = collections.Counter(tflite_op_names(path.read_bytes()))
     assert "DYNAMIC_UPDATE_SLICE" in ops and "STABLEHLO_SCATTER" not in ops
     assert_passes(validate_path(path, model))
+
+
+@pytest.mark.parametrize("form", [None, ("scatter", "prefix")], ids=["default-blend", "scatter-prefix"])
+def test_openvino_default_is_the_blend_form_and_scatter_still_exports(tmp_path, form):
+    """OpenVINO's default is the blend form (measured faster there than ScatterElements +
+    prefix attention, see exporters/openvino_lm.py); the scatter form stays available and both
+    validate against PyTorch."""
+    pytest.importorskip("openvino")
+    from staredge.metadata import read_metadata
+
+    model = baseline("transformer_pp")
+    kw = {} if form is None else {"cache_write": form[0], "attend": form[1]}
+    path = export("openvino", model, tmp_path / "m.xml", max_context=160, **kw)
+    ov = read_metadata(path).extra["openvino"]
+    assert (ov["cache_write"], ov["attend"]) == (form or ("blend", "buffer"))
+    assert_passes(validate_path(path, model))
