@@ -47,8 +47,9 @@ def _usable_cpus() -> set[int] | None:
         return None
 
 
-def _physical_cores(cpuinfo: str, usable: set[int] | None) -> int | None:
-    """Distinct (physical id, core id) pairs among ``usable`` CPUs in /proc/cpuinfo text."""
+def count_physical_cores(cpuinfo: str, usable: set[int] | None = None) -> int | None:
+    """Distinct (physical id, core id) pairs among ``usable`` CPUs in /proc/cpuinfo text
+    (hyper-threads share a core); None when the text names no cores (a VM that does not say)."""
     cores: set[tuple[str, str]] = set()
     processor = physical = core = None
     for line in cpuinfo.splitlines() + [""]:
@@ -75,7 +76,7 @@ def default_threads() -> int:
     usable = _usable_cpus()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            physical = _physical_cores(f.read(), usable)
+            physical = count_physical_cores(f.read(), usable)
     except OSError:
         physical = None
     if physical:

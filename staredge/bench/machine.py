@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from staredge.formats import RUNTIMES
+from staredge.threads import count_physical_cores, default_threads  # noqa: F401  (count_physical_cores re-exported)
 
 #: CPU flags that change which kernels runtimes pick (reported when present).
 INTERESTING_FLAGS = (
@@ -49,44 +50,10 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
     }
 
 
-def count_physical_cores(cpuinfo: str, usable: set[int] | None = None) -> int | None:
-    """Distinct (physical id, core id) pairs in /proc/cpuinfo text, among ``usable`` CPUs.
-
-    Hyper-threads share a core; inference threads beyond the physical cores mostly wait.
-    None when the text has no core ids (a VM or OS that does not say).
-    """
-    cores: set[tuple[str, str]] = set()
-    processor = physical = core = None
-
-    def close() -> None:
-        if core is not None and (usable is None or processor is None or processor in usable):
-            cores.add((physical or "0", core))
-
-    for line in cpuinfo.splitlines() + [""]:
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if not key:
-            close()
-            processor = physical = core = None
-        elif key == "processor" and value.isdigit():
-            processor = int(value)
-        elif key == "physical id":
-            physical = value
-        elif key == "core id":
-            core = value
-    return len(cores) or None
-
-
 def physical_cores() -> int:
-    """Physical cores this process may use (at least 1): the default thread count."""
-    usable = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            counted = count_physical_cores(fh.read(), usable)
-    except OSError:
-        counted = None
-    logical = len(usable) if usable else (os.cpu_count() or 1)
-    return max(1, min(counted or logical, logical))
+    """Physical cores this process may use (at least 1): the default thread count
+    (:func:`staredge.threads.default_threads`, the one rule every engine follows)."""
+    return default_threads()
 
 
 def package_versions(names: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, str]:
