@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -100,6 +101,9 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+#: name -> the module that registered it: listings follow :data:`_FAMILY_MODULES`'s order, not
+#: import order (a test or user that imports one family module first must not reorder them).
+_REGISTERED_BY: dict[str, str] = {}
 
 _STARNET_RELEASE = "https://github.com/ma-xu/Rewrite-the-Stars/releases/download/checkpoints_v1"
 _EFORMER_OFFICIAL = "https://github.com/snap-research/EfficientFormer"
@@ -140,6 +144,7 @@ def register(entry: ModelEntry) -> ModelEntry:
     if entry.weights is None and entry.name in RELEASED_WEIGHTS:
         entry = dataclasses.replace(entry, weights=RELEASED_WEIGHTS[entry.name])
     _REGISTRY[entry.name] = entry
+    _REGISTERED_BY[entry.name] = sys._getframe(1).f_globals.get("__name__", "")
     return entry
 
 
@@ -349,7 +354,16 @@ _FAMILY_MODULES = ("starnet", "demonet", "efficientformer_v2", "digits")
 
 
 def _ensure_loaded() -> None:
+    """Import every family module, then put the registry in :data:`_FAMILY_MODULES` order
+    (registration order within a module), whatever order they were first imported in."""
     import importlib
 
     for mod in _FAMILY_MODULES:
         importlib.import_module(f"staredge.models.{mod}")
+    rank = {f"staredge.models.{m}": i for i, m in enumerate(_FAMILY_MODULES)}
+    names = list(_REGISTRY)
+    ordered = sorted(names, key=lambda n: rank.get(_REGISTERED_BY.get(n, ""), len(rank)))
+    if ordered != names:
+        entries = {n: _REGISTRY[n] for n in ordered}
+        _REGISTRY.clear()
+        _REGISTRY.update(entries)

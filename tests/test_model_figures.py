@@ -31,3 +31,18 @@ def test_models_command_does_not_profile(monkeypatch, capsys):
 
     assert main(["models", "--json"]) == 0
     assert "starnet_s1" in capsys.readouterr().out
+
+
+def test_listing_order_does_not_depend_on_import_order():
+    """CI once printed the model table with EfficientFormerV2 first because a test had
+    imported that family module first: listings follow the registry's family order."""
+    import subprocess
+    import sys
+
+    code = ("import staredge.models.efficientformer_v2, staredge.models.digits\n"
+            "from staredge.models import list_models\nprint(' '.join(list_models()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    from staredge.models import list_models
+
+    assert out == list_models()
+    assert out[0] == "starnet_s1" and out[-1] == "starnet_digits"
