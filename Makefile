@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= all,dev
+EXTRAS ?= all,dev,peers
 STAMP  := $(VENV)/.staredge-installed
 PYTEST_ARGS ?=
 
