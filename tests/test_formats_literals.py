@@ -27,7 +27,6 @@ REMAINING = {
     "staredge/bench/peers.py": 5,
     "staredge/bench/report.py": 5,
     "staredge/bench/runners.py": 3,
-    "staredge/commands/_args.py": 6,
     "staredge/commands/classify.py": 1,
     "staredge/commands/demo.py": 4,
     "staredge/commands/generate.py": 1,

@@ -216,10 +216,11 @@ def model_from_args(args: argparse.Namespace, positional: str = "MODEL") -> Any:
 
     A checkpoint's architecture comes from ``--model``, else from its file name, else from the
     StarEdge metadata it carries; a path that does not exist is reported as such."""
+    from staredge.formats import checkpoint_suffixes
     from staredge.models import create, get_entry
 
     text, checkpoint, name = str(args.model), getattr(args, "checkpoint", None), getattr(args, "model_name", None)
-    looks_like_file = os.path.sep in text or any(text.endswith(s) for s in _CHECKPOINT_SUFFIXES)
+    looks_like_file = os.path.sep in text or text.endswith(checkpoint_suffixes())
     if os.path.isfile(text):
         if checkpoint is not None:
             raise ConfigError(f"give the checkpoint either as {positional} or with --checkpoint, not both")
@@ -240,16 +241,14 @@ def model_from_args(args: argparse.Namespace, positional: str = "MODEL") -> Any:
                   labels=getattr(args, "labels", None), pretrained=pretrained, progress=True)
 
 
-#: Checkpoint file suffixes (the format table's ``pytorch`` suffixes, longest first).
-_CHECKPOINT_SUFFIXES = (".pth.tar", ".safetensors", ".pt", ".pth", ".tar", ".bin")
-
-
 def _architecture_of(path: str, get_entry) -> str:
     """The registry name of a checkpoint: from its StarEdge metadata, else its file name."""
+    from staredge.formats import checkpoint_suffixes
+
     try:
         from staredge.metadata import read_safetensors_text
 
-        text = read_safetensors_text(path) if path.endswith(".safetensors") else None
+        text = read_safetensors_text(path)
         if text:
             model = json.loads(text).get("model")
             if model:
@@ -257,7 +256,7 @@ def _architecture_of(path: str, get_entry) -> str:
     except Exception:  # noqa: BLE001 - a damaged header: fall back to the file name
         pass
     base = os.path.basename(path)
-    for suffix in _CHECKPOINT_SUFFIXES:
+    for suffix in checkpoint_suffixes():
         if base.endswith(suffix):
             base = base[: -len(suffix)]
             break
