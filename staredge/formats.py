@@ -124,9 +124,18 @@ class FormatSpec:
     (:meth:`precisions_for`). ``detector``: ``"module:function"`` telling whether a path is
     an artifact of this format (:func:`detect_format` asks every format; None: the suffix
     alone decides). ``metadata_writer``: ``"module:function"`` ``(path, text)`` replacing the
-    embedded metadata document, beside the ``metadata_reader``. ``lm_companions``: suffixes
-    of files written beside a language-model artifact's entry that travel with it (OpenVINO's
-    ``.bin``); a language-model artifact is named ``{stem}`` + ``suffixes[0]``.
+    embedded metadata document, beside the ``metadata_reader``. ``companions``: suffixes of
+    files beside an artifact's entry file that belong to it (OpenVINO's ``.bin``): they travel
+    with it, count in its size (:meth:`artifact_files`) and are written beside a
+    language-model artifact, which is named ``{stem}`` + :attr:`primary_suffix`.
+    ``weight_payload``: ``"module:function"`` ``(path, spec, buffers) -> regions`` listing the
+    byte ranges of the artifact's weights that its integrity digest covers
+    (:mod:`staredge.integrity`; None: the format has no digest). ``lm_quant_options``: the
+    ``quantization={...}`` keys the format's LM exporter takes for weight-only int8 / int4;
+    ``lm_precision_refusals``: ``(precision, why)`` pairs naming why a language-model
+    precision is not offered (shown in the error). ``pickle_suffixes``: suffixes whose files
+    are Python pickles (read only with torch's weights-only unpickler; refused where no
+    pickle is read).
     """
 
     name: str
@@ -156,7 +165,31 @@ class FormatSpec:
         (IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_PRECISIONS))
     detector: str | None = None
     metadata_writer: str | None = None
-    lm_companions: tuple[str, ...] = ()
+    companions: tuple[str, ...] = ()
+    weight_payload: str | None = None
+    lm_quant_options: tuple[str, ...] = ()
+    lm_precision_refusals: tuple[tuple[str, str], ...] = ()
+    pickle_suffixes: tuple[str, ...] = ()
+
+    @property
+    def primary_suffix(self) -> str:
+        """The suffix StarEdge gives the files it writes in this format (the first of ``suffixes``)."""
+        return self.suffixes[0]
+
+    def artifact_files(self, path: Path) -> list[Path]:
+        """Every file the artifact at ``path`` consists of: every file below a folder artifact,
+        sorted; else the file and its :attr:`companions` that exist beside it."""
+        p = Path(path)
+        if p.is_dir():
+            return sorted(f for f in p.rglob("*") if f.is_file())
+        companions = [p.with_suffix(c) for c in self.companions] if p.suffix.lower() in self.suffixes else []
+        return [p, *(c for c in companions if c.is_file())]
+
+    def lm_precision_refusal(self, precision: str) -> str:
+        """Why this format's language-model exporter does not write ``precision``."""
+        takes = ", ".join(self.precisions_for(TEXT_GENERATION)) or "none"
+        return dict(self.lm_precision_refusals).get(
+            precision, f"{self.name} language-model artifacts take weight precisions {takes}")
 
     def precisions_for(self, task: str) -> tuple[str, ...]:
         """The precisions this format exports for ``task`` (empty: none)."""
@@ -183,12 +216,12 @@ class FormatSpec:
         folders moved into place as one artifact (the entry last), and the path a runtime loads.
 
         Image artifacts use the ``unit``/``entry`` templates (one unit); a language-model
-        artifact is ``{stem}`` + ``suffixes[0]`` with its ``lm_companions`` beside it."""
+        artifact is ``{stem}`` + :attr:`primary_suffix` with its ``companions`` beside it."""
         if not self.exportable_for(task):
             raise ConfigError(f"StarEdge does not export {self.title} artifacts for {task}")
         if task == TEXT_GENERATION:
-            entry = Path(out_dir) / f"{stem}{self.suffixes[0]}"
-            return (*(entry.with_suffix(c) for c in self.lm_companions), entry), entry
+            entry = Path(out_dir) / f"{stem}{self.primary_suffix}"
+            return (*(entry.with_suffix(c) for c in self.companions), entry), entry
         unit, entry = self.artifact_paths(out_dir, stem)
         return (unit,), entry
 
@@ -340,10 +373,12 @@ FORMATS: dict[str, FormatSpec] = {
             precisions=((IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_WEIGHT_ONLY_PRECISIONS)),
             metadata_reader="staredge.metadata:read_onnx_text",
             metadata_writer="staredge.metadata:write_onnx_text",
+            weight_payload="staredge.integrity:onnx_regions",
+            lm_quant_options=("block_size", "symmetric", "embedding", "head", "accuracy_level"),
         ),
         FormatSpec(
             name="openvino", title="OpenVINO IR", aliases=("ov", "ir"), suffixes=(".xml",),
-            detector="staredge.metadata:is_openvino_ir", lm_companions=(".bin",),
+            detector="staredge.metadata:is_openvino_ir", companions=(".bin",),
             unit="{stem}_openvino", entry="{stem}_openvino/{stem}.xml",
             exporter="staredge.exporters.openvino:export_openvino",
             lm_exporter="staredge.exporters.openvino_lm:export_lm_openvino",
@@ -353,6 +388,8 @@ FORMATS: dict[str, FormatSpec] = {
             precisions=((IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_WEIGHT_ONLY_PRECISIONS)),
             metadata_reader="staredge.metadata:read_openvino_text",
             metadata_writer="staredge.metadata:write_openvino_text",
+            weight_payload="staredge.integrity:openvino_regions",
+            lm_quant_options=("group_size", "embedding", "head", "symmetric"),
         ),
         FormatSpec(
             name="tflite", title="TFLite", aliases=("litert",), suffixes=(".tflite",),
@@ -365,6 +402,8 @@ FORMATS: dict[str, FormatSpec] = {
             precisions=((IMAGE_CLASSIFICATION, IMAGE_PRECISIONS), (TEXT_GENERATION, LM_WEIGHT_ONLY_PRECISIONS)),
             metadata_reader="staredge.metadata:read_tflite_text",
             metadata_writer="staredge.exporters.tflite:write_tflite_text",
+            weight_payload="staredge.integrity:tflite_regions",
+            lm_quant_options=("mode", "embedding", "head"),
         ),
         FormatSpec(
             name="coreml", title="CoreML", aliases=("mlpackage",), suffixes=(".mlpackage",),
@@ -380,10 +419,14 @@ FORMATS: dict[str, FormatSpec] = {
             validation_options=(("reference", True),),
             metadata_reader="staredge.metadata:read_coreml_text",
             metadata_writer="staredge.metadata:write_coreml_text",
+            weight_payload="staredge.integrity:coreml_regions",
+            lm_precision_refusals=(
+                ("int8", "CoreML LM weight quantisation (linear_quantize_weights) is not implemented yet"),
+                ("int4", "CoreML LM per-block int4 (iOS 18) is not implemented yet")),
         ),
         FormatSpec(
             name="pytorch", title="PyTorch checkpoint", aliases=("torch",),
-            suffixes=(".safetensors", ".pt", ".pth", ".tar", ".bin"),
+            suffixes=(".safetensors", ".pt", ".pth", ".tar", ".bin"), pickle_suffixes=(".pt", ".pth", ".tar", ".bin"),
             runtime="pytorch", extra="torch", dynamic_batch=True,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             metadata_reader="staredge.metadata:read_safetensors_text",

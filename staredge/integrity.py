@@ -5,8 +5,9 @@ export records a digest of the weights in the artifact's own metadata
 (``extra["integrity"] = {"scheme": SCHEME, "sha256": ...}``, :func:`seal`) and
 :func:`staredge.runtimes.load_backend` checks it before any runtime reads the file
 (:func:`verify`); a mismatch is an :class:`~staredge.errors.ArtifactIntegrityError` naming
-the file. What "the weight payload" is, per format (the metadata itself is never covered,
-since it lives inside the artifact and is rewritten after the digest is taken):
+the file. What "the weight payload" is, per format (each format spec's ``weight_payload``
+names the function below that lists it; the metadata itself is never covered, since it lives
+inside the artifact and is rewritten after the digest is taken):
 
 - ONNX: every top-level field of the ``ModelProto`` except ``metadata_props`` (field 14): the
   graph with its initializers, opsets, producer; plus every external-data file the graph's
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from staredge.errors import ArtifactIntegrityError
+from staredge.formats import FORMATS as _TABLE, load_object
 
 #: Environment variable that switches the load-time check off (``1``/``true``/``yes``/``on``).
 ENV_SKIP = "STAREDGE_SKIP_INTEGRITY"
@@ -43,8 +45,9 @@ ENV_SKIP = "STAREDGE_SKIP_INTEGRITY"
 EXTRA_KEY = "integrity"
 #: What the digest covers and how it is computed (bumped if that ever changes).
 SCHEME = "staredge-weights-sha256-v1"
-#: Formats whose weight payload has a digest.
-FORMATS = ("onnx", "tflite", "openvino", "coreml")
+#: Formats whose weight payload has a digest (those whose format spec names a
+#: ``weight_payload`` walker: the functions below, one per format).
+FORMATS = tuple(name for name, spec in _TABLE.items() if spec.weight_payload)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -62,7 +65,9 @@ def skipped_by_environment() -> bool:
 # --------------------------------------------------------------------------- regions per format
 
 
-def _onnx_regions(path: Path, buffers: dict) -> list[Region]:
+def onnx_regions(path: Path, spec: Any, buffers: dict) -> list[Region]:
+    """ONNX: every top-level ``ModelProto`` field but ``metadata_props``, and the external-data
+    files its initializers name (the format table's ``weight_payload``)."""
     from staredge.metadata import _varint
 
     regions: list[Region] = []
@@ -177,7 +182,9 @@ class _FlatBuffer:
         return struct.unpack_from("<Q", self.buf, pos)[0]
 
 
-def _tflite_regions(path: Path, buffers: dict) -> list[Region]:
+def tflite_regions(path: Path, spec: Any, buffers: dict) -> list[Region]:
+    """TFLite: the data of every flatbuffer buffer a tensor refers to (the format table's
+    ``weight_payload``)."""
     # TFLite schema: Model.subgraphs = 2, Model.buffers = 4; SubGraph.tensors = 0;
     # Tensor.buffer = 2; Buffer.data = 0, Buffer.offset = 1, Buffer.size = 2.
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -214,14 +221,18 @@ def _tflite_regions(path: Path, buffers: dict) -> list[Region]:
         return regions
 
 
-def _openvino_regions(path: Path, buffers: dict) -> list[Region]:
+def openvino_regions(path: Path, spec: Any, buffers: dict) -> list[Region]:
+    """OpenVINO: the whole weights file (the spec's companion) beside the ``.xml``, which may
+    be the one IR inside a folder (the format table's ``weight_payload``)."""
     xml = path
     if path.is_dir():
-        xmls = [x for x in sorted(path.glob("*.xml")) if x.with_suffix(".bin").is_file()]
+        complete = 1 + len(spec.companions)  # the .xml and its .bin
+        xmls = [x for suffix in spec.suffixes for x in sorted(path.glob(f"*{suffix}"))
+                if len(spec.artifact_files(x)) == complete]
         if len(xmls) != 1:
             raise ArtifactIntegrityError(f"{path} must hold exactly one OpenVINO .xml with its .bin")
         xml = xmls[0]
-    weights = xml.with_suffix(".bin")
+    (weights,) = (xml.with_suffix(c) for c in spec.companions)
     try:
         size = weights.stat().st_size
     except FileNotFoundError as exc:  # the same words as the runtime's own check
@@ -233,16 +244,14 @@ def _openvino_regions(path: Path, buffers: dict) -> list[Region]:
     return [("openvino:bin", weights, 0, size)]
 
 
-def _coreml_regions(path: Path, buffers: dict) -> list[Region]:
+def coreml_regions(path: Path, spec: Any, buffers: dict) -> list[Region]:
+    """CoreML: every file under ``Data/com.apple.CoreML/weights/`` in the package (the format
+    table's ``weight_payload``)."""
     folder = path / "Data" / "com.apple.CoreML" / "weights"
     if not folder.is_dir():
         return []
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     return [(f"coreml:{p.relative_to(folder).as_posix()}", p, 0, p.stat().st_size) for p in files]
-
-
-_REGIONS = {"onnx": _onnx_regions, "tflite": _tflite_regions, "openvino": _openvino_regions,
-            "coreml": _coreml_regions}
 
 
 def payload_regions(path: str | os.PathLike, fmt: str, _buffers: dict | None = None) -> list[Region]:
@@ -252,10 +261,11 @@ def payload_regions(path: str | os.PathLike, fmt: str, _buffers: dict | None = N
     followed, and :class:`~staredge.errors.ConfigError` for a format without a digest."""
     from staredge.errors import ConfigError
 
-    if fmt not in _REGIONS:
+    if fmt not in FORMATS:
         raise ConfigError(f"{fmt} artifacts have no weight digest (formats with one: {', '.join(FORMATS)})")
+    spec = _TABLE[fmt]
     try:
-        return _REGIONS[fmt](Path(path), {} if _buffers is None else _buffers)
+        return load_object(spec.weight_payload)(Path(path), spec, {} if _buffers is None else _buffers)
     except (ValueError, OSError, IndexError, struct.error) as exc:
         raise ArtifactIntegrityError(f"{path}: its weights cannot be read to check their digest ({exc}); the file "
                                      f"is damaged or truncated, re-export it") from exc
@@ -363,5 +373,6 @@ def verify(path: Any, fmt: str | None = None, metadata: Any = None, *, enabled: 
     return have
 
 
-__all__ = ["ENV_SKIP", "EXTRA_KEY", "FORMATS", "SCHEME", "payload_digest", "payload_regions", "recorded_digest",
-           "seal", "skipped_by_environment", "verify"]
+__all__ = ["ENV_SKIP", "EXTRA_KEY", "FORMATS", "SCHEME", "coreml_regions", "onnx_regions", "openvino_regions",
+           "payload_digest", "payload_regions", "recorded_digest", "seal", "skipped_by_environment",
+           "tflite_regions", "verify"]

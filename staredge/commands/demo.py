@@ -126,7 +126,7 @@ def run_demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from staredge.exporters import export
-    from staredge.formats import available_export_formats, parse_formats
+    from staredge.formats import CHECKPOINT_FORMAT, available_export_formats, parse_formats
     from staredge.predictor import Predictor
 
     if limit is not None and limit < 1:
@@ -162,7 +162,7 @@ def run_demo(
     failed = {a.format: a.error for a in results if a.path is None}
 
     # PyTorch first (the shipped checkpoint): the reference every artifact is compared with.
-    candidates: list[tuple[str, str, Any]] = [("pytorch", str(weights_path()), None)]
+    candidates: list[tuple[str, str, Any]] = [(CHECKPOINT_FORMAT, str(weights_path()), None)]
     candidates += [(a.format, a.path, a) for a in results if a.path is not None]
 
     rows: list[RuntimeRow] = []
@@ -218,12 +218,9 @@ def run_demo(
 
 
 def _size_bytes(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    total = path.stat().st_size
-    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
-        total += path.with_suffix(".bin").stat().st_size
-    return total
+    from staredge.formats import detect_format
+
+    return sum(f.stat().st_size for f in detect_format(path).artifact_files(path))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -240,8 +237,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=_args.count_type("--iters"), default=30, metavar="N",
                    help="timed calls per runtime; the median is shown (default 30)")
     p.add_argument("--repeats", dest="iters", type=_args.count_type("--repeats"), help=argparse.SUPPRESS)  # old name
-    _args.add_json(p, "the demo results")
-    _args.add_force(p, "a --json FILE that already exists")
+    _args.add_json(p, "the demo results", force=True)
     p.set_defaults(func=run)
 
 

@@ -27,20 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=".onnx, OpenVINO .xml (or its folder), .tflite, .mlpackage, or a .safetensors checkpoint")
     p.add_argument("--no-load", action="store_true",
                    help="do not open the artifact with its runtime (no inputs/outputs; metadata and hashes only)")
-    _args.add_json(p, "the description")
-    _args.add_force(p, "a --json FILE that already exists")
+    _args.add_json(p, "the description", force=True)
     p.set_defaults(func=run)
-
-
-def artifact_files(path: Path) -> list[Path]:
-    """Every file the artifact consists of: the file (and an OpenVINO ``.xml``'s ``.bin``), or
-    every file below a folder artifact, sorted."""
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    files = [path]
-    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
-        files.append(path.with_suffix(".bin"))
-    return files
 
 
 def _sha256(path: Path) -> str:
@@ -53,14 +41,14 @@ def _sha256(path: Path) -> str:
 
 def describe_artifact(path: str, load: bool = True) -> dict[str, Any]:
     """The description ``staredge info`` prints, as a dict (see the module docstring)."""
-    from staredge.formats import detect_format
+    from staredge.formats import CHECKPOINT_FORMAT, detect_format
     from staredge.metadata import MetadataError, read_metadata
 
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{path}: no such file or folder; give an exported artifact (see `staredge export`)")
     spec = detect_format(p)
-    files = artifact_files(p)
+    files = spec.artifact_files(p)
     doc: dict[str, Any] = {
         "path": str(p), "format": spec.name, "runtime": getattr(spec, "runtime", None),
         "size_bytes": sum(f.stat().st_size for f in files),
@@ -83,7 +71,7 @@ def describe_artifact(path: str, load: bool = True) -> dict[str, Any]:
             doc["state"] = lm.get("state")
             doc["max_context"] = lm.get("max_context")
     doc["inputs"] = doc["outputs"] = None
-    if load and spec.name != "pytorch":
+    if load and spec.name != CHECKPOINT_FORMAT:
         doc.update(_graph_io(p))
     return doc
 
