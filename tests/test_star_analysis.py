@@ -85,13 +85,13 @@ def test_named_state_tensors_follow_the_decode_convention():
 
 
 def test_cli_genome_table_and_json(capsys):
-    assert main(["genome", "transformer_pp", "--dim", "768", "--seq-len", "4096"]) == 0
+    assert main(["genome", "transformer_pp", "--dim", "768", "--depth", "24", "--seq-len", "4096"]) == 0
     out = capsys.readouterr().out
     assert "150.99" in out and "SA-1" in out and "GMemless" in out
     assert main(["genome", "transformer_pp", "--dim", "2048", "--seq-len", "4096", "--depth", "48", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert round(doc["total_cache_mb"], 1) == 805.3 and len(doc["rows"]) == 48
-    assert main(["genome", "striped_mamba", "--dim", "768", "--seq-len", "4096", "--json"]) == 0
+    assert main(["genome", "striped_mamba", "--dim", "768", "--depth", "24", "--seq-len", "4096", "--json"]) == 0
     assert 25 <= json.loads(capsys.readouterr().out)["total_cache_mb"] < 26
     assert main(["genome", "11111-91111", "--dim", "64", "--seq-len", "8", "--bytes-per-element", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total_cache_bytes"] == 2 * 64 * 8 * 4

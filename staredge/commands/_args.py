@@ -42,6 +42,15 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "int8")
 #: ``--json`` with no FILE: print to stdout.
 STDOUT = "-"
+#: The one default size of the ``transformer_pp`` / ``striped_mamba`` baselines on the command
+#: line (``--dim`` / ``--depth`` of ``staredge export`` and ``staredge genome``): the size of the
+#: shipped ``star_lm_pydoc`` (d = 128, 10 LIVs), so a baseline exported or analysed with no size
+#: flags compares like with like with the shipped model. The paper-scale analysis (d = 768,
+#: 24 LIVs) is ``--dim 768 --depth 24``. Equal to the Python default
+#: ``staredge.exporters.lm_source.BASELINE_DEFAULTS`` (tests/test_cli_flags.py keeps them equal).
+BASELINE_SIZE = {"dim": 128, "depth": 10}
+#: Baseline genome names that ``--dim`` / ``--depth`` size (a genome string has its own depth).
+BASELINE_NAMES = ("transformer_pp", "striped_mamba")
 
 
 # --------------------------------------------------------------------------- argparse types
@@ -105,12 +114,15 @@ def _device(text: str) -> str:
 # --------------------------------------------------------------------------- flags
 
 
-def add_json(p: argparse.ArgumentParser, what: str = "the results") -> None:
+def add_json(p: argparse.ArgumentParser, what: str = "the results", *, force: bool = False) -> None:
     """``--json [FILE]``: no FILE prints the JSON document on stdout instead of the tables;
-    FILE also writes it (atomically; an existing file needs ``--force``)."""
+    FILE also writes it (atomically; an existing file needs ``--force``). ``force=True`` also
+    adds that ``--force`` (for commands whose only file is the ``--json`` one)."""
     p.add_argument("--json", nargs="?", const=STDOUT, default=None, metavar="FILE",
                    help=f"{what} as JSON: with no FILE printed on stdout instead of the tables; "
                         f"with FILE written there too (an existing file needs --force)")
+    if force:
+        add_force(p, "a --json FILE that already exists")
 
 
 def add_force(p: argparse.ArgumentParser, what: str = "files and artifacts that already exist") -> None:
@@ -185,6 +197,28 @@ def add_timing(p: argparse.ArgumentParser, *, warmup: int | None, iters: int | N
                    help=repeats_help + (f" (default {repeats})" if repeats is not None else " (default: the preset's)"))
     if old_repeats:
         p.add_argument(old_repeats, dest="repeats", type=_argtype(check_repeats, old_repeats), help=argparse.SUPPRESS)
+
+
+def add_baseline_size(p: argparse.ArgumentParser, *, depth_help: str) -> None:
+    """``--dim D`` and ``--depth N``: the width and LIV count of a STAR language model built
+    from a genome or a baseline name, with one default (:data:`BASELINE_SIZE`) and one wording.
+    Both are parsed with default None (not given), so a command can refuse them for a model
+    they do not size; :func:`baseline_size` fills in the default."""
+    d, n = BASELINE_SIZE["dim"], BASELINE_SIZE["depth"]
+    p.add_argument("--dim", type=count_type("--dim"), default=None, metavar="D",
+                   help=f"model width (default {d}, the shipped star_lm_pydoc's)")
+    p.add_argument("--depth", type=count_type("--depth"), default=None, metavar="N",
+                   help=f"{depth_help} (default for {' / '.join(BASELINE_NAMES)}: {n} LIVs, the shipped "
+                        f"star_lm_pydoc's; the paper-scale baselines are --dim 768 --depth 24)")
+
+
+def baseline_size(args: argparse.Namespace) -> tuple[int, int | None]:
+    """``(dim, depth)`` of ``args`` with :data:`BASELINE_SIZE` for what is not given; depth
+    stays None for a genome string that was not given ``--depth`` (its own LIV count)."""
+    baseline = str(getattr(args, "genome", "") or getattr(args, "model", "")).strip().lower() in BASELINE_NAMES
+    dim = args.dim if args.dim is not None else BASELINE_SIZE["dim"]
+    depth = args.depth if args.depth is not None else (BASELINE_SIZE["depth"] if baseline else None)
+    return dim, depth
 
 
 def add_calibration(p: argparse.ArgumentParser) -> None:

@@ -50,10 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _args.add_force(p)
     _args.add_model_arguments(p)
     add_option_flags(p)
-    p.add_argument("--dim", type=_args.count_type("--dim"), metavar="D",
-                   help="transformer_pp / striped_mamba: width (default 128)")
-    p.add_argument("--depth", type=_args.count_type("--depth"), metavar="N",
-                   help="transformer_pp / striped_mamba: LIVs (default 10)")
+    _args.add_baseline_size(p, depth_help="number of LIVs of transformer_pp / striped_mamba (refused for other "
+                                          "models)")
     p.add_argument("--no-validate", action="store_true", help="skip validation (not recommended)")
     p.add_argument("--keep-failed", action="store_true",
                    help="keep an artifact that fails validation under its final name (default: <name>.failed.<suffix>)")

@@ -16,18 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "bytes per LIV and in total. MB = 10^6 bytes.",
     )
     p.add_argument("genome", help="genome such as 11111-91111-12121, or transformer_pp / striped_mamba")
-    p.add_argument("--dim", type=_args.count_type("--dim"), required=True, help="model width")
     p.add_argument("--seq-len", type=_args.count_type("--seq-len", 0), required=True,
                    help="tokens held in the decode cache")
-    p.add_argument("--depth", type=_args.count_type("--depth"), default=None,
-                   help="number of LIVs: tiles a shorter genome; for transformer_pp / striped_mamba the LIV count "
-                        "(default 24, the paper-scale analysis; `staredge export` builds 10-LIV baselines)")
+    _args.add_baseline_size(p, depth_help="number of LIVs: tiles a shorter genome (default: the genome's own); "
+                                          "for transformer_pp / striped_mamba the LIV count")
     p.add_argument("--bytes-per-element", type=_args.count_type("--bytes-per-element"), default=2,
                    help="bytes per cached element (default 2: fp16/bf16)")
     p.add_argument("--repair", action="store_true",
                    help="repair an invalid genome (section 4.2 rules) and analyse the repaired one")
-    _args.add_json(p, "the analysis")
-    _args.add_force(p, "a --json FILE that already exists")
+    _args.add_json(p, "the analysis", force=True)
     p.set_defaults(func=run)
 
 
@@ -38,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from staredge.models.star.genome import check_depth
 
     # every size is checked before the genome is tiled or any module is built
-    check_int("--dim", args.dim, 1, MAX_DIM, "MAX_DIM")
+    dim, depth = _args.baseline_size(args)
+    check_int("--dim", dim, 1, MAX_DIM, "MAX_DIM")
     check_int("--seq-len", args.seq_len, 0)
     check_int("--bytes-per-element", args.bytes_per_element, 1, 64)
-    if args.depth is not None:
-        check_depth(args.depth)
+    if depth is not None:
+        check_depth(depth)
     _args.check_json_target(args)
-    report = analyze_genome(args.genome, args.dim, args.seq_len, args.bytes_per_element, depth=args.depth,
+    report = analyze_genome(args.genome, dim, args.seq_len, args.bytes_per_element, depth=depth,
                             repair=args.repair)
     if _args.emit_json(args, report.to_dict()):
         return 0

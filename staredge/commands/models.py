@@ -13,8 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models with params/MACs beside the papers' figures")
     p.add_argument("--family", help="only this family (starnet, demonet, efficientformer_v2, ...); "
                    "an unknown family is an error that lists them")
-    _args.add_json(p, "the model tables")
-    _args.add_force(p, "a --json FILE that already exists")
+    _args.add_json(p, "the model tables", force=True)
     p.add_argument("--markdown", action="store_true", help="print a Markdown table (as in the README)")
     p.set_defaults(func=run)
 
