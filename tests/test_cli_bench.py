@@ -138,3 +138,44 @@ def test_calibration_without_int8_is_refused_not_ignored(command, monkeypatch, c
     argv = [command, "starnet_s050", "--precision", "fp32", "--calibration", "photos/"]
     assert main(argv + (["--no-progress", "--protocol", "quick"] if command == "bench" else [])) == 2
     assert "applies to int8 only" in capsys.readouterr().err
+
+
+def _fake_decode_bench(monkeypatch):
+    """The LM decode benchmark replaced by a recorded document (what is tested is the CLI's
+    plumbing of --json / --markdown / refusals, not the timing)."""
+    import staredge.bench.generate as gen
+
+    calls = []
+
+    def fake(model, **kw):
+        calls.append((model, kw))
+        return {"schema": "staredge-bench", "tool": "staredge bench --task generate", "results": [], "model": model}
+
+    monkeypatch.setattr(gen, "run_generate_bench", fake)
+    monkeypatch.setattr(gen, "markdown_table", lambda doc: "| decode table |\n")
+    return calls
+
+
+def test_bench_generate_json_without_file_prints_the_document_like_every_command(monkeypatch, tmp_path, capsys):
+    """``bench --task generate --json`` used to drop the JSON (the no-FILE value became None)."""
+    calls = _fake_decode_bench(monkeypatch)
+    assert main(["bench", "--task", "generate", "--json", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["model"] == "star_lm_pydoc" and "decode table" not in out  # stdout: the JSON only
+    assert calls[0][1]["threads"] == [1]
+    # --json FILE writes it (and the table goes to the terminal); an existing FILE needs --force
+    target = tmp_path / "g.json"
+    assert main(["bench", "--task", "generate", "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["model"] == "star_lm_pydoc" and "decode table" in capsys.readouterr().out
+    assert main(["bench", "--task", "generate", "--json", str(target)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["bench", "--task", "generate", "--json", str(target), "--force"]) == 0
+
+
+@pytest.mark.parametrize("flag", [["--precision", "int8"], ["--protocol", "quick"], ["--iters", "3"], ["--device", "cpu"],
+                                  ["--compare-star-sum"], ["--statistic", "p90"], ["--csv", "x.csv"]])
+def test_bench_generate_refuses_flags_it_does_not_read(flag, monkeypatch, capsys):
+    calls = _fake_decode_bench(monkeypatch)
+    assert main(["bench", "--task", "generate", *flag]) == 2
+    err = capsys.readouterr().err
+    assert flag[0] in err and "does not apply to --task generate" in err and calls == []

@@ -397,11 +397,13 @@ def run_cli(args: Any) -> int:
                              workdir=getattr(args, "workdir", None), baselines=not getattr(args, "no_baselines", False),
                              progress=lambda m: print(f"[bench generate] {m}", file=err, flush=True))
     table = markdown_table(doc)
-    print(table)
-    if getattr(args, "json", None):
-        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n")
+    to_stdout = getattr(args, "json", None) == "-"  # --json with no FILE: the JSON only on stdout
+    print(json.dumps(doc, indent=1) if to_stdout else table)
+    force = bool(getattr(args, "force", False))
+    if getattr(args, "json", None) and not to_stdout:
+        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n", force=force)
     if getattr(args, "markdown", None):
-        atomic_write_text(Path(args.markdown), table)
+        atomic_write_text(Path(args.markdown), table, force=force)
     if getattr(args, "plot", None):
         plot_decode_vs_context(doc, args.plot)
     return 0

@@ -23,6 +23,8 @@ from staredge.errors import ArtifactExistsError, ConfigError, DeviceError
 from staredge.fileio import atomic_write_text
 
 
+#: The protocol preset when ``--protocol`` is not given.
+DEFAULT_PROTOCOL = "paper-cpu"
 #: What ``--out DIR`` writes, by report.
 OUT_FILES = {
     "json": "results.json",
@@ -60,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the baselines stay fp32. int8 is calibrated on --calibration, else the model's own data (digits), "
         "else scikit-image photos outside the validation set; the terminal says which"))
     _args.add_calibration(p)
-    p.add_argument("--protocol", default="paper-cpu", choices=sorted(PRESETS) + sorted(ALIASES), metavar="NAME",
-                   help=f"measurement preset: {', '.join(PRESETS)} (default paper-cpu; 'quick' for a first look; "
+    p.add_argument("--protocol", default=None, choices=sorted(PRESETS) + sorted(ALIASES), metavar="NAME",
+                   help=f"measurement preset: {', '.join(PRESETS)} (default {DEFAULT_PROTOCOL}; 'quick' for a first look; "
                    "ios and modelbench are old names of the *-settings-on-host presets)")
     _args.add_threads(p, multiple=True, help="intra-op threads; a comma list (e.g. 2,4) times each setting "
                       "(default: the machine's physical cores, at most the preset's count)")
@@ -95,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _args.add_force(p, "existing output files")
     p.add_argument("--task", choices=["classify", "generate"], default="classify",
                    help="generate: the LM decode benchmark of a language model (staredge.bench.generate)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _bench_defaults={a.dest: a.default for a in p._actions
+                                              if a.option_strings and a.dest != "help"})
 
 
 def _threads(value: str | list[int] | None) -> list[int | None]:
@@ -122,15 +125,16 @@ def build_protocols(args: argparse.Namespace, physical_cores: int | None = None)
     from staredge.bench.machine import physical_cores as detect_cores
     from staredge.bench.protocols import default_threads, get_protocol
 
+    name = args.protocol or DEFAULT_PROTOCOL
     thread_list = _threads(args.threads)
     if args.threads is None:
-        preset = get_protocol(args.protocol)
+        preset = get_protocol(name)
         thread_list = [default_threads(preset, physical_cores or detect_cores())]
     protocols = []
     for threads in thread_list:
         protocols.append(
             get_protocol(
-                args.protocol, threads=threads, warmup=args.warmup, iters=args.iters, repeats=args.repeats,
+                name, threads=threads, warmup=args.warmup, iters=args.iters, repeats=args.repeats,
                 device=args.device, rewrite=args.rewrite, statistic=args.statistic, reduce=args.reduce,
             )
         )
@@ -201,11 +205,30 @@ def _notices(args: argparse.Namespace, protocols: list, console) -> None:
         )
 
 
-def _generate_args(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` in the shape :func:`staredge.bench.generate.run_cli` reads (comma texts, a file or None)."""
+#: What ``--task generate`` (the LM decode benchmark) reads; every other flag given with it is
+#: refused (it would change nothing).
+GENERATE_FLAGS = ("models", "threads", "repeats", "workdir", "no_baselines", "backends", "json", "markdown", "plot",
+                  "out", "force", "task")
+
+
+def _generate_args(args: argparse.Namespace, parser_defaults: dict, outputs: dict[str, str]) -> argparse.Namespace:
+    """``args`` in the shape :func:`staredge.bench.generate.run_cli` reads (comma texts; ``json``
+    the file, ``-`` for stdout, or None), after refusing every flag the LM decode benchmark
+    does not read (a ConfigError naming it, before any work)."""
+    for dest, default in parser_defaults.items():
+        if dest in GENERATE_FLAGS or dest.startswith("_") or dest in ("command", "func", "verbose", "capture"):
+            continue
+        if getattr(args, dest, default) != default:
+            flag = "--" + dest.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to --task generate (the LM decode benchmark reads --threads, "
+                              f"--repeats, --backends, --no-baselines, --workdir and the output flags): drop it")
+    for kind in ("csv", "bars"):
+        if getattr(args, kind, None):
+            raise ConfigError(f"--{kind} does not apply to --task generate (it writes --json, --markdown and --plot)")
     threads = ",".join(map(str, args.threads)) if isinstance(args.threads, list) else args.threads
-    json_file = None if args.json in (None, _args.STDOUT) else args.json
-    return argparse.Namespace(**{**vars(args), "threads": threads, "json": json_file})
+    json_target = _args.STDOUT if args.json == _args.STDOUT else outputs.get("json")
+    return argparse.Namespace(**{**vars(args), "threads": threads, "json": json_target,
+                                 "markdown": outputs.get("markdown"), "plot": outputs.get("plot")})
 
 
 def check_device(device: str | None, factory=None) -> None:
@@ -245,11 +268,6 @@ def _int8_calibration(args: argparse.Namespace, models: list[str], specs: list, 
 
 def run(args: argparse.Namespace) -> int:
     """Measure (or merge), print the tables, write the files; 130 after Ctrl-C (results kept)."""
-    if getattr(args, "task", "classify") == "generate":
-        from staredge.bench.generate import run_cli
-
-        check_device(args.device)
-        return run_cli(_generate_args(args))
     from rich.console import Console
 
     from staredge.bench.specs import (
@@ -273,6 +291,11 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in outputs.items():  # writable places (typed errors naming the path), before any work
         check_output_file(path, force=True, flag=f"--{kind}")
     json_path = outputs.get("json")
+    if getattr(args, "task", "classify") == "generate":
+        from staredge.bench.generate import run_cli
+
+        defaults = getattr(args, "_bench_defaults", None) or {}
+        return run_cli(_generate_args(args, defaults, outputs))
 
     if args.merge:
         if args.models:
