@@ -153,15 +153,27 @@ def artifact_paths(out_dir: Path, stem: str, fmt: str) -> tuple[Path, Path]:
 _CHECKPOINT_SUFFIXES = checkpoint_suffixes()
 
 
-def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None, model_name: str | None = None) -> nn.Module:
-    """A model from a module, a registry name, or a checkpoint path (+ ``model_name``).
+def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None, model_name: str | None = None, *,
+                  pretrained: bool = False, num_classes: int | None = None, labels: Any = None,
+                  positional: str = "MODEL_OR_CHECKPOINT") -> nn.Module:
+    """A model from a module, a registry name, or a checkpoint path (+ ``model_name``): the one
+    implementation behind ``export()``, ``tune()`` and the CLI's model flags
+    (``staredge.commands._args.model_from_args`` passes ``--checkpoint``, ``--model``,
+    ``--pretrained``, ``--num-classes`` and ``--labels`` here).
 
-    For a checkpoint path without ``model_name``, the registry name is taken from the file
-    name (``starnet_s1.pth.tar`` → ``starnet_s1``).
+    A checkpoint path's architecture is ``model_name``, else the one its StarEdge metadata names
+    (safetensors), else its file name (``starnet_s1.pth.tar`` → ``starnet_s1``). A path that does
+    not exist is a :class:`CheckpointError` saying so. A registry model whose weights ship with
+    the package (``starnet_digits``) loads them unless a checkpoint is given, never random ones.
+    ``positional`` is how error messages name the model argument.
     """
     from staredge.models import create, get_entry
 
     if isinstance(model_or_name, nn.Module):
+        for flag, value in (("--pretrained (pretrained=)", pretrained), ("--num-classes (num_classes=)", num_classes),
+                            ("--labels (labels=)", labels)):
+            if value not in (None, False):
+                raise ConfigError(f"{flag} applies to a registry name or checkpoint, not to a model object")
         if checkpoint is not None:
             from staredge.models.checkpoint import load_checkpoint
 
@@ -170,29 +182,42 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
     text = str(model_or_name)
     if os.path.isfile(text):
         if checkpoint is not None:
-            raise ConfigError("give the checkpoint either as MODEL_OR_CHECKPOINT or with --checkpoint, not both")
+            raise ConfigError(f"give the checkpoint either as {positional} or with --checkpoint, not both")
         checkpoint = text
-        if model_name is None:
-            base = Path(text).name
-            for suffix in _CHECKPOINT_SUFFIXES:
-                if base.endswith(suffix):
-                    base = base[: -len(suffix)]
-                    break
-            try:
-                get_entry(base)
-            except StarEdgeError as exc:
-                raise ConfigError(
-                    f"cannot tell the architecture of checkpoint {text} from its file name; "
-                    f"name it with --model NAME (model_name= in Python), e.g. --model starnet_s1"
-                ) from exc
-            model_name = base
-        return create(model_name, checkpoint=checkpoint)
-    if text.endswith(_CHECKPOINT_SUFFIXES) or "/" in text or os.sep in text:
-        raise CheckpointError(f"checkpoint not found: {text}; check the path (registry names such as starnet_s1 "
-                              f"have no '/' and no file suffix: see `staredge models`)")
-    if model_name is not None and model_name != text:
-        raise ConfigError(f"model given twice: '{text}' and --model '{model_name}'")
-    return create(text, checkpoint=checkpoint)
+        name = model_name if model_name is not None else _architecture_of(text, get_entry)
+    elif text.endswith(_CHECKPOINT_SUFFIXES) or "/" in text or os.sep in text:
+        raise CheckpointError(f"checkpoint not found: {text}: no such file; check the path (registry names such as "
+                              f"starnet_s1 have no '/' and no file suffix: see `staredge models`)")
+    else:
+        if model_name is not None and model_name != text:
+            raise ConfigError(f"model given twice: {positional} '{text}' and --model '{model_name}'")
+        name = text
+    if checkpoint is None and not pretrained and get_entry(name).packaged_weights is not None:
+        pretrained = True  # weights that ship with the package (the digits model): never random ones
+    return create(name, checkpoint=checkpoint, num_classes=num_classes, labels=labels, pretrained=pretrained)
+
+
+def _architecture_of(path: str, get_entry) -> str:
+    """The registry name of a checkpoint: from its StarEdge metadata, else its file name."""
+    from staredge.metadata import read_safetensors_text
+
+    try:
+        text = read_safetensors_text(path)
+        model = json.loads(text).get("model") if text else None
+        if model:
+            return get_entry(model).name
+    except (OSError, ValueError, AttributeError, StarEdgeError):  # a damaged header: the file name decides
+        pass
+    base = Path(path).name
+    for suffix in _CHECKPOINT_SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    try:
+        return get_entry(base).name
+    except StarEdgeError as exc:
+        raise ConfigError(f"cannot tell the architecture of checkpoint {path} from its file name or metadata; "
+                          f"name it with --model NAME (model_name= in Python), e.g. --model starnet_s1") from exc
 
 
 def model_identity(model: nn.Module) -> tuple[str, str]:

@@ -209,14 +209,7 @@ def tune(
     rounds = check_repeats(rounds, "rounds (--repeats)")
     out = Path(out_dir)
     _check_out(out, force)
-    from staredge.exporters.quantize import DIGITS_MODEL
-
-    if model_or_name == DIGITS_MODEL:  # the trained digits model, not an untrained registry build
-        from staredge.models.digits import digits_model, digits_weights
-
-        model = digits_model(digits_weights())
-    else:
-        model = resolve_model(model_or_name)
+    model = resolve_model(model_or_name)  # a model whose weights ship (digits) loads them, never random ones
     calibration_note = None
     if "int8" in precs:  # fail before any export when int8 has no calibration data; the bench's fallback
         from staredge.bench.artifacts import calibration_for

@@ -245,60 +245,15 @@ def add_model_arguments(p: argparse.ArgumentParser, *, labels: bool = True) -> N
 
 
 def model_from_args(args: argparse.Namespace, positional: str = "MODEL") -> Any:
-    """The model ``args`` describe: a registry name or a checkpoint file (``args.model``), with
-    ``--model``, ``--checkpoint``, ``--pretrained``, ``--num-classes`` and ``--labels``.
+    """The model ``args`` describe (``args.model``: a registry name or a checkpoint file, with
+    ``--checkpoint``, ``--model``, ``--pretrained``, ``--num-classes`` and ``--labels``), built by
+    the one implementation, :func:`staredge.exporters.api.resolve_model`."""
+    from staredge.exporters.api import resolve_model
 
-    A checkpoint's architecture comes from ``--model``, else from its file name, else from the
-    StarEdge metadata it carries; a path that does not exist is reported as such."""
-    from staredge.formats import checkpoint_suffixes
-    from staredge.models import create, get_entry
-
-    text, checkpoint, name = str(args.model), getattr(args, "checkpoint", None), getattr(args, "model_name", None)
-    looks_like_file = os.path.sep in text or text.endswith(checkpoint_suffixes())
-    if os.path.isfile(text):
-        if checkpoint is not None:
-            raise ConfigError(f"give the checkpoint either as {positional} or with --checkpoint, not both")
-        checkpoint = text
-        if name is None:
-            name = _architecture_of(text, get_entry)
-    elif looks_like_file and not os.path.exists(text):
-        raise ConfigError(f"{text}: no such file (a checkpoint path); give an existing file or a registry name "
-                          f"(see `staredge models`)")
-    else:
-        if name is not None and name != text:
-            raise ConfigError(f"model given twice: {positional} '{text}' and --model '{name}'")
-        name = text
-    pretrained = getattr(args, "pretrained", False)
-    if checkpoint is None and not pretrained and get_entry(name).packaged_weights is not None:
-        pretrained = True  # weights that ship with the package (the digits model): never random ones
-    return create(name, checkpoint=checkpoint, num_classes=getattr(args, "num_classes", None),
-                  labels=getattr(args, "labels", None), pretrained=pretrained, progress=True)
-
-
-def _architecture_of(path: str, get_entry) -> str:
-    """The registry name of a checkpoint: from its StarEdge metadata, else its file name."""
-    from staredge.formats import checkpoint_suffixes
-
-    try:
-        from staredge.metadata import read_safetensors_text
-
-        text = read_safetensors_text(path)
-        if text:
-            model = json.loads(text).get("model")
-            if model:
-                return get_entry(model).name
-    except Exception:  # noqa: BLE001 - a damaged header: fall back to the file name
-        pass
-    base = os.path.basename(path)
-    for suffix in checkpoint_suffixes():
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    try:
-        return get_entry(base).name
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"cannot tell the architecture of checkpoint {path} from its file name or metadata; "
-                          f"name it with --model NAME, e.g. --model starnet_s1") from exc
+    return resolve_model(str(args.model), getattr(args, "checkpoint", None), getattr(args, "model_name", None),
+                         pretrained=bool(getattr(args, "pretrained", False)),
+                         num_classes=getattr(args, "num_classes", None), labels=getattr(args, "labels", None),
+                         positional=positional)
 
 
 # --------------------------------------------------------------------------- outputs
