@@ -14,8 +14,11 @@ the accuracy of the result measured (held-out bits per byte, greedy agreement).
 * OpenVINO: NNCF ``compress_weights`` (``INT8_ASYM`` per channel, ``INT4_ASYM`` with a group
   size); ``embedding`` / ``head`` kept at fp32 by NNCF's ignored scope, or compressed.
 
-Precisions a format's LM path cannot do are refused (:func:`check_lm_precision`) with the
-reason, never ignored. What each format takes is :data:`LM_PRECISIONS`.
+Each quantiser lives in its format's LM exporter (``exporters/<format>_lm.py``); this module
+holds what they share. Precisions a format's LM path cannot do are refused
+(:func:`check_lm_precision`) with the reason, never ignored: what each format takes is the
+format table's precisions for text generation (``FormatSpec.precisions_for``), the options
+its quantiser takes its spec's ``lm_quant_options``.
 
 The embedding and the LM head are chosen explicitly (``embedding`` / ``head`` options,
 ``"fp32"`` or ``"quantized"``); the shipped model ties them (one ``[259, 128]`` table), and
@@ -28,241 +31,56 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from staredge.errors import ConfigError, require
+from staredge.errors import ConfigError
 
-#: Weight precisions each format's LM exporter takes (weight-only: activations and state
-#: stay fp32).
-LM_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "onnx": ("fp32", "int8", "int4"),
-    "openvino": ("fp32", "int8", "int4"),
-    "tflite": ("fp32", "int8", "int4"),
-    "coreml": ("fp32",),
-}
-#: Why a format refuses a precision (shown in the error).
-_REFUSALS: dict[tuple[str, str], str] = {
-    ("coreml", "int8"): "CoreML LM weight quantisation (linear_quantize_weights) is not implemented yet",
-    ("coreml", "int4"): "CoreML LM per-block int4 (iOS 18) is not implemented yet",
-}
 #: Embedding / head choices.
 TABLE_PRECISIONS = ("fp32", "quantized")
-#: ai.onnx opset of a quantised ONNX LM graph (what ONNX Runtime's quantiser stamps on it).
-QUANT_OPSET = 21
 #: Default block (ONNX) / group (OpenVINO int4) size along the input axis.
 DEFAULT_BLOCK_SIZE = 32
 
 
 def check_lm_precision(fmt: str, precision: str | None, cache_write: str | None = None) -> str:
-    """``precision`` (default ``"fp32"``) if ``fmt``'s LM exporter can write it, else
-    :class:`ConfigError` saying why and what the format takes."""
+    """``precision`` (default ``"fp32"``) if ``fmt``'s LM exporter can write it (the format
+    table's precisions for text generation), else :class:`ConfigError` saying why (the
+    spec's ``lm_precision_refusals``) and what the format takes."""
+    from staredge.formats import TEXT_GENERATION, get_format
+
+    spec = get_format(fmt)
     p = (precision or "fp32").lower()
-    takes = LM_PRECISIONS.get(fmt, ("fp32",))
+    takes = spec.precisions_for(TEXT_GENERATION)
     if p in takes:
         return p
-    why = _REFUSALS.get((fmt, p), f"{fmt} language-model artifacts take weight precisions {', '.join(takes)}")
-    raise ConfigError(f"cannot export a language model to {fmt} at precision {p!r}: {why}. "
-                      f"Use one of: {', '.join(takes)}")
-
-
-#: The ``quantization={...}`` keys each format's LM exporter takes.
-QUANT_OPTIONS = {"onnx": ("block_size", "symmetric", "embedding", "head", "accuracy_level"),
-                 "openvino": ("group_size", "embedding", "head", "symmetric"),
-                 "tflite": ("mode", "embedding", "head")}
+    raise ConfigError(f"cannot export a language model to {spec.name} at precision {p!r}: "
+                      f"{spec.lm_precision_refusal(p)}. Use one of: {', '.join(takes)}")
 
 
 def check_quant_options(fmt: str, options: dict | None) -> dict:
-    """``options`` (``quantization={...}``) if every key is one ``fmt`` takes, else
-    :class:`ConfigError` naming the unknown keys and the known ones."""
+    """``options`` (``quantization={...}``) if every key is one ``fmt``'s LM quantiser takes
+    (the format spec's ``lm_quant_options``), else :class:`ConfigError` naming the unknown
+    keys and the known ones."""
+    from staredge.formats import get_format
+
+    spec = get_format(fmt)
     options = dict(options or {})
-    known = QUANT_OPTIONS.get(fmt, ())
+    known = spec.lm_quant_options
     bad = sorted(k for k in options if k not in known)
     if bad:
-        raise ConfigError(f"{fmt} LM quantisation takes the options {', '.join(known) or 'none'}; "
+        raise ConfigError(f"{spec.name} LM quantisation takes the options {', '.join(known) or 'none'}; "
                           f"unknown: {', '.join(bad)}")
     return options
 
 
-def _check_table(name: str, value: str) -> str:
+def check_table_choice(name: str, value: str) -> str:
+    """``value`` if it is one of :data:`TABLE_PRECISIONS` (the ``embedding`` / ``head``
+    options), else :class:`ConfigError` naming the option."""
     if value not in TABLE_PRECISIONS:
         raise ConfigError(f"{name} must be one of {', '.join(TABLE_PRECISIONS)}, got {value!r}")
     return value
 
 
-def _bits(precision: str) -> int:
+def weight_bits(precision: str) -> int:
+    """Bits per weight of a weight-only precision (``"int8"`` 8, ``"int4"`` 4)."""
     return {"int8": 8, "int4": 4}[precision]
-
-
-# ------------------------------------------------------------------ ONNX (MatMulNBits)
-
-
-def _onnx_head_nodes(proto) -> list[str]:
-    """Names of the MatMul nodes that produce ``logits`` (the LM head)."""
-    producer = {o: n for n in proto.graph.node for o in n.output}
-    node = producer.get("logits")
-    out = []
-    while node is not None and node.op_type != "MatMul" and node.input:
-        node = producer.get(node.input[0])
-    if node is not None and node.op_type == "MatMul":
-        out.append(node.name)
-    return out
-
-
-def quantize_onnx_lm(proto, precision: str, metadata, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                     symmetric: bool = False, embedding: str = "fp32", head: str = "fp32",
-                     accuracy_level: int | None = None):
-    """``proto`` (an ONNX decode graph) with its weight MatMuls as ``MatMulNBits``.
-
-    ``precision`` ``int8`` / ``int4``; ``block_size`` a power of two >= 16 (weights are
-    quantised in blocks of that many input channels); ``embedding="quantized"`` turns the
-    embedding Gather into ``GatherBlockQuantized``; ``head="fp32"`` keeps the LM head MatMul
-    in fp32. ``accuracy_level`` is MatMulNBits' compute type (None: the ORT default, fp32
-    activations). The metadata entry is rewritten with ``precision`` and the choices.
-    """
-    require("onnxruntime", "onnx", "ONNX weight quantisation")
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    from staredge.metadata import METADATA_KEY
-
-    bits = _bits(precision)
-    _check_table("embedding", embedding)
-    _check_table("head", head)
-    if block_size < 16 or block_size & (block_size - 1):
-        raise ConfigError(f"block_size must be a power of two >= 16, got {block_size}")
-    if embedding == "quantized" and bits != 4:
-        raise ConfigError("ONNX Runtime quantises an embedding Gather (GatherBlockQuantized) to 4 bits only; "
-                          "use embedding='fp32' with int8, or precision 'int4'")
-    ops = ("MatMul", "Gather") if embedding == "quantized" else ("MatMul",)
-    exclude = [] if head == "quantized" else _onnx_head_nodes(proto)
-    # only the token embedding's Gather: rotary tables and long-conv taps stay fp32
-    exclude += [n.name for n in proto.graph.node if n.op_type == "Gather" and "input_ids" not in n.input]
-    # The quantiser stamps the model as opset 21 (int4/int8 initializers need it) without
-    # converting the ops; convert first, so ops whose form changed (ReduceMean's axes
-    # became an input in opset 18) stay valid.
-    onnx = require("onnx", "onnx", "ONNX weight quantisation")
-    from onnx import version_converter
-
-    proto = version_converter.convert_version(proto, QUANT_OPSET)
-    # Gather (embedding) is quantised along its row axis (1: the hidden dim).
-    quant = MatMulNBitsQuantizer(proto, bits=bits, block_size=block_size, is_symmetric=symmetric,
-                                 accuracy_level=accuracy_level, nodes_to_exclude=exclude,
-                                 op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)))
-    quant.process()
-    out = quant.model.model
-    kinds = {n.op_type for n in out.graph.node}
-    if "MatMulNBits" not in kinds:
-        raise ConfigError(f"ONNX Runtime's quantiser left no MatMulNBits in {metadata.model}'s decode graph "
-                          "(no weight MatMul qualified); nothing was written")
-    metadata.precision = precision
-    metadata.extra.setdefault("onnx", {})["weights"] = {
-        "tool": "onnxruntime.quantization.MatMulNBitsQuantizer", "bits": bits, "block_size": block_size,
-        "symmetric": symmetric, "embedding": embedding, "head": head, "accuracy_level": accuracy_level,
-        "matmul_nbits": sum(n.op_type == "MatMulNBits" for n in out.graph.node)}
-    del out.metadata_props[:]
-    entry = out.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, metadata.to_json()
-    return out
-
-
-# ------------------------------------------------------------------ TFLite (ai-edge-quantizer)
-
-#: TFLite LM quantisation modes.
-TFLITE_MODES = ("weight_only", "dynamic")
-
-
-def quantize_tflite_lm(flatbuffer: bytes, precision: str, metadata, *, mode: str = "weight_only",
-                       embedding: str = "quantized", head: str = "quantized") -> bytes:
-    """The converted LM flatbuffer with int8 / int4 weights (ai-edge-quantizer recipes, see
-    the module doc); ``metadata`` records the recipe. Raises ConfigError for a combination
-    the recipes cannot do."""
-    aeq = require("ai_edge_quantizer", "tflite", "TFLite weight quantisation")
-    if mode not in TFLITE_MODES:
-        raise ConfigError(f"TFLite LM quantisation mode must be one of {', '.join(TFLITE_MODES)}, got {mode!r}")
-    if mode == "dynamic" and precision != "int8":
-        raise ConfigError("ai-edge-quantizer's dynamic-range recipe (dynamic_wi8_afp32) is int8 only; "
-                          "use mode='weight_only' for int4")
-    if "fp32" in (embedding, head):
-        raise ConfigError("TFLite LM quantisation covers every supported op (embedding and head included); "
-                          "embedding/head 'fp32' is not offered for TFLite: use ONNX or OpenVINO for that")
-    recipe = {("weight_only", "int8"): aeq.recipe.weight_only_wi8_afp32, ("weight_only", "int4"): aeq.recipe.weight_only_wi4_afp32,
-              ("dynamic", "int8"): aeq.recipe.dynamic_wi8_afp32}[(mode, precision)]
-    import contextlib
-    import sys
-
-    quantizer = aeq.Quantizer(bytearray(flatbuffer), recipe())
-    with contextlib.redirect_stdout(sys.stderr):  # its size/time summary is printed on stdout
-        out = bytes(quantizer.quantize().quantized_model)
-    metadata.precision = precision
-    metadata.extra.setdefault("tflite", {})["weights"] = {
-        "tool": "ai_edge_quantizer", "recipe": recipe.__name__, "bits": _bits(precision),
-        "embedding": "quantized", "head": "quantized"}
-    return out
-
-
-# ------------------------------------------------------------------ OpenVINO (NNCF)
-
-
-def compress_openvino_lm(ov_model, precision: str, metadata, *, group_size: int = DEFAULT_BLOCK_SIZE,
-                         embedding: str = "fp32", head: str = "fp32", symmetric: bool = False):
-    """NNCF ``compress_weights`` on a (stateful) OpenVINO LM model, in place; returns it.
-
-    ``int8``: INT8 per output channel (``INT8_ASYM``, or ``INT8_SYM``); ``int4``: INT4 in
-    groups of ``group_size`` input channels (``INT4_ASYM`` / ``INT4_SYM``) with every weight
-    at int4 (``ratio=1``). ``embedding`` / ``head``: ``"fp32"`` puts the embedding Gather's
-    table / the logits MatMul in NNCF's ignored scope.
-    """
-    nncf = require("nncf", "openvino", "OpenVINO weight compression")
-    _check_table("embedding", embedding)
-    _check_table("head", head)
-    mode = {("int8", False): nncf.CompressWeightsMode.INT8_ASYM, ("int8", True): nncf.CompressWeightsMode.INT8_SYM,
-            ("int4", False): nncf.CompressWeightsMode.INT4_ASYM, ("int4", True): nncf.CompressWeightsMode.INT4_SYM}[
-        (precision, bool(symmetric))]
-    ignored = []
-    for op in ov_model.get_ordered_ops():
-        kind = op.get_type_name()
-        if kind == "Gather" and embedding == "fp32" and _reads_constant_table(op):
-            ignored.append(op.get_friendly_name())
-    if head == "fp32":
-        ignored += _openvino_head_nodes(ov_model)
-    kwargs: dict[str, Any] = {"mode": mode}
-    if precision == "int4":
-        from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
-
-        # a weight whose input width is not a multiple of group_size (the recurrence's
-        # 8-wide dt projection) gets the largest group that divides it (NNCF's ADJUST)
-        kwargs.update(group_size=int(group_size), ratio=1.0, all_layers=True,
-                      advanced_parameters=AdvancedCompressionParameters(
-                          group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=8))
-    if ignored:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
-    import contextlib
-    import sys
-
-    # NNCF's bit-width table and progress bar write to stdout, where a command's tables and
-    # JSON go: send them to stderr (the CLI's converter log), as the image int8 path does
-    with contextlib.redirect_stdout(sys.stderr):
-        out = nncf.compress_weights(ov_model, **kwargs)
-    metadata.precision = precision
-    metadata.extra.setdefault("openvino", {})["weights"] = {
-        "tool": "nncf.compress_weights", "mode": str(mode.value), "group_size": int(group_size) if precision == "int4" else -1,
-        "embedding": embedding, "head": head}
-    return out
-
-
-def _reads_constant_table(op) -> bool:
-    src = op.input_value(0).get_node()
-    while src.get_type_name() == "Convert":
-        src = src.input_value(0).get_node()
-    return src.get_type_name() == "Constant"
-
-
-def _openvino_head_nodes(ov_model) -> list[str]:
-    """Friendly names of the MatMul(s) that produce ``logits``."""
-    for res in ov_model.get_results():
-        if "logits" in res.input_value(0).get_names():
-            node = res.input_value(0).get_node()
-            while node.get_type_name() != "MatMul" and node.get_input_size():
-                node = node.input_value(0).get_node()
-            return [node.get_friendly_name()] if node.get_type_name() == "MatMul" else []
-    return []
 
 
 # ------------------------------------------------------------------ accuracy
@@ -372,6 +190,6 @@ def _torch_bits_per_byte(model, data: bytes, window: int, bos_id: int = 256) -> 
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), arr.reshape(-1), reduction="sum").item() / n / math.log(2)
 
 
-__all__ = ["QUANT_OPTIONS", "check_quant_options", "LM_PRECISIONS", "TABLE_PRECISIONS", "DEFAULT_BLOCK_SIZE", "check_lm_precision", "quantize_onnx_lm",
-           "quantize_tflite_lm", "TFLITE_MODES", "validate_quantized", "QUALITY_BOUNDS", "INT8_MIN_GREEDY",
-           "compress_openvino_lm", "held_out_bytes", "bits_per_byte", "greedy_agreement", "lm_quality"]
+__all__ = ["check_quant_options", "check_table_choice", "weight_bits", "TABLE_PRECISIONS", "DEFAULT_BLOCK_SIZE",
+           "check_lm_precision", "validate_quantized", "QUALITY_BOUNDS", "INT8_MIN_GREEDY", "held_out_bytes",
+           "bits_per_byte", "greedy_agreement", "lm_quality"]

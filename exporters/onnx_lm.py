@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from staredge.errors import require
+from staredge.errors import ConfigError, require
+from staredge.exporters.lm_quantize import DEFAULT_BLOCK_SIZE
 from staredge.exporters.lm_export import LMExportError, as_graph, check_chunk, conversion_error, lm_artifact_metadata
 from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
 
@@ -101,10 +102,10 @@ def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = 
     that owns its K/V (not differential, more than one head) becomes one ONNX Runtime
     ``com.microsoft.GroupQueryAttention`` (K/V append + attention over the filled rows);
     ``False`` keeps only standard ONNX ops (for other ONNX consumers). ``precision`` ``"int8"`` / ``"int4"``: weight-only
-    MatMulNBits quantisation (:mod:`staredge.exporters.lm_quantize`, options in
+    MatMulNBits quantisation (:func:`quantize_onnx_lm`, options in
     ``quantization``); ``"fp32"`` writes the graph as traced.
     """
-    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options, quantize_onnx_lm
+    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options
 
     precision = check_lm_precision("onnx", precision, cache_write)
     graph = onnx_graph(model, max_context, cache_write, attend, fused_attention)
@@ -118,4 +119,80 @@ def export_lm_onnx(model, path: str | os.PathLike, *, max_context: int | None = 
     return atomic_write_bytes(path, proto.SerializeToString(), force=force)
 
 
-__all__ = ["export_lm_onnx", "onnx_proto", "onnx_graph", "ONNX_OPSET", "ONNX_CACHE_WRITE", "ONNX_ATTEND"]
+# ------------------------------------------------------------------ weight-only int8 / int4 (MatMulNBits)
+
+#: ai.onnx opset of a quantised ONNX LM graph (what ONNX Runtime's quantiser stamps on it).
+QUANT_OPSET = 21
+
+
+def _onnx_head_nodes(proto) -> list[str]:
+    """Names of the MatMul nodes that produce ``logits`` (the LM head)."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    node = producer.get("logits")
+    out = []
+    while node is not None and node.op_type != "MatMul" and node.input:
+        node = producer.get(node.input[0])
+    if node is not None and node.op_type == "MatMul":
+        out.append(node.name)
+    return out
+
+
+def quantize_onnx_lm(proto, precision: str, metadata, *, block_size: int = DEFAULT_BLOCK_SIZE,
+                     symmetric: bool = False, embedding: str = "fp32", head: str = "fp32",
+                     accuracy_level: int | None = None):
+    """``proto`` (an ONNX decode graph) with its weight MatMuls as ``MatMulNBits``.
+
+    ``precision`` ``int8`` / ``int4``; ``block_size`` a power of two >= 16 (weights are
+    quantised in blocks of that many input channels); ``embedding="quantized"`` turns the
+    embedding Gather into ``GatherBlockQuantized``; ``head="fp32"`` keeps the LM head MatMul
+    in fp32. ``accuracy_level`` is MatMulNBits' compute type (None: the ORT default, fp32
+    activations). The metadata entry is rewritten with ``precision`` and the choices.
+    """
+    require("onnxruntime", "onnx", "ONNX weight quantisation")
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from staredge.metadata import METADATA_KEY
+
+    from staredge.exporters.lm_quantize import check_table_choice, weight_bits
+
+    bits = weight_bits(precision)
+    check_table_choice("embedding", embedding)
+    check_table_choice("head", head)
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ConfigError(f"block_size must be a power of two >= 16, got {block_size}")
+    if embedding == "quantized" and bits != 4:
+        raise ConfigError("ONNX Runtime quantises an embedding Gather (GatherBlockQuantized) to 4 bits only; "
+                          "use embedding='fp32' with int8, or precision 'int4'")
+    ops = ("MatMul", "Gather") if embedding == "quantized" else ("MatMul",)
+    exclude = [] if head == "quantized" else _onnx_head_nodes(proto)
+    # only the token embedding's Gather: rotary tables and long-conv taps stay fp32
+    exclude += [n.name for n in proto.graph.node if n.op_type == "Gather" and "input_ids" not in n.input]
+    # The quantiser stamps the model as opset 21 (int4/int8 initializers need it) without
+    # converting the ops; convert first, so ops whose form changed (ReduceMean's axes
+    # became an input in opset 18) stay valid.
+    onnx = require("onnx", "onnx", "ONNX weight quantisation")
+    from onnx import version_converter
+
+    proto = version_converter.convert_version(proto, QUANT_OPSET)
+    # Gather (embedding) is quantised along its row axis (1: the hidden dim).
+    quant = MatMulNBitsQuantizer(proto, bits=bits, block_size=block_size, is_symmetric=symmetric,
+                                 accuracy_level=accuracy_level, nodes_to_exclude=exclude,
+                                 op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)))
+    quant.process()
+    out = quant.model.model
+    kinds = {n.op_type for n in out.graph.node}
+    if "MatMulNBits" not in kinds:
+        raise ConfigError(f"ONNX Runtime's quantiser left no MatMulNBits in {metadata.model}'s decode graph "
+                          "(no weight MatMul qualified); nothing was written")
+    metadata.precision = precision
+    metadata.extra.setdefault("onnx", {})["weights"] = {
+        "tool": "onnxruntime.quantization.MatMulNBitsQuantizer", "bits": bits, "block_size": block_size,
+        "symmetric": symmetric, "embedding": embedding, "head": head, "accuracy_level": accuracy_level,
+        "matmul_nbits": sum(n.op_type == "MatMulNBits" for n in out.graph.node)}
+    del out.metadata_props[:]
+    entry = out.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+    return out
+
+
+__all__ = ["export_lm_onnx", "quantize_onnx_lm", "onnx_proto", "onnx_graph", "ONNX_OPSET", "ONNX_CACHE_WRITE", "ONNX_ATTEND"]

@@ -7,7 +7,7 @@ inputs are ``input_ids`` and ``position`` only, the state lives in the infer req
 ``INFERENCE_PRECISION_HINT = f32``. The graph is the ONNX one's default form: new K/V rows
 written by ``ScatterElementsUpdate`` on the variable (T rows, not the whole buffer) and
 attention over the filled rows only. Weights are fp32, or NNCF-compressed int8 / int4
-(``precision``; :func:`staredge.exporters.lm_quantize.compress_openvino_lm`). The format table names :func:`export_lm_openvino` as
+(``precision``; :func:`compress_openvino_lm`). The format table names :func:`export_lm_openvino` as
 OpenVINO's ``lm_exporter``.
 """
 
@@ -17,12 +17,14 @@ import dataclasses
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from staredge.errors import ConfigError, require
 from staredge.exporters.lm_export import LMExportError, as_graph, check_chunk, conversion_error, lm_artifact_metadata
 from staredge.exporters.lm_graph import DEFAULT_PREFILL_CHUNK, LMDecodeGraph
+from staredge.exporters.lm_quantize import DEFAULT_BLOCK_SIZE
 from staredge.exporters.onnx_lm import onnx_graph, onnx_proto
 from staredge.metadata import METADATA_KEY
 
@@ -49,7 +51,7 @@ def export_lm_openvino(model, path: str | os.PathLike, *, max_context: int | Non
     ``head``, ``symmetric``); ``cache_write`` / ``attend`` as for ONNX (default here: the
     blend form, :data:`OPENVINO_CACHE_WRITE`).
     """
-    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options, compress_openvino_lm
+    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options
 
     ov = require("openvino", "openvino", "OpenVINO export")
     precision = check_lm_precision("openvino", precision)
@@ -128,4 +130,74 @@ def _make_stateful(ov, ov_model, graph: LMDecodeGraph) -> None:
     ov_model.validate_nodes_and_infer_types()
 
 
-__all__ = ["export_lm_openvino"]
+# ------------------------------------------------------------------ weight-only int8 / int4 (NNCF)
+
+
+def compress_openvino_lm(ov_model, precision: str, metadata, *, group_size: int = DEFAULT_BLOCK_SIZE,
+                         embedding: str = "fp32", head: str = "fp32", symmetric: bool = False):
+    """NNCF ``compress_weights`` on a (stateful) OpenVINO LM model, in place; returns it.
+
+    ``int8``: INT8 per output channel (``INT8_ASYM``, or ``INT8_SYM``); ``int4``: INT4 in
+    groups of ``group_size`` input channels (``INT4_ASYM`` / ``INT4_SYM``) with every weight
+    at int4 (``ratio=1``). ``embedding`` / ``head``: ``"fp32"`` puts the embedding Gather's
+    table / the logits MatMul in NNCF's ignored scope.
+    """
+    from staredge.exporters.lm_quantize import check_table_choice
+
+    nncf = require("nncf", "openvino", "OpenVINO weight compression")
+    check_table_choice("embedding", embedding)
+    check_table_choice("head", head)
+    mode = {("int8", False): nncf.CompressWeightsMode.INT8_ASYM, ("int8", True): nncf.CompressWeightsMode.INT8_SYM,
+            ("int4", False): nncf.CompressWeightsMode.INT4_ASYM, ("int4", True): nncf.CompressWeightsMode.INT4_SYM}[
+        (precision, bool(symmetric))]
+    ignored = []
+    for op in ov_model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "Gather" and embedding == "fp32" and _reads_constant_table(op):
+            ignored.append(op.get_friendly_name())
+    if head == "fp32":
+        ignored += _openvino_head_nodes(ov_model)
+    kwargs: dict[str, Any] = {"mode": mode}
+    if precision == "int4":
+        from nncf.quantization.advanced_parameters import AdvancedCompressionParameters
+
+        # a weight whose input width is not a multiple of group_size (the recurrence's
+        # 8-wide dt projection) gets the largest group that divides it (NNCF's ADJUST)
+        kwargs.update(group_size=int(group_size), ratio=1.0, all_layers=True,
+                      advanced_parameters=AdvancedCompressionParameters(
+                          group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST, min_adjusted_group_size=8))
+    if ignored:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
+    import contextlib
+    import sys
+
+    # NNCF's bit-width table and progress bar write to stdout, where a command's tables and
+    # JSON go: send them to stderr (the CLI's converter log), as the image int8 path does
+    with contextlib.redirect_stdout(sys.stderr):
+        out = nncf.compress_weights(ov_model, **kwargs)
+    metadata.precision = precision
+    metadata.extra.setdefault("openvino", {})["weights"] = {
+        "tool": "nncf.compress_weights", "mode": str(mode.value), "group_size": int(group_size) if precision == "int4" else -1,
+        "embedding": embedding, "head": head}
+    return out
+
+
+def _reads_constant_table(op) -> bool:
+    src = op.input_value(0).get_node()
+    while src.get_type_name() == "Convert":
+        src = src.input_value(0).get_node()
+    return src.get_type_name() == "Constant"
+
+
+def _openvino_head_nodes(ov_model) -> list[str]:
+    """Friendly names of the MatMul(s) that produce ``logits``."""
+    for res in ov_model.get_results():
+        if "logits" in res.input_value(0).get_names():
+            node = res.input_value(0).get_node()
+            while node.get_type_name() != "MatMul" and node.get_input_size():
+                node = node.input_value(0).get_node()
+            return [node.get_friendly_name()] if node.get_type_name() == "MatMul" else []
+    return []
+
+
+__all__ = ["export_lm_openvino", "compress_openvino_lm"]

@@ -64,10 +64,10 @@ def export_lm_tflite(model, path: str | os.PathLike, *, max_context: int | None 
     I/O names use underscores (``past_key_values_2_key``); ``input_ids`` and ``position`` stay
     int64. The file is refused if the converter emitted a scatter op. ``cache_write``:
     ``"dynamic_update_slice"`` (default) or ``"blend"``. ``precision`` ``"int8"`` / ``"int4"``:
-    ai-edge-quantizer weight quantisation (:func:`staredge.exporters.lm_quantize.quantize_tflite_lm`,
+    ai-edge-quantizer weight quantisation (:func:`quantize_tflite_lm`,
     options in ``quantization``).
     """
-    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options, quantize_tflite_lm
+    from staredge.exporters.lm_quantize import check_lm_precision, check_quant_options
 
     precision = check_lm_precision("tflite", precision)
     quant = check_quant_options("tflite", quantization)  # before the (slow) conversion
@@ -133,4 +133,41 @@ def tflite_op_names(flatbuffer: bytes) -> list[str]:
     return out
 
 
-__all__ = ["export_lm_tflite", "tflite_op_names", "tflite_name", "TFLITE_FORBIDDEN_OPS"]
+# ------------------------------------------------------------------ weight-only int8 / int4 (ai-edge-quantizer)
+
+#: TFLite LM quantisation modes.
+TFLITE_MODES = ("weight_only", "dynamic")
+
+
+def quantize_tflite_lm(flatbuffer: bytes, precision: str, metadata, *, mode: str = "weight_only",
+                       embedding: str = "quantized", head: str = "quantized") -> bytes:
+    """The converted LM flatbuffer with int8 / int4 weights (ai-edge-quantizer recipes, see
+    the module doc); ``metadata`` records the recipe. Raises ConfigError for a combination
+    the recipes cannot do."""
+    from staredge.exporters.lm_quantize import weight_bits
+
+    aeq = require("ai_edge_quantizer", "tflite", "TFLite weight quantisation")
+    if mode not in TFLITE_MODES:
+        raise ConfigError(f"TFLite LM quantisation mode must be one of {', '.join(TFLITE_MODES)}, got {mode!r}")
+    if mode == "dynamic" and precision != "int8":
+        raise ConfigError("ai-edge-quantizer's dynamic-range recipe (dynamic_wi8_afp32) is int8 only; "
+                          "use mode='weight_only' for int4")
+    if "fp32" in (embedding, head):
+        raise ConfigError("TFLite LM quantisation covers every supported op (embedding and head included); "
+                          "embedding/head 'fp32' is not offered for TFLite: use ONNX or OpenVINO for that")
+    recipe = {("weight_only", "int8"): aeq.recipe.weight_only_wi8_afp32, ("weight_only", "int4"): aeq.recipe.weight_only_wi4_afp32,
+              ("dynamic", "int8"): aeq.recipe.dynamic_wi8_afp32}[(mode, precision)]
+    import contextlib
+    import sys
+
+    quantizer = aeq.Quantizer(bytearray(flatbuffer), recipe())
+    with contextlib.redirect_stdout(sys.stderr):  # its size/time summary is printed on stdout
+        out = bytes(quantizer.quantize().quantized_model)
+    metadata.precision = precision
+    metadata.extra.setdefault("tflite", {})["weights"] = {
+        "tool": "ai_edge_quantizer", "recipe": recipe.__name__, "bits": weight_bits(precision),
+        "embedding": "quantized", "head": "quantized"}
+    return out
+
+
+__all__ = ["export_lm_tflite", "quantize_tflite_lm", "TFLITE_MODES", "tflite_op_names", "tflite_name", "TFLITE_FORBIDDEN_OPS"]

@@ -14,7 +14,8 @@ import pytest
 
 from lm_helpers import SHIPPED_CONTEXT, export, shipped_artifact, shipped_model
 from staredge.errors import ConfigError
-from staredge.exporters.lm_quantize import LM_PRECISIONS, bits_per_byte, check_lm_precision, held_out_bytes, lm_quality
+from staredge.exporters.lm_quantize import bits_per_byte, check_lm_precision, held_out_bytes, lm_quality
+from staredge.formats import TEXT_GENERATION, get_format
 from staredge.metadata import read_metadata
 from staredge.runtimes.lm import load_lm_artifact
 
@@ -112,7 +113,7 @@ def test_refusals_name_the_reason(tmp_path):
             export(fmt, model, tmp_path / path, max_context=SHIPPED_CONTEXT, precision="int4",
                    quantization={"group_size": 32} if fmt == "tflite" else {"group_size": 32, "block_size": 32})
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.tflite").exists()
-    assert LM_PRECISIONS["onnx"] == ("fp32", "int8", "int4")
+    assert get_format("onnx").precisions_for(TEXT_GENERATION) == ("fp32", "int8", "int4")
 
 
 def test_validate_quantized_judges_against_the_bounds(tmp_path_factory):

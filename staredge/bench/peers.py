@@ -365,8 +365,7 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
                     gguf_convert: str | None = None, ov_genai_dir: str | None = None, log=print) -> dict[str, Any]:
     """Run the benchmark (see the module doc); returns the result document."""
     from staredge.bench.generate import prompt_ids
-    from staredge.exporters.lm_quantize import LM_PRECISIONS
-    from staredge.formats import get_format
+    from staredge.formats import TEXT_GENERATION, get_format
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -381,7 +380,7 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
     for rt in staredge:
         fmt = STAREDGE_RUNTIMES[rt]
         for prec in precisions:
-            if prec not in LM_PRECISIONS.get(fmt, ("fp32",)):
+            if prec not in get_format(fmt).precisions_for(TEXT_GENERATION):
                 skipped[f"staredge-{rt}-{prec}"] = f"{fmt} LM artifacts do not take {prec}"
                 continue
             suffix = get_format(fmt).suffixes[0]
