@@ -243,6 +243,11 @@ class FormatSpec:
             raise ConfigError(f"StarEdge does not export {self.title} artifacts")
         return Path(out_dir) / self.unit.format(stem=stem), Path(out_dir) / self.entry.format(stem=stem)
 
+    def converter_distributions(self) -> tuple[str, ...]:
+        """Pip distribution names of the converter packages export needs (``export_requires``;
+        each module's underscores are its distribution's dashes, as for every converter here)."""
+        return tuple(module.replace("_", "-") for module, _ in self.export_requires)
+
     def missing_for_export(self) -> list[tuple[str, str]]:
         """(module, extra) pairs of the converter packages that are not installed."""
         return [(m, e) for m, e in self.export_requires if not _importable(m)]

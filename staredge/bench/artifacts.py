@@ -106,7 +106,7 @@ class ArtifactCache:
                             input_names=["input"], output_names=["logits"],
                         )
 
-                atomic_write_with(path, write, suffix=".onnx")
+                atomic_write_with(path, write, suffix=path.suffix)
                 self.remember(out_dir, path, [])
                 cached = (path, [])
             self._artifacts[key] = cached

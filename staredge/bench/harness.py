@@ -57,14 +57,14 @@ def artifact_source(name: str) -> str | None:
     else None: ``staredge bench ARTIFACT`` times that file as it is (like ``benchmark_app -m``)."""
     if not os.path.exists(name):
         return None
-    from staredge.formats import detect_format
+    from staredge.formats import CHECKPOINT_FORMAT, detect_format
     from staredge.metadata import MetadataError
 
     try:
         fmt = detect_format(name)
     except MetadataError:
         return None
-    return None if fmt.name == "pytorch" else name
+    return None if fmt.name == CHECKPOINT_FORMAT else name
 
 
 class ArtifactFileFactory(RunnerFactory):

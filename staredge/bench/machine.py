@@ -11,7 +11,7 @@ import platform
 import sys
 from typing import Any
 
-from staredge.formats import RUNTIMES
+from staredge.formats import FORMATS, RUNTIMES
 from staredge.threads import count_physical_cores, default_threads  # noqa: F401  (count_physical_cores re-exported)
 
 #: CPU flags that change which kernels runtimes pick (reported when present).
@@ -21,9 +21,10 @@ INTERESTING_FLAGS = (
 )
 
 #: Distribution names of the runtimes and converters whose versions results record
-#: (the runtimes' own from the format table, plus the converters).
+#: (both from the format table: each format's converters, each runtime's own).
 RUNTIME_PACKAGES = tuple(dict.fromkeys(
-    ("staredge", "torch", "numpy", "onnx", "litert-torch")
+    ("staredge", "torch", "numpy")
+    + tuple(d for spec in FORMATS.values() for d in spec.converter_distributions())
     + tuple(d for spec in RUNTIMES.values() for d in spec.distributions)
 ))
 

@@ -24,6 +24,8 @@ from staredge.bench.machine import compact_machine_label, short_machine_label
 from staredge.bench.paper import PAPER_PLATFORMS, SHORT_LABELS, paper_figures, paper_latencies
 from staredge.bench.reliability import CAPTION as UNRELIABLE_CAPTION, MARKER as UNRELIABLE_MARKER, assess_result
 from staredge.bench.results import BenchDocument, BenchResult
+from staredge.bench.specs import BASELINES
+from staredge.formats import EAGER_RUNTIME
 
 #: The widest a terminal table may be.
 MAX_WIDTH = 100
@@ -208,7 +210,7 @@ def _speedup_cell(row: Row, col: Column) -> str:
     sp = row.speedups.get(col)
     if not sp:
         return "—"
-    parts = [f"×{sp[b]:.2f}" if b in sp else "—" for b in ("pytorch", "onnx-plain")]
+    parts = [f"×{sp[b]:.2f}" if b in sp else "—" for b in BASELINES]
     return " / ".join(parts)
 
 
@@ -241,7 +243,7 @@ def speedup_columns(table: Table) -> list[Column]:
     """Columns for the speed-up table: every non-baseline column with a measured baseline."""
     return [
         c for c in table.columns
-        if c.backend not in ("pytorch", "onnx-plain") and any(row.speedups.get(c) for row in table.rows)
+        if c.backend not in BASELINES and any(row.speedups.get(c) for row in table.rows)
     ]
 
 
@@ -395,7 +397,7 @@ def runtime_rows(table: Table, doc: BenchDocument, grouped: bool = False) -> lis
                 line = [row.name if first else "", col.backend] + where
             line += [_fmt(cell.median) + _marks(row, col), _fmt(cell.p90), _fmt(cell.mean)]
             if with_speedups:
-                line += [f"×{cell.speedups[b]:.2f}" if b in cell.speedups else "—" for b in ("pytorch", "onnx-plain")]
+                line += [f"×{cell.speedups[b]:.2f}" if b in cell.speedups else "—" for b in BASELINES]
             body.append(line)
             first = False
     return body
@@ -518,10 +520,10 @@ def to_csv(doc: BenchDocument, results: Iterable[BenchResult] | None = None) -> 
             "protocol": r.protocol, "machine": short_machine_label(doc.machines.get(r.machine, {})),
             "status": r.status, "threads_requested": r.threads_requested, "threads_in_effect": r.threads_in_effect,
             "latency_ms": r.latency_ms, "runs": len(r.runs),
-            "speedup_vs_pytorch": r.speedup_vs.get("pytorch"), "speedup_vs_onnx_plain": r.speedup_vs.get("onnx-plain"),
+            "speedup_vs_pytorch": r.speedup_vs.get(EAGER_RUNTIME), "speedup_vs_onnx_plain": r.speedup_vs.get("onnx-plain"),
             "params_m": r.params_m, "macs_m": r.macs_m, "paper_top1": paper_figures(r.model)["top1"],
             "rewrites": "+".join(r.rewrites), "runtime_version": r.runtime_version, "error": r.error,
-            "speedup_median_vs_pytorch": r.speedup_median_vs.get("pytorch"),
+            "speedup_median_vs_pytorch": r.speedup_median_vs.get(EAGER_RUNTIME),
             "speedup_median_vs_onnx_plain": r.speedup_median_vs.get("onnx-plain"), "weights": r.weights,
             "precision": r.precision,
         }

@@ -19,7 +19,7 @@ from staredge.bench.artifacts import ArtifactCache
 from staredge.bench.device import detect_ort_providers, detect_torch_cuda, resolve_device, torch_synchronizer
 from staredge.bench.specs import BackendSpec, BackendUnavailable, runtime_installed
 from staredge.errors import DeviceError
-from staredge.formats import RUNTIMES
+from staredge.formats import EAGER_RUNTIME, RUNTIMES
 
 
 @dataclass
@@ -136,7 +136,7 @@ class RunnerFactory:
         if reason:
             raise BackendUnavailable(reason)
         if spec.device == "cuda":
-            if spec.runtime == "pytorch":
+            if spec.runtime == EAGER_RUNTIME:
                 if not self.torch_cuda:
                     raise DeviceError(
                         "PyTorch has no CUDA device here (this torch build is CPU-only or no GPU is "
@@ -151,7 +151,7 @@ class RunnerFactory:
     def build(self, spec: BackendSpec, threads: int | None) -> Runner:
         """A runner for ``spec`` with ``threads`` intra-op threads (None: runtime default)."""
         self.check(spec)
-        if spec.runtime == "pytorch":
+        if spec.runtime == EAGER_RUNTIME:
             return self._pytorch(spec, threads)
         if spec.runtime == "onnx-plain":
             path = self.cache.plain_onnx(self.x)
@@ -177,7 +177,7 @@ class RunnerFactory:
         if spec.device != "cpu" and model is self.model:
             model = copy.deepcopy(model)  # .to() moves in place; exports still need the CPU model
         previous = torch.get_num_threads()
-        backend = load_backend(model, backend="pytorch", device=spec.device, threads=threads,
+        backend = load_backend(model, backend=EAGER_RUNTIME, device=spec.device, threads=threads,
                                metadata=self._metadata())
         infer = backend.prepare(self.x)
 
