@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from staredge.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from staredge.formats import checkpoint_format
 
 #: Classes (besides tensors and plain containers) that official checkpoints need.
 SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
@@ -38,7 +39,8 @@ SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 #: Keys under which training scripts nest the weights, in order of preference.
 _NESTED_KEYS = ("state_dict", "model", "module", "state_dict_ema", "model_ema")
 
-_SAFETENSORS_SUFFIXES = (".safetensors",)
+#: Checkpoint suffixes that are not pickles (the format table's PyTorch checkpoint spec).
+_SAFETENSORS_SUFFIXES = tuple(s for s in checkpoint_format().suffixes if s not in checkpoint_format().pickle_suffixes)
 
 #: What torch's weights-only unpickler and its archive reader raise for damaged or forged
 #: files (found by mutation fuzzing, scripts/fuzz.py): turned into :class:`CheckpointError`.

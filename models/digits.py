@@ -104,8 +104,9 @@ def digits_model(weights: str | Path | None = None):
 def digits_metadata_json(model, heldout_accuracy: float | None = None, extra: dict | None = None) -> str:
     """The StarEdge metadata document stored in the weights file's header (one builder:
     :func:`staredge.metadata.metadata_from_model`)."""
+    from staredge.formats import CHECKPOINT_FORMAT
     from staredge.metadata import metadata_from_model
 
-    meta = metadata_from_model(model, "pytorch", dynamic_batch=True, extra={
+    meta = metadata_from_model(model, CHECKPOINT_FORMAT, dynamic_batch=True, extra={
         "dataset": "scikit-learn load_digits", "heldout_accuracy": heldout_accuracy, **(extra or {})})
     return meta.to_json()

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch.nn as nn
 
 from staredge.errors import ConfigError, UnknownModelError
+from staredge.formats import checkpoint_suffixes
 from staredge.labels import read_labels
 from staredge.models.hub import WeightsSource, fetch_weights
 
@@ -235,7 +236,7 @@ def get_entry(name: str) -> ModelEntry:
         return _REGISTRY[key]
     import difflib
 
-    if "/" in name or "\\" in name or name.endswith((".pth", ".pt", ".tar", ".safetensors", ".bin", ".ckpt")):
+    if "/" in name or "\\" in name or name.endswith((*checkpoint_suffixes(), ".ckpt")):
         from staredge.errors import CheckpointNotFoundError
 
         raise CheckpointNotFoundError(f"checkpoint not found: {name}; check the path (registry names such as "

@@ -571,6 +571,13 @@ CHECKPOINT_FORMAT = "pytorch"
 EAGER_RUNTIME = "pytorch"
 
 
+def checkpoint_format() -> FormatSpec:
+    """The :class:`FormatSpec` of PyTorch checkpoints: StarEdge writes them with its
+    ``primary_suffix`` (safetensors, no pickle); its ``pickle_suffixes`` are the pickles
+    torch's weights-only unpickler reads."""
+    return FORMATS[CHECKPOINT_FORMAT]
+
+
 def checkpoint_suffixes() -> tuple[str, ...]:
     """File suffixes of PyTorch checkpoints, longest first (``.pth.tar`` before ``.tar``)."""
     return tuple(sorted({".pth.tar", *FORMATS[CHECKPOINT_FORMAT].suffixes}, key=len, reverse=True))
@@ -673,6 +680,7 @@ def detect_format(path: str | os.PathLike) -> FormatSpec:
 __all__ = [
     "CHECKPOINT_FORMAT",
     "EAGER_RUNTIME",
+    "checkpoint_format",
     "checkpoint_suffixes",
     "EXPORT_OPTIONS",
     "ExportOption",

@@ -28,11 +28,6 @@ REMAINING = {
     "staredge/commands/tune.py": 2,
     "staredge/decoding.py": 1,
     "exporters/lm_validate.py": 1,
-    "models/checkpoint.py": 1,
-    "models/digits.py": 1,
-    "models/registry.py": 5,
-    "models/star/lfm2.py": 5,
-    "models/star/lm.py": 5,
     "runtimes/__init__.py": 3,
     "runtimes/text.py": 3,
 }

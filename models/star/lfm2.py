@@ -45,6 +45,7 @@ from staredge.errors import (
     TokenizerError,
     UnsupportedArchitectureError,
 )
+from staredge.formats import checkpoint_format
 from staredge.models.star import choices as C
 from staredge.models.star.config import LIVConfig
 
@@ -62,8 +63,11 @@ _OTHER_DTYPES = {"I8": 1, "U8": 1, "I16": 2, "U16": 2, "I32": 4, "U32": 4, "I64"
                  "F8_E4M3": 1, "F8_E5M2": 1}
 #: Largest safetensors header read (bytes); real headers are well under 1 MB.
 MAX_HEADER_BYTES = 64 << 20
-#: Weight files that are pickles: refused, never opened.
-PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+#: The suffix of safetensors weight files (the format table's PyTorch checkpoint suffix).
+SAFETENSORS_SUFFIX = checkpoint_format().primary_suffix
+#: Weight files that are pickles (the table's PyTorch pickle suffixes and two more): refused,
+#: never opened.
+PICKLE_WEIGHT_SUFFIXES = (*checkpoint_format().pickle_suffixes, ".ckpt", ".pkl")
 #: Default shard size of :func:`save_pretrained` (bytes), like transformers' 5 GB default.
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 #: A hub id (``owner/name``) as opposed to a local path.
@@ -401,7 +405,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
             raise HFCheckpointError(f"{index} is not a valid shard index ({exc})") from exc
         files = {}
         for name, fname in weight_map.items():
-            if not isinstance(fname, str) or Path(fname).name != fname or not fname.endswith(".safetensors"):
+            if not isinstance(fname, str) or Path(fname).name != fname or not fname.endswith(SAFETENSORS_SUFFIX):
                 raise HFCheckpointError(f"{index}: tensor '{name}' points to {fname!r}, which is not a safetensors "
                                         "file in this folder")
             path = folder / fname
@@ -699,7 +703,7 @@ def save_pretrained(model, folder: str | os.PathLike, *, force: bool = False, to
         else:
             weight_map = {}
             for k, shard in enumerate(shards, 1):
-                fname = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+                fname = f"model-{k:05d}-of-{len(shards):05d}{SAFETENSORS_SUFFIX}"
                 save_file(shard, str(staged / fname), metadata=meta)
                 weight_map.update({n: fname for n in shard})
             total = sum(t.numel() * t.element_size() for t in tensors.values())

@@ -19,6 +19,7 @@ from typing import Any
 from staredge.decoding import TextStream, _model_context, stream
 from staredge.errors import CheckpointError, ConfigError, StarEdgeError
 from staredge.fileio import atomic_write_bytes
+from staredge.formats import checkpoint_format
 from staredge.tokenizer import ByteTokenizer
 
 #: Name of the STAR model shipped inside the package (files ``staredge/data/<name>.*``).
@@ -48,10 +49,11 @@ def save_lm(model: Any, path: str | os.PathLike, info: dict[str, Any] | None = N
     """
     from staredge.models.checkpoint import file_sha256, save_safetensors
 
+    weights_suffix = checkpoint_format().primary_suffix
     stem = Path(path)
-    if stem.suffix in (".safetensors", ".json"):
+    if stem.suffix in (weights_suffix, ".json"):
         stem = stem.with_suffix("")
-    weights, config = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+    weights, config = stem.with_name(stem.name + weights_suffix), stem.with_name(stem.name + ".json")
     for p in (weights, config):
         if p.exists() and not force:
             raise ConfigError(f"{p} already exists; pass force=True to replace it")
@@ -75,6 +77,7 @@ def _resolve_lm_files(name_or_path: str | os.PathLike | None) -> tuple[Path, Pat
     if name_or_path is None:
         name_or_path = DEFAULT_LM_NAME
     raw = str(name_or_path)
+    weights_suffix = checkpoint_format().primary_suffix
     shipped = _data_dir() / raw
     if not any(sep in raw for sep in ("/", os.sep)) and shipped.with_name(raw + ".json").is_file():
         stem = shipped
@@ -82,12 +85,12 @@ def _resolve_lm_files(name_or_path: str | os.PathLike | None) -> tuple[Path, Pat
         p = Path(raw).expanduser()
         if p.is_dir():
             found = sorted(p.glob("*.json"))
-            found = [f for f in found if f.with_suffix(".safetensors").is_file()]
+            found = [f for f in found if f.with_suffix(weights_suffix).is_file()]
             if len(found) != 1:
                 raise CheckpointError(
                     f"{p} must hold exactly one <name>.json + <name>.safetensors pair (found {len(found)})")
             stem = found[0].with_suffix("")
-        elif p.suffix in (".json", ".safetensors"):
+        elif p.suffix in (".json", weights_suffix):
             stem = p.with_suffix("")
         else:
             stem = p
@@ -98,7 +101,7 @@ def _resolve_lm_files(name_or_path: str | os.PathLike | None) -> tuple[Path, Pat
             f"no language model at {raw!r}: expected {config} (and its .safetensors). "
             f"Shipped models: {', '.join(shipped_names) or 'none'}; or pass a path saved with save_lm()."
         )
-    return stem.with_name(stem.name + ".safetensors"), config
+    return stem.with_name(stem.name + weights_suffix), config
 
 
 def load_lm(name_or_path: str | os.PathLike | None = None) -> "LanguageModel":
