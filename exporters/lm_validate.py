@@ -93,12 +93,12 @@ class GraphStepper(LMStepper):
 
     def __init__(self, graph, prefill_chunk: int = 16) -> None:
         from staredge.exporters.lm_graph import lm_metadata_dict
-        from staredge.formats import TEXT_GENERATION
+        from staredge.formats import CHECKPOINT_FORMAT, TEXT_GENERATION
         from staredge.metadata import ArtifactMetadata
 
         self.graph = graph
         lm = lm_metadata_dict(graph, prefill_chunk)
-        super().__init__(None, ArtifactMetadata(model=lm["name"], family="star_lm", format="pytorch",
+        super().__init__(None, ArtifactMetadata(model=lm["name"], family="star_lm", format=CHECKPOINT_FORMAT,
                                                 task=TEXT_GENERATION, input_name="input_ids", output_names=["logits"],
                                                 input_size=[1, 1], input_layout="NT", lm=lm))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from staredge.errors import ConfigError, MissingDependencyError
-from staredge.formats import RUNTIMES, TEXT_GENERATION, detect_format, get_runtime
+from staredge.formats import EAGER_RUNTIME, RUNTIMES, TEXT_GENERATION, detect_format, get_runtime
 from staredge.metadata import MetadataError
 from staredge.runtimes.base import ArtifactError, Backend, DeviceError, InputShapeError
 
@@ -69,7 +69,7 @@ def _is_text_generation(path_or_module: Any, runtime: str, metadata: Any = None)
         from staredge.runtimes.text import is_text_module
 
         return is_text_module(path_or_module)
-    if runtime == "pytorch":
+    if runtime == EAGER_RUNTIME:  # a save_lm .safetensors/.json pair
         from staredge.runtimes.text import _lm_pair_config
 
         if _lm_pair_config(Path(path_or_module)) is not None:
@@ -112,9 +112,9 @@ def load_backend(
     ``open_session()`` streams, ``describe()`` shows the state spec.
     """
     if _is_torch_module(path_or_module):
-        if backend is not None and get_runtime(backend).name != "pytorch":
-            raise ConfigError(f"a PyTorch module runs on the pytorch backend, not {backend!r}; export it first")
-        name = "pytorch"
+        if backend is not None and get_runtime(backend).name != EAGER_RUNTIME:
+            raise ConfigError(f"a PyTorch module runs on the {EAGER_RUNTIME} backend, not {backend!r}; export it first")
+        name = EAGER_RUNTIME
     else:
         if not isinstance(path_or_module, (str, os.PathLike)):
             raise ConfigError(

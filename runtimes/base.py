@@ -223,11 +223,22 @@ class Backend(ABC):
 
     def read_artifact_metadata(self, path: Path) -> ArtifactMetadata:
         """The artifact's embedded metadata, through the one set of readers in
-        :mod:`staredge.metadata`; the ``metadata`` option stands in for a file that has none."""
+        :mod:`staredge.metadata`, read as the artifact's own format (detected from the path,
+        :func:`staredge.formats.detect_format`); the ``metadata`` option stands in for a file
+        that has none. An artifact of a format this runtime does not run is an
+        :class:`ArtifactError` naming both."""
+        from staredge.formats import detect_format
+
         override = self.options.get("metadata")
         if override is not None:
             return override
-        return read_metadata(path, self.spec().formats[0])
+        fmt = detect_format(path)
+        runs = self.spec().formats
+        if fmt.name not in runs:
+            raise ArtifactError(f"{path} is a {fmt.title} artifact, and the {self.name} backend runs "
+                                f"{', '.join(runs)} artifacts only; load it with the backend of its format "
+                                f"({fmt.runtime}) or leave backend= out")
+        return read_metadata(path, fmt.name)
 
     def prepare(self, x: np.ndarray):
         """A zero-argument callable that runs ``x`` once, for timing loops.

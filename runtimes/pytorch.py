@@ -18,6 +18,7 @@ import numpy as np
 
 from staredge.errors import CheckpointError, ConfigError, StarEdgeError, require
 from staredge.errors import DeviceError
+from staredge.formats import TEXT_GENERATION
 from staredge.metadata import ArtifactMetadata, metadata_from_model, read_safetensors_text
 from staredge.runtimes.base import ArtifactError, Backend, Engine, check_artifact_file
 from staredge.runtimes.lm import LMStepper, StepperSession
@@ -185,7 +186,7 @@ def torch_lm_metadata(model: Any, prefill_chunk: int) -> ArtifactMetadata:
     n = int(model.max_seq_len)
     return ArtifactMetadata(
         model=getattr(model, "staredge_name", None) or type(model).__name__, family="star_lm", format="pytorch",
-        task="text-generation", input_name="input_ids", input_size=[1, 1], input_layout="NT",
+        task=TEXT_GENERATION, input_name="input_ids", input_size=[1, 1], input_layout="NT",
         lm={"vocab_size": int(getattr(model, "vocab_size", 259)), "max_context": n,
             "prefill_chunk": max(1, min(int(prefill_chunk), n)), "state": []})
 

@@ -46,7 +46,7 @@ import numpy as np
 
 from staredge.decoding import EAGER_PREFILL_CHUNK, DecodeSession  # noqa: F401 - DecodeSession re-exported
 from staredge.errors import ConfigError
-from staredge.formats import TEXT_GENERATION
+from staredge.formats import CHECKPOINT_FORMAT, EAGER_RUNTIME, TEXT_GENERATION, checkpoint_format
 from staredge.metadata import ArtifactMetadata
 from staredge.runtimes.base import Backend, check_artifact_file
 from staredge.runtimes.lm import LMStepper, StepperSession, check_lm_metadata
@@ -179,7 +179,7 @@ class TextBackend(Backend):
 
 def _lm_pair_config(path: Path) -> Path | None:
     """The ``.json`` of a ``save_lm`` pair for a ``.safetensors``/``.json`` path, else None."""
-    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    stem = path.with_suffix("") if path.suffix in (checkpoint_format().primary_suffix, ".json") else path
     cfg = stem.with_name(stem.name + ".json")
     if not cfg.is_file():
         return None
@@ -200,7 +200,7 @@ class PyTorchTextBackend(TextBackend):
     """PyTorch text-generation backend: a STAR LM (a module, or a ``save_lm`` ``.safetensors`` +
     ``.json`` pair) stepped in eager mode on the CPU or a CUDA device."""
 
-    name = "pytorch"
+    name = EAGER_RUNTIME
 
     def __init__(self, path_or_module: Any, device: str = "auto", threads: int | None = None, **options: Any):
         self._module = None if isinstance(path_or_module, (str, Path)) or hasattr(path_or_module, "__fspath__") \
@@ -232,7 +232,7 @@ class PyTorchTextBackend(TextBackend):
         self.model = self.engine.module
         self.name_ = lm.name
         self._metadata = ArtifactMetadata(
-            model=lm.name, family="star_lm", format="pytorch", task=TEXT_GENERATION, input_name="input_ids",
+            model=lm.name, family="star_lm", format=CHECKPOINT_FORMAT, task=TEXT_GENERATION, input_name="input_ids",
             input_size=[1, 1], input_layout="NT", lm=self._lm_dict())
         self._proto = TorchLMStepper(self.model, self._metadata, self.engine)
 
