@@ -571,6 +571,13 @@ CHECKPOINT_FORMAT = "pytorch"
 EAGER_RUNTIME = "pytorch"
 
 
+def apple_format() -> FormatSpec:
+    """The format an Apple app bundle carries: the exported format whose default runtime is
+    Apple-only (``staredge ios-bundle`` exports it and its manifest lists its packages)."""
+    (spec,) = (s for s in FORMATS.values() if s.exportable and RUNTIMES[s.runtime].apple_only)
+    return spec
+
+
 def checkpoint_format() -> FormatSpec:
     """The :class:`FormatSpec` of PyTorch checkpoints: StarEdge writes them with its
     ``primary_suffix`` (safetensors, no pickle); its ``pickle_suffixes`` are the pickles
@@ -680,6 +687,7 @@ def detect_format(path: str | os.PathLike) -> FormatSpec:
 __all__ = [
     "CHECKPOINT_FORMAT",
     "EAGER_RUNTIME",
+    "apple_format",
     "checkpoint_format",
     "checkpoint_suffixes",
     "EXPORT_OPTIONS",

@@ -58,13 +58,14 @@ def expand_images(items: list[str]) -> list[str]:
 def _refuse_language_model(path: str) -> None:
     """A text-generation artifact given to classify: point a CLI user at ``staredge generate``."""
     from staredge.errors import ConfigError
+    from staredge.formats import TEXT_GENERATION
     from staredge.metadata import read_metadata
 
     try:
         meta = read_metadata(path)
     except Exception:  # noqa: BLE001 - no or damaged metadata: the Predictor reports it
         return
-    if meta.task == "text-generation":
+    if meta.task == TEXT_GENERATION:
         raise ConfigError(f"{path} is a language model ({meta.model}), not an image classifier; run it with "
                           f"`staredge generate {path} \"your prompt\"`")
 
@@ -72,14 +73,14 @@ def _refuse_language_model(path: str) -> None:
 def _source(args: argparse.Namespace):
     """The artifact path, or a module built from a checkpoint with --model / --num-classes."""
     from staredge.errors import ConfigError
-    from staredge.formats import detect_format
+    from staredge.formats import CHECKPOINT_FORMAT, detect_format
     from staredge.metadata import MetadataError, read_safetensors_text
 
     try:
         fmt = detect_format(args.artifact).name
     except MetadataError:
         fmt = None  # the Predictor reports it
-    if fmt != "pytorch":
+    if fmt != CHECKPOINT_FORMAT:
         if args.model_name or args.num_classes is not None:
             raise ConfigError(f"--model and --num-classes are for PyTorch checkpoints; {args.artifact} carries its "
                               f"model in its metadata")

@@ -160,6 +160,7 @@ def _is_artifact(model: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, stream the continuation to stdout as it is generated."""
+    from staredge.formats import EAGER_RUNTIME, RUNTIMES
     from staredge.generation import load_lm
 
     model_name, prompt = split_model_and_prompt(args)
@@ -175,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
                               f"use --device auto or cpu")
         name = f"{lm.metadata.model} on {lm.backend.name} ({lm.backend.device})"
     else:
-        if backend is not None and backend.lower() not in ("pytorch", "torch"):
+        eager = RUNTIMES[EAGER_RUNTIME]
+        if backend is not None and backend.strip().lower() not in (eager.name, *eager.aliases):
             raise ConfigError(f"--backends {backend} needs an exported artifact; {model_name or 'the shipped model'} "
                               "is a PyTorch model (export it: staredge export star_lm_pydoc --formats onnx)")
         import torch

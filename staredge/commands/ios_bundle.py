@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 
 from staredge.commands import _args
 from staredge.errors import ArtifactExistsError, ConfigError, StarEdgeError
+from staredge.formats import TEXT_GENERATION, apple_format
 
 #: Identifies a manifest; the Swift reader refuses other schemas and newer versions.
 MANIFEST_SCHEMA = "staredge-ios-bundle"
@@ -76,7 +77,7 @@ def manifest_entry(
     """
     lm_meta = getattr(metadata, "lm", None) or (metadata.extra or {}).get("lm") or {}
     lm = None
-    if metadata.task == "text-generation":
+    if metadata.task == TEXT_GENERATION:
         inputs = list(lm_meta.get("inputs") or ["input_ids", "position"])
         outputs = list(lm_meta.get("outputs") or ["logits"])
         lm = {
@@ -138,7 +139,7 @@ def validate_manifest(data: Any, source: str = "manifest") -> dict[str, Any]:
         if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("package"), str):
             raise IOSBundleError(f"{source}: model {i} needs a 'name' and a 'package' (strings)")
         package = m["package"]
-        if "/" in package or "\\" in package or package.startswith(".") or not package.endswith((".mlpackage", ".mlmodelc")):
+        if "/" in package or "\\" in package or package.startswith(".") or not package.endswith((*apple_format().suffixes, ".mlmodelc")):
             raise IOSBundleError(f"{source}: model {m['name']}: 'package' must be a .mlpackage or .mlmodelc file name "
                                  f"inside the models folder, got {package!r}")
         if package in seen:
@@ -223,7 +224,7 @@ def bundle(
 
             source = create(name, checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
                             progress=True)
-        report = export(source, ["coreml"], folder, precision=precision, rewrite=rewrite, force=force,
+        report = export(source, [apple_format().name], folder, precision=precision, rewrite=rewrite, force=force,
                         validate=validate, progress=notify)
         art = report.artifacts[0]
         if art.path is None or art.error:

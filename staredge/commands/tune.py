@@ -62,14 +62,14 @@ def _model(args: argparse.Namespace):
 
     text = str(args.model)
     if Path(text).exists():
-        from staredge.formats import detect_format
+        from staredge.formats import CHECKPOINT_FORMAT, detect_format
         from staredge.metadata import MetadataError
 
         try:
             fmt = detect_format(text).name
         except MetadataError:
-            fmt = "pytorch"
-        if fmt != "pytorch":  # an exported artifact: tune the architecture it was made from
+            fmt = CHECKPOINT_FORMAT
+        if fmt != CHECKPOINT_FORMAT:  # an exported artifact: tune the architecture it was made from
             from staredge.runtimes import load_backend
 
             if args.model_name:
