@@ -46,8 +46,16 @@ EXTRA_KEY = "integrity"
 #: What the digest covers and how it is computed (bumped if that ever changes).
 SCHEME = "staredge-weights-sha256-v1"
 #: Formats whose weight payload has a digest (those whose format spec names a
-#: ``weight_payload`` walker: the functions below, one per format).
+#: ``weight_payload`` walker: the functions below, one per format), at import; the checks
+#: below ask the table each time (:func:`has_digest`).
 FORMATS = tuple(name for name, spec in _TABLE.items() if spec.weight_payload)
+
+
+def has_digest(fmt: str) -> bool:
+    """Whether artifacts of format ``fmt`` carry a weight digest (its spec names a
+    ``weight_payload`` walker)."""
+    spec = _TABLE.get(fmt)
+    return spec is not None and spec.weight_payload is not None
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -261,8 +269,9 @@ def payload_regions(path: str | os.PathLike, fmt: str, _buffers: dict | None = N
     followed, and :class:`~staredge.errors.ConfigError` for a format without a digest."""
     from staredge.errors import ConfigError
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"{fmt} artifacts have no weight digest (formats with one: {', '.join(FORMATS)})")
+    if not has_digest(fmt):
+        with_digest = ", ".join(name for name in _TABLE if has_digest(name))
+        raise ConfigError(f"{fmt} artifacts have no weight digest (formats with one: {with_digest})")
     spec = _TABLE[fmt]
     try:
         return load_object(spec.weight_payload)(Path(path), spec, {} if _buffers is None else _buffers)
@@ -306,7 +315,7 @@ def seal(path: str | os.PathLike, fmt: str) -> str:
     before it is validated and moved into place."""
     from staredge.metadata import read_metadata, write_metadata
 
-    if fmt not in FORMATS:
+    if not has_digest(fmt):
         return ""
     digest = payload_digest(path, fmt)
     meta = read_metadata(path, fmt)
@@ -352,7 +361,7 @@ def verify(path: Any, fmt: str | None = None, metadata: Any = None, *, enabled: 
             from staredge.formats import detect_format
 
             fmt = detect_format(p).name
-        if fmt not in FORMATS:
+        if not has_digest(fmt):
             return None
         from staredge.metadata import read_metadata
 
@@ -360,7 +369,7 @@ def verify(path: Any, fmt: str | None = None, metadata: Any = None, *, enabled: 
     except StarEdgeError:
         embedded = None  # no readable metadata: the loader reports what is wrong with the file
     want = recorded_digest(embedded if embedded is not None else metadata)
-    if want is None or fmt not in FORMATS:
+    if want is None or not has_digest(fmt):
         return None
     have = payload_digest(p, fmt)
     if have != want:
@@ -373,6 +382,6 @@ def verify(path: Any, fmt: str | None = None, metadata: Any = None, *, enabled: 
     return have
 
 
-__all__ = ["ENV_SKIP", "EXTRA_KEY", "FORMATS", "SCHEME", "coreml_regions", "onnx_regions", "openvino_regions",
+__all__ = ["ENV_SKIP", "EXTRA_KEY", "FORMATS", "SCHEME", "coreml_regions", "has_digest", "onnx_regions", "openvino_regions",
            "payload_digest", "payload_regions", "recorded_digest", "seal", "skipped_by_environment",
            "tflite_regions", "verify"]
