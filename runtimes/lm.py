@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from staredge.decoding import DecodeSession, decode_tokens, greedy_pick
+from staredge.decoding import DecodeSession, check_token_ids, decode_tokens, greedy_pick
 from staredge.errors import ConfigError, MetadataError, StarEdgeError, StreamError  # noqa: F401 - re-exported
 from staredge.formats import TEXT_GENERATION
 from staredge.metadata import ArtifactMetadata, detect_format, read_metadata
@@ -79,6 +79,7 @@ def check_lm_metadata(meta: ArtifactMetadata, path: Any = None) -> dict[str, Any
     if not isinstance(state, list):
         raise MetadataError(f"{where}: metadata lm.state must be a list, got {type(state).__name__}")
     total = 0
+    seen: dict[str, set[str]] = {"name": set(), "input": set(), "output": set()}
     for i, s in enumerate(state):
         if not isinstance(s, dict) or not all(isinstance(s.get(k), str) for k in ("name", "input", "output")):
             raise MetadataError(f"{where}: metadata lm.state[{i}] needs string name, input and output, got {s!r}"[:300])
@@ -88,9 +89,22 @@ def check_lm_metadata(meta: ArtifactMetadata, path: Any = None) -> dict[str, Any
             raise MetadataError(f"{where}: metadata lm.state[{i}].shape ({s['name']}) is {shape!r}; "
                                 "it must be a list of positive integers")
         dtype = s.get("dtype", "float32")
-        if dtype not in _STATE_DTYPES:
+        if not isinstance(dtype, str) or dtype not in _STATE_DTYPES:
             raise MetadataError(f"{where}: metadata lm.state[{i}].dtype ({s['name']}) is {dtype!r}; "
                                 f"expected one of {', '.join(_STATE_DTYPES)}")
+        for key in ("name", "input", "output"):
+            if s[key] in seen[key]:
+                raise MetadataError(f"{where}: metadata lm.state[{i}].{key} {s[key]!r} appears twice in lm.state; "
+                                    "each state is listed once"[:300])
+            seen[key].add(s[key])
+        if s["input"].startswith("past_") and s["output"] != "present_" + s["input"][len("past_"):]:
+            raise MetadataError(f"{where}: metadata lm.state[{i}] ({s['name']}) pairs input {s['input']!r} with "
+                                f"output {s['output']!r}; the decode contract pairs past_X with present_X "
+                                "(docs/lm-artifacts.md), so this state would be fed another one's values"[:400])
+        kind = s.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            raise MetadataError(f"{where}: metadata lm.state[{i}].kind ({s['name']}) is {kind!r}; "
+                                "it must be a string (kv, longconv, ...)"[:300])
         total += int(np.prod(shape, dtype=np.float64)) * _STATE_DTYPES[dtype]
         if total > MAX_LM_STATE_BYTES:
             raise MetadataError(f"{where}: metadata lm.state shapes add up to over {MAX_LM_STATE_BYTES:,} bytes "
@@ -186,6 +200,23 @@ class LMStepper(ABC):
             if axis is not None and axis < len(s["shape"]) and s["shape"][axis] != self.max_context:
                 raise MetadataError(f"{where}: metadata lm.max_context is {self.max_context} but the graph's "
                                     f"{s['input']} ({s.get('kind')} state) holds {s['shape'][axis]} positions")
+        listed = {s["input"] for s in self.state_spec}
+        unlisted = sorted(set(ins) - {"input_ids", "position"} - listed)
+        if unlisted:
+            raise MetadataError(f"{where}: the graph takes state input(s) {', '.join(unlisted)[:200]} that metadata "
+                                f"lm.state does not list ({len(self.state_spec)} entries); the metadata was edited: "
+                                "re-export the artifact")
+        if len(outs) > 1:  # the graph returns its states as outputs (ONNX, TFLite): each one is named
+            for i, s in enumerate(self.state_spec):
+                g_in, g_out = ins[s["input"]], outs.get(s["output"])
+                if g_out is None:
+                    raise MetadataError(f"{where}: metadata lm.state[{i}].output is {s['output']!r} but the graph has "
+                                        f"no such output (it gives: {', '.join(sorted(outs))[:200]})")
+                if g_in.shape is not None and g_out.shape is not None and (len(g_in.shape) != len(g_out.shape) or any(
+                        a is not None and b is not None and a != b for a, b in zip(g_in.shape, g_out.shape))):
+                    raise MetadataError(f"{where}: metadata lm.state[{i}] ({s['name']}) pairs input {s['input']} "
+                                        f"{list(g_in.shape)} with output {s['output']} {list(g_out.shape)}; "
+                                        "a state's output must have its input's shape")
         fixed = self.graph_prefill_tokens()
         if fixed is not None and fixed != self.prefill_chunk:
             raise MetadataError(f"{where}: metadata lm.prefill_chunk is {self.prefill_chunk} but the graph's prefill "
@@ -197,11 +228,15 @@ class LMStepper(ABC):
 
     # ----------------------------------------------------------------- shared
     def step(self, ids) -> np.ndarray:
-        """Feed ``ids`` (ints) at the current position; logits [T, vocab] (float32)."""
+        """Feed ``ids`` (ints) at the current position; logits [T, vocab] (float32). The ids
+        are checked first (:func:`staredge.decoding.check_token_ids`: a ConfigError for
+        anything that is not a non-empty sequence of ids in the vocabulary)."""
+        return self._step(check_token_ids(ids, self.vocab_size))
+
+    def _step(self, ids: list[int] | np.ndarray) -> np.ndarray:
+        """:meth:`step` on ids that :func:`~staredge.decoding.check_token_ids` accepted."""
         arr = np.asarray(ids, dtype=np.int64).reshape(1, -1)
         t = arr.shape[1]
-        if t == 0:
-            raise ConfigError("step() got no tokens")
         if self.position + t > self.max_context:
             raise LMContextError(
                 f"{self.position + t} tokens exceed the artifact's fixed context of {self.max_context} "
@@ -210,20 +245,27 @@ class LMStepper(ABC):
             raise ConfigError(f"one call takes at most prefill_chunk={self.prefill_chunk} tokens, got {t}; use prefill()")
         if not self.flexible_tokens and t not in (1, self.prefill_chunk):
             raise ConfigError(f"this artifact takes 1 or {self.prefill_chunk} tokens per call, got {t}; use prefill()")
-        if int(arr.min()) < 0 or int(arr.max()) >= self.vocab_size:
-            raise ConfigError(f"token ids must be in 0..{self.vocab_size - 1}, got {int(arr.min())}..{int(arr.max())}")
         logits = self._run(arr, self.position)
         self.position += t
         return np.asarray(logits, dtype=np.float32).reshape(t, -1)
 
     def prefill(self, ids) -> np.ndarray:
-        """Feed a prompt in chunks; logits for every prompt token [T, vocab]."""
-        ids = [int(i) for i in ids]
+        """Feed a prompt in chunks; logits for every prompt token [T, vocab]. The ids are
+        checked once, and a prompt that would run past the context is refused before any
+        chunk runs (:class:`LMContextError`)."""
+        return self._prefill(check_token_ids(ids, self.vocab_size))
+
+    def _prefill(self, ids: list[int] | np.ndarray) -> np.ndarray:
+        """:meth:`prefill` on checked ids."""
+        if self.position + len(ids) > self.max_context:
+            raise LMContextError(
+                f"{self.position + len(ids)} tokens exceed the artifact's fixed context of {self.max_context} "
+                "(max_context); re-export with a larger --max-context or start a new stream")
         out, k = [], 0
         while k < len(ids):
             rest = len(ids) - k
             n = min(rest, self.prefill_chunk) if self.flexible_tokens else (self.prefill_chunk if rest >= self.prefill_chunk else 1)
-            out.append(self.step(ids[k:k + n]))
+            out.append(self._step(ids[k:k + n]))
             k += n
         return np.concatenate(out, axis=0)
 
@@ -261,16 +303,24 @@ class StepperSession(DecodeSession):
         return self.stepper.position
 
     def feed(self, ids: Sequence[int], all_rows: bool = False) -> np.ndarray:
+        """Feed ``ids`` at the current position; the logits row of the last one (``all_rows``:
+        every row). The ids are checked here, for every runtime, before any runtime sees
+        them (:func:`staredge.decoding.check_token_ids`): anything but a non-empty list or
+        1-D integer array of ids in the vocabulary is a ConfigError, and ids that would run
+        past the context an :class:`LMContextError`, with the stream left as it was."""
         stepper = self.stepper
         if stepper is None:
             raise StreamError("this decode session is closed; open a new one")
+        if not isinstance(all_rows, (bool, np.bool_)):
+            raise ConfigError(f"all_rows must be True or False, got {type(all_rows).__name__} {all_rows!r}"[:200])
+        ids = check_token_ids(ids, stepper.vocab_size)
         if not self._busy.acquire(blocking=False):
             raise StreamError("this decode session is being fed from another thread; a stream belongs to one "
                               "thread at a time (open one session per thread)")
         try:
             if len(ids) == 1 and not all_rows:
-                return stepper.step(ids)[0]
-            rows = stepper.prefill(ids)
+                return stepper._step(ids)[0]
+            rows = stepper._prefill(ids)
             return rows if all_rows else rows[-1]
         finally:
             self._busy.release()

@@ -56,6 +56,90 @@ class DecodeSession:
         """Free the decode state (idempotent)."""
 
 
+def _id_error(what: str) -> ConfigError:
+    return ConfigError(f"token ids must be a non-empty list or 1-D integer array of ids; {what}")
+
+
+def _check_id_list(ids: list[Any], vocab_size: int) -> list[int]:
+    """The slow path of :func:`check_token_ids` for a list: one pass over it."""
+    import numbers
+
+    if not ids:
+        raise _id_error("got an empty list (nothing to feed)")
+    if not all(type(t) is int for t in ids):  # bool is not int here: type(True) is bool
+        out = []
+        for i, t in enumerate(ids):
+            if type(t) is int:
+                out.append(t)
+            elif isinstance(t, numbers.Integral) and not isinstance(t, bool):  # numpy integers too
+                out.append(int(t))
+            elif isinstance(t, np.ndarray) and t.ndim == 0 and t.dtype.kind in "iu":
+                out.append(int(t))
+            else:
+                kind = ("a nested list or array" if isinstance(t, (list, tuple, np.ndarray))
+                        else f"{type(t).__name__} {_show(t)}")
+                raise _id_error(f"ids[{i}] is {kind}; each id must be an integer (not bool, float or str)")
+        ids = out
+    lo, hi = min(ids), max(ids)
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ConfigError(f"token id {_show(bad)} at ids[{ids.index(bad)}] is outside the vocabulary: ids must "
+                          f"be in 0..{vocab_size - 1}")
+    return ids
+
+
+def _check_id_array(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """The array path of :func:`check_token_ids`: vectorised, no Python loop over the ids."""
+    if ids.ndim != 1:
+        hint = "; for a batch of one, pass ids[0]" if ids.ndim == 2 and ids.shape[0] == 1 else ""
+        raise _id_error(f"got an array of shape {tuple(ids.shape)} (one stream takes a 1-D sequence{hint})")
+    if ids.dtype.kind not in "iu":  # bool ("b"), float, complex, object, str are refused
+        raise _id_error(f"got a {ids.dtype} array; convert whole-number ids with .astype(np.int64)")
+    if ids.size == 0:
+        raise _id_error("got an empty array (nothing to feed)")
+    lo, hi = ids.min(), ids.max()
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ConfigError(f"token id {int(bad)} at ids[{int(np.flatnonzero(ids == bad)[0])}] is outside the "
+                          f"vocabulary: ids must be in 0..{vocab_size - 1}")
+    return ids.astype(np.int64, copy=False)
+
+
+def check_token_ids(ids: Any, vocab_size: int) -> list[int] | np.ndarray:
+    """``ids`` checked for feeding a decode stream with a vocabulary of ``vocab_size``: a
+    non-empty list, tuple or range of integers (Python or numpy, never bool or float), or a
+    1-D integer numpy array, every id in ``0..vocab_size - 1``. Returns a list of Python
+    ints or an int64 array; anything else is a :class:`~staredge.errors.ConfigError` that
+    names the problem (a string, an iterator, a dict, a nested list, a 2-D array, a float
+    or bool dtype, an empty sequence, an id out of range).
+
+    Every decode session runs it on every feed (:class:`staredge.runtimes.lm.StepperSession`),
+    so the decode loop's own ``[token]`` takes a constant-time path, a list is checked in one
+    pass, and an array with vectorised min/max."""
+    if type(ids) is list:
+        if len(ids) == 1:
+            t = ids[0]
+            if type(t) is int and 0 <= t < vocab_size:  # the decode loop's one token
+                return ids
+        return _check_id_list(ids, vocab_size)
+    if isinstance(ids, np.ndarray):
+        return _check_id_array(ids, vocab_size)
+    if isinstance(ids, (list, tuple, range)):
+        return _check_id_list(list(ids), vocab_size)
+    if isinstance(ids, (str, bytes, bytearray, memoryview)):
+        raise _id_error(f"got {type(ids).__name__} {_show(ids)}; encode text with the model's tokenizer first")
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
+        raise _id_error(f"got a single {type(ids).__name__} {_show(ids)}; pass a list: [{_show(ids)}]")
+    if hasattr(ids, "__array__") and not isinstance(ids, (Mapping, set, frozenset)):  # e.g. a CPU torch tensor
+        try:
+            arr = np.asarray(ids)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise _id_error(f"got a {type(ids).__name__} that is not an array of ids ({exc})"[:300]) from None
+        return _check_id_array(arr, vocab_size)
+    raise _id_error(f"got {type(ids).__name__} {_show(ids)}" + (" (an iterator: pass list(ids))"
+                                                                 if isinstance(ids, Iterator) else ""))
+
+
 def greedy_pick(row: np.ndarray, history: Sequence[int]) -> int:
     """The argmax of a logits row (the first one on ties)."""
     return int(np.argmax(row))
@@ -537,7 +621,7 @@ def generate(model: Any, prompt: str | bytes | Sequence[int] = "", max_new_token
                   **kwargs).text()
 
 
-__all__ = ["BOS_ID", "ContextLengthError", "DEFAULT_PREFILL_CHUNK", "DecodeSession", "EAGER_PREFILL_CHUNK", "EOS_ID", "MAX_NEW_TOKENS",
+__all__ = ["BOS_ID", "ContextLengthError", "check_token_ids", "DEFAULT_PREFILL_CHUNK", "DecodeSession", "EAGER_PREFILL_CHUNK", "EOS_ID", "MAX_NEW_TOKENS",
            "MAX_PROMPT_BYTES", "MAX_SEED", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "StreamStats", "TRUNCATE_MODES",
            "TextStream", "VOCAB_SIZE", "decode_tokens", "generate", "greedy_pick", "open_session", "stream",
            "validate_stream_args"]
