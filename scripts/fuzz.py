@@ -345,7 +345,7 @@ def _innermost(tb) -> str:
     return f"{os.path.relpath(f.filename, ROOT) if f.filename.startswith(str(ROOT)) else f.filename}:{f.lineno} in {f.name}"
 
 
-def _worker(target, seed, start, counter, results, memory_gb, stop_at):
+def _worker(target, seed, start, counter, results, memory_gb, stop_at, end=None):
     import warnings
 
     warnings.simplefilter("ignore")
@@ -362,12 +362,24 @@ def _worker(target, seed, start, counter, results, memory_gb, stop_at):
 
     setup, make_case, run = TARGETS[target]
     counter.value = -2  # setting up (an LM target exports its seed artifact): not a hang
-    st = setup()
+    try:
+        st = setup()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops
+        results.put((-1, "setup-failed", 0.0, {"type": type(exc).__name__, "message": str(exc)[:300],
+                                               "where": _innermost(exc.__traceback__)}))
+        counter.value = -1
+        return
     i = start
-    while time.time() < stop_at:
+    while time.time() < stop_at and (end is None or i < end):
         counter.value = i
         rng = _case_rng(seed, target, i)
-        case = make_case(i, rng, st)
+        try:
+            case = make_case(i, rng, st)
+        except Exception as exc:  # noqa: BLE001 - a bug of the mutator, not of StarEdge: report it as one
+            results.put((i, "untyped", 0.0, {"type": f"fuzzer bug: {type(exc).__name__}", "message": str(exc)[:300],
+                                             "where": _innermost(exc.__traceback__)}))
+            i += 1
+            continue
         t0 = time.perf_counter()
         try:
             run(case, st)
@@ -383,8 +395,10 @@ def _worker(target, seed, start, counter, results, memory_gb, stop_at):
     counter.value = -1
 
 
-def fuzz_target(target: str, minutes: float, seed: int, out: Path, hang_s: float, memory_gb: float) -> dict:
-    """Run one target for ``minutes``; returns its counts."""
+def fuzz_target(target: str, minutes: float, seed: int, out: Path, hang_s: float, memory_gb: float,
+                cases: int | None = None) -> dict:
+    """Run one target for ``minutes`` (or until ``cases`` cases ran: cases 0..cases-1, the same
+    every run); returns its counts."""
     ctx = mp.get_context("fork")
     stop_at = time.time() + minutes * 60
     counts = {"ok": 0, "typed": 0, "untyped": 0, "hangs": 0, "slowest_s": 0.0, "slowest_case": None,
@@ -392,42 +406,68 @@ def fuzz_target(target: str, minutes: float, seed: int, out: Path, hang_s: float
     start = 0
     setup, make_case, _ = TARGETS[target]
     state_for_replay = None
-    while time.time() < stop_at:
+    def take(result) -> None:
+        nonlocal state_for_replay, done_max
+        i, kind, dt, detail = result
+        if kind == "setup-failed":
+            raise RuntimeError(f"fuzz target {target}: setup failed: {detail['type']}: {detail['message']} "
+                               f"at {detail['where']}")
+        done_max = max(done_max, i)
+        counts[kind] += 1
+        if dt > counts["slowest_s"]:
+            counts["slowest_s"], counts["slowest_case"] = round(dt, 3), i
+        if kind == "untyped":
+            key = f"{detail['type']} @ {detail['where']}"
+            counts["untyped_kinds"][key] = counts["untyped_kinds"].get(key, 0) + 1
+            if counts["untyped_kinds"][key] <= 3:
+                state_for_replay = state_for_replay or setup()
+                _save_finding(out, target, seed, i, make_case, state_for_replay, detail)
+
+    done_max = -1
+    while time.time() < stop_at and (cases is None or start < cases):
         counter = ctx.Value("q", start)
         results = ctx.Queue()
-        proc = ctx.Process(target=_worker, args=(target, seed, start, counter, results, memory_gb, stop_at), daemon=True)
+        proc = ctx.Process(target=_worker, args=(target, seed, start, counter, results, memory_gb, stop_at, cases),
+                           daemon=True)
         proc.start()
-        last_i, last_change = counter.value, time.time()
-        while proc.is_alive():
-            time.sleep(0.2)
-            while not results.empty():
-                i, kind, dt, detail = results.get()
-                counts[kind] += 1
-                if dt > counts["slowest_s"]:
-                    counts["slowest_s"], counts["slowest_case"] = round(dt, 3), i
-                if kind == "untyped":
-                    key = f"{detail['type']} @ {detail['where']}"
-                    counts["untyped_kinds"][key] = counts["untyped_kinds"].get(key, 0) + 1
-                    if counts["untyped_kinds"][key] <= 3:
-                        state_for_replay = state_for_replay or setup()
-                        _save_finding(out, target, seed, i, make_case, state_for_replay, detail)
-            if counter.value != last_i:
-                last_i, last_change = counter.value, time.time()
-            elif counter.value >= 0 and time.time() - last_change > hang_s:
+        last_i, last_change, killed = counter.value, time.time(), False
+        try:
+            while proc.is_alive():
+                time.sleep(0.2)
+                while not results.empty():
+                    take(results.get())
+                if counter.value != last_i:
+                    last_i, last_change = counter.value, time.time()
+                elif counter.value >= 0 and time.time() - last_change > hang_s:
+                    proc.kill()
+                    proc.join()
+                    killed = True
+                    counts["hangs"] += 1
+                    state_for_replay = state_for_replay or setup()
+                    _save_finding(out, target, seed, last_i, make_case, state_for_replay,
+                                  {"type": "HANG", "message": f"no result after {hang_s} s", "where": "?"})
+                    break
+            if not killed:  # what the worker queued just before it ended
+                import queue
+
+                try:
+                    while True:
+                        take(results.get(timeout=1.0))
+                except queue.Empty:
+                    pass
+        finally:  # never leave a worker behind (an error above, Ctrl-C)
+            if proc.is_alive():
                 proc.kill()
-                proc.join()
-                counts["hangs"] += 1
-                state_for_replay = state_for_replay or setup()
-                _save_finding(out, target, seed, last_i, make_case, state_for_replay,
-                              {"type": "HANG", "message": f"no result after {hang_s} s", "where": "?"})
-                break
-        proc.join()
+            proc.join()
+        if counter.value == -2:
+            raise RuntimeError(f"fuzz target {target}: the worker died while setting up (exit {proc.exitcode})")
         if proc.exitcode not in (0, None, -9) and counter.value >= 0:
             # killed by the OS (e.g. out of memory): record it like a crash and go on
             counts["untyped"] += 1
             key = f"worker died (exit {proc.exitcode})"
             counts["untyped_kinds"][key] = counts["untyped_kinds"].get(key, 0) + 1
-        start = max(counter.value, last_i, start - 1) + 1  # -2 (setting up) never moves it back
+        # the next case: after the last result, after a hung or crashing case (counter.value)
+        start = max(done_max + 1, counter.value + 1, start + (1 if counter.value >= 0 else 0))
     counts["cases"] = counts["ok"] + counts["typed"] + counts["untyped"] + counts["hangs"]
     counts["minutes"] = minutes
     return counts
@@ -442,7 +482,10 @@ def _safe_repr(obj, limit: int = 500) -> str:
 
 def _save_finding(out: Path, target: str, seed: int, i: int, make_case, st, detail: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    case = make_case(i, _case_rng(seed, target, i), st)
+    try:
+        case = make_case(i, _case_rng(seed, target, i), st)
+    except Exception as exc:  # noqa: BLE001 - a mutator bug (reported as such by the worker)
+        case = f"<make_case failed: {type(exc).__name__}: {exc}>"
     data = case if isinstance(case, bytes) else case[1] if isinstance(case, tuple) and isinstance(case[1], bytes) else None
     if data is not None:
         (out / f"{target}-{i}.bin").write_bytes(data)
@@ -472,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     ap.add_argument("--minutes", type=float, default=10.0, help="per target (default 10)")
+    ap.add_argument("--cases", type=int, default=None,
+                    help="stop each target after this many cases (0..N-1; a fixed budget), or at --minutes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hang-s", type=float, default=10.0, help="a case running longer is a hang (default 10)")
     ap.add_argument("--memory-gb", type=float, default=4.0, help="address-space limit of the worker (default 4)")
@@ -483,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for target in args.targets:
         t0 = time.time()
-        summary[target] = fuzz_target(target, args.minutes, args.seed, args.out, args.hang_s, args.memory_gb)
+        summary[target] = fuzz_target(target, args.minutes, args.seed, args.out, args.hang_s, args.memory_gb,
+                                      args.cases)
         c = summary[target]
         print(f"{target}: {c['cases']:,} cases in {(time.time() - t0) / 60:.1f} min: {c['ok']:,} ok, "
               f"{c['typed']:,} typed errors, {c['untyped']} untyped, {c['hangs']} hangs; slowest "

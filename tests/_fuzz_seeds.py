@@ -339,7 +339,7 @@ def mutate_lm(lm: dict, rng: random.Random, max_ops: int = 4) -> dict:
                 state[a][field], state[b][field] = state[b].get(field), state[a].get(field)
         elif op == 5 and isinstance(state, list) and state and isinstance(state[0], dict):
             entry = rng.choice(state)
-            shape = entry.get("shape")
+            shape = entry.get("shape") if isinstance(entry, dict) else None
             if isinstance(shape, list) and shape:
                 j = rng.randrange(len(shape))
                 v = shape[j] if isinstance(shape[j], int) else 1

@@ -54,11 +54,7 @@ def _untyped(target: str, cases: int) -> list[str]:
 
 @pytest.mark.parametrize("target", [
     "lm-metadata",
-    pytest.param("lm-feed", marks=pytest.mark.xfail(strict=True, reason=(
-        "H2 (issue 23, runtimes/lm.py StepperSession.feed / LMStepper.step/prefill): ids are not validated "
-        "before use: an iterator, a dict, a string, 2-D arrays, an empty list and ids >= 2**63 raise "
-        "TypeError/ValueError/OverflowError; reproduce with scripts/fuzz.py --replay lm-feed:0 (4, 19, 29, 47, "
-        "93); remove this mark when feed() checks its ids"))),
+    "lm-feed",
     "download",
 ])
 def test_fuzz_finds_nothing_untyped(target):
