@@ -470,9 +470,9 @@ def open_session(model: Any, prefill_chunk: int = EAGER_PREFILL_CHUNK) -> Decode
     if callable(opener):
         return opener()
     if callable(getattr(model, "init_state", None)) and callable(getattr(model, "step", None)):
-        from staredge.formats import get_runtime
+        from staredge.formats import EAGER_RUNTIME, get_runtime
 
-        return get_runtime("pytorch").text_backend_class().session_for(model, prefill_chunk)
+        return get_runtime(EAGER_RUNTIME).text_backend_class().session_for(model, prefill_chunk)
     raise ConfigError(f"{type(model).__name__} cannot be streamed: it has neither open_session() nor "
                       "init_state()/step(); pass a STAR language model, a text-generation artifact's "
                       "Predictor, or a model with the step contract")
