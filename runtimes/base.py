@@ -234,11 +234,23 @@ class Backend(ABC):
             return override
         fmt = detect_format(path)
         runs = self.spec().formats
-        if fmt.name not in runs:
+        if fmt.name not in runs and not self._runs_for(fmt):
             raise ArtifactError(f"{path} is a {fmt.title} artifact, and the {self.name} backend runs "
                                 f"{', '.join(runs)} artifacts only; load it with the backend of its format "
                                 f"({fmt.runtime}) or leave backend= out")
         return read_metadata(path, fmt.name)
+
+    @classmethod
+    def _runs_for(cls, fmt) -> bool:
+        """True when ``fmt``'s own runtime entry names this class as its backend (a runtime
+        entry added to the table that reuses an existing backend class for a new format)."""
+        from staredge.formats import RUNTIMES
+
+        spec = RUNTIMES.get(fmt.runtime)
+        if spec is None:
+            return False
+        names = {spec.backend, spec.text_backend}
+        return f"{cls.__module__}:{cls.__qualname__}" in names
 
     def prepare(self, x: np.ndarray):
         """A zero-argument callable that runs ``x`` once, for timing loops.
