@@ -79,6 +79,9 @@ class CoreMLReferenceLM(LMStepper):
                                             f"program has no such state (it has: {', '.join(sorted(shapes))[:200]})")
                     if key == "coreml_state":
                         ins[s["input"]] = TensorInfo(s["input"], found[0], np.dtype(found[1]).name)
+            named = {str(s.get(k)) for s in self.state_spec for k in ("coreml_state", "coreml_state_lo") if k in s}
+            for name in sorted(set(shapes) - named):  # a program state no entry names: check_graph reports it
+                ins[name] = TensorInfo(name, shapes[name][0], np.dtype(shapes[name][1]).name)
         return ins, {t.name: t for t in self.engine.outputs()}
 
     def graph_prefill_tokens(self) -> int | None:

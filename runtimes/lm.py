@@ -52,8 +52,10 @@ def check_lm_metadata(meta: ArtifactMetadata, path: Any = None) -> dict[str, Any
     allocation): a text-generation task, a non-empty ``lm`` with every key of
     :data:`LM_REQUIRED_KEYS`, positive integers within :data:`MAX_LM_CONTEXT` /
     :data:`MAX_LM_VOCAB`, ``prefill_chunk <= max_context``, and state entries with names,
-    positive integer shapes, a known dtype and at most :data:`MAX_LM_STATE_BYTES` in all.
-    Raises one :class:`MetadataError` naming the field, its value and what is expected."""
+    positive integer shapes, a known dtype, a string kind, no name/input/output listed twice
+    and at most :data:`MAX_LM_STATE_BYTES` in all (the past_X/present_X pairing is checked
+    with the graph: :func:`check_state_pairs`). Raises one :class:`MetadataError` naming the
+    field, its value and what is expected."""
     where = _where(path)
     if meta.task != TEXT_GENERATION:
         raise MetadataError(f"{where}: metadata task is {meta.task!r}, not {TEXT_GENERATION!r}; "
@@ -97,10 +99,6 @@ def check_lm_metadata(meta: ArtifactMetadata, path: Any = None) -> dict[str, Any
                 raise MetadataError(f"{where}: metadata lm.state[{i}].{key} {s[key]!r} appears twice in lm.state; "
                                     "each state is listed once"[:300])
             seen[key].add(s[key])
-        if s["input"].startswith("past_") and s["output"] != "present_" + s["input"][len("past_"):]:
-            raise MetadataError(f"{where}: metadata lm.state[{i}] ({s['name']}) pairs input {s['input']!r} with "
-                                f"output {s['output']!r}; the decode contract pairs past_X with present_X "
-                                "(docs/lm-artifacts.md), so this state would be fed another one's values"[:400])
         kind = s.get("kind")
         if kind is not None and not isinstance(kind, str):
             raise MetadataError(f"{where}: metadata lm.state[{i}].kind ({s['name']}) is {kind!r}; "
@@ -110,6 +108,24 @@ def check_lm_metadata(meta: ArtifactMetadata, path: Any = None) -> dict[str, Any
             raise MetadataError(f"{where}: metadata lm.state shapes add up to over {MAX_LM_STATE_BYTES:,} bytes "
                                 f"(MAX_LM_STATE_BYTES) at lm.state[{i}] ({s['name']} {shape}); nothing was allocated")
     return lm
+
+
+def check_state_pairs(state: list[dict[str, Any]], path: Any = None) -> None:
+    """Each state entry of a checked ``lm`` section names its input ``past_X`` and its output
+    ``present_X`` (the decode contract, docs/lm-artifacts.md): another output would feed the
+    state another one's values. :meth:`LMStepper.check_graph` runs this after it has checked
+    that the graph has the named inputs and outputs, so a name the graph lacks is reported as
+    missing rather than as mis-paired. Raises one :class:`MetadataError` naming the entry."""
+    where = _where(path)
+    for i, s in enumerate(state):
+        if not s["input"].startswith("past_"):
+            raise MetadataError(f"{where}: metadata lm.state[{i}].input ({s['name']}) is {s['input']!r}; the decode "
+                                "contract names state inputs past_X and their outputs present_X "
+                                "(docs/lm-artifacts.md)"[:400])
+        if s["output"] != "present_" + s["input"][len("past_"):]:
+            raise MetadataError(f"{where}: metadata lm.state[{i}] ({s['name']}) pairs input {s['input']!r} with "
+                                f"output {s['output']!r}; the decode contract pairs past_X with present_X "
+                                "(docs/lm-artifacts.md), so this state would be fed another one's values"[:400])
 
 
 class LMStepper(ABC):
@@ -164,11 +180,14 @@ class LMStepper(ABC):
     def check_graph(self) -> None:
         """Compare the metadata with the loaded graph before any state is allocated: the
         inputs ``input_ids`` and ``position``, the ``logits`` vocabulary, every state tensor's
-        name, shape and dtype, the context the state buffers are sized for, and a fixed
-        prefill chunk. Raises one :class:`MetadataError` naming the field, its value and what
+        name, shape and dtype, the context the state buffers are sized for, graph state inputs
+        the metadata does not list, each state output (where the graph returns them), the
+        past_X/present_X pairing (:func:`check_state_pairs`, after the names the graph lacks) and
+        a fixed prefill chunk. Raises one :class:`MetadataError` naming the field, its value and what
         the graph says."""
         ins, outs = self.graph_tensors()
-        if not ins:
+        if not ins:  # the runtime cannot tell: the names are still checked against the contract
+            check_state_pairs(self.state_spec, self.path)
             return
         where = _where(self.path)
         for name in ("input_ids", "position"):
@@ -217,6 +236,7 @@ class LMStepper(ABC):
                     raise MetadataError(f"{where}: metadata lm.state[{i}] ({s['name']}) pairs input {s['input']} "
                                         f"{list(g_in.shape)} with output {s['output']} {list(g_out.shape)}; "
                                         "a state's output must have its input's shape")
+        check_state_pairs(self.state_spec, self.path)  # after the graph said which names it lacks
         fixed = self.graph_prefill_tokens()
         if fixed is not None and fixed != self.prefill_chunk:
             raise MetadataError(f"{where}: metadata lm.prefill_chunk is {self.prefill_chunk} but the graph's prefill "
@@ -361,5 +381,5 @@ def load_lm_artifact(path: str | Path, device: str = "auto", threads: int | None
     return stepper
 
 
-__all__ = ["LMStepper", "LMContextError", "StepperSession", "StreamError", "check_lm_metadata", "load_lm_artifact",
-           "stepper_class", "TEXT_GENERATION", "MAX_LM_CONTEXT", "MAX_LM_STATE_BYTES", "MAX_LM_VOCAB"]
+__all__ = ["LMStepper", "LMContextError", "StepperSession", "StreamError", "check_lm_metadata", "check_state_pairs",
+           "load_lm_artifact", "stepper_class", "TEXT_GENERATION", "MAX_LM_CONTEXT", "MAX_LM_STATE_BYTES", "MAX_LM_VOCAB"]

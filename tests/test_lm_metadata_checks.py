@@ -93,6 +93,28 @@ def _flip_dtype(doc):
     s["dtype"] = "float32" if s.get("dtype") == "float16" else "float16"
 
 
+def _swap_past_present(doc):
+    s = _state(doc)
+    s["input"], s["output"] = s["output"], s["input"]
+
+
+def _cross_outputs(doc):
+    """State 0 (a key) returns state 1's output (its value, the same shape) and the reverse."""
+    a, b = _state(doc, 0), _state(doc, 1)
+    a["output"], b["output"] = b["output"], a["output"]
+
+
+def _misshaped_output(doc):
+    """State 0 (a kv cache) returns state 2's output (a recurrence, another shape) and the reverse."""
+    a, b = _state(doc, 0), _state(doc, 2)
+    assert a["shape"] != b["shape"]
+    a["output"], b["output"] = b["output"], a["output"]
+
+
+def _duplicate(key):
+    return lambda doc: _state(doc, 1).__setitem__(key, _state(doc, 0)[key])
+
+
 #: (case id, edit, words the message must hold)
 CASES = [
     ("missing-max_context", lambda d: d["lm"].pop("max_context"), ["lm.max_context", "missing"]),
@@ -108,11 +130,41 @@ CASES = [
     ("max_context-negative", _set("max_context", -1), ["lm.max_context", "-1"]),
     ("empty-lm-section", lambda d: d.__setitem__("lm", {}), ["lm section", "empty"]),
     ("unknown-state-input", lambda d: _state(d).__setitem__("input", "past_nothing"),
-     ["lm.state[0].input", "past_nothing"]),
+     ["lm.state[0].input", "past_nothing", "no such state input"]),
+    # the state checks of d383952 (each was a TypeError or a runtime's own error before)
+    ("state-dtype-not-a-string", lambda d: _state(d).__setitem__("dtype", 16), ["lm.state[0].dtype", "is 16"]),
+    ("state-kind-not-a-string", lambda d: _state(d).__setitem__("kind", ["kv"]),
+     ["lm.state[0].kind", "['kv']", "string"]),
+    ("past-present-swapped", _swap_past_present, ["lm.state[0].input", "present_key_values"]),
+    ("state-outputs-crossed", _cross_outputs, ["lm.state[0] (key_values.0.key) pairs input", "past_X with present_X"]),
+    ("unlisted-graph-state", lambda d: d["lm"]["state"].pop(), ["does not list", "13 entries"]),
+    ("duplicated-state-name", _duplicate("name"), ["lm.state[1].name", "key_values.0.key", "appears twice"]),
+    ("duplicated-state-input", _duplicate("input"), ["lm.state[1].input", "past_key_values", "appears twice"]),
+    ("duplicated-state-output", _duplicate("output"), ["lm.state[1].output", "present_key_values", "appears twice"]),
+    ("state-output-key-missing", lambda d: _state(d).pop("output"), ["lm.state[0]", "name, input and output"]),
+    ("state-output-not-in-graph", lambda d: _state(d).__setitem__("output", "present_nothing"),
+     ["lm.state[0]", "present_nothing"]),
+    ("state-output-misshaped", _misshaped_output, ["lm.state[0]", "past_key_values", "present_ssm"]),
 ]
 #: CoreML stateful packages bind their states by the ``coreml_state`` name, not ``input``.
 COREML_STATE_CASE = (lambda d: _state(d).__setitem__("coreml_state", "state_nothing"),
-                     ["lm.state[0].coreml_state", "state_nothing"])
+                     ["lm.state[0].coreml_state", "state_nothing", "no such state"])
+#: What the graph adds to the message, by how the format keeps its state: ONNX and TFLite
+#: graphs return each state as an output (checked by name and shape); OpenVINO and CoreML
+#: keep it inside (stateful), so only the past_X/present_X contract speaks for the output.
+_RETURNED, _KEPT = ("onnx", "tflite"), ("openvino", "coreml")
+EXTRA_WORDS = {
+    **{("state-output-not-in-graph", f): ["lm.state[0].output", "no such output"] for f in _RETURNED},
+    **{("state-output-not-in-graph", f): ["pairs input", "past_X with present_X"] for f in _KEPT},
+    **{("state-output-misshaped", f): ["must have its input's shape", "[1, 1, 32, 16]"] for f in _RETURNED},
+    **{("state-output-misshaped", f): ["pairs input", "past_X with present_X"] for f in _KEPT},
+    **{("past-present-swapped", f): ["no such state input"] for f in ("onnx", "tflite", "openvino")},
+    ("past-present-swapped", "coreml"): ["names state inputs past_X"],
+    ("unlisted-graph-state", "onnx"): ["past_key_values.5.key"],
+    ("unlisted-graph-state", "openvino"): ["past_key_values.5.key"],
+    ("unlisted-graph-state", "tflite"): ["past_key_values_5_key"],
+    ("unlisted-graph-state", "coreml"): ["state_13"],
+}
 
 
 @pytest.mark.slow
@@ -126,7 +178,7 @@ def test_lying_lm_metadata_is_one_metadata_error_before_allocation(artifacts, fm
     with pytest.raises(MetadataError) as info:
         load(path, monkeypatch)
     message = str(info.value)
-    for word in words:
+    for word in [*words, *EXTRA_WORDS.get((case, fmt), [])]:
         assert word in message, (word, message)
     assert load.allocated == [], "state was allocated before the metadata was checked"
 
