@@ -32,8 +32,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--runtimes", default="onnxruntime,openvino,litert", help="StarEdge runtimes")
     p.add_argument("--precisions", default="fp32", help="fp32,int8,int4 (each where the runner takes it)")
-    p.add_argument("--peers", default="transformers,ort-genai,llama.cpp,openvino-genai")
+    p.add_argument("--peers", default="pytorch-eager,transformers,ort-genai,llama.cpp,openvino-genai")
     p.add_argument("--gguf-convert", default=None, help="llama.cpp's convert_hf_to_gguf.py")
+    p.add_argument("--llama-cpp-path", default=None, metavar="DIR",
+                   help="a folder holding the llama_cpp package when it is installed in another environment "
+                        "(e.g. /tmp/peers-venv/lib/python3.11/site-packages); searched after this one's")
     p.add_argument("--ov-genai-dir", default=None, help="an optimum-intel export of the Llama folder")
     p.add_argument("--workdir", default="exports/peers")
     p.add_argument("--json", default=None)
@@ -49,6 +52,7 @@ def main(argv=None) -> int:
                           threads=tuple(int(t) for t in split(args.threads)), workdir=args.workdir,
                           staredge=split(args.runtimes), precisions=split(args.precisions), peers=split(args.peers),
                           gguf_convert=args.gguf_convert, ov_genai_dir=args.ov_genai_dir,
+                          llama_cpp_path=args.llama_cpp_path,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     doc["command"] = " ".join(["scripts/bench_lm_peers.py"] + (argv if argv is not None else sys.argv[1:]))
     print(markdown(doc))

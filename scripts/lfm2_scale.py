@@ -18,9 +18,9 @@ Each stage runs in its own child process, so its peak RSS is its own (``os.wait4
                min–max, and the load average before every round
 
 With ``--precisions fp32,int8,int4`` the export and decode stages run once per format and
-precision (``export-onnx-int8``, ``decode-onnx-int8``; weight-only, ``--quant-head`` /
-``--quant-embedding`` choose the LM head and embedding precision), the quantised artifacts
-under ``out-<precision>/``. ``--stages`` runs a subset (merged into an existing ``--json``),
+precision (``export-onnx-int8``, ``decode-onnx-int8``; weight-only, the quantised artifacts
+under ``out-<precision>/``); ``--quant KEY=VALUE`` passes the format's LM quantisation options
+(``head=quantized``, ``accuracy_level=4``) and names the variant ``<precision>-<--quant-tag>``. ``--stages`` runs a subset (merged into an existing ``--json``),
 and ``--decode-nice N`` runs the decode stages at that scheduling priority (e.g. ``-15`` as
 root, so that other jobs yield to the timing while the exports run at normal priority).
 
@@ -135,13 +135,20 @@ def _out_dir(args: argparse.Namespace, variant: str) -> Path:
     return Path(args.workdir) / ("out" if variant == "fp32" else f"out-{variant}")
 
 
+def _quant_options(args: argparse.Namespace) -> dict:
+    """``--quant KEY=VALUE`` pairs (the format's LM ``quantization`` options); integers parsed."""
+    out = {}
+    for item in args.quant:
+        key, _, value = item.partition("=")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
 def _variant(args: argparse.Namespace, precision: str) -> str:
-    """The artifact variant of a precision: ``-qhead`` / ``-qemb`` when the LM head / the
-    embedding of a quantised artifact are quantised too."""
-    if precision == "fp32":
+    """The artifact variant of a precision: ``int8``, or ``int8-<tag>`` with ``--quant`` options."""
+    if precision == "fp32" or not args.quant:
         return precision
-    return (precision + ("-qhead" if args.quant_head == "quantized" else "")
-            + ("-qemb" if args.quant_embedding == "quantized" else ""))
+    return f"{precision}-{args.quant_tag or 'q'}"
 
 
 def stage_export(args: argparse.Namespace, fmt_variant: str) -> dict:
@@ -160,11 +167,11 @@ def stage_export(args: argparse.Namespace, fmt_variant: str) -> dict:
         t0 = time.perf_counter()
         get_format(fmt).lm_exporter_function()(
             model, path, max_context=args.context, name="lfm2-350m-random", precision=prec,
-            quantization={"head": args.quant_head, "embedding": args.quant_embedding})
-        return {"format": fmt, "path": str(path), "precision": prec, "head": args.quant_head,
-                "embedding": args.quant_embedding, "export_s": round(time.perf_counter() - t0, 1),
+            quantization=_quant_options(args))
+        return {"format": fmt, "path": str(path), "precision": prec, "quantization": _quant_options(args),
+                "export_s": round(time.perf_counter() - t0, 1),
                 "size_bytes": sum(f.stat().st_size for f in path.parent.glob(path.stem + ".*")),
-                "validation": "not run (quantised head / embedding: export_lm's quality check takes the defaults)"}
+                "validation": "not run (--quant options: export_lm's quality check runs on the defaults)"}
     rows = export_lm(str(folder), [fmt], _out_dir(args, variant), max_context=args.context,
                      validate=not args.no_validate, force=True, precision=prec)
     row = rows[0]
@@ -259,9 +266,10 @@ def main() -> int:
     p.add_argument("--threads", default="1,2", help="decode thread counts")
     p.add_argument("--rounds", type=int, default=3, help="interleaved decode rounds per thread count")
     p.add_argument("--precisions", default="fp32", help="fp32,int8,int4 (weight-only; exports and decodes each)")
-    p.add_argument("--quant-head", default="fp32", choices=("fp32", "quantized"), help="LM head of int8/int4 artifacts")
-    p.add_argument("--quant-embedding", default="fp32", choices=("fp32", "quantized"),
-                   help="embedding of int8/int4 artifacts (ONNX quantises an embedding to 4 bits only)")
+    p.add_argument("--quant", action="append", default=[], metavar="KEY=VALUE",
+                   help="a quantization option of the format's LM exporter for int8/int4 (e.g. head=quantized, "
+                        "accuracy_level=4); repeatable; such artifacts go to out-<precision>-<--quant-tag>/")
+    p.add_argument("--quant-tag", default=None, help="names the --quant variant (default: q)")
     p.add_argument("--decode-nice", type=int, default=None, metavar="N",
                    help="scheduling priority of the decode stages (negative needs root)")
     p.add_argument("--no-validate", action="store_true")

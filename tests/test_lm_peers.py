@@ -80,3 +80,35 @@ def test_tiny_bench_runs_and_skips_absent_peers(tmp_path):
         if avail[peer]:
             assert doc["skipped"][peer] and peer not in runners
     assert len(doc["load_average_per_round"]) == 2
+
+
+def test_gguf_converter_gets_the_pre_tokenizer_and_a_placeholder_merge(tmp_path):
+    """build_gguf runs llama.cpp's converter with its gguf-py on the path, the pre-tokenizer
+    name it cannot find by hash, and a placeholder merge for a merge-less byte vocabulary
+    (a stand-in converter with llama.cpp's module layout records what it saw)."""
+    from staredge.bench.peers import GGUF_PLACEHOLDER_MERGE, build_gguf
+
+    (tmp_path / "conversion").mkdir()
+    (tmp_path / "conversion" / "__init__.py").write_text("")
+    (tmp_path / "conversion" / "base.py").write_text(
+        "class TextModel:\n    def get_vocab_base_pre(self, tokenizer):\n        raise NotImplementedError('unknown')\n")
+    (tmp_path / "gguf-py" / "gguf").mkdir(parents=True)
+    (tmp_path / "gguf-py" / "gguf" / "__init__.py").write_text("")
+    (tmp_path / "gguf-py" / "gguf" / "vocab.py").write_text(
+        "class SpecialVocab:\n    def __init__(self, merges):\n        self.load_merges, self.merges = True, merges\n"
+        "    def add_to_gguf(self, gw, quiet=False):\n        gw.extend(self.merges)\n")
+    script = tmp_path / "convert_hf_to_gguf.py"
+    script.write_text(
+        "import json, sys\nfrom conversion.base import TextModel\nfrom gguf.vocab import SpecialVocab\n"
+        "out = sys.argv[sys.argv.index('--outfile') + 1]\nmerges = []\nSpecialVocab([]).add_to_gguf(merges)\n"
+        "kept = []\nSpecialVocab(['a b']).add_to_gguf(kept)\n"
+        "json.dump({'pre': TextModel().get_vocab_base_pre(None), 'merges': merges, 'kept': kept,\n"
+        "           'argv': sys.argv[1:]}, open(out, 'w'))\n")
+    out = build_gguf(tmp_path / "hf", tmp_path / "m_f32.gguf", "f32", str(script), pre_tokenizer="gpt-2")
+    seen = __import__("json").loads(out.read_text())
+    assert seen["pre"] == "gpt-2"
+    assert seen["merges"] == [GGUF_PLACEHOLDER_MERGE] and seen["kept"] == ["a b"]
+    assert seen["argv"][:1] == [str(tmp_path / "hf")] and "--outtype" in seen["argv"]
+    assert not (tmp_path / "m_f32.gguf.part").exists()
+    with pytest.raises(ConfigError, match="convert_hf_to_gguf.py was not found"):
+        build_gguf(tmp_path / "hf", tmp_path / "other.gguf", "f32", str(tmp_path / "missing.py"))

@@ -1,7 +1,8 @@
 """LM decode against the peers: the same Transformer++ (Llama-equivalent) architecture and
 weights on StarEdge's runtimes, Hugging Face transformers, ONNX Runtime GenAI, and (when
-installed, not run here) llama.cpp and OpenVINO GenAI. ``scripts/bench_lm_peers.py`` is the
-command.
+installed) llama.cpp and OpenVINO GenAI. ``scripts/bench_lm_peers.py`` is the command;
+``scripts/lfm2_peers.py`` times an LFM2 folder and its StarEdge artifacts the same way
+(:func:`run_streams`).
 
 The model is a STAR ``transformer_pp`` genome (SA-1 + SwiGLU pairs, RMSNorm pre-norm, RoPE
 base 10000 rotate-half, head dim 64, no biases, tied embedding, byte vocabulary 259) with
@@ -36,7 +37,7 @@ import numpy as np
 from staredge.errors import ConfigError
 
 #: Runner names: StarEdge's runtimes (``staredge-<runtime>[-<precision>]``) and the peers.
-PEERS = ("transformers", "ort-genai", "llama.cpp", "openvino-genai")
+PEERS = ("pytorch-eager", "transformers", "ort-genai", "llama.cpp", "openvino-genai")
 STAREDGE_RUNTIMES = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}
 
 
@@ -179,6 +180,30 @@ class _StarEdge:
                 "decode_tokens_per_s": r["decode_tokens_per_s"], "prefill_tokens_per_s": r["prefill_tokens_per_s"]}
 
 
+class _StarEdgeEager:
+    """StarEdge's own stream of the same model in PyTorch eager mode (the issue's baseline)."""
+
+    def __init__(self, cfg):
+        import torch
+
+        torch.set_num_threads(cfg["threads"])
+        self.model = transformer_pp_model(cfg["dim"], cfg["layers"], max_seq_len=cfg["max_seq_len"], seed=cfg["seed"])
+
+    def stream(self, ids, new):
+        import torch
+
+        from staredge.bench.generate import summarize_stream
+        from staredge.generation import stream
+
+        with torch.no_grad():
+            s = stream(self.model, ids, max_new_tokens=new, temperature=0, add_bos=False, ignore_eos=True)
+            for _ in s:
+                pass
+        r = summarize_stream(s.stats)
+        return {"first_token_ms": r["first_token_ms"], "ms_per_token": float(np.median(r["ms_per_token"])),
+                "decode_tokens_per_s": r["decode_tokens_per_s"], "prefill_tokens_per_s": r["prefill_tokens_per_s"]}
+
+
 class _Transformers:
     def __init__(self, cfg):
         import torch
@@ -228,8 +253,18 @@ class _OrtGenAI:
         return _gaps_result(t0, times, len(ids))
 
 
+def _add_llama_cpp_path(path: str | None) -> None:
+    """Make a ``llama_cpp`` package installed elsewhere importable (appended to ``sys.path``:
+    this environment's own packages still win)."""
+    import sys
+
+    if path and path not in sys.path:
+        sys.path.append(path)
+
+
 class _LlamaCpp:
     def __init__(self, cfg):
+        _add_llama_cpp_path(cfg.get("llama_cpp_path"))
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=cfg["gguf"], n_threads=cfg["threads"], n_threads_batch=cfg["threads"],
@@ -269,7 +304,7 @@ class _OpenVinoGenAI:
         return _gaps_result(t0, times, len(ids))
 
 
-RUNNER_CLASSES = {"staredge": _StarEdge, "transformers": _Transformers, "ort-genai": _OrtGenAI,
+RUNNER_CLASSES = {"staredge": _StarEdge, "pytorch-eager": _StarEdgeEager, "transformers": _Transformers, "ort-genai": _OrtGenAI,
                   "llama.cpp": _LlamaCpp, "openvino-genai": _OpenVinoGenAI}
 
 
@@ -308,14 +343,19 @@ def _worker(kind: str, cfg: dict, conn) -> None:
             conn.send({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def peer_availability() -> dict[str, str | None]:
-    """None for a peer that can run here, else why not (the note the report prints)."""
+def peer_availability(llama_cpp_path: str | None = None) -> dict[str, str | None]:
+    """None for a peer that can run here, else why not (the note the report prints).
+    ``llama_cpp_path``: a folder holding the ``llama_cpp`` package (e.g. a separate
+    environment's site-packages), looked in after this environment's own."""
     import importlib.util
 
     def has(mod):
-        return importlib.util.find_spec(mod) is not None
+        if importlib.util.find_spec(mod) is not None:
+            return True
+        return bool(mod == "llama_cpp" and llama_cpp_path and (Path(llama_cpp_path) / "llama_cpp" / "__init__.py").exists())
 
     return {
+        "pytorch-eager": None if has("torch") else "torch is not installed (pip install staredge[dev])",
         "transformers": None if has("transformers") else "transformers is not installed (pip install staredge[dev])",
         "ort-genai": None if has("onnxruntime_genai") else "onnxruntime-genai is not installed (pip install staredge[peers])",
         "llama.cpp": None if has("llama_cpp") else ("llama-cpp-python is not installed (it builds llama.cpp from source, "
@@ -327,7 +367,7 @@ def peer_availability() -> dict[str, str | None]:
 
 
 def build_ort_genai(hf_dir: Path, out: Path, precision: str = "fp32") -> Path:
-    """ONNX Runtime GenAI's model builder on the Llama folder (``-p fp32|int4 -e cpu``)."""
+    """ONNX Runtime GenAI's model builder on a Hugging Face folder (``-p fp32|int8|int4 -e cpu``)."""
     import subprocess
     import sys
 
@@ -340,85 +380,96 @@ def build_ort_genai(hf_dir: Path, out: Path, precision: str = "fp32") -> Path:
     return out
 
 
-def build_gguf(hf_dir: Path, out: Path, outtype: str, convert_script: str | None) -> Path:
-    """GGUF via llama.cpp's ``convert_hf_to_gguf.py`` (``outtype`` f32 / q8_0; Q4_0 needs
-    llama.cpp's quantize tool on top). Not run here (llama-cpp-python not installed)."""
+#: ``convert_hf_to_gguf.py`` identifies a BPE tokenizer by hashing how it splits a test
+#: text and refuses one it does not know; the byte-level tokenizers written here are new to
+#: it, so the converter runs with this pre-tokenizer name instead (the benchmark feeds token
+#: ids, never text, so the pre-tokenizer is never used).
+GGUF_PRE_TOKENIZER = "gpt-2"
+
+#: A BPE vocabulary without merges (the byte tokenizer: every id one byte) loads in
+#: llama.cpp only with a merges list present; the converter writes this placeholder merge
+#: then (two byte symbols of the vocabulary; used only to tokenize text, which the
+#: benchmark never does).
+GGUF_PLACEHOLDER_MERGE = "\u0120 \u0120"
+
+_GGUF_CONVERT = """
+import runpy, sys
+script, pre, merge = sys.argv[1], sys.argv[2], sys.argv[3]
+if pre:
+    import conversion.base as base
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+import gguf.vocab
+_add = gguf.vocab.SpecialVocab.add_to_gguf
+def add_to_gguf(self, gw, quiet=False):
+    if self.load_merges and not self.merges:
+        self.merges = [merge]
+    return _add(self, gw, quiet)
+gguf.vocab.SpecialVocab.add_to_gguf = add_to_gguf
+sys.argv = [script] + sys.argv[4:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+#: llama.cpp file types (``llama_ftype``) of the GGUF quantisations used here.
+GGUF_FTYPES = {"q8_0": 7, "q4_0": 2}
+
+_GGUF_QUANTIZE = """
+import sys
+sys.path.append(sys.argv[1])
+import llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = int(sys.argv[4])
+params.nthread = 2
+rc = llama_cpp.llama_model_quantize(sys.argv[2].encode(), sys.argv[3].encode(), params)
+sys.exit(rc)
+"""
+
+
+def build_gguf(hf_dir: Path, out: Path, outtype: str, convert_script: str | None, *,
+               pre_tokenizer: str | None = GGUF_PRE_TOKENIZER, llama_cpp_path: str | None = None) -> Path:
+    """A GGUF file of ``hf_dir``: ``outtype`` f32 (or f16 / q8_0) straight from llama.cpp's
+    ``convert_hf_to_gguf.py`` (its ``gguf-py`` beside it is put on the path), or q8_0 / q4_0
+    through llama.cpp's own quantiser (``llama_model_quantize``, its default recipe for the
+    file type) from the f32 file, which needs the ``llama_cpp`` package
+    (``llama_cpp_path``)."""
     import subprocess
     import sys
 
     if out.exists():
         return out
+    if outtype in GGUF_FTYPES:
+        f32 = build_gguf(hf_dir, out.with_name(out.name.replace(f"_{outtype}.gguf", "_f32.gguf")), "f32",
+                         convert_script, pre_tokenizer=pre_tokenizer)
+        tmp = out.with_name(out.name + ".part")
+        proc = subprocess.run([sys.executable, "-c", _GGUF_QUANTIZE, llama_cpp_path or "", str(f32), str(tmp),
+                               str(GGUF_FTYPES[outtype])], capture_output=True, text=True)
+        if proc.returncode != 0 or not tmp.exists():
+            raise ConfigError(f"llama.cpp's quantiser failed ({outtype}): {proc.stderr.strip().splitlines()[-3:]}")
+        os.replace(tmp, out)
+        return out
     if not convert_script or not Path(convert_script).exists():
         raise ConfigError("llama.cpp's convert_hf_to_gguf.py was not found: pass --gguf-convert PATH "
                           "(vendor/llama.cpp/convert_hf_to_gguf.py in the llama-cpp-python sdist)")
-    proc = subprocess.run([sys.executable, convert_script, str(hf_dir), "--outfile", str(out), "--outtype", outtype],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ConfigError(f"convert_hf_to_gguf failed: {proc.stderr.strip().splitlines()[-1:]}")
+    here = Path(convert_script).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(here), str(here / "gguf-py")] + [x for x in [os.environ.get("PYTHONPATH")] if x]))
+    tmp = out.with_name(out.name + ".part")
+    proc = subprocess.run([sys.executable, "-c", _GGUF_CONVERT, str(convert_script), pre_tokenizer or "",
+                           GGUF_PLACEHOLDER_MERGE, str(hf_dir), "--outfile", str(tmp), "--outtype", outtype],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not tmp.exists():
+        raise ConfigError(f"convert_hf_to_gguf failed: {proc.stderr.strip().splitlines()[-3:]}")
+    os.replace(tmp, out)
     return out
 
 
-def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: int = 64, new_tokens: int = 256,
-                    rounds: int = 5, threads: tuple[int, ...] = (1, 2), workdir: str | os.PathLike = "exports/peers",
-                    staredge: tuple[str, ...] = ("onnxruntime", "openvino", "litert"),
-                    precisions: tuple[str, ...] = ("fp32",), peers: tuple[str, ...] = ("transformers", "ort-genai"),
-                    gguf_convert: str | None = None, ov_genai_dir: str | None = None, log=print) -> dict[str, Any]:
-    """Run the benchmark (see the module doc); returns the result document."""
-    from staredge.bench.generate import prompt_ids
-    from staredge.formats import TEXT_GENERATION, get_format
-
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    max_ctx = max(prompt + new_tokens + 1, 32)
-    model = transformer_pp_model(dim, layers, max_seq_len=max(max_ctx, 512), seed=seed)
-    hf_dir = work / f"llama_d{dim}_l{layers}_s{seed}"
-    if not (hf_dir / "config.json").exists():
-        write_llama_folder(model, hf_dir)
-    avail = peer_availability()
-    skipped: dict[str, str] = {}
-    runners: list[tuple[str, str, dict]] = []  # (label, kind, cfg without threads)
-    for rt in staredge:
-        fmt = STAREDGE_RUNTIMES[rt]
-        for prec in precisions:
-            if prec not in get_format(fmt).precisions_for(TEXT_GENERATION):
-                skipped[f"staredge-{rt}-{prec}"] = f"{fmt} LM artifacts do not take {prec}"
-                continue
-            suffix = get_format(fmt).suffixes[0]
-            path = work / f"star_tpp_d{dim}_l{layers}_s{seed}_ctx{max_ctx}_{prec}{suffix}"
-            if not path.exists():
-                get_format(fmt).lm_exporter_function()(model, path, max_context=max_ctx, name="transformer_pp_peer",
-                                                       prefill_chunk=16, **({"precision": prec} if prec != "fp32" else {}))
-            runners.append((f"staredge-{rt}" + ("" if prec == "fp32" else f"-{prec}"), "staredge", {"path": str(path)}))
-    for peer in peers:
-        if avail.get(peer):
-            skipped[peer] = avail[peer]
-            continue
-        try:
-            if peer == "transformers":
-                runners.append(("transformers", "transformers", {"hf_dir": str(hf_dir)}))
-            elif peer == "ort-genai":
-                for prec in precisions:
-                    p = {"fp32": "fp32", "int4": "int4"}.get(prec)
-                    if p is None:
-                        skipped[f"ort-genai-{prec}"] = "the ONNX Runtime GenAI builder's CPU precisions are fp32 and int4"
-                        continue
-                    og_dir = build_ort_genai(hf_dir, work / f"og_{hf_dir.name}_{p}", p)
-                    runners.append(("ort-genai" + ("" if p == "fp32" else f"-{p}"), "ort-genai", {"og_dir": str(og_dir)}))
-            elif peer == "llama.cpp":
-                for prec in precisions:
-                    t = {"fp32": "f32", "int8": "q8_0"}.get(prec)
-                    if t is None:
-                        skipped[f"llama.cpp-{prec}"] = "Q4_0 needs llama.cpp's quantize tool (not wired)"
-                        continue
-                    gguf = build_gguf(hf_dir, work / f"{hf_dir.name}_{t}.gguf", t, gguf_convert)
-                    runners.append((f"llama.cpp-{t}", "llama.cpp", {"gguf": str(gguf), "n_ctx": max_ctx}))
-            elif peer == "openvino-genai":
-                if not ov_genai_dir:
-                    raise ConfigError("pass --ov-genai-dir (optimum-cli export openvino --task text-generation-with-past "
-                                      f"{hf_dir} OUT, in a separate environment)")
-                runners.append(("openvino-genai", "openvino-genai", {"ov_dir": ov_genai_dir}))
-        except ConfigError as exc:
-            skipped[peer] = str(exc)
+def run_streams(runners: list[tuple[str, str, dict]], *, threads: tuple[int, ...], ids: list[int],
+                new_tokens: int, rounds: int, skipped: dict[str, str], log=print) -> tuple[list[dict], list[float]]:
+    """Time ``runners`` (``(label, kind, cfg)``; each × ``threads`` in its own spawned worker
+    process): one warm-up stream each, then ``rounds`` interleaved rounds (every worker once,
+    the order rotated per round). Returns the rows (median over rounds of the per-stream
+    median ms/token, min–max, tokens/s, first-token ms, peak RSS) and the load average
+    before each round and after the last. A worker that fails to load is put in
+    ``skipped`` with its error."""
     ctx = mp.get_context("spawn")
     workers = {}
     for label, kind, cfg in runners:
@@ -432,7 +483,6 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
                 proc.join(5)
                 continue
             workers[(label, n)] = (proc, parent)
-    ids = prompt_ids(prompt)
     for proc, conn in workers.values():  # warm-up stream (not recorded)
         conn.send({"ids": ids, "new": min(16, new_tokens)})
         conn.recv()
@@ -462,6 +512,72 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
                      "first_token_ms_median": statistics.median(r["first_token_ms"] for r in rs),
                      "tokens_per_s_median": statistics.median(r["decode_tokens_per_s"] for r in rs),
                      "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "rounds": ms})
+    return rows, loads
+
+
+def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: int = 64, new_tokens: int = 256,
+                    rounds: int = 5, threads: tuple[int, ...] = (1, 2), workdir: str | os.PathLike = "exports/peers",
+                    staredge: tuple[str, ...] = ("onnxruntime", "openvino", "litert"),
+                    precisions: tuple[str, ...] = ("fp32",), peers: tuple[str, ...] = ("transformers", "ort-genai"),
+                    gguf_convert: str | None = None, ov_genai_dir: str | None = None,
+                    llama_cpp_path: str | None = None, log=print) -> dict[str, Any]:
+    """Run the benchmark (see the module doc); returns the result document."""
+    from staredge.bench.generate import prompt_ids
+    from staredge.formats import TEXT_GENERATION, get_format
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    max_ctx = max(prompt + new_tokens + 1, 32)
+    model = transformer_pp_model(dim, layers, max_seq_len=max(max_ctx, 512), seed=seed)
+    hf_dir = work / f"llama_d{dim}_l{layers}_s{seed}"
+    if not (hf_dir / "config.json").exists():
+        write_llama_folder(model, hf_dir)
+    avail = peer_availability(llama_cpp_path)
+    skipped: dict[str, str] = {}
+    runners: list[tuple[str, str, dict]] = []  # (label, kind, cfg without threads)
+    for rt in staredge:
+        fmt = STAREDGE_RUNTIMES[rt]
+        for prec in precisions:
+            if prec not in get_format(fmt).precisions_for(TEXT_GENERATION):
+                skipped[f"staredge-{rt}-{prec}"] = f"{fmt} LM artifacts do not take {prec}"
+                continue
+            suffix = get_format(fmt).suffixes[0]
+            path = work / f"star_tpp_d{dim}_l{layers}_s{seed}_ctx{max_ctx}_{prec}{suffix}"
+            if not path.exists():
+                get_format(fmt).lm_exporter_function()(model, path, max_context=max_ctx, name="transformer_pp_peer",
+                                                       prefill_chunk=16, **({"precision": prec} if prec != "fp32" else {}))
+            runners.append((f"staredge-{rt}" + ("" if prec == "fp32" else f"-{prec}"), "staredge", {"path": str(path)}))
+    for peer in peers:
+        if avail.get(peer):
+            skipped[peer] = avail[peer]
+            continue
+        try:
+            if peer == "pytorch-eager":
+                runners.append(("staredge-pytorch-eager", "pytorch-eager", {"dim": dim, "layers": layers, "seed": seed,
+                                                                            "max_seq_len": max(max_ctx, 512)}))
+            elif peer == "transformers":
+                runners.append(("transformers", "transformers", {"hf_dir": str(hf_dir)}))
+            elif peer == "ort-genai":
+                for prec in precisions:
+                    p = prec  # the builder's CPU precisions include fp32, int8 and int4
+                    og_dir = build_ort_genai(hf_dir, work / f"og_{hf_dir.name}_{p}", p)
+                    runners.append(("ort-genai" + ("" if p == "fp32" else f"-{p}"), "ort-genai", {"og_dir": str(og_dir)}))
+            elif peer == "llama.cpp":
+                for prec in precisions:
+                    t = {"fp32": "f32", "int8": "q8_0", "int4": "q4_0"}[prec]
+                    gguf = build_gguf(hf_dir, work / f"{hf_dir.name}_{t}.gguf", t, gguf_convert,
+                                      llama_cpp_path=llama_cpp_path)
+                    runners.append((f"llama.cpp-{t}", "llama.cpp", {"gguf": str(gguf), "n_ctx": max_ctx,
+                                                                    "llama_cpp_path": llama_cpp_path}))
+            elif peer == "openvino-genai":
+                if not ov_genai_dir:
+                    raise ConfigError("pass --ov-genai-dir (optimum-cli export openvino --task text-generation-with-past "
+                                      f"{hf_dir} OUT, in a separate environment)")
+                runners.append(("openvino-genai", "openvino-genai", {"ov_dir": ov_genai_dir}))
+        except ConfigError as exc:
+            skipped[peer] = str(exc)
+    rows, loads = run_streams(runners, threads=threads, ids=prompt_ids(prompt), new_tokens=new_tokens,
+                              rounds=rounds, skipped=skipped, log=log)
     return {"what": "LM decode vs peers (staredge.bench.peers)", "dim": dim, "llama_layers": layers,
             "star_livs": 2 * layers, "params_excluding_embeddings": sum(p.numel() for p in model.parameters())
             - model.vocab_size * model.dim, "prompt_tokens": prompt, "new_tokens": new_tokens, "rounds": rounds,
@@ -485,4 +601,5 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 __all__ = ["transformer_pp_model", "llama_config", "star_to_llama", "write_llama_folder", "byte_tokenizer_json",
-           "peer_availability", "build_ort_genai", "build_gguf", "run_peers_bench", "markdown", "PEERS"]
+           "peer_availability", "build_ort_genai", "build_gguf", "run_streams", "run_peers_bench", "markdown",
+           "PEERS", "GGUF_PRE_TOKENIZER", "GGUF_FTYPES"]
