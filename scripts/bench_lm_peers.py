@@ -22,6 +22,8 @@ import sys
 
 def main(argv=None) -> int:
     """Command line entry (see the module doc)."""
+    from staredge.bench.peers import STAREDGE_RUNTIMES, markdown, run_peers_bench
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--layers", type=int, default=5, help="Llama layers (= SA-1 + SwiGLU pairs)")
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--runtimes", default="onnxruntime,openvino,litert", help="StarEdge runtimes")
+    p.add_argument("--runtimes", default=",".join(STAREDGE_RUNTIMES),
+                   help="StarEdge runtimes (default: every runtime of an LM format that runs here, from the format table)")
     p.add_argument("--precisions", default="fp32", help="fp32,int8,int4 (each where the runner takes it)")
     p.add_argument("--peers", default="pytorch-eager,transformers,ort-genai,llama.cpp,openvino-genai")
     p.add_argument("--gguf-convert", default=None, help="llama.cpp's convert_hf_to_gguf.py")
@@ -41,8 +44,6 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="exports/peers")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-
-    from staredge.bench.peers import markdown, run_peers_bench
 
     def split(s):
         return tuple(x for x in s.split(",") if x)

@@ -35,10 +35,14 @@ from typing import Any
 import numpy as np
 
 from staredge.errors import ConfigError
+from staredge.formats import FORMATS, RUNTIMES, get_runtime
 
 #: Runner names: StarEdge's runtimes (``staredge-<runtime>[-<precision>]``) and the peers.
 PEERS = ("pytorch-eager", "transformers", "ort-genai", "llama.cpp", "openvino-genai")
-STAREDGE_RUNTIMES = {"onnxruntime": "onnx", "openvino": "openvino", "litert": "tflite"}
+#: StarEdge runtime → the LM format it runs, read from the format table: every format with
+#: an LM exporter whose default runtime runs off Apple platforms (ONNX Runtime, OpenVINO, LiteRT).
+STAREDGE_RUNTIMES = {spec.runtime: name for name, spec in FORMATS.items()
+                     if spec.lm_exporter and not RUNTIMES[spec.runtime].apple_only}
 
 
 # ------------------------------------------------------------------ the shared model
@@ -517,7 +521,7 @@ def run_streams(runners: list[tuple[str, str, dict]], *, threads: tuple[int, ...
 
 def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: int = 64, new_tokens: int = 256,
                     rounds: int = 5, threads: tuple[int, ...] = (1, 2), workdir: str | os.PathLike = "exports/peers",
-                    staredge: tuple[str, ...] = ("onnxruntime", "openvino", "litert"),
+                    staredge: tuple[str, ...] = tuple(STAREDGE_RUNTIMES),
                     precisions: tuple[str, ...] = ("fp32",), peers: tuple[str, ...] = ("transformers", "ort-genai"),
                     gguf_convert: str | None = None, ov_genai_dir: str | None = None,
                     llama_cpp_path: str | None = None, log=print) -> dict[str, Any]:
@@ -536,6 +540,9 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
     skipped: dict[str, str] = {}
     runners: list[tuple[str, str, dict]] = []  # (label, kind, cfg without threads)
     for rt in staredge:
+        rt = get_runtime(rt).name
+        if rt not in STAREDGE_RUNTIMES:
+            raise ConfigError(f"{rt} does not run StarEdge LM artifacts here; choose from {', '.join(STAREDGE_RUNTIMES)}")
         fmt = STAREDGE_RUNTIMES[rt]
         for prec in precisions:
             if prec not in get_format(fmt).precisions_for(TEXT_GENERATION):
