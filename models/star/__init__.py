@@ -23,8 +23,23 @@ from staredge.models.star.genome import (
     striped_mamba,
     transformer_pp,
 )
-from staredge.models.star.backbone import STARBackbone, STARLanguageModel, STARState
-from staredge.models.star.lfm2 import from_pretrained, is_hf_folder, save_pretrained
+
+#: Names whose modules need torch, imported on first use (PEP 562): genomes are parsed, checked
+#: and printed without torch (``staredge genome``).
+_LAZY = {"STARBackbone": "backbone", "STARLanguageModel": "backbone", "STARState": "backbone",
+         "from_pretrained": "lfm2", "is_hf_folder": "lfm2", "save_pretrained": "lfm2"}
+
+
+def __getattr__(name: str):
+    """The torch-backed names (backbone, LFM2 import), imported when first used."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'staredge.models.star' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"staredge.models.star.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "STARBackbone", "STARLanguageModel", "STARState", "LIVConfig", "TokenMixingStructure",

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from staredge.errors import ConfigError
 from staredge.models.star import choices as C
 from staredge.models.star.config import (
@@ -121,8 +119,6 @@ def analyze_genome(genome, dim: int, seq_len: int, bytes_per_element: int = 2, d
                    configs=None, repair: bool = False) -> GenomeAnalysis:
     """Parameters and cache per LIV of ``genome`` at width ``dim`` after ``seq_len`` tokens
     (``repair=True`` analyses the repaired genome instead of rejecting an invalid one)."""
-    from staredge.models.star.backbone import STARBackbone
-
     from staredge.models.star.config import MAX_DIM, check_int
 
     # types and limits first: dim='16' or dim=16.5 used to fail inside the comparison or torch
@@ -131,6 +127,13 @@ def analyze_genome(genome, dim: int, seq_len: int, bytes_per_element: int = 2, d
     check_int("bytes_per_element", bytes_per_element, 1)
     g = resolve_genome(genome, dim, depth, repair)
     cfgs = normalize_configs(configs)
+    from staredge.errors import require
+
+    require("torch", "torch", "counting a genome's parameters")  # a clear error where torch is not installed
+    import torch  # parameters are counted on a shape-only (meta) backbone: the genome is checked first
+
+    from staredge.models.star.backbone import STARBackbone
+
     with torch.device("meta"):
         backbone = STARBackbone(dim, len(g), g, cfgs, max_seq_len=max(seq_len, 1))
     report = GenomeAnalysis(str(g), dim, seq_len, bytes_per_element, final_norm_params=dim)
