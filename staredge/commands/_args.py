@@ -221,6 +221,26 @@ def baseline_size(args: argparse.Namespace) -> tuple[int, int | None]:
     return dim, depth
 
 
+#: Sampling defaults of ``staredge generate``, ``staredge chat`` and Python's ``generate()`` /
+#: ``stream()`` / ``chat_stream()`` (tests/test_cli_vocabulary.py keeps them equal).
+SAMPLING_DEFAULTS = {"temperature": 0.8, "top_k": None, "top_p": 0.95, "repetition_penalty": 1.0, "seed": None}
+
+
+def add_sampling(p: argparse.ArgumentParser) -> None:
+    """``--temperature``, ``--top-k``, ``--top-p``, ``--repetition-penalty`` and ``--seed``: one
+    definition and one set of defaults (:data:`SAMPLING_DEFAULTS`) for every text command."""
+    d = SAMPLING_DEFAULTS
+    p.add_argument("--temperature", type=float, default=d["temperature"], metavar="T",
+                   help=f"0 = greedy (default {d['temperature']})")
+    p.add_argument("--top-k", type=count_type("--top-k"), default=d["top_k"], metavar="K",
+                   help="keep the k most likely tokens (default off)")
+    p.add_argument("--top-p", type=float, default=d["top_p"], metavar="P",
+                   help=f"nucleus sampling mass (default {d['top_p']}; 1 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=d["repetition_penalty"], metavar="R",
+                   help=f"> 1 discourages repeats (default {d['repetition_penalty']})")
+    p.add_argument("--seed", type=int, default=d["seed"], metavar="N", help="seed for reproducible sampling")
+
+
 def add_calibration(p: argparse.ArgumentParser) -> None:
     """``--calibration DIR`` and ``--calibration-samples N`` for int8."""
     p.add_argument("--calibration", metavar="DIR",

@@ -35,11 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", default=None, metavar="TEXT", help="a system message that opens the conversation")
     p.add_argument("--max-new-tokens", type=_args.count_type("--max-new-tokens", 1), default=DEFAULT_MAX_NEW_TOKENS,
                    metavar="N", help=f"longest reply in tokens (default {DEFAULT_MAX_NEW_TOKENS})")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7)")
-    p.add_argument("--top-k", type=_args.count_type("--top-k"), default=None, help="keep the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0)")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible replies")
+    _args.add_sampling(p)
     p.add_argument("--max-context", type=_args.count_type("--max-context"), default=None, metavar="N",
                    help="context of an imported folder's model in tokens (default: its config, at most 4096)")
     _args.add_threads(p, default=1, help="intra-op threads (default 1)")

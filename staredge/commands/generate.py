@@ -35,11 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=_args.count_type("--max-new-tokens", 0), default=DEFAULT_MAX_NEW_TOKENS,
                    metavar="N", help=f"at most this many tokens (bytes) (default {DEFAULT_MAX_NEW_TOKENS}, "
                                      "as in Python's generate())")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=_args.count_type("--top-k"), default=None, help="keep the k most likely tokens (default off)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 = off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1.0)")
-    p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    _args.add_sampling(p)
     p.add_argument("--stop", action="append", default=None, metavar="STR",
                    help="stop at this string (not printed); may be repeated")
     p.add_argument("--truncate", choices=["left"], default=None,
