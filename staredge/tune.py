@@ -76,6 +76,11 @@ class TuneReport:
     machine: str
     rounds: int = 1
     calibration: str | None = None
+    #: untimed and timed calls per candidate and round (``--warmup``, ``--iters``)
+    warmup: int | None = None
+    iters: int | None = None
+    #: the rewrite setting the candidates were exported with (``--rewrite``)
+    rewrite: str | None = None
     candidates: list[Candidate] = field(default_factory=list)
     winner: int | None = None
     winner_path: str | None = None
@@ -221,7 +226,7 @@ def tune(
     candidates_dir = out / "candidates"
     report = TuneReport(model=getattr(model, "staredge_name", type(model).__name__), out_dir=str(out),
                         threads=threads, machine=f"{platform.machine()} {os.cpu_count()} cores", rounds=rounds,
-                        calibration=calibration_note)
+                        calibration=calibration_note, warmup=warmup, iters=iters, rewrite=str(rewrite))
     input_size = tuple(int(v) for v in model.pretrained_cfg.input_size)
     notify = progress or (lambda text: None)
     for precision in precs:

@@ -179,3 +179,15 @@ def test_bench_generate_refuses_flags_it_does_not_read(flag, monkeypatch, capsys
     assert main(["bench", "--task", "generate", *flag]) == 2
     err = capsys.readouterr().err
     assert flag[0] in err and "does not apply to --task generate" in err and calls == []
+
+
+@pytest.mark.parametrize("backends", ["pytorch", "onnxruntime,pytorch"])
+def test_bench_generate_refuses_a_backend_that_runs_no_exported_lm(backends, monkeypatch, capsys):
+    """``bench --task generate --backends pytorch`` was a StopIteration traceback from the
+    artifact step: the eager model is a baseline, not a backend, and the CLI says so first."""
+    calls = _fake_decode_bench(monkeypatch)
+    assert main(["bench", "--task", "generate", "--backends", backends]) == 2
+    err = capsys.readouterr().err
+    assert "--backends pytorch" in err and "baselines" in err and "Traceback" not in err and calls == []
+    assert main(["bench", "--task", "generate", "--backends", "onnxruntime", "--json"]) == 0
+    assert calls[0][1]["runtimes"] == ["onnxruntime"]

@@ -211,6 +211,26 @@ GENERATE_FLAGS = ("models", "threads", "repeats", "workdir", "no_baselines", "ba
                   "out", "force", "task")
 
 
+def _check_generate_backends(backends: str | None) -> None:
+    """``--backends`` of ``--task generate`` names runtimes of exported language models (the
+    eager model is a baseline, not a backend): another runtime is a ConfigError naming it,
+    before any work (it was a StopIteration traceback from the artifact step)."""
+    if not backends or backends == "all":
+        return
+    from staredge.formats import FORMATS, RUNTIMES, get_runtime
+
+    def runs_an_lm(spec) -> bool:
+        return spec.text_backend is not None and any(f in FORMATS and FORMATS[f].lm_exporter for f in spec.formats)
+
+    usable = [name for name, spec in RUNTIMES.items() if runs_an_lm(spec)]
+    for name in filter(None, (b.strip() for b in backends.split(","))):
+        spec = get_runtime(name)
+        if not runs_an_lm(spec):
+            raise ConfigError(f"--backends {name}: --task generate times exported language models and {spec.name} "
+                              f"runs none; choose from {','.join(usable)} (the eager model and transformers are "
+                              "timed as baselines unless --no-baselines)")
+
+
 def _generate_args(args: argparse.Namespace, parser_defaults: dict, outputs: dict[str, str]) -> argparse.Namespace:
     """``args`` in the shape :func:`staredge.bench.generate.run_cli` reads (comma texts; ``json``
     the file, ``-`` for stdout, or None), after refusing every flag the LM decode benchmark
@@ -225,6 +245,7 @@ def _generate_args(args: argparse.Namespace, parser_defaults: dict, outputs: dic
     for kind in ("csv", "bars"):
         if getattr(args, kind, None):
             raise ConfigError(f"--{kind} does not apply to --task generate (it writes --json, --markdown and --plot)")
+    _check_generate_backends(args.backends)
     threads = ",".join(map(str, args.threads)) if isinstance(args.threads, list) else args.threads
     json_target = _args.STDOUT if args.json == _args.STDOUT else outputs.get("json")
     return argparse.Namespace(**{**vars(args), "threads": threads, "json": json_target,
@@ -327,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
         specs = _artifact_specs(args, artifacts, device)
     else:
         specs = expand_backends([args.backends] if args.backends else list(protocols[0].backends), device=device)
+        _refuse_export_flags_without_exports(args, specs)
         precision = ",".join(args.precision) if isinstance(args.precision, list) else args.precision
         specs = with_precisions(specs, parse_precisions(precision))
         if not args.no_baselines:
@@ -376,6 +398,22 @@ def run(args: argparse.Namespace) -> int:
               file=getattr(getattr(args, "capture", None), "stderr", None) or sys.stderr)
         return 130
     return 0 if any(r.ok for r in doc.results) else 1
+
+
+def _refuse_export_flags_without_exports(args: argparse.Namespace, specs: list) -> None:
+    """``--precision``, ``--rewrite`` and ``--compare-rewrites`` act on exported runtimes only;
+    when every backend asked for is an eager one (pytorch), they would change nothing: refused."""
+    from staredge.bench.specs import exported_runtimes
+
+    if any(s.runtime in exported_runtimes() for s in specs):
+        return
+    precision = args.precision if isinstance(args.precision, list) else [args.precision] if args.precision else []
+    for flag, value in (("--precision", [p for p in precision if p != "fp32"]), ("--rewrite", args.rewrite),
+                        ("--compare-rewrites", args.compare_rewrites)):
+        if value:
+            raise ConfigError(f"{flag} applies to exported runtimes (onnxruntime, openvino, ...), and --backends "
+                              f"{','.join(dict.fromkeys(s.runtime for s in specs))} exports nothing: add an "
+                              f"exported runtime or drop {flag}")
 
 
 def _artifact_specs(args: argparse.Namespace, artifacts: list[str], device: str) -> list:

@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             summary["out_dir"] = str(Path(args.out).resolve())
             summary["artifacts_kept"] = "yes"
-    doc = dict(summary, rows=[dataclasses.asdict(r) for r in summary["rows"]])
+    doc = dict(summary, iters=args.iters, rows=[dataclasses.asdict(r) for r in summary["rows"]])
     if not _args.emit_json(args, doc):
         print_table(summary)
     return 0 if summary["all_equal"] and summary["all_validated"] else 1

@@ -118,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
     options = {opt.name: getattr(args, opt.name, None) for opt in EXPORT_OPTIONS.values() if opt.flag}
     check_export_options(task, formats, options, model=str(args.model))
     check_precision(task, formats, args.precision or "fp32")
+    for flag, value in (("--calibration", args.calibration), ("--calibration-samples", args.calibration_samples)):
+        if value is not None and (args.precision or "fp32") != "int8":
+            raise ConfigError(f"{flag} applies to int8 only, and --precision is {args.precision or 'fp32'}: add "
+                              f"--precision int8 or drop {flag}")
+    if args.keep_failed and args.no_validate:
+        raise ConfigError("--keep-failed keeps an artifact that fails validation, and --no-validate validates "
+                          "nothing: drop one of them")
     if task == TEXT_GENERATION:
         for key, flag in _IMAGE_ONLY_FLAGS:
             if getattr(args, key, None) not in (None, False):

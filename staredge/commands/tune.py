@@ -58,8 +58,6 @@ def _old_precisions(text: str) -> list[str]:
 def _model(args: argparse.Namespace):
     """The model to tune: a registry name, a checkpoint (with the model flags), or the
     architecture an exported artifact's metadata names."""
-    from staredge.exporters.quantize import DIGITS_MODEL
-
     text = str(args.model)
     if Path(text).exists():
         from staredge.formats import CHECKPOINT_FORMAT, detect_format
@@ -80,8 +78,6 @@ def _model(args: argparse.Namespace):
                     name = backend.metadata.model
                 finally:
                     backend.close()
-            if name == DIGITS_MODEL and not args.checkpoint:
-                return name
             from staredge.quiet import notice
 
             notice(f"{text} is an exported {fmt} artifact: tuning its architecture {name} "
@@ -90,9 +86,7 @@ def _model(args: argparse.Namespace):
                       "(random weights; pass --checkpoint FILE or --pretrained for real ones)"),
                    getattr(args, "capture", None))
             args = argparse.Namespace(**{**vars(args), "model": name, "model_name": None})
-    if text == DIGITS_MODEL and not args.checkpoint:
-        return DIGITS_MODEL  # the trained digits model (tune() builds it with its weights)
-    return _args.model_from_args(args)
+    return _args.model_from_args(args)  # a model whose weights ship (digits) gets them there
 
 
 def run(args: argparse.Namespace) -> int:
