@@ -221,3 +221,21 @@ def test_an_image_artifact_claiming_to_be_a_language_model(tmp_path, monkeypatch
     assert read_metadata(path).task == "text-generation"
     with pytest.raises(MetadataError, match="input_ids"):
         load(path, monkeypatch)
+
+
+@pytest.mark.parametrize("input_size", [[32], [1], [3, 224, 224]])
+def test_a_language_model_claiming_to_be_an_image_classifier(artifacts, input_size, tmp_path, monkeypatch):
+    """The reverse: an LM ONNX file whose metadata says image-classification (its lm section
+    gone). A one-axis ``input_size`` used to match the ids input's shape, so the image backend
+    loaded it and the first call failed with ONNX Runtime's "Required inputs ... are missing"
+    (an InferenceError); the image backend now refuses a graph that does not take one input."""
+
+    def claim_image(doc):
+        doc.update(task="image-classification", input_size=input_size)
+        doc.pop("lm", None)
+
+    path = lying_copy(artifacts["onnx"], tmp_path, "onnx", claim_image)
+    with pytest.raises(MetadataError) as info:
+        load(path, monkeypatch)
+    for word in ("image-classification", "16 inputs", "input_ids", "position", "past_key_values.0.key"):
+        assert word in str(info.value), (word, str(info.value))
