@@ -36,9 +36,59 @@ _CLI = "import sys; from staredge.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _start(job: str, out: Path, cwd: Path, cache: Path) -> subprocess.Popen:
+    """The export in a process group of its own (its pid is the group's id), so that the
+    converters' children can be found and ended with it (:func:`_reap`)."""
     env = dict(os.environ, STAREDGE_CACHE=str(cache), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-c", _CLI, "export", *JOBS[job], "--out", str(out)], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of process group ``pgid``."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def _reap(proc: subprocess.Popen, limit_s: float = 60.0) -> list[int]:
+    """SIGKILL every process left in the export's group, reap the export itself, and wait
+    until the group is gone; returns the pids that were still alive (besides the export)."""
+    survivors = [pid for pid in _group_alive(proc.pid) if pid != proc.pid]
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    deadline = time.monotonic() + limit_s
+    while _group_alive(proc.pid):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes of the export's group {proc.pid} outlived SIGKILL: "
+                               f"{_group_alive(proc.pid)}")
+        time.sleep(0.05)
+    return survivors
+
+
+@pytest.fixture
+def exports():
+    """Starts exports (:func:`_start`); at teardown, however the test ended, each one's whole
+    process group is killed and waited for, so no export or converter child outlives a test."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args) -> subprocess.Popen:
+        proc = _start(*args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        _reap(proc)
 
 
 def _wait_for_scratch(proc: subprocess.Popen, out: Path, limit_s: float = 240.0) -> bool:
@@ -73,22 +123,21 @@ def _check_final_names(out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("job, sig, seed", CASES, ids=[f"{j}-{s.name}-{n}" for j, s, n in CASES])
-def test_a_killed_export_leaves_no_partial_artifact(tmp_path, job, sig, seed):
+def test_a_killed_export_leaves_no_partial_artifact(tmp_path, exports, job, sig, seed):
     out, cwd = tmp_path / "out", tmp_path / "cwd"
     cwd.mkdir()
-    proc = _start(job, out, cwd, tmp_path / "cache")
-    try:
-        started = _wait_for_scratch(proc, out)
-        if started:
-            time.sleep(random.Random(f"{job}:{sig}:{seed}").uniform(0.0, 2.5))
-        alive = proc.poll() is None
-        if alive:
-            proc.send_signal(sig)
-        code = proc.wait(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc = exports(job, out, cwd, tmp_path / "cache")
+    started = _wait_for_scratch(proc, out)
+    if started:
+        time.sleep(random.Random(f"{job}:{sig}:{seed}").uniform(0.0, 2.5))
+    alive = proc.poll() is None
+    if alive:
+        proc.send_signal(sig)
+    code = proc.wait(timeout=240)
+    # a SIGKILL leaves the converters' children running (nothing can stop them); Ctrl-C must not
+    survivors = _reap(proc)
+    if sig == signal.SIGINT or not alive:
+        assert survivors == [], f"the export ended but its children {survivors} ran on"
     if not alive:  # the export finished before the signal: it must have succeeded
         assert code == 0
     elif sig == signal.SIGKILL:
