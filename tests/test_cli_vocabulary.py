@@ -267,3 +267,21 @@ def test_max_new_tokens_defaults_are_pythons():
         inspect.signature(Predictor.generate).parameters["max_new_tokens"].default
     assert SUBS["chat"]._option_string_actions["--max-new-tokens"].default == \
         inspect.signature(chat_stream).parameters["max_new_tokens"].default
+
+
+def test_formats_rewrite_and_weights_have_one_definition():
+    """--formats (with its --format alias), --rewrite and --checkpoint/--pretrained come from one
+    helper each in _args.py: the same spelling, alias, metavar and wording in every subcommand."""
+    from staredge.exporters.passes import PASS_NAMES
+
+    assert _args.REWRITE_PASSES == PASS_NAMES
+    shared = _shared_flags()
+    assert {tuple(a.option_strings) for a in shared["--formats"].values()} == {("--formats", "--format")}
+    assert set(shared["--formats"]) == {"export", "demo", "tune"}
+    for a in shared["--rewrite"].values():
+        assert a.metavar == "PASSES" and a.help.startswith("graph rewrites"), a.help
+        assert all(name in a.help for name in PASS_NAMES), a.help
+    assert set(shared["--rewrite"]) == {"export", "bench", "ios-bundle", "tune"}
+    for flag in ("--checkpoint", "--pretrained"):
+        assert set(shared[flag]) == {"export", "ios-bundle", "tune"}, flag
+    assert len({a.help for a in shared["--pretrained"].values()}) == 1

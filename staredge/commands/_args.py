@@ -250,12 +250,35 @@ def add_calibration(p: argparse.ArgumentParser) -> None:
                    help="calibration images to use (default 128)")
 
 
+def add_formats(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """``--formats`` (alias ``--format``): a comma list of formats, aliases or ``all``."""
+    p.add_argument("--formats", "--format", dest="formats", default=default, metavar="FORMATS", help=help)
+
+
+#: The rewrite passes ``--rewrite`` names (``staredge.exporters.passes.PASS_NAMES``, which
+#: imports torch; tests/test_cli_vocabulary.py keeps them equal).
+REWRITE_PASSES = ("fuse_batchnorm", "pointwise_conv_to_linear")
+
+
+def add_rewrite(p: argparse.ArgumentParser, default: str | None = "auto", what: str = "") -> None:
+    """``--rewrite``: the graph rewrites of exported image models, one wording everywhere."""
+    shown = "default: the protocol preset's" if default is None else f"default: {default}"
+    p.add_argument("--rewrite", default=default, metavar="PASSES",
+                   help=f"graph rewrites{what}: 'auto' (fuse BatchNorm always; pointwise conv -> Linear where "
+                        f"measured to help), 'none', or a comma list of {','.join(REWRITE_PASSES)} ({shown})")
+
+
+def add_weights(p: argparse.ArgumentParser, checkpoint_help: str = "weights to load into the registry model") -> None:
+    """``--checkpoint FILE`` and ``--pretrained``: the weights of a model named by its registry name."""
+    p.add_argument("--checkpoint", metavar="FILE", help=checkpoint_help)
+    p.add_argument("--pretrained", action="store_true",
+                   help="download the released weights into the cache (see `staredge models`) and load them")
+
+
 def add_model_arguments(p: argparse.ArgumentParser, *, labels: bool = True) -> None:
     """Which model and weights: ``--checkpoint``, ``--pretrained``, ``--model``,
     ``--num-classes``, ``--labels`` (every command that builds a model from a name)."""
-    p.add_argument("--checkpoint", metavar="FILE", help="weights to load into the registry model")
-    p.add_argument("--pretrained", action="store_true",
-                   help="download the released weights into the cache (see `staredge models`) and load them")
+    add_weights(p)
     p.add_argument("--model", dest="model_name", metavar="NAME",
                    help="architecture (registry name) of a checkpoint given in place of a model name")
     p.add_argument("--num-classes", type=count_type("--num-classes"), metavar="N",

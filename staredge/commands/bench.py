@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time backends round-robin, one run each per repeat (fairer on a shared machine; use --repeats > 1)")
     _args.add_device(p, default=None, help="device for 'all' and the protocol (default: the preset's); cuda "
                                           "without a CUDA device here is an error")
-    p.add_argument("--rewrite", help="rewrites for exported artifacts: auto, none, or a comma list of passes")
+    _args.add_rewrite(p, default=None, what=" of the exported artifacts")
     p.add_argument("--no-baselines", action="store_true",
                    help="do not add the pytorch and onnx-plain baselines (they are timed by default)")
     p.add_argument("--compare-rewrites", action="store_true",

@@ -231,8 +231,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="export the digits StarNet to every format and classify held-out digits with each")
     _args.add_out(p, None, "folder for the artifacts (default: a temporary folder, removed at the end)")
     p.add_argument("--limit", type=_args.count_type("--limit"), help="only the first N held-out digits")
-    p.add_argument("--formats", "--format", dest="formats",
-                   help="comma-separated formats (default: every one available here)")
+    _args.add_formats(p, None, help="comma-separated formats (default: every one available here)")
     _args.add_threads(p, default=1, help="intra-op threads per runtime (default 1: a tiny model on a shared machine)")
     p.add_argument("--iters", type=_args.count_type("--iters"), default=30, metavar="N",
                    help="timed calls per runtime; the median is shown (default 30)")

@@ -34,18 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
                    help="registry name (see `staredge models`, language models included) or a checkpoint file")
     default = export_formats()[0]
-    p.add_argument("--formats", "--format", dest="formats", default=default,
-                   help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: {default})")
+    _args.add_formats(p, default, help=f"comma-separated: {','.join(export_formats())} (or aliases), or 'all' (default: {default})")
     _args.add_precision(p, multiple=False, default="fp32", choices=PRECISIONS,
                         help="artifact precision; image models: fp32, fp16, int8 (int8 needs --calibration, "
                              "docs/low-precision.md); language models: fp32, and weight-only int8 / int4 for ONNX, "
                              "OpenVINO and TFLite (the format table says what each format exports per task)")
     _args.add_calibration(p)
-    p.add_argument(
-        "--rewrite", default="auto",
-        help="image models: 'auto' (fuse BN always; pointwise conv→Linear where measured to help), 'none', "
-        "or a list: fuse_batchnorm,pointwise_conv_to_linear",
-    )
+    _args.add_rewrite(p, what=" of image models")
     _args.add_out(p, "exports", "output folder; artifacts are named after the model inside it")
     _args.add_force(p)
     _args.add_model_arguments(p)

@@ -48,10 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names (see `staredge models`)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"models folder (default: {DEFAULT_OUT})")
     _args.add_precision(p, multiple=False, default="fp32", choices=("fp32", "fp16"), help="package precision")
-    p.add_argument("--rewrite", default="auto", help="rewrites: auto (default), none, or a comma list of passes")
-    p.add_argument("--pretrained", action="store_true",
-                   help="bundle the released weights (downloaded into the cache; see `staredge models`)")
-    p.add_argument("--checkpoint", metavar="FILE", help="weights to load into the (single) MODEL")
+    _args.add_rewrite(p, what=" of every package")
+    _args.add_weights(p, checkpoint_help="weights to load into the (single) MODEL")
     _args.add_force(p, "an existing manifest and packages")
     p.add_argument("--no-validate", action="store_true", help="skip the comparison with PyTorch (not recommended)")
     p.set_defaults(func=run)

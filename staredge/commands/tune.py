@@ -32,8 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="registry name (see `staredge models`), a checkpoint file, or an exported artifact "
                         "(its architecture is read from its metadata; pass --checkpoint for the weights)")
-    p.add_argument("--formats", "--format", dest="formats", default="all",
-                   help="comma-separated formats (default: every one this machine runs)")
+    _args.add_formats(p, "all", help="comma-separated formats (default: every one this machine runs)")
     _args.add_precision(p, multiple=True, default=list(DEFAULT_PRECISIONS),
                         help="comma list of the precisions to try")
     p.add_argument("--precisions", dest="precision", type=_old_precisions, help=argparse.SUPPRESS)  # old spelling
@@ -44,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      repeats_help="round-robin timing rounds over all artifacts (the median of the round medians "
                                   "is reported)", old_repeats="--rounds")
     _args.add_calibration(p)
-    p.add_argument("--rewrite", default="auto", help="rewrites: auto (default), none, or a comma list of passes")
+    _args.add_rewrite(p, what=" of every candidate")
     _args.add_model_arguments(p)
     _args.add_force(p, "earlier tune output in --out (winner, tune.json, tune.md, candidates/)")
     _args.add_json(p, "tune.json's document")
