@@ -42,6 +42,8 @@ def main(argv=None) -> int:
                         "(e.g. /tmp/peers-venv/lib/python3.11/site-packages); searched after this one's")
     p.add_argument("--ov-genai-dir", default=None, help="an optimum-intel export of the Llama folder")
     p.add_argument("--workdir", default="exports/peers")
+    p.add_argument("--profile", action="store_true",
+                   help="afterwards, ONNX Runtime's profiler on every ONNX runner at 1 thread (where the time goes)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
                           threads=tuple(int(t) for t in split(args.threads)), workdir=args.workdir,
                           staredge=split(args.runtimes), precisions=split(args.precisions), peers=split(args.peers),
                           gguf_convert=args.gguf_convert, ov_genai_dir=args.ov_genai_dir,
-                          llama_cpp_path=args.llama_cpp_path,
+                          llama_cpp_path=args.llama_cpp_path, profile=args.profile,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     doc["command"] = " ".join(["scripts/bench_lm_peers.py"] + (argv if argv is not None else sys.argv[1:]))
     print(markdown(doc))

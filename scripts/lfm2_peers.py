@@ -6,7 +6,7 @@ The model folder and StarEdge's artifacts are the ones ``scripts/lfm2_scale.py``
 ``--workdir`` (``lfm2-350m-random/``; ``out/`` fp32, ``out-int8/``, ``out-int4/``, and any
 ``out-<precision>-<tag>/`` variant). From the same folder this script makes the peers' files:
 llama.cpp's ``convert_hf_to_gguf.py`` (f32 GGUF) and llama.cpp's own quantiser (Q8_0, Q4_0,
-its default recipe), and ONNX Runtime GenAI's model builder (fp32, int4), recording the
+its default recipe), and ONNX Runtime GenAI's model builder (fp32, int8, int4), recording the
 error where a builder refuses the architecture. Then every runner streams greedily through
 ``staredge.bench.peers.run_streams`` (one worker process per runner and thread count, a
 warm-up stream, interleaved rounds, medians with min–max, load average per round).
@@ -54,7 +54,7 @@ def main() -> int:
     p.add_argument("--formats", default="onnx", help="StarEdge formats to time (onnx, openvino)")
     p.add_argument("--variants", default="fp32,int8,int4", help="StarEdge artifact variants (out-<variant>/)")
     p.add_argument("--gguf", default="f32,q8_0,q4_0", help="llama.cpp file types")
-    p.add_argument("--ort-genai", default="fp32,int4", help="ONNX Runtime GenAI builder precisions")
+    p.add_argument("--ort-genai", default="fp32,int8,int4", help="ONNX Runtime GenAI builder precisions")
     p.add_argument("--threads", default="2")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--prompt", type=int, default=64)

@@ -71,9 +71,18 @@ def test_tiny_bench_runs_and_skips_absent_peers(tmp_path):
     avail = peer_availability()
     doc = run_peers_bench(dim=64, layers=1, prompt=8, new_tokens=6, rounds=1, threads=(1,), workdir=tmp_path,
                           staredge=("onnxruntime",), precisions=("fp32", "int8"),
-                          peers=("transformers", "llama.cpp", "openvino-genai"), log=lambda m: None)
+                          peers=("pytorch-eager", "transformers", "llama.cpp", "openvino-genai"), profile=True,
+                          log=lambda m: None)
     runners = {r["runner"] for r in doc["rows"]}
-    assert {"staredge-onnxruntime", "staredge-onnxruntime-int8", "transformers"} <= runners
+    assert {"staredge-onnxruntime", "staredge-onnxruntime-int8", "staredge-pytorch-eager", "transformers"} <= runners
+    # the profiler saw the 5 decode steps of each ONNX artifact, and kernels are part of each run
+    assert set(doc["profiles"]) == {"staredge-onnxruntime", "staredge-onnxruntime-int8"}
+    for prof in doc["profiles"].values():
+        assert prof["steps"] == 5 and prof["nodes_run_per_step"] > 5
+        assert 0 < prof["kernel_ms_per_step"] <= prof["model_run_ms_per_step"]
+    assert [(r["precision"], r["staredge_best"]) for r in doc["ratios"]] == [
+        ("fp32", "staredge-onnxruntime"), ("int8", "staredge-onnxruntime-int8")]
+    assert all(r["speedup_vs_eager"] > 0 for r in doc["ratios"])
     for r in doc["rows"]:
         assert r["ms_per_token_median"] > 0 and r["tokens_per_s_median"] > 0 and r["peak_rss_mb"] > 10
     for peer in ("llama.cpp", "openvino-genai"):
@@ -112,3 +121,50 @@ def test_gguf_converter_gets_the_pre_tokenizer_and_a_placeholder_merge(tmp_path)
     assert not (tmp_path / "m_f32.gguf.part").exists()
     with pytest.raises(ConfigError, match="convert_hf_to_gguf.py was not found"):
         build_gguf(tmp_path / "hf", tmp_path / "other.gguf", "f32", str(tmp_path / "missing.py"))
+
+
+def _row(runner, ms, threads=1):
+    return {"runner": runner, "threads": threads, "ms_per_token_median": ms}
+
+
+def test_ratios_take_the_fastest_staredge_runtime_per_precision():
+    """StarEdge's best exported runtime per precision against the peers at the same
+    precision (llama.cpp's q8_0 / q4_0 are int8 / int4) and against the fp32 eager stream."""
+    from staredge.bench.peers import ratios
+
+    rows = [_row("staredge-onnxruntime", 0.8), _row("staredge-litert", 0.6), _row("staredge-pytorch-eager", 3.0),
+            _row("staredge-onnxruntime-int8", 0.5), _row("staredge-openvino-int8", 0.9),
+            _row("ort-genai", 0.3), _row("ort-genai-int8", 0.25), _row("llama.cpp-f32", 0.4),
+            _row("llama.cpp-q8_0", 1.0), _row("llama.cpp-q4_0", 0.2), _row("staredge-litert", 0.4, threads=2)]
+    got = {(r["threads"], r["precision"]): r for r in ratios(rows)}
+    assert set(got) == {(1, "fp32"), (1, "int8"), (2, "fp32")}  # no StarEdge int4 row: no int4 ratio
+    fp32, int8 = got[(1, "fp32")], got[(1, "int8")]
+    assert fp32["staredge_best"] == "staredge-litert"
+    assert fp32["vs_ort-genai"] == pytest.approx(2.0) and fp32["vs_llama.cpp"] == pytest.approx(1.5)
+    assert fp32["speedup_vs_eager"] == pytest.approx(5.0)
+    assert int8["staredge_best"] == "staredge-onnxruntime-int8"
+    assert int8["vs_ort-genai"] == pytest.approx(2.0) and int8["vs_llama.cpp"] == pytest.approx(0.5)
+    assert "vs_ort-genai" not in got[(2, "fp32")] and "speedup_vs_eager" not in got[(2, "fp32")]
+
+
+def test_profile_summary_counts_only_the_decode_steps(tmp_path):
+    """The profile summary takes the last ``steps`` model runs (the prefill before them is
+    left out) and sums kernel times per operator type per step."""
+    from staredge.bench.peers import _ort_profile_summary
+
+    def run(ts, dur):
+        return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
+
+    def node(ts, op, dur):
+        return {"cat": "Node", "name": f"n{ts}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [run(0, 5000), node(1, "MatMul", 4000),  # the prefill
+              run(10000, 1000), node(10001, "MatMul", 400), node(10002, "Add", 100),
+              run(20000, 3000), node(20001, "MatMul", 600), node(20002, "Add", 300),
+              {"cat": "Node", "name": "n_fence_before", "ts": 20003, "dur": 50}]
+    (tmp_path / "p.json").write_text(__import__("json").dumps(events))
+    out = _ort_profile_summary(tmp_path / "p.json", 2)
+    assert out["steps"] == 2 and out["model_run_ms_per_step"] == pytest.approx(2.0)
+    assert out["kernel_ms_per_step"] == pytest.approx(0.7) and out["nodes_run_per_step"] == 2
+    assert out["by_op_ms_per_step"] == {"MatMul": 0.5, "Add": 0.2}
+    assert list(out["by_op_ms_per_step"]) == ["MatMul", "Add"]

@@ -519,13 +519,100 @@ def run_streams(runners: list[tuple[str, str, dict]], *, threads: tuple[int, ...
     return rows, loads
 
 
+def _ort_profile_summary(profile_json: str | os.PathLike, steps: int) -> dict[str, Any]:
+    """Per-step time from an ONNX Runtime profile: every ``model_run`` and every node's kernel
+    time, by operator type, for the last ``steps`` runs (the decode steps)."""
+    events = json.loads(Path(profile_json).read_text())
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    runs = runs[-steps:]
+    if not runs:
+        raise ConfigError(f"no model_run event in {profile_json}")
+    start = runs[0]["ts"]
+    by_op: dict[str, float] = {}
+    nodes = 0
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= start:
+            op = e.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + e["dur"]
+            nodes += 1
+    n = len(runs)
+    return {"steps": n, "model_run_ms_per_step": sum(r["dur"] for r in runs) / n / 1000.0,
+            "kernel_ms_per_step": sum(by_op.values()) / n / 1000.0, "nodes_run_per_step": nodes / n,
+            "by_op_ms_per_step": {k: round(v / n / 1000.0, 4) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])}}
+
+
+def onnx_decode_profile(path: str | os.PathLike, *, threads: int = 1, prompt: int = 64, new_tokens: int = 256,
+                        workdir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Where a decode step's time goes inside ONNX Runtime: ``path`` is a StarEdge ONNX LM
+    artifact (run by StarEdge's stepper, IO-bound buffers) or an ONNX Runtime GenAI folder
+    (run by its generator, profiling switched on in its ``session_options``). ONNX
+    Runtime's profiler records each ``model_run`` and each node's kernel time; the result is
+    per decode step: the whole run, the sum of kernel times (the rest is the runtime's
+    per-run and per-node overhead: binding, allocation, scheduling) and the kernel time by
+    operator type. Greedy, ``prompt`` byte ids then ``new_tokens`` steps, ``threads`` intra-op
+    threads. The profiler adds its own overhead, so compare shares, not absolute times, with
+    the benchmark's."""
+    import shutil
+    import tempfile
+
+    from staredge.bench.generate import prompt_ids
+
+    ids = prompt_ids(prompt)
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix="ort_profile_", dir=workdir))
+    try:
+        if path.is_dir():
+            import onnxruntime_genai as og
+
+            folder = tmp / "og"
+            shutil.copytree(path, folder)
+            cfg = json.loads((folder / "genai_config.json").read_text())
+            cfg["model"]["decoder"]["session_options"].update(
+                {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "enable_profiling": str(tmp / "p")})
+            (folder / "genai_config.json").write_text(json.dumps(cfg))
+            model = og.Model(og.Config(str(folder)))
+            params = og.GeneratorParams(model)
+            params.set_search_options(do_sample=False, max_length=prompt + new_tokens, min_length=prompt + new_tokens)
+            gen = og.Generator(model, params)
+            gen.append_tokens(np.asarray(ids, dtype=np.int32))
+            steps = 0
+            while not gen.is_done() and steps < new_tokens - 1:
+                gen.generate_next_token()
+                steps += 1
+            del gen, params, model  # the session writes its profile when it is destroyed
+            found = sorted(tmp.glob("p*.json"))
+        else:
+            from staredge.runtimes.onnxruntime import OnnxRuntimeEngine
+            from staredge.runtimes.onnxruntime_lm import OnnxRuntimeLM
+
+            engine = OnnxRuntimeEngine(path, "cpu", threads, tensorrt=False, profile_prefix=str(tmp / "p"))
+            lm = OnnxRuntimeLM(path, engine=engine)
+            lm.reset()
+            logits = lm.prefill(list(ids))
+            steps = new_tokens - 1
+            for _ in range(steps):
+                token = int(np.argmax(logits[-1]))
+                logits = lm.step([token])
+            found = [Path(engine.session.end_profiling())]
+        if not found or not found[-1].exists():
+            raise ConfigError(f"ONNX Runtime wrote no profile for {path}")
+        out = _ort_profile_summary(found[-1], steps)
+        out["path"] = str(path)
+        out["threads"] = threads
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: int = 64, new_tokens: int = 256,
                     rounds: int = 5, threads: tuple[int, ...] = (1, 2), workdir: str | os.PathLike = "exports/peers",
                     staredge: tuple[str, ...] = tuple(STAREDGE_RUNTIMES),
                     precisions: tuple[str, ...] = ("fp32",), peers: tuple[str, ...] = ("transformers", "ort-genai"),
                     gguf_convert: str | None = None, ov_genai_dir: str | None = None,
-                    llama_cpp_path: str | None = None, log=print) -> dict[str, Any]:
-    """Run the benchmark (see the module doc); returns the result document."""
+                    llama_cpp_path: str | None = None, profile: bool = False, log=print) -> dict[str, Any]:
+    """Run the benchmark (see the module doc); returns the result document. ``profile``:
+    afterwards, :func:`onnx_decode_profile` of every ONNX runner (StarEdge's ONNX artifacts,
+    ONNX Runtime GenAI's folders) at 1 thread, under ``"profiles"``."""
     from staredge.bench.generate import prompt_ids
     from staredge.formats import TEXT_GENERATION, get_format
 
@@ -585,12 +672,60 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
             skipped[peer] = str(exc)
     rows, loads = run_streams(runners, threads=threads, ids=prompt_ids(prompt), new_tokens=new_tokens,
                               rounds=rounds, skipped=skipped, log=log)
+    profiles = {}
+    if profile:
+        for label, kind, cfg in runners:
+            target = cfg.get("og_dir") if kind == "ort-genai" else cfg.get("path")
+            if target and (kind == "ort-genai" or str(target).endswith(get_format(STAREDGE_RUNTIMES["onnxruntime"]).suffixes[0])):
+                log(f"profiling {label} (1 thread)")
+                profiles[label] = onnx_decode_profile(target, threads=1, prompt=prompt, new_tokens=new_tokens)
     return {"what": "LM decode vs peers (staredge.bench.peers)", "dim": dim, "llama_layers": layers,
             "star_livs": 2 * layers, "params_excluding_embeddings": sum(p.numel() for p in model.parameters())
             - model.vocab_size * model.dim, "prompt_tokens": prompt, "new_tokens": new_tokens, "rounds": rounds,
             "threads": list(threads), "load_average_per_round": [round(x, 2) for x in loads],
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu_count": os.cpu_count(),
-            "rows": rows, "skipped": skipped}
+            "nice": os.getpriority(os.PRIO_PROCESS, 0), "rows": rows, "skipped": skipped,
+            "artifacts": {label: cfg.get("path") or cfg.get("og_dir") or cfg.get("gguf") for label, _, cfg in runners
+                          if cfg.get("path") or cfg.get("og_dir") or cfg.get("gguf")},
+            "ratios": ratios(rows), **({"profiles": profiles} if profiles else {})}
+
+
+#: The precision of a runner label (``staredge-onnxruntime-int8``, ``ort-genai-int4``,
+#: ``llama.cpp-q8_0``; fp32 where the label names none).
+_LABEL_PRECISION = {"f32": "fp32", "q8_0": "int8", "q4_0": "int4", "int8": "int8", "int4": "int4"}
+
+
+def _precision_of(label: str) -> str:
+    return _LABEL_PRECISION.get(label.rsplit("-", 1)[-1], "fp32")
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per thread count and precision: StarEdge's fastest exported runtime (by median
+    ms/token) against ONNX Runtime GenAI and llama.cpp at the same precision (ms/token
+    ratio, StarEdge / peer: ≤ 1.0 is "not slower") and against StarEdge's PyTorch eager
+    stream (fp32; speed-up, eager / StarEdge: the issue's target is ≥ 5)."""
+    out = []
+    for n in sorted({r["threads"] for r in rows}):
+        here = [r for r in rows if r["threads"] == n]
+        eager = next((r for r in here if r["runner"] == "staredge-pytorch-eager"), None)
+        for prec in ("fp32", "int8", "int4"):
+            ours = [r for r in here if r["runner"].startswith("staredge-") and r["runner"] != "staredge-pytorch-eager"
+                    and _precision_of(r["runner"]) == prec]
+            if not ours:
+                continue
+            best = min(ours, key=lambda r: r["ms_per_token_median"])
+            row = {"threads": n, "precision": prec, "staredge_best": best["runner"],
+                   "staredge_ms_per_token": best["ms_per_token_median"]}
+            for peer in ("ort-genai", "llama.cpp"):
+                match = [r for r in here if r["runner"].startswith(peer) and _precision_of(r["runner"]) == prec]
+                if match:
+                    row[f"{peer}_ms_per_token"] = match[0]["ms_per_token_median"]
+                    row[f"vs_{peer}"] = best["ms_per_token_median"] / match[0]["ms_per_token_median"]
+            if eager:
+                row["eager_ms_per_token"] = eager["ms_per_token_median"]
+                row["speedup_vs_eager"] = eager["ms_per_token_median"] / best["ms_per_token_median"]
+            out.append(row)
+    return out
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -604,9 +739,22 @@ def markdown(doc: dict[str, Any]) -> str:
     for k, why in doc["skipped"].items():
         lines.append(f"\nskipped {k}: {why}")
     lines.append(f"\nload average per round: {doc['load_average_per_round']}")
+    if doc.get("ratios"):
+        lines += ["", "| threads | precision | StarEdge best | ms/token | × ORT GenAI | × llama.cpp | speed-up over eager |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in doc["ratios"]:
+            def fmt(key, unit="×"):
+                return f"{r[key]:.2f}{unit}" if key in r else "—"
+            lines.append(f"| {r['threads']} | {r['precision']} | {r['staredge_best']} | {r['staredge_ms_per_token']:.3f} | "
+                         f"{fmt('vs_ort-genai')} | {fmt('vs_llama.cpp')} | {fmt('speedup_vs_eager')} |")
+    for label, prof in doc.get("profiles", {}).items():
+        top = ", ".join(f"{k} {v:.3f}" for k, v in list(prof["by_op_ms_per_step"].items())[:8])
+        lines.append(f"\nprofile {label} (1 thread, ms/step under the profiler): run {prof['model_run_ms_per_step']:.3f}, "
+                     f"kernels {prof['kernel_ms_per_step']:.3f} in {prof['nodes_run_per_step']:.0f} nodes; {top}")
     return "\n".join(lines)
 
 
 __all__ = ["transformer_pp_model", "llama_config", "star_to_llama", "write_llama_folder", "byte_tokenizer_json",
            "peer_availability", "build_ort_genai", "build_gguf", "run_streams", "run_peers_bench", "markdown",
+           "onnx_decode_profile",
            "PEERS", "GGUF_PRE_TOKENIZER", "GGUF_FTYPES"]
