@@ -294,6 +294,12 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
 
 
+def _md_cell(text: str) -> str:
+    """``text`` whole, as one Markdown table cell (pipes escaped, lines joined); it used to be
+    cut at 120 characters, mid-sentence."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def markdown_table(report: TuneReport) -> str:
     """All candidates as a Markdown table, fastest passing first; the winner marked."""
     order = sorted(range(len(report.candidates)), key=lambda i: (
@@ -315,7 +321,7 @@ def markdown_table(report: TuneReport) -> str:
         lines.append(
             f"| {c.format}{mark} | {c.precision} | {ms(c.median_ms)} | {ms(c.p90_ms)} | {c.size_bytes / 1024:.0f} | {acc} | "
             f"{_pct(c.top1_agreement)} | {_pct(c.top5_agreement)} | "
-            f"{'—' if c.cosine is None else f'{c.cosine:.4f}'} | {verdict} | {(c.note or (c.error or ''))[:120]} |")
+            f"{'—' if c.cosine is None else f'{c.cosine:.4f}'} | {verdict} | {_md_cell(c.note or c.error or '')} |")
     lines.append("")
     if report.calibration:
         lines.append(f"Calibration: {report.calibration}")

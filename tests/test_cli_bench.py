@@ -191,3 +191,18 @@ def test_bench_generate_refuses_a_backend_that_runs_no_exported_lm(backends, mon
     assert "--backends pytorch" in err and "baselines" in err and "Traceback" not in err and calls == []
     assert main(["bench", "--task", "generate", "--backends", "onnxruntime", "--json"]) == 0
     assert calls[0][1]["runtimes"] == ["onnxruntime"]
+
+
+def test_time_estimates_say_they_assume_an_idle_machine_and_give_the_load(monkeypatch):
+    """Issue 22: an estimate says what it assumes and measures the load now."""
+    import staredge.bench.estimate as estimate
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.3, 0.0, 0.0))
+    assert estimate.idle_machine_note() == "Estimates assume an idle machine; load average now 0.3 on 4 cores."
+    monkeypatch.setattr("os.getloadavg", lambda: (3.5, 0.0, 0.0))
+    assert estimate.idle_machine_note().endswith("load average now 3.5 on 4 cores (busy: expect longer).")
+    from staredge.bench.protocols import get_protocol
+
+    line = estimate.describe_estimate(["a", "b"], 3, [get_protocol("paper-cpu")], probe=lambda m, t: 10.0)
+    assert line.endswith("(busy: expect longer).")

@@ -71,3 +71,21 @@ def test_demo_refuses_to_replace_its_json_before_any_work(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err and target.read_text() == "keep me"
     assert main(["demo", "--formats", "onnx", "--limit", "2", "--json", "/proc/x/demo.json"]) == 2
     assert "/proc/x" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a TFLite conversion in a fresh interpreter (about 15 s)
+def test_python_export_prints_no_third_party_lines_by_default(tmp_path):
+    """Issue 22: export() from Python printed the converters' lines (26 for TFLite + CoreML);
+    they go to <cache>/logs/python-export.log unless STAREDGE_VERBOSE / set_verbose(True)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("litert_torch")
+    code = ("from staredge.exporters import export\n"
+            f"(a,) = export('starnet_digits', 'tflite', {str(tmp_path / 'out')!r}, validate=False).artifacts\n"
+            "print('exported', a.error)")
+    env = {k: v for k, v in os.environ.items() if k != "STAREDGE_VERBOSE"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**env, "STAREDGE_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and "exported None" in proc.stdout, proc.stderr[-2000:]
+    assert proc.stderr.strip() == ""
+    log = (tmp_path / "cache" / "logs" / "python-export.log").read_text()
+    assert len(log.splitlines()) > 1  # the converter's lines are kept, not lost

@@ -63,3 +63,18 @@ def make_standins(work: Path) -> Path:
 
 # The blocks themselves run in tests/test_docs_examples.py (every README and docs block, in order,
 # one scratch folder per file, with these stand-ins).
+
+
+def test_readme_says_what_the_shipped_language_model_is():
+    """Issue 22: the README says plainly that star_lm_pydoc is a ~1.3 M-parameter smoke-test
+    model whose greedy text loops, and both halves are true of the shipped model."""
+    pytest.importorskip("torch")
+    from staredge.generation import load_lm
+
+    text = " ".join(README.read_text("utf-8").split())
+    said = re.search(r"`star_lm_pydoc` has about ([\d.]+) M parameters \(without embeddings\)", text)
+    assert said and "smoke-test model" in text and "its greedy text loops" in text
+    lm = load_lm("star_lm_pydoc")
+    assert float(said.group(1)) == round((lm.num_parameters - lm.model.embed.weight.numel()) / 1e6, 1)
+    greedy = lm.generate("The ", max_new_tokens=200, temperature=0)
+    assert max(greedy.count(greedy[i:i + 24]) for i in range(len(greedy) - 24)) >= 3, greedy  # it loops
