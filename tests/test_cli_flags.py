@@ -527,11 +527,21 @@ def test_no_progress_turns_the_display_off(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow  # a CoreML conversion (about 10 s)
-def test_no_validate_is_said_and_recorded(tmp_path, monkeypatch, capsys):
+def test_no_validate_is_said_and_recorded(tmp_path):
     """``ios-bundle --no-validate`` (exempt above): the terminal says "not validated" and the
-    manifest records validated None (a validated run records True with its max |diff|)."""
+    manifest records validated None (a validated run records True with its max |diff|). Run as
+    a user runs it, in a fresh process: the converters' lines go to the log like export's, the
+    terminal shows only the command's own progress."""
+    import os
+    import subprocess
+    import sys
+
     pytest.importorskip("coremltools")
-    o = run_cli(IOS, tmp_path, monkeypatch, capsys)
-    assert o.rc == 0 and "not validated" in o.out, o.err[-2000:]
+    env = {k: v for k, v in os.environ.items() if k != "STAREDGE_VERBOSE"}
+    proc = subprocess.run([sys.executable, "-m", "staredge.cli", *IOS], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env={**env, "STAREDGE_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and "not validated" in proc.stdout, proc.stderr[-2000:]
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text("utf-8"))
     assert [(m["validated"], m.get("max_abs_diff")) for m in manifest["models"]] == [(None, None)]
+    assert all(line.startswith("starnet_digits: ") for line in proc.stderr.splitlines()), proc.stderr[-2000:]
+    assert (tmp_path / "cache" / "logs" / "ios-bundle.log").is_file()
