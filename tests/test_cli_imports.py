@@ -1,28 +1,31 @@
 """What ``staredge genome`` loads (issue 22: "staredge genome without importing torch").
 
-``staredge.models`` imports its torch-backed names on first use (PEP 562), so the genome
-code below it (``star.genome``, ``.config``, ``.choices``, ``.analysis``) loads without
-torch or the model zoo. Checking a genome needs no torch at all; counting its parameters
-still builds a shape-only (``meta``) backbone, which needs torch and nothing else: not the
-image-model registry, not the exporters, not a runtime.
+``staredge.models`` imports its torch-backed names on first use (PEP 562), and the genome
+analysis (``star.genome``, ``.config``, ``.choices``, ``.analysis``) counts parameters and
+cache analytically, so ``staredge genome`` loads neither torch nor the model zoo, the
+exporters or a runtime, and runs where torch is not installed. The analytic parameter
+count is checked here against the modules :class:`STARBackbone` builds.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from _no_torch import NO_TORCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Modules ``staredge genome`` must not load: the image-model zoo, the exporters, every runtime.
-HEAVY = ("staredge.models.registry", "staredge.models.starnet", "staredge.models.checkpoint", "staredge.exporters",
-         "staredge.runtimes", "onnxruntime", "openvino", "coremltools", "ai_edge_litert", "litert_torch",
-         "transformers", "safetensors")
+#: Modules ``staredge genome`` must not load: torch, the image-model zoo, the exporters, every runtime.
+HEAVY = ("torch", "numpy", "staredge.models.registry", "staredge.models.starnet", "staredge.models.checkpoint",
+         "staredge.exporters", "staredge.runtimes", "onnxruntime", "openvino", "coremltools", "ai_edge_litert",
+         "litert_torch", "transformers", "safetensors")
 
 
 def _run(code: str, no_torch: bool = False) -> subprocess.CompletedProcess:
@@ -31,7 +34,7 @@ def _run(code: str, no_torch: bool = False) -> subprocess.CompletedProcess:
                           timeout=300, cwd=ROOT)
 
 
-def test_genome_loads_no_model_zoo_exporter_or_runtime():
+def test_genome_loads_no_torch_model_zoo_exporter_or_runtime():
     out = _run(f"""
         import json, sys
         from staredge.cli import main
@@ -43,20 +46,22 @@ def test_genome_loads_no_model_zoo_exporter_or_runtime():
     assert doc == {"rc": 0, "loaded": []}, doc
 
 
-def test_genomes_are_checked_without_torch():
-    """A wrong genome is refused with torch not installed (the check needs no torch); a right
-    one says which extra counts its parameters."""
-    out = _run("""
+def test_genome_runs_where_torch_is_not_installed(capsys):
+    """The same analysis with torch unimportable as here; a wrong genome is refused the same way."""
+    from staredge.cli import main
+
+    argv = ["genome", "11111-51111-71111-81111", "--depth", "8", "--seq-len", "100", "--json"]
+    out = _run(f"""
         import sys
         from staredge.cli import main
+        assert main({argv!r}) == 0
         assert main(["genome", "11111-91114", "--seq-len", "8"]) == 2
-        assert main(["genome", "transformer_pp", "--seq-len", "8"]) == 2
         assert "torch" not in sys.modules
         """, no_torch=True)
     assert out.returncode == 0, out.stderr
-    first, _, second = out.stderr.partition("staredge genome: error:")[2].partition("staredge genome: error:")
-    assert "invalid STAR genome '11111-91114'" in first and "--repair" in first, out.stderr
-    assert "staredge[torch]" in second and "parameters" in second, out.stderr
+    assert "invalid STAR genome '11111-91114'" in out.stderr and "--repair" in out.stderr
+    assert main(argv) == 0
+    assert json.loads(out.stdout) == json.loads(capsys.readouterr().out)
 
 
 def test_the_model_zoo_names_the_torch_extra_when_used():
@@ -72,3 +77,43 @@ def test_the_model_zoo_names_the_torch_extra_when_used():
             print("ok")
         """, no_torch=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def _configs(rng: random.Random) -> dict:
+    from staredge.models.star.config import LIVConfig
+
+    options = {
+        **{c: [LIVConfig(head_dim=16), LIVConfig(head_dim=32, repeat_factor=2, qk_norm=True), LIVConfig(kernel_size=5)]
+           for c in (1, 2, 3, 4)},
+        **{c: [LIVConfig(head_dim=16), LIVConfig(head_dim=32, repeat_factor=2)] for c in (10, 11, 12, 13)},
+        **{c: [LIVConfig(expansion_factor=4, kernel_size=3)] for c in (5, 6, 14, 15)},
+        7: [LIVConfig(bias=True, kernel_size=5)], 16: [LIVConfig(kernel_size=2)],
+        9: [LIVConfig(hidden_dim=96), LIVConfig(expansion_factor=2)],
+    }
+    return {c: rng.choice(v) for c, v in options.items() if rng.random() < 0.6}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_analytic_parameters_are_the_backbones(seed):
+    """Per LIV, the analytic count equals the parameters of the modules STARBackbone builds
+    (on the meta device), a shared featurizer counted at its first user: random genomes
+    with featurizer, feature-group and residual sharing, every class, varied LIV configs."""
+    torch = pytest.importorskip("torch")
+    from staredge.models.star.analysis import analyze_genome
+    from staredge.models.star.backbone import STARBackbone
+    from staredge.models.star.genome import random_genome
+
+    rng = random.Random(seed)
+    genome = random_genome(rng.choice((1, 4, 12, 17)), seed=seed, share_prob=0.7, residual_prob=0.2)
+    dim, configs = rng.choice((32, 64, 96)), _configs(rng)
+    with torch.device("meta"):
+        backbone = STARBackbone(dim, len(genome), genome, configs, max_seq_len=16)
+    seen: set[int] = set()
+    built = []
+    for i in range(len(genome)):
+        params = [p for p in [*backbone.livs[i].parameters(), *backbone.norms[i].parameters()] if id(p) not in seen]
+        seen.update(map(id, params))
+        built.append(sum(p.numel() for p in params))
+    report = analyze_genome(genome, dim, 8, configs=configs)
+    assert [r.params for r in report.rows] == built, str(genome)
+    assert report.total_params == sum(p.numel() for p in backbone.parameters()) + dim  # + the final norm

@@ -4,10 +4,10 @@ Conventions (as in the STAR paper's figures): parameters exclude the token embed
 the (tied) LM head but include the final norm; cache is the decode state of batch 1 after
 ``seq_len`` tokens, at ``bytes_per_element`` bytes (2 = fp16/bf16), MB = 10^6 bytes.
 
-The cache is computed analytically from the operator sizes (no tensors are created);
-tests check it against the tensors that ``init_state`` + ``step`` actually hold. Parameters
-are counted on a model built on the ``meta`` device (no memory), so they are exact and
-count a shared featurizer once (at the first LIV that uses it).
+Both are computed analytically from the operator sizes, without torch (``staredge genome``
+needs none): tests check the cache against the tensors that ``init_state`` + ``step``
+actually hold and the parameters against the modules :class:`STARBackbone` builds (a
+shared featurizer is counted once, at the first LIV that uses it).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from staredge.models.star.config import (
     normalize_configs,
     recurrence_sizes,
     short_kernel,
+    swiglu_hidden,
 )
 from staredge.models.star.genome import BASELINES, Genome, parse_genome
 
@@ -56,6 +57,82 @@ def cache_elements(liv_class: int, dim: int, seq_len: int, cfg: LIVConfig | None
         n = (short_kernel(liv_class, cfg) - 1) * dim if base == 7 else dim * seq_len
         return copies * n
     return 0  # GMemless: token-wise
+
+
+def _branches(liv_class: int) -> tuple[int, int]:
+    """(copies, operator class): differential non-attention classes hold two copies of their
+    base operator; attention classes (differential too) are one operator of their own class."""
+    if C.is_differential(liv_class) and C.family(liv_class) != "attention":
+        return 2, C.base_class(liv_class)
+    return 1, liv_class
+
+
+def featurizer_params(liv_class: int, dim: int, cfg: LIVConfig | None, groups) -> int:
+    """Parameters of the featurizer of ``liv_class`` computing ``groups`` (both copies of a
+    differential one), as :mod:`staredge.models.star.liv` builds it."""
+    cfg = cfg or LIVConfig()
+    copies, cls = _branches(liv_class)
+    fam = C.family(cls)
+    if fam == "attention":
+        s = attention_shape(cls, dim, cfg)
+        width = {"q": s.heads * s.head_dim, "k": s.kv_heads * s.head_dim, "v": s.kv_heads * s.head_dim}
+        kernel = short_kernel(cls, cfg) if C.base_class(cls) == 2 else 0
+        per = {g: dim * w + w * kernel for g, w in width.items()}
+    elif fam == "recurrence":
+        d_inner, state, kernel, rank = recurrence_sizes(cls, dim, cfg)
+        per = {"x": dim * d_inner + d_inner * kernel, "z": dim * d_inner, "dt": 2 * d_inner * rank + d_inner,
+               "B": d_inner * state, "C": d_inner * state}
+    elif fam == "gconv":
+        bias = dim if cfg.bias and C.base_class(cls) == 7 else 0
+        per = dict.fromkeys(("B", "x", "C"), dim * dim + bias)
+    else:
+        per = dict.fromkeys(("gate", "up"), dim * swiglu_hidden(dim, cfg))
+    return copies * sum(per[g] for g in groups)
+
+
+def operator_params(liv_class: int, dim: int, cfg: LIVConfig | None = None) -> int:
+    """Parameters a LIV of ``liv_class`` holds besides its featurizer and its pre-norm."""
+    cfg = cfg or LIVConfig()
+    copies, cls = _branches(liv_class)
+    fam, base = C.family(cls), C.base_class(cls)
+    if fam == "attention":
+        s = attention_shape(cls, dim, cfg)
+        n = s.heads * s.head_dim * dim  # output projection
+        if C.is_differential(cls):
+            n += 4 * (s.head_dim // 2) + s.head_dim  # λ vectors and the per-head sub-norm
+        return n + (2 * s.head_dim if cfg.qk_norm else 0)
+    if fam == "recurrence":
+        d_inner, state, _, _ = recurrence_sizes(cls, dim, cfg)
+        one = d_inner * state + d_inner + d_inner * dim  # A_log, D, output projection
+    elif base == 7:
+        bias = dim if cfg.bias else 0
+        one = dim * short_kernel(cls, cfg) + bias + dim * dim + bias  # filter (+ bias), output (+ bias)
+    elif base == 8:
+        hidden = C.LONGCONV_MLP_HIDDEN
+        one = (1 + 2 * C.LONGCONV_EMB_FREQS) * hidden + hidden * dim + dim * dim  # filter MLP, output
+    else:
+        one = swiglu_hidden(dim, cfg) * dim  # down projection
+    return copies * one + (4 * C.DIFF_LAMBDA_DIM if copies == 2 else 0)
+
+
+def liv_params(g: Genome, dim: int, configs: dict) -> list[int]:
+    """Parameters per LIV of ``g``: its operator, its pre-norm (absent when it computes no
+    feature group of its own) and its featurizer, a shared one counted at its first user."""
+    roots = [g.featurizer_producer(i) if g.featurizer_producer(i) is not None else i for i in range(len(g))]
+    needed: dict[int, set[str]] = {}
+    own = []
+    for i, seg in enumerate(g):
+        own.append(set(C.FEATURE_GROUPS[C.family(seg.liv_class)]) - set(g.shared_feature_groups(i)))
+        needed.setdefault(roots[i], set()).update(own[i])
+    first_user = {r: roots.index(r) for r in needed}
+    out = []
+    for i, seg in enumerate(g):
+        n = operator_params(seg.liv_class, dim, configs.get(seg.liv_class)) + (dim if own[i] else 0)
+        if first_user[roots[i]] == i:
+            root_class = g[roots[i]].liv_class
+            n += featurizer_params(root_class, dim, configs.get(root_class), sorted(needed[roots[i]]))
+        out.append(n)
+    return out
 
 
 @dataclass
@@ -127,23 +204,8 @@ def analyze_genome(genome, dim: int, seq_len: int, bytes_per_element: int = 2, d
     check_int("bytes_per_element", bytes_per_element, 1)
     g = resolve_genome(genome, dim, depth, repair)
     cfgs = normalize_configs(configs)
-    from staredge.errors import require
-
-    require("torch", "torch", "counting a genome's parameters")  # a clear error where torch is not installed
-    import torch  # parameters are counted on a shape-only (meta) backbone: the genome is checked first
-
-    from staredge.models.star.backbone import STARBackbone
-
-    with torch.device("meta"):
-        backbone = STARBackbone(dim, len(g), g, cfgs, max_seq_len=max(seq_len, 1))
     report = GenomeAnalysis(str(g), dim, seq_len, bytes_per_element, final_norm_params=dim)
-    seen: set[int] = set()
-    for i, seg in enumerate(g):
-        params = 0
-        for p in list(backbone.livs[i].parameters()) + list(backbone.norms[i].parameters()):
-            if id(p) not in seen:
-                seen.add(id(p))
-                params += p.numel()
+    for i, (seg, params) in enumerate(zip(g, liv_params(g, dim, cfgs))):
         shared = g.shared_feature_groups(i)
         n = cache_elements(seg.liv_class, dim, seq_len, cfgs.get(seg.liv_class), shared)
         notes = []
