@@ -21,23 +21,27 @@ def test_version_and_help_import_no_numpy(flag):
 
 
 @pytest.fixture(scope="module")
-def tflite_path(tmp_path_factory, worker_id):
+def demo_paths(tmp_path_factory, worker_id):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
     from tests._digits_artifacts import artifact_paths, shared_demo_summary
 
-    paths = artifact_paths(shared_demo_summary(tmp_path_factory, worker_id))
-    if "tflite" not in paths:
+    return artifact_paths(shared_demo_summary(tmp_path_factory, worker_id))
+
+
+@pytest.fixture(scope="module")
+def tflite_path(demo_paths):
+    if "tflite" not in demo_paths:
         pytest.skip("no TFLite converter on this machine")
-    return paths["tflite"]
+    return demo_paths["tflite"]
 
 
-def _load_in_python(path, env_extra: dict) -> str:
+def _load_in_python(path, env_extra: dict, runtime: str = "litert") -> str:
     code = f"from staredge import Predictor\np = Predictor({str(path)!r})\nprint('loaded', p.backend.name)"
     env = {k: v for k, v in os.environ.items() if k != "STAREDGE_VERBOSE"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**env, **env_extra})
-    assert proc.returncode == 0 and "loaded litert" in proc.stdout, proc.stderr[-2000:]
+    assert proc.returncode == 0 and f"loaded {runtime}" in proc.stdout, proc.stderr[-2000:]
     return proc.stderr
 
 
@@ -48,6 +52,17 @@ def test_predictor_prints_no_third_party_lines_by_default(tflite_path, tmp_path)
     assert logs and "XNNPACK" in logs[0].read_text()
     shown = _load_in_python(tflite_path, {"STAREDGE_CACHE": str(tmp_path), "STAREDGE_VERBOSE": "1"})
     assert "XNNPACK" in shown  # the documented way to see them
+
+
+def test_a_coreml_predictor_shows_its_notice_not_the_userwarning(demo_paths, tmp_path):
+    """Issue 22: loading a .mlpackage from Python printed a CoreML UserWarning (file, line and
+    source line); it goes to the log, and the terminal keeps StarEdge's one-line notice."""
+    if "coreml" not in demo_paths:
+        pytest.skip("no CoreML converter on this machine")
+    err = _load_in_python(demo_paths["coreml"], {"STAREDGE_CACHE": str(tmp_path)}, runtime="coreml")
+    lines = err.strip().splitlines()
+    assert "UserWarning" not in err and all(line.startswith("staredge: ") for line in lines), err
+    assert "UserWarning" in (tmp_path / "logs" / "python-predictor.log").read_text()
 
 
 def test_set_verbose_is_the_python_switch():
