@@ -117,3 +117,48 @@ def test_analytic_parameters_are_the_backbones(seed):
     report = analyze_genome(genome, dim, 8, configs=configs)
     assert [r.params for r in report.rows] == built, str(genome)
     assert report.total_params == sum(p.numel() for p in backbone.parameters()) + dim  # + the final norm
+
+
+# ----------------------------------------------------------------------------- staredge models
+
+
+def test_models_loads_no_torch_and_prints_what_the_registry_says(capsys):
+    """``staredge models`` reads package data (figures and catalog) instead of importing the
+    model zoo; its JSON is the same with torch unimportable as here."""
+    from staredge.cli import main
+
+    out = _run(f"""
+        import sys
+        from staredge.cli import main
+        for argv in (["models"], ["models", "--markdown"], ["models", "--family", "demonet"], ["models", "--json"]):
+            assert main(argv) == 0, argv
+        print("LOADED", sorted(m for m in {HEAVY!r} if m in sys.modules))
+        """, no_torch=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LOADED []"
+    doc = json.loads(out.stdout[out.stdout.rindex("\n{\n") + 1:out.stdout.rindex("LOADED")])
+    assert main(["models", "--json"]) == 0
+    assert doc == json.loads(capsys.readouterr().out)
+
+
+def test_stored_catalog_is_the_registry():
+    """After adding or changing a model: ``python -m staredge.commands.models``."""
+    pytest.importorskip("torch")
+    from staredge.commands.models import catalog, mac_convention, stored_catalog
+    from staredge.profiler import MAC_CONVENTION
+
+    assert stored_catalog() == catalog()["models"], "run: .venv/bin/python -m staredge.commands.models"
+    assert mac_convention() == MAC_CONVENTION, "run: .venv/bin/python scripts/model_figures.py"
+
+
+def test_models_reads_the_registry_without_the_catalog(monkeypatch, capsys):
+    """No catalog (a damaged install): the same listing from the registry."""
+    pytest.importorskip("torch")
+    import staredge.commands.models as models
+    from staredge.cli import main
+
+    assert main(["models", "--json"]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(models, "stored_catalog", lambda: None)
+    assert main(["models", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == stored

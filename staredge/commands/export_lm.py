@@ -15,7 +15,7 @@ def lm_rows() -> list[dict]:
     decode cache at full context (fp16, as in ``staredge genome``; fp32 artifacts hold twice)."""
     from importlib import resources
 
-    from staredge.exporters.lm_export import BASELINE_DEFAULTS
+    from staredge.commands._args import BASELINE_SIZE as BASELINE_DEFAULTS  # exporters' (tests keep them equal)
     from staredge.models.star import BASELINES
     from staredge.models.star.choices import MAX_SEQ_LEN
     from staredge.models.star.analysis import analyze_genome

@@ -1,9 +1,16 @@
-"""``staredge models``: every registered model with our params/MACs beside the papers'."""
+"""``staredge models``: every registered model with our params/MACs beside the papers'.
+
+The listing reads package data, so it needs no torch: params/MACs from ``model_figures.json``
+(``scripts/model_figures.py``) and each model's family, paper figures and released weights
+from ``model_catalog.json`` (``python -m staredge.commands.models``). Both are checked
+against the registry by the tests; without them the registry is read (torch).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from types import SimpleNamespace
 
 from staredge.commands import _args
 
@@ -23,15 +30,74 @@ def register(sub: argparse._SubParsersAction) -> None:
 FIGURES_FILE = "model_figures.json"
 
 
-def stored_figures() -> dict[str, dict]:
-    """``{name: {"params", "params_no_bn", "macs", "input_size"}}`` from the package data ({} if absent)."""
+#: Package data written by ``python -m staredge.commands.models`` (checked against the
+#: registry by ``tests/test_cli_imports.py``): what the listing shows of every model.
+CATALOG_FILE = "model_catalog.json"
+
+
+def _data(name: str) -> dict:
     from importlib import resources
 
-    ref = resources.files("staredge").joinpath("data", FIGURES_FILE)
+    return json.loads(resources.files("staredge").joinpath("data", name).read_text("utf-8"))
+
+
+def stored_figures() -> dict[str, dict]:
+    """``{name: {"params", "params_no_bn", "macs", "input_size"}}`` from the package data ({} if absent)."""
     try:
-        return dict(json.loads(ref.read_text("utf-8"))["models"])
+        return dict(_data(FIGURES_FILE)["models"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def mac_convention() -> str:
+    """The counting convention the stored figures were made with (the profiler's)."""
+    try:
+        return str(_data(FIGURES_FILE)["convention"])
+    except (OSError, ValueError, KeyError, TypeError):
+        from staredge.profiler import MAC_CONVENTION
+
+        return MAC_CONVENTION
+
+
+def catalog() -> dict:
+    """What the listing shows of every registered model, in listing order, from the registry
+    (torch): name, family, the paper's figures and the released weights."""
+    import dataclasses
+
+    from staredge.models import get_entry, list_models
+
+    def entry(name: str) -> dict:
+        e = get_entry(name)
+        return {"name": name, "family": e.family, "paper": dataclasses.asdict(e.paper),
+                "weights": None if e.weights is None else dataclasses.asdict(e.weights)}
+
+    return {"models": [entry(name) for name in list_models()]}
+
+
+def stored_catalog() -> list[dict] | None:
+    """The catalog from the package data (None if absent or damaged)."""
+    try:
+        models = _data(CATALOG_FILE)["models"]
+        return models if isinstance(models, list) and all({"name", "family", "paper", "weights"} <= set(m)
+                                                           for m in models) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _entries(family: str | None) -> list[SimpleNamespace]:
+    """(name, family, paper, weights) of the models to list: the stored catalog, else the
+    registry (which also names the families when ``family`` is unknown)."""
+    stored = stored_catalog()
+    if stored is not None and (family is None or any(m["family"] == family for m in stored)):
+        from staredge.models.hub import WeightsSource
+
+        return [SimpleNamespace(name=m["name"], family=m["family"], paper=SimpleNamespace(**m["paper"]),
+                                weights=None if m["weights"] is None else WeightsSource(**m["weights"]))
+                for m in stored if family is None or m["family"] == family]
+    from staredge.models import get_entry, list_models
+
+    return [SimpleNamespace(name=n, family=e.family, paper=e.paper, weights=e.weights)
+            for n in list_models(family) for e in [get_entry(n)]]
 
 
 def _figures(name: str, stored: dict[str, dict]) -> dict:
@@ -48,13 +114,12 @@ def _figures(name: str, stored: dict[str, dict]) -> dict:
 def model_rows(family: str | None = None) -> list[dict]:
     """One dict per registered model: ours and the paper's params/MACs, deltas, notes and
     the released weights (URL, whether and where they are cached)."""
-    from staredge.models import get_entry, list_models
     from staredge.models.hub import describe
 
     stored = stored_figures()
     rows = []
-    for name in list_models(family):
-        entry = get_entry(name)
+    for entry in _entries(family):
+        name = entry.name
         fig = _figures(name, stored)
         paper = entry.paper
         macs_m = fig["macs"] / 1e6
@@ -103,17 +168,14 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {r['name']} | {r['input']} | {_f(r['params_m'], '.3f')}{_mark(r)} | {_f(r['paper_params_m'], 'g')} "
             f"| {_f(r['macs_m'], '.1f')} | {_f(r['paper_macs_m'], 'g')} | {delta} | {_f(r['top1'], '.1f')} | {r['note']} |"
         )
-    from staredge.profiler import MAC_CONVENTION
-
     lines.append("")
-    lines.append(f"Convention: {MAC_CONVENTION} {_NO_BN}")
+    lines.append(f"Convention: {mac_convention()} {_NO_BN}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the model table (or JSON)."""
-    from staredge.profiler import MAC_CONVENTION
-
+    MAC_CONVENTION = mac_convention()
     _args.check_json_target(args)
     rows = model_rows(args.family)
     if args.json:
@@ -183,3 +245,18 @@ def _weights_cell(w: dict) -> str:
     if not w["released"]:
         return "—"
     return "cached" if w["cached"] else "release"
+
+
+def write_catalog() -> None:
+    """Write the catalog package data from the registry (after adding or changing a model)."""
+    from pathlib import Path
+
+    from staredge.fileio import atomic_write_text
+
+    target = Path(__file__).resolve().parents[1] / "data" / CATALOG_FILE
+    atomic_write_text(target, json.dumps(catalog(), indent=1) + "\n", force=True)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    write_catalog()
