@@ -129,9 +129,13 @@ class Predictor:
         so that ``predict`` works for artifacts that do not take images)."""
         if self._preprocess_config is None:
             if self.metadata.task != "image-classification" or len(self.metadata.input_size) != 3:
+                from staredge.formats import TEXT_GENERATION
+
+                how = ("a language model: call generate() or stream() with a prompt (staredge generate on the "
+                       "command line)" if self.metadata.task == TEXT_GENERATION else "call predict() with its inputs")
                 raise ConfigError(
                     f"{self.metadata.model} is a {self.metadata.task!r} artifact with input size "
-                    f"{self.metadata.input_size}, not an image classifier; call predict() with its inputs"
+                    f"{self.metadata.input_size}, not an image classifier; {how}"
                 )
             self._preprocess_config = PreprocessConfig.from_metadata(self.metadata)
         return self._preprocess_config

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,27 @@ def test_a_language_model_artifact_points_at_generate(files, tmp_path, capsys):
     write_metadata(lm, meta)
     assert main(["classify", str(lm), str(png)]) == 2
     assert "staredge generate" in capsys.readouterr().err
+
+
+def test_python_and_the_cli_give_one_answer_for_a_language_model(tmp_path, capsys):
+    """Issue 22: the CLI said "run staredge generate" and Python "call predict() with its
+    inputs" for a language model given to classify: both now point at generating text."""
+    from staredge import Predictor
+    from staredge.errors import ConfigError
+
+    out = tmp_path / "lm"
+    assert main(["export", "transformer_pp", "--dim", "32", "--depth", "2", "--max-context", "10", "--no-validate",
+                 "--out", str(out)]) == 0
+    (lm,) = out.glob("*.onnx")
+    png = Path(__file__).resolve().parents[1] / "docs" / "img" / "seven.png"  # a shipped digit photo
+    capsys.readouterr()
+    assert main(["classify", str(lm), str(png)]) == 2
+    cli = capsys.readouterr().err
+    with pytest.raises(ConfigError) as python:
+        Predictor(str(lm)).classify(str(png))
+    assert "is a language model" in cli and "staredge generate" in cli
+    assert "a language model: call generate() or stream()" in str(python.value)
+    assert "predict()" not in str(python.value)
 
 
 def test_an_empty_folder_is_named(files, tmp_path, capsys):

@@ -4,6 +4,7 @@ file, a device that is not there, Python's defaults, and errors in CLI words (is
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,19 @@ def test_numbers_and_choices_name_the_flag(argv, flag, capsys):
         main(["generate", "x", *argv])
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and "staredge generate" in err
+
+
+def test_generate_returns_the_continuation_and_the_cli_echoes_the_prompt(capsys):
+    """Issue 22: the README said generate() returns "the whole text"; it returns the
+    continuation (without the prompt), which is what the CLI prints after the echoed prompt
+    (and alone with --no-echo)."""
+    from staredge.generation import load_lm
+
+    text = load_lm("star_lm_pydoc").generate("The ", max_new_tokens=8, temperature=0)
+    argv = ["generate", "star_lm_pydoc", "The ", "--max-new-tokens", "8", "--temperature", "0"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == "The " + text + "\n"
+    assert main([*argv, "--no-echo"]) == 0
+    assert capsys.readouterr().out == text + "\n"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    assert "# greedy; the continuation, without the prompt" in readme and "whole text" not in readme
