@@ -41,6 +41,7 @@ class Outcome:
     out: str
     err: str
     files: dict[str, str]  # path relative to the run's folder -> SHA-256 of its bytes
+    folder: Path | None = None  # where it ran
 
     def json(self) -> Any:
         return json.loads(self.out)
@@ -67,7 +68,7 @@ def run_cli(argv: list[str], folder: Path, monkeypatch, capsys, stdin: str | Non
         rc = exc.code
     got = capsys.readouterr()
     after = {k: v for k, v in _files(folder).items() if before.get(k) != v}
-    return Outcome(int(rc or 0), got.out, got.err, after)
+    return Outcome(int(rc or 0), got.out, got.err, after, folder)
 
 
 # ----------------------------------------------------------------------------- observations
@@ -87,6 +88,22 @@ def J(*path: Any) -> Callable[[Outcome], Any]:
 
     get.__name__ = "json" + "".join(f"[{k!r}]" for k in path)
     return get
+
+
+def MANIFEST(key: str) -> Callable[[Outcome], Any]:
+    """A field of the first model in the ios-bundle manifest the run wrote (None without one);
+    the manifest file itself differs between identical runs (its created_utc)."""
+
+    def get(o: Outcome) -> Any:
+        path = (o.folder or Path(".")) / "m" / "manifest.json"
+        return json.loads(path.read_text("utf-8"))["models"][0][key] if "m/manifest.json" in o.files else None
+
+    get.__name__ = f"manifest[{key!r}]"
+    return get
+
+
+#: The CoreML weights of the bundled digits model (byte-identical between identical runs).
+IOS_WEIGHTS = "m/starnet_digits.mlpackage/Data/com.apple.CoreML/weights/weight.bin"
 
 
 def RC(o: Outcome) -> int:
@@ -366,12 +383,12 @@ CASES: dict[tuple[str, str], Effect | Refused | Exempt] = {
     ("tune", "--json"): Effect(TUNE[:-1], ["--json"], OUT),
     # ------------------------------------------------------------------ ios-bundle (CoreML conversion: ~15 s a run)
     ("ios-bundle", "--out"): Effect(IOS, ["--out", "m2"], RC, setup=_existing("m/manifest.json")),
-    ("ios-bundle", "--precision"): Effect(IOS, ["--precision", "fp16"], lambda o: sorted(o.files), slow=True),
-    ("ios-bundle", "--rewrite"): Effect(IOS, ["--rewrite", "none"], lambda o: o.files.get("m/manifest.json"),
-                                        slow=True),
+    ("ios-bundle", "--precision"): Effect(IOS, ["--precision", "fp16"],
+                                          lambda o: (MANIFEST("precision")(o), o.files.get(IOS_WEIGHTS)), slow=True),
+    ("ios-bundle", "--rewrite"): Effect(IOS, ["--rewrite", "none"], MANIFEST("rewrites"), slow=True),
     ("ios-bundle", "--pretrained"): Refused(["ios-bundle", "demonet", "--pretrained", "--out", "m"], "weights"),
-    ("ios-bundle", "--checkpoint"): Refused(["ios-bundle", "starnet_digits", "demonet", "--checkpoint", "w.pt",
-                                             "--out", "m"], "--checkpoint"),
+    ("ios-bundle", "--checkpoint"): Effect(IOS, ["--checkpoint", "weights.safetensors"],
+                                           lambda o: o.files.get(IOS_WEIGHTS), setup=_random_checkpoint, slow=True),
     ("ios-bundle", "--force"): Effect(IOS, ["--force"], RC, setup=_existing("m/manifest.json")),
     ("ios-bundle", "--no-validate"): Exempt("the validated half (a CoreML run through the MIL reference executor, "
                                             "about 30 s) is tests/test_ios_bench.py::test_ios_bundle_exports_a_"
@@ -545,3 +562,12 @@ def test_no_validate_is_said_and_recorded(tmp_path):
     assert [(m["validated"], m.get("max_abs_diff")) for m in manifest["models"]] == [(None, None)]
     assert all(line.startswith("starnet_digits: ") for line in proc.stderr.splitlines()), proc.stderr[-2000:]
     assert (tmp_path / "cache" / "logs" / "ios-bundle.log").is_file()
+
+
+def test_ios_bundle_checkpoint_goes_with_one_model(tmp_path, monkeypatch, capsys):
+    """``ios-bundle --checkpoint`` (its effect: the case above) is refused with two models,
+    before any work."""
+    o = run_cli(["ios-bundle", "starnet_digits", "demonet", "--checkpoint", "w.pt", "--out", "m"], tmp_path,
+                monkeypatch, capsys)
+    assert o.rc == 2 and "staredge ios-bundle: error:" in o.err and "--checkpoint" in o.err, o.err[-2000:]
+    assert o.files == {}
