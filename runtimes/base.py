@@ -195,9 +195,21 @@ class Backend(ABC):
     def check_graph_input(self) -> None:
         """Raise :class:`ArtifactError` at load time when the metadata's ``input_size`` is not
         the graph's own input shape (metadata that lies, or was copied from another model),
-        instead of a runtime's raw error at the first call."""
+        and :class:`MetadataError` when an image classifier's graph takes more than one input
+        (a language model whose metadata claims an image task), instead of a runtime's raw
+        error at the first call."""
+        if self.metadata.task != "image-classification":
+            return
+        engine = getattr(self, "engine", None)
+        inputs = [t.name for t in engine.inputs()] if isinstance(engine, Engine) else []
+        if len(inputs) > 1:  # e.g. a language model (ids, position, states) whose metadata claims an image task
+            from staredge.errors import MetadataError
+
+            raise MetadataError(f"{self.path}: metadata task is {self.metadata.task!r} but the graph takes "
+                                f"{len(inputs)} inputs ({', '.join(inputs)[:200]}), not one image batch; the "
+                                "metadata was edited or belongs to another model: re-export it")
         graph = self.graph_input_shape()
-        if graph is None or self.metadata.task != "image-classification":
+        if graph is None:
             return
         dims = list(graph)
         if self.metadata.input_layout.upper() == "NHWC" and len(dims) == 4:

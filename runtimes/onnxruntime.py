@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from staredge.errors import ConfigError, DeviceError, MetadataError, require
+from staredge.errors import ConfigError, DeviceError, require
 from staredge.runtimes.base import ArtifactError, Backend, Engine, TensorInfo, check_artifact_file
 from staredge.threads import resolve_threads
 
@@ -270,12 +270,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self.engine.providers
         self.device = self.engine.device
         self._metadata = self.read_artifact_metadata(self.path)
-        inputs = [i.name for i in self.session.get_inputs()]
-        if len(inputs) != 1:  # e.g. a language model (ids, position, states) whose metadata claims an image task
-            raise MetadataError(f"{self.path}: metadata task is {self._metadata.task!r} but the graph takes "
-                                f"{len(inputs)} inputs ({', '.join(inputs)[:200]}), not one image batch; the "
-                                "metadata was edited or belongs to another model: re-export it")
-        self.input_name = inputs[0]
+        self.input_name = self.session.get_inputs()[0].name  # more than one input: check_graph_input refuses it
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def graph_input_shape(self) -> tuple[int | None, ...]:
