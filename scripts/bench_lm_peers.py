@@ -20,6 +20,17 @@ import json
 import sys
 
 
+def quant_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs; integers and true/false parsed."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        low = value.lower()
+        out[key] = (int(value) if value.lstrip("-").isdigit() else
+                    {"true": True, "false": False}.get(low, value))
+    return out
+
+
 def main(argv=None) -> int:
     """Command line entry (see the module doc)."""
     from staredge.bench.peers import STAREDGE_RUNTIMES, markdown, run_peers_bench
@@ -42,6 +53,10 @@ def main(argv=None) -> int:
                         "(e.g. /tmp/peers-venv/lib/python3.11/site-packages); searched after this one's")
     p.add_argument("--ov-genai-dir", default=None, help="an optimum-intel export of the Llama folder")
     p.add_argument("--workdir", default="exports/peers")
+    p.add_argument("--quant", action="append", default=[], metavar="KEY=VALUE",
+                   help="an LM quantisation option (e.g. accuracy_level=4): int8/int4 StarEdge artifacts of the "
+                        "formats that take it get a second variant, staredge-<runtime>-<--quant-tag>-<precision>")
+    p.add_argument("--quant-tag", default="q", help="names the --quant variant")
     p.add_argument("--profile", action="store_true",
                    help="afterwards, ONNX Runtime's profiler on every ONNX runner at 1 thread (where the time goes)")
     p.add_argument("--json", default=None)
@@ -56,6 +71,7 @@ def main(argv=None) -> int:
                           staredge=split(args.runtimes), precisions=split(args.precisions), peers=split(args.peers),
                           gguf_convert=args.gguf_convert, ov_genai_dir=args.ov_genai_dir,
                           llama_cpp_path=args.llama_cpp_path, profile=args.profile,
+                          quantization=quant_options(args.quant), quant_tag=args.quant_tag,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     doc["command"] = " ".join(["scripts/bench_lm_peers.py"] + (argv if argv is not None else sys.argv[1:]))
     print(markdown(doc))

@@ -273,6 +273,12 @@ class _LlamaCpp:
 
         self.llm = Llama(model_path=cfg["gguf"], n_threads=cfg["threads"], n_threads_batch=cfg["threads"],
                          n_ctx=cfg["n_ctx"], logits_all=False, verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def last_logits(self) -> np.ndarray:
+        """The logits of the last token evaluated (``Llama.scores`` is filled only with
+        ``logits_all=True``, which would copy every prompt row: read llama.cpp's own)."""
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
 
     def stream(self, ids, new):
         self.llm.reset()
@@ -280,10 +286,20 @@ class _LlamaCpp:
         times = []
         self.llm.eval(list(ids))
         for _ in range(new):
-            tok = int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))
+            tok = int(np.argmax(self.last_logits()))
             times.append(time.perf_counter())
             self.llm.eval([tok])
         return _gaps_result(t0, times, len(ids))
+
+    def greedy(self, ids, new) -> list[int]:
+        """The greedy tokens after ``ids`` (for checking the GGUF against StarEdge's artifact)."""
+        self.llm.reset()
+        self.llm.eval(list(ids))
+        out = []
+        for _ in range(new):
+            out.append(int(np.argmax(self.last_logits())))
+            self.llm.eval([out[-1]])
+        return out
 
 
 class _OpenVinoGenAI:
@@ -609,8 +625,12 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
                     staredge: tuple[str, ...] = tuple(STAREDGE_RUNTIMES),
                     precisions: tuple[str, ...] = ("fp32",), peers: tuple[str, ...] = ("transformers", "ort-genai"),
                     gguf_convert: str | None = None, ov_genai_dir: str | None = None,
-                    llama_cpp_path: str | None = None, profile: bool = False, log=print) -> dict[str, Any]:
-    """Run the benchmark (see the module doc); returns the result document. ``profile``:
+                    llama_cpp_path: str | None = None, profile: bool = False,
+                    quantization: dict[str, Any] | None = None, quant_tag: str = "q", log=print) -> dict[str, Any]:
+    """Run the benchmark (see the module doc); returns the result document.
+    ``quantization``: options of the formats' LM quantisers (e.g. ``{"accuracy_level": 4}``
+    for ONNX); each int8/int4 StarEdge artifact whose format takes them all gets a second
+    variant with them, runner ``staredge-<runtime>-<quant_tag>-<precision>``. ``profile``:
     afterwards, :func:`onnx_decode_profile` of every ONNX runner (StarEdge's ONNX artifacts,
     ONNX Runtime GenAI's folders) at 1 thread, under ``"profiles"``."""
     from staredge.bench.generate import prompt_ids
@@ -641,6 +661,17 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
                 get_format(fmt).lm_exporter_function()(model, path, max_context=max_ctx, name="transformer_pp_peer",
                                                        prefill_chunk=16, **({"precision": prec} if prec != "fp32" else {}))
             runners.append((f"staredge-{rt}" + ("" if prec == "fp32" else f"-{prec}"), "staredge", {"path": str(path)}))
+            if quantization and prec != "fp32":
+                unknown = sorted(set(quantization) - set(get_format(fmt).lm_quant_options))
+                if unknown:
+                    skipped[f"staredge-{rt}-{quant_tag}-{prec}"] = (
+                        f"{fmt} LM quantisation takes {', '.join(get_format(fmt).lm_quant_options)}, not {', '.join(unknown)}")
+                    continue
+                qpath = path.with_name(f"{path.stem}_{quant_tag}{suffix}")
+                if not qpath.exists():
+                    get_format(fmt).lm_exporter_function()(model, qpath, max_context=max_ctx, name="transformer_pp_peer",
+                                                           prefill_chunk=16, precision=prec, quantization=dict(quantization))
+                runners.append((f"staredge-{rt}-{quant_tag}-{prec}", "staredge", {"path": str(qpath)}))
     for peer in peers:
         if avail.get(peer):
             skipped[peer] = avail[peer]
@@ -685,6 +716,7 @@ def run_peers_bench(*, dim: int = 128, layers: int = 5, seed: int = 0, prompt: i
             "threads": list(threads), "load_average_per_round": [round(x, 2) for x in loads],
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu_count": os.cpu_count(),
             "nice": os.getpriority(os.PRIO_PROCESS, 0), "rows": rows, "skipped": skipped,
+            **({"quantization": {quant_tag: quantization}} if quantization else {}),
             "artifacts": {label: cfg.get("path") or cfg.get("og_dir") or cfg.get("gguf") for label, _, cfg in runners
                           if cfg.get("path") or cfg.get("og_dir") or cfg.get("gguf")},
             "ratios": ratios(rows), **({"profiles": profiles} if profiles else {})}
