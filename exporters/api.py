@@ -155,7 +155,7 @@ _CHECKPOINT_SUFFIXES = checkpoint_suffixes()
 
 def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None, model_name: str | None = None, *,
                   pretrained: bool = False, num_classes: int | None = None, labels: Any = None,
-                  positional: str = "MODEL_OR_CHECKPOINT") -> nn.Module:
+                  positional: str = "MODEL_OR_CHECKPOINT", img_size: int | None = None) -> nn.Module:
     """A model from a module, a registry name, or a checkpoint path (+ ``model_name``): the one
     implementation behind ``export()``, ``tune()`` and the CLI's model flags
     (``staredge.commands._args.model_from_args`` passes ``--checkpoint``, ``--model``,
@@ -165,7 +165,8 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
     (safetensors), else its file name (``starnet_s1.pth.tar`` → ``starnet_s1``). A path that does
     not exist is a :class:`CheckpointError` saying so. A registry model whose weights ship with
     the package (``starnet_digits``) loads them unless a checkpoint is given, never random ones.
-    ``positional`` is how error messages name the model argument.
+    ``positional`` is how error messages name the model argument. ``img_size``: the input
+    height and width to build the model for (:func:`with_input_size`).
     """
     from staredge.models import create, get_entry
 
@@ -178,7 +179,7 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
             from staredge.models.checkpoint import load_checkpoint
 
             load_checkpoint(model_or_name, checkpoint)
-        return model_or_name.eval()
+        return with_input_size(model_or_name, img_size).eval()
     text = str(model_or_name)
     if os.path.isfile(text):
         if checkpoint is not None:
@@ -194,7 +195,31 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
         name = text
     if checkpoint is None and not pretrained and get_entry(name).packaged_weights is not None:
         pretrained = True  # weights that ship with the package (the digits model): never random ones
-    return create(name, checkpoint=checkpoint, num_classes=num_classes, labels=labels, pretrained=pretrained)
+    extra = {} if img_size is None else {"img_size": img_size}
+    return create(name, checkpoint=checkpoint, num_classes=num_classes, labels=labels, pretrained=pretrained, **extra)
+
+
+def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
+    """``model`` with ``pretrained_cfg.input_size`` set to ``img_size`` × ``img_size`` (None:
+    unchanged). A model built for one size (EfficientFormerV2's attention grids) must be built
+    for the new one instead (``create(name, img_size=...)``: a :class:`ConfigError` says so);
+    a model that takes points, not images, refuses it."""
+    import dataclasses
+
+    if img_size is None:
+        return model
+    cfg = getattr(model, "pretrained_cfg", None)
+    size = tuple(getattr(cfg, "input_size", ()) or ())
+    name = getattr(model, "staredge_name", type(model).__name__)
+    if len(size) != 3 or size[1:] == (1, 1):
+        raise ConfigError(f"--img-size (img_size=) applies to models that take images; {name} takes inputs of "
+                          f"shape {size or 'unknown'}: drop the option")
+    built = getattr(model, "img_size", None)
+    if built is not None and int(built) != int(img_size):
+        raise ConfigError(f"{name} was built for {built}x{built} inputs; build it for {img_size} "
+                          f"(create('{name}', img_size={img_size})) or pass the registry name with --img-size")
+    model.pretrained_cfg = dataclasses.replace(cfg, input_size=(size[0], int(img_size), int(img_size)))
+    return model
 
 
 def _architecture_of(path: str, get_entry) -> str:
@@ -308,10 +333,12 @@ class _ImageJob:
     task = IMAGE_CLASSIFICATION
 
     def __init__(self, model_or_name, fmts, precision, rewrite, checkpoint, model_name, dynamic_batch,
-                 fallback_rewrite, calibration, calibration_samples, validate) -> None:
+                 fallback_rewrite, calibration, calibration_samples, validate, *, img_size: int | None = None,
+                 batch: int = 1) -> None:
         self.passes = {fmt: resolve_passes(rewrite, fmt) for fmt in fmts}
         self.fallback = check_pass_names(fallback_rewrite) if fallback_rewrite is not None else None
-        self.model = resolve_model(model_or_name, checkpoint, model_name)
+        self.model = resolve_model(model_or_name, checkpoint, model_name, img_size=img_size)
+        self.batch = batch
         self.name, self.family = model_identity(self.model)
         check_finite_weights(self.model, self.name)
         self.precision = precision
@@ -330,7 +357,7 @@ class _ImageJob:
         from staredge.exporters.passes import example_input
         from staredge.exporters.validate import validation_inputs
 
-        self.example = example_input(self.model, batch=1)
+        self.example = example_input(self.model, batch=self.batch)
         self.inputs = validation_inputs(self.model) if self.validate_on else None
         self.references: dict[str, Any] = {}  # PyTorch logits per input set, shared by every format
         self.labelled = None
@@ -531,6 +558,8 @@ def export(
     coreml_stateful: bool | None = None,
     dim: int | None = None,
     depth: int | None = None,
+    img_size: int | None = None,
+    batch: int | None = None,
 ) -> ExportReport:
     """Export a model to each format in ``formats`` and validate every artifact: the one
     export function for every task.
@@ -547,7 +576,10 @@ def export(
     one that does not apply to the model's task or to the formats asked for is a
     :class:`~staredge.errors.ConfigError` naming its flag, never silently ignored:
     ``dynamic_batch`` (images: True or "auto" gives every format that can carry a symbolic
-    batch axis one, ONNX and OpenVINO; the others keep batch 1), ``max_context`` /
+    batch axis one, ONNX and OpenVINO; the others keep batch 1), ``img_size`` (images: the
+    artifact's input height and width instead of the model's default; a registry model is
+    built for it, e.g. EfficientFormerV2's attention biases) and ``batch`` (images: the batch
+    the graph is traced with; a static artifact then runs exactly that batch), ``max_context`` /
     ``prefill_chunk`` (language models; default the model's ``max_seq_len`` and
     ``min(16, max_context)``), ``coreml_state`` ("fp16" / "fp16x2") and ``coreml_stateful``
     (CoreML language models). ``precision`` must be one every format asked for exports for
@@ -582,7 +614,7 @@ def export(
     fmts = parse_formats(formats, task)
     options = check_export_options(task, fmts, {
         "dynamic_batch": dynamic_batch, "max_context": max_context, "prefill_chunk": prefill_chunk,
-        "coreml_state": coreml_state, "coreml_stateful": coreml_stateful,
+        "coreml_state": coreml_state, "coreml_stateful": coreml_stateful, "img_size": img_size, "batch": batch,
     }, model=str(getattr(model_or_name, "staredge_name", None) or
                  (model_or_name if isinstance(model_or_name, (str, os.PathLike)) else "this model")))
     check_precision(task, fmts, precision)
@@ -600,7 +632,8 @@ def export(
             if value is not None:
                 raise ConfigError(f"{flag} builds the transformer_pp / striped_mamba language models only; drop it")
         job = _ImageJob(model_or_name, fmts, precision, rewrite, checkpoint, model_name, dynamic_batch,
-                        fallback_rewrite, calibration, calibration_samples, validate)
+                        fallback_rewrite, calibration, calibration_samples, validate,
+                        img_size=options.get("img_size"), batch=options.get("batch", 1))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in the way, /proc, a read-only or missing parent

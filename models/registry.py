@@ -291,6 +291,17 @@ def create(
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         args["num_classes"] = num_classes
     args.update(kwargs)
+    if "img_size" in args:
+        import inspect
+
+        size = args["img_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+            raise ConfigError(f"img_size must be a whole number of pixels, at least 32, got {size!r}")
+        if entry.cfg.input_size[1:] == (1, 1):
+            raise ConfigError(f"img_size applies to models that take images; {entry.name} takes points of shape "
+                              f"{tuple(entry.cfg.input_size)}")
+        if "img_size" not in inspect.signature(entry.builder).parameters:
+            del args["img_size"]  # convolutions and global pooling: any size, nothing to rebuild
     import torch
 
     seed = init_seed(entry.name)

@@ -290,8 +290,12 @@ class Backend(ABC):
 
     @property
     def fixed_batch(self) -> int:
-        """The batch size a static artifact runs (1, or the ``batch`` option it was loaded with)."""
-        return int(self.options.get("batch") or 1)
+        """The batch size a static artifact runs: the ``batch`` option it was loaded with, else
+        the graph's own static batch (``staredge export --batch N``), else 1."""
+        if self.options.get("batch"):
+            return int(self.options["batch"])
+        graph = self.graph_input_shape() if not self.supports_batch else None
+        return int(graph[0]) if graph and isinstance(graph[0], int) and graph[0] > 0 else 1
 
     @property
     def input_shape(self) -> tuple[int, ...]:

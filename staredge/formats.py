@@ -495,6 +495,14 @@ EXPORT_OPTIONS: dict[str, ExportOption] = {
             help="image models: a symbolic batch axis where the format can carry one (ONNX, OpenVINO; "
                  "the others keep batch 1)"),
         ExportOption(
+            name="img_size", flag="--img-size", minimum=32, metavar="PX", tasks=(IMAGE_CLASSIFICATION,),
+            help="image models: input height and width of the artifact (default: the model's, e.g. 224; "
+                 "EfficientFormerV2 takes multiples of 32 and rebuilds its attention biases for the size)"),
+        ExportOption(
+            name="batch", flag="--batch", minimum=1, metavar="N", tasks=(IMAGE_CLASSIFICATION,),
+            help="image models: the batch the artifact is traced with and runs (default 1; with "
+                 "--dynamic-batch the traced batch of a symbolic axis)"),
+        ExportOption(
             name="max_context", flag="--max-context", minimum=1, metavar="N", tasks=(TEXT_GENERATION,),
             help="language models: fixed context of the artifacts (default: the model's max_seq_len)"),
         ExportOption(

@@ -160,15 +160,23 @@ class Predictor:
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         """Raw outputs for a preprocessed float32 array (N, C, H, W) or (C, H, W).
 
-        A (C, H, W) array is treated as a batch of one. Artifacts with a fixed batch of 1
-        are called once per row. Raises :class:`InputShapeError` for a wrong shape or dtype.
+        A (C, H, W) array is treated as a batch of one. An artifact with a fixed batch B
+        (``staredge export --batch B``; 1 by default) is called once per B rows, the last call
+        padded with zero rows whose outputs are dropped. Raises :class:`InputShapeError` for a
+        wrong shape or dtype.
         """
         if isinstance(x, np.ndarray) and x.ndim == len(self.backend.input_shape) - 1:
             x = x[None]
-        if isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[0] > 1 and not self.backend.supports_batch:
-            self.backend.check_input(x[:1])  # shape and dtype errors before any work
-            parts = [self._forward(x[i : i + 1]) for i in range(x.shape[0])]
-            return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+        fixed = self.backend.fixed_batch
+        if (isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[0] != fixed and x.shape[0] > 0
+                and not self.backend.supports_batch):
+            n = x.shape[0]
+            pad = (-n) % fixed
+            if pad:
+                x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
+            self.backend.check_input(x[:fixed])  # shape and dtype errors before any work
+            parts = [self._forward(x[i : i + fixed]) for i in range(0, x.shape[0], fixed)]
+            return [np.concatenate([p[j] for p in parts])[:n] for j in range(len(parts[0]))]
         return self._forward(x)
 
     def _forward(self, x: np.ndarray) -> list[np.ndarray]:
@@ -187,7 +195,7 @@ class Predictor:
         """Class probabilities (N, num_classes) for several images, batched where allowed."""
         if len(images) == 0:
             raise ImageInputError("no images given; pass at least one image")
-        step = self.batch_size if self.backend.supports_batch else 1
+        step = self.batch_size if self.backend.supports_batch else self.backend.fixed_batch
         rows = []
         for start in range(0, len(images), step):
             chunk = np.stack([self.preprocess(im) for im in images[start : start + step]])

@@ -302,6 +302,8 @@ CASES: dict[tuple[str, str], Effect | Refused | Exempt] = {
     ("export", "--num-classes"): Effect(EXPORT, ["--num-classes", "3"], FILES),
     ("export", "--labels"): Effect(EXPORT, ["--labels", "labels.txt"], FILES, setup=_labels),
     ("export", "--dynamic-batch"): Effect(EXPORT, ["--dynamic-batch"], J("artifacts", 0, "dynamic_batch")),
+    ("export", "--img-size"): Effect(EXPORT, ["--img-size", "64"], FILES),
+    ("export", "--batch"): Effect(EXPORT, ["--batch", "2"], FILES),
     ("export", "--max-context"): Refused([*EXPORT, "--max-context", "10"], "--max-context"),
     ("export", "--prefill-chunk"): Refused([*EXPORT, "--prefill-chunk", "4"], "--prefill-chunk"),
     ("export", "--coreml-state"): Refused([*EXPORT, "--coreml-state", "fp16"], "--coreml-state"),

@@ -39,7 +39,7 @@ def test_one_implementation_turns_a_model_argument_into_a_model(monkeypatch):
     monkeypatch.setattr(api, "resolve_model", lambda *a, **kw: seen.append((a, kw)) or "model")
     assert _args.model_from_args(_ns(model="starnet_s1", num_classes=3, pretrained=True)) == "model"
     assert seen == [(("starnet_s1", None, None), {"pretrained": True, "num_classes": 3, "labels": None,
-                                                  "positional": "MODEL"})]
+                                                  "positional": "MODEL", "img_size": None})]
 
 
 def test_python_and_cli_read_a_checkpoints_architecture_the_same_way(tmp_path):

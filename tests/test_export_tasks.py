@@ -371,3 +371,60 @@ def test_weight_only_int8_language_model_through_export(tmp_path, capsys):
     assert main(["export", "star_lm_pydoc", "--precision", "int4", "--formats", "coreml",
                  "--out", str(tmp_path / "y")]) == 2
     assert "--precision int4 is not available for language models in CoreML" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --img-size and --batch (issue 22)
+
+
+def test_img_size_and_batch_reach_the_artifact_and_validate(tmp_path):
+    """``export --img-size 160 --batch 2``: the graph takes (2, 3, 160, 160), the metadata says
+    160, the artifact validates against PyTorch at that size, and a Predictor runs it with its
+    own static batch (two images per call) without being told."""
+    import numpy as np
+
+    from staredge import Predictor
+
+    assert main(["export", "starnet_s050", "--formats", "onnx,openvino", "--img-size", "160", "--batch", "2",
+                 "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
+    for name in ("starnet_s050.onnx", "starnet_s050_openvino/starnet_s050.xml"):
+        path = tmp_path / name
+        fmt = "onnx" if name.endswith(".onnx") else "openvino"
+        assert list(read_metadata(path, fmt).input_size) == [3, 160, 160]
+        p = Predictor(path)
+        assert p.backend.input_shape == (2, 3, 160, 160)
+        x = np.random.default_rng(0).standard_normal((3, 3, 160, 160)).astype(np.float32)
+        pair = p.predict(x[:2])[0]
+        assert pair.shape == (2, 1000)
+        three = p.predict(x)[0]  # two calls, the second padded: the same rows come back
+        assert three.shape == (3, 1000)
+        np.testing.assert_allclose(three[:2], pair, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(three[2:], p.predict(x[2:])[0], rtol=1e-5, atol=1e-6)
+        assert len(p.classify([np.zeros((200, 240, 3), np.uint8)] * 3)) == 3
+
+
+def test_img_size_rebuilds_efficientformer_for_the_size(tmp_path):
+    """EfficientFormerV2's attention grids are built for one size: --img-size builds the model
+    for it (a multiple of 32), and a size it cannot take is refused before any work."""
+    report = export("efficientformerv2_s0", ["onnx"], tmp_path, img_size=256)
+    assert report.passed and list(read_metadata(report.artifacts[0].path, "onnx").input_size) == [3, 256, 256]
+    with pytest.raises(ConfigError, match="divisible by 32"):
+        export("efficientformerv2_s0", ["onnx"], tmp_path / "b", img_size=100)
+    built = create("efficientformerv2_s0")
+    with pytest.raises(ConfigError, match="built for 224x224"):
+        export(built, ["onnx"], tmp_path / "c", img_size=256)
+
+
+def test_img_size_and_batch_are_refused_where_they_do_not_apply(tmp_path, capsys):
+    """Not images: a language model and DemoNet2D (points) refuse them naming the flag; a size
+    below 32 or a zero batch is refused as a value."""
+    with pytest.raises(ConfigError, match=r"--img-size \(img_size=\) applies to image classifiers"):
+        export(_lm(), ["onnx"], tmp_path, img_size=64)
+    with pytest.raises(ConfigError, match=r"--batch \(batch=\) applies to image classifiers"):
+        export(_lm(), ["onnx"], tmp_path, batch=2)
+    with pytest.raises(ConfigError, match="takes points"):
+        export("demonet2d", ["onnx"], tmp_path, img_size=64)
+    with pytest.raises(ConfigError, match="at least 32"):
+        export("starnet_s050", ["onnx"], tmp_path, img_size=16)
+    with pytest.raises(SystemExit) as info:
+        main(["export", "starnet_s050", "--batch", "0", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--batch" in capsys.readouterr().err

@@ -43,7 +43,9 @@ def test_options_schema_checks_task_format_and_value():
         check(formats.TEXT_GENERATION, ["onnx"], {"max_context": 0})
     with pytest.raises(ConfigError, match=r"--coreml-state \(coreml_state=\) must be one of fp16, fp16x2"):
         check(formats.TEXT_GENERATION, ["coreml"], {"coreml_state": "fp8"})
-    with pytest.raises(ConfigError, match="unknown export option 'img_size'"):
+    with pytest.raises(ConfigError, match="unknown export option 'image_size'"):
+        check(formats.IMAGE_CLASSIFICATION, ["onnx"], {"image_size": 3})
+    with pytest.raises(ConfigError, match=r"--img-size \(img_size=\) must be at least 32, got 3"):
         check(formats.IMAGE_CLASSIFICATION, ["onnx"], {"img_size": 3})
     # the CLI builds one flag per schema entry that has one
     import argparse

@@ -289,14 +289,15 @@ def add_model_arguments(p: argparse.ArgumentParser, *, labels: bool = True) -> N
 
 def model_from_args(args: argparse.Namespace, positional: str = "MODEL") -> Any:
     """The model ``args`` describe (``args.model``: a registry name or a checkpoint file, with
-    ``--checkpoint``, ``--model``, ``--pretrained``, ``--num-classes`` and ``--labels``), built by
+    ``--checkpoint``, ``--model``, ``--pretrained``, ``--num-classes``, ``--labels`` and, for
+    export, ``--img-size``), built by
     the one implementation, :func:`staredge.exporters.api.resolve_model`."""
     from staredge.exporters.api import resolve_model
 
     return resolve_model(str(args.model), getattr(args, "checkpoint", None), getattr(args, "model_name", None),
                          pretrained=bool(getattr(args, "pretrained", False)),
                          num_classes=getattr(args, "num_classes", None), labels=getattr(args, "labels", None),
-                         positional=positional)
+                         positional=positional, img_size=getattr(args, "img_size", None))
 
 
 # --------------------------------------------------------------------------- outputs
