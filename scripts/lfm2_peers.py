@@ -36,14 +36,16 @@ SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}
 
 
 def staredge_runners(work: Path, context: int, formats: list[str], variants: list[str]) -> list[tuple[str, str, dict]]:
-    """StarEdge's artifacts under ``work``: (label, "staredge", {"path": ...})."""
+    """StarEdge's artifacts under ``work``: (label, "staredge", {"path": ..., "tokenizer_json": the
+    folder's, for artifacts that record no tokenizer})."""
     runners = []
     for fmt in formats:
         for variant in variants:
             folder = work / ("out" if variant == "fp32" else f"out-{variant}")
             found = sorted(folder.glob(f"*_ctx{context}{SUFFIXES[fmt]}"))
             if found:
-                runners.append((f"staredge-{fmt}-{variant}", "staredge", {"path": str(found[0])}))
+                runners.append((f"staredge-{fmt}-{variant}", "staredge", {
+                    "path": str(found[0]), "tokenizer_json": str(work / "lfm2-350m-random" / "tokenizer.json")}))
     return runners
 
 
@@ -66,7 +68,7 @@ def main() -> int:
     args = p.parse_args()
 
     from staredge.bench.generate import prompt_ids
-    from staredge.bench.peers import build_gguf, build_ort_genai, markdown, run_streams
+    from staredge.bench.peers import build_gguf, build_ort_genai, markdown, ratios, run_streams
     from staredge.errors import ConfigError
 
     def split(s):
@@ -110,6 +112,8 @@ def main() -> int:
            "threads": [int(t) for t in split(args.threads)], "load_average_per_round": [round(x, 2) for x in loads],
            "nice": os.getpriority(os.PRIO_PROCESS, 0), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "cpu_count": os.cpu_count(), "prepared": prepared, "rows": rows, "skipped": skipped,
+           "ratios": ratios(rows), "artifacts": {label: cfg.get("path") or cfg.get("og_dir") or cfg.get("gguf")
+                                                 for label, _, cfg in runners},
            "command": " ".join(["scripts/lfm2_peers.py"] + sys.argv[1:])}
     print(markdown(doc))
     if args.json:

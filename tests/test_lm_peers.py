@@ -144,9 +144,13 @@ def test_ratios_take_the_fastest_staredge_runtime_per_precision():
     rows = [_row("staredge-onnxruntime", 0.8), _row("staredge-litert", 0.6), _row("staredge-pytorch-eager", 3.0),
             _row("staredge-onnxruntime-int8", 0.5), _row("staredge-openvino-int8", 0.9),
             _row("ort-genai", 0.3), _row("ort-genai-int8", 0.25), _row("llama.cpp-f32", 0.4),
-            _row("llama.cpp-q8_0", 1.0), _row("llama.cpp-q4_0", 0.2), _row("staredge-litert", 0.4, threads=2)]
+            _row("llama.cpp-q8_0", 1.0), _row("llama.cpp-q4_0", 0.2), _row("staredge-litert", 0.4, threads=2),
+            _row("staredge-onnx-int4-acc4", 0.7), _row("staredge-onnxruntime-acc4-int4", 0.4)]
     got = {(r["threads"], r["precision"]): r for r in ratios(rows)}
-    assert set(got) == {(1, "fp32"), (1, "int8"), (2, "fp32")}  # no StarEdge int4 row: no int4 ratio
+    assert set(got) == {(1, "fp32"), (1, "int8"), (1, "int4"), (2, "fp32")}
+    # the precision is read from any part of the label (lfm2_peers.py and --quant-tag labels)
+    assert got[(1, "int4")]["staredge_best"] == "staredge-onnxruntime-acc4-int4"
+    assert got[(1, "int4")]["vs_llama.cpp"] == pytest.approx(2.0) and "vs_ort-genai" not in got[(1, "int4")]
     fp32, int8 = got[(1, "fp32")], got[(1, "int8")]
     assert fp32["staredge_best"] == "staredge-litert"
     assert fp32["vs_ort-genai"] == pytest.approx(2.0) and fp32["vs_llama.cpp"] == pytest.approx(1.5)

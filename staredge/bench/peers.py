@@ -167,16 +167,24 @@ def _gaps_result(t0: float, times: list[float], prompt: int) -> dict[str, Any]:
 
 
 class _StarEdge:
+    """A StarEdge LM artifact streamed by ``staredge.generation.stream`` with its own
+    tokenizer (the one its metadata records, else ``cfg["tokenizer_json"]``, else bytes)."""
+
     def __init__(self, cfg):
         from staredge.runtimes import load_backend
+        from staredge.tokenizer import ByteTokenizer, HFTokenizer, load_artifact_tokenizer
 
         self.backend = load_backend(cfg["path"], threads=cfg["threads"], device="cpu")
+        self.tokenizer = load_artifact_tokenizer(self.backend.path, self.backend.metadata.lm)
+        if isinstance(self.tokenizer, ByteTokenizer) and cfg.get("tokenizer_json"):
+            self.tokenizer = HFTokenizer(Path(cfg["tokenizer_json"]).read_text("utf-8"))
 
     def stream(self, ids, new):
         from staredge.bench.generate import summarize_stream
         from staredge.generation import stream
 
-        s = stream(self.backend, ids, max_new_tokens=new, temperature=0, add_bos=False, ignore_eos=True)
+        s = stream(self.backend, ids, max_new_tokens=new, temperature=0, add_bos=False, ignore_eos=True,
+                   tokenizer=self.tokenizer)
         for _ in s:
             pass
         r = summarize_stream(s.stats)
@@ -503,9 +511,11 @@ def run_streams(runners: list[tuple[str, str, dict]], *, threads: tuple[int, ...
                 proc.join(5)
                 continue
             workers[(label, n)] = (proc, parent)
-    for proc, conn in workers.values():  # warm-up stream (not recorded)
+    for key, (proc, conn) in workers.items():  # warm-up stream (not recorded); a failure stops here
         conn.send({"ids": ids, "new": min(16, new_tokens)})
-        conn.recv()
+        r = conn.recv()
+        if "error" in r:
+            raise ConfigError(f"{key[0]} ({key[1]} threads) failed in its warm-up stream: {r['error']}")
     samples: dict = {k: [] for k in workers}
     loads = []
     keys = list(workers)
@@ -728,7 +738,9 @@ _LABEL_PRECISION = {"f32": "fp32", "q8_0": "int8", "q4_0": "int4", "int8": "int8
 
 
 def _precision_of(label: str) -> str:
-    return _LABEL_PRECISION.get(label.rsplit("-", 1)[-1], "fp32")
+    """The first part of ``label`` (split at ``-``) that names a precision, else fp32
+    (``staredge-onnx-int8-acc4`` and ``staredge-onnxruntime-acc4-int8`` are both int8)."""
+    return next((_LABEL_PRECISION[p] for p in label.split("-") if p in _LABEL_PRECISION), "fp32")
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
