@@ -72,20 +72,20 @@ def test_tiny_bench_runs_and_skips_absent_peers(tmp_path):
     doc = run_peers_bench(dim=64, layers=1, prompt=8, new_tokens=6, rounds=1, threads=(1,), workdir=tmp_path,
                           staredge=("onnxruntime",), precisions=("fp32", "int8"),
                           peers=("pytorch-eager", "transformers", "llama.cpp", "openvino-genai"), profile=True,
-                          quantization={"accuracy_level": 4}, quant_tag="acc4", log=lambda m: None)
+                          quantization={"accuracy_level": 1}, quant_tag="acc1", log=lambda m: None)
     runners = {r["runner"] for r in doc["rows"]}
-    assert {"staredge-onnxruntime", "staredge-onnxruntime-int8", "staredge-onnxruntime-acc4-int8",
+    assert {"staredge-onnxruntime", "staredge-onnxruntime-int8", "staredge-onnxruntime-acc1-int8",
             "staredge-pytorch-eager", "transformers"} <= runners
-    # the --quant variant is a second artifact whose MatMulNBits carry the option; the default has none
+    # the --quant variant is a second artifact whose MatMulNBits carry the option; the default is level 4
     import onnx
 
     def levels(label):
         m = onnx.load(doc["artifacts"][label], load_external_data=False)
         return {a.i for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "accuracy_level"}
 
-    assert levels("staredge-onnxruntime-acc4-int8") == {4} and levels("staredge-onnxruntime-int8") == set()
+    assert levels("staredge-onnxruntime-acc1-int8") == {1} and levels("staredge-onnxruntime-int8") == {4}
     # the profiler saw the 5 decode steps of each ONNX artifact, and kernels are part of each run
-    assert set(doc["profiles"]) == {"staredge-onnxruntime", "staredge-onnxruntime-int8", "staredge-onnxruntime-acc4-int8"}
+    assert set(doc["profiles"]) == {"staredge-onnxruntime", "staredge-onnxruntime-int8", "staredge-onnxruntime-acc1-int8"}
     for prof in doc["profiles"].values():
         assert prof["steps"] == 5 and prof["nodes_run_per_step"] > 5
         assert 0 < prof["kernel_ms_per_step"] <= prof["model_run_ms_per_step"]
