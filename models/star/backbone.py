@@ -133,20 +133,24 @@ class STARBackbone(nn.Module):
         return x, tuple(new)
 
 
-#: ``special_ids`` of a byte-level model (the attribute is this very object then).
+#: ``special_ids`` of a byte-level model: empty (the byte vocabulary's ids). A model with its
+#: own ids always has all three keys (:func:`check_special_ids` fills the missing ones with
+#: None), so an empty dict means the defaults however the model was copied or loaded.
 DEFAULT_SPECIAL_IDS: dict = {}
+SPECIAL_ID_KEYS = ("bos_id", "eos_id", "pad_id")
 
 
 def check_special_ids(special_ids, vocab_size: int) -> dict:
-    """``{"bos_id": int|None, "eos_id": ..., "pad_id": ...}`` checked against the vocabulary;
-    None gives :data:`DEFAULT_SPECIAL_IDS` (the byte vocabulary's ids)."""
+    """``{"bos_id": int|None, "eos_id": ..., "pad_id": ...}`` checked against the vocabulary,
+    every key present (a missing one is None: the model has no such token); None gives an
+    empty dict (:data:`DEFAULT_SPECIAL_IDS`: the byte vocabulary's ids)."""
     if special_ids is None:
-        return DEFAULT_SPECIAL_IDS
+        return dict(DEFAULT_SPECIAL_IDS)
     if not isinstance(special_ids, dict):
         raise ConfigError(f"special_ids must be a dict like {{'bos_id': 1, 'eos_id': 2}}, got {type(special_ids).__name__}")
-    out = {}
+    out = dict.fromkeys(SPECIAL_ID_KEYS)
     for key, value in special_ids.items():
-        if key not in ("bos_id", "eos_id", "pad_id"):
+        if key not in SPECIAL_ID_KEYS:
             raise ConfigError(f"special_ids has unknown key {key!r}; known: bos_id, eos_id, pad_id")
         out[key] = None if value is None else check_int(f"special_ids[{key!r}]", value, 0, vocab_size - 1)
     return out
@@ -234,17 +238,17 @@ class STARLanguageModel(nn.Module):
     @property
     def bos_id(self) -> int | None:
         """BOS token id: the byte vocabulary's unless ``special_ids`` says otherwise."""
-        return self.special_ids.get("bos_id", C.BOS_ID if self.special_ids is DEFAULT_SPECIAL_IDS else None)
+        return self.special_ids.get("bos_id") if self.special_ids else C.BOS_ID
 
     @property
     def eos_id(self) -> int | None:
         """EOS token id: the byte vocabulary's unless ``special_ids`` says otherwise."""
-        return self.special_ids.get("eos_id", C.EOS_ID if self.special_ids is DEFAULT_SPECIAL_IDS else None)
+        return self.special_ids.get("eos_id") if self.special_ids else C.EOS_ID
 
     @property
     def pad_id(self) -> int | None:
         """PAD token id: the byte vocabulary's unless ``special_ids`` says otherwise."""
-        return self.special_ids.get("pad_id", C.PAD_ID if self.special_ids is DEFAULT_SPECIAL_IDS else None)
+        return self.special_ids.get("pad_id") if self.special_ids else C.PAD_ID
 
     @property
     def norm_eps(self) -> float:
@@ -314,7 +318,7 @@ class STARLanguageModel(nn.Module):
         # written only when not the defaults, so existing models' configs stay as they were
         if self.norm_eps != C.NORM_EPS:
             d["norm_eps"] = self.norm_eps
-        if self.special_ids is not DEFAULT_SPECIAL_IDS:
+        if self.special_ids:
             d["special_ids"] = dict(self.special_ids)
         return d
 
