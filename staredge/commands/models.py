@@ -85,9 +85,13 @@ def stored_catalog() -> list[dict] | None:
 
 
 def _entries(family: str | None) -> list[SimpleNamespace]:
-    """(name, family, paper, weights) of the models to list: the stored catalog, else the
-    registry (which also names the families when ``family`` is unknown)."""
-    stored = stored_catalog()
+    """(name, family, paper, weights) of the models to list: the registry when this process
+    has it loaded already (what Python callers registered or changed is listed as it is now),
+    else the stored catalog (the CLI, no torch), else the registry (which also names the
+    families when ``family`` is unknown)."""
+    import sys
+
+    stored = None if "staredge.models.registry" in sys.modules else stored_catalog()
     if stored is not None and (family is None or any(m["family"] == family for m in stored)):
         from staredge.models.hub import WeightsSource
 
