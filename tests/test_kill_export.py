@@ -32,7 +32,11 @@ JOBS = {
 #: (job, signal, seed): 3 SIGKILL + 3 SIGINT of the image export, one of each for the LM.
 CASES = ([("image", signal.SIGKILL, s) for s in range(3)] + [("image", signal.SIGINT, s) for s in range(3)]
          + [("lm", signal.SIGKILL, 0), ("lm", signal.SIGINT, 0)])
-_CLI = "import sys; from staredge.cli import main; sys.exit(main(sys.argv[1:]))"
+#: Python's own Ctrl-C handler first: a process started with SIGINT ignored (a test run in
+#: the background of a non-interactive shell, e.g. ``nohup make test &``) passes that on, and
+#: Python then installs no KeyboardInterrupt handler, so the export would never see Ctrl-C.
+_CLI = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from staredge.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _start(job: str, out: Path, cwd: Path, cache: Path) -> subprocess.Popen:
