@@ -1,9 +1,11 @@
-"""Write staredge/data/model_figures.json: params and MACs of every registered model.
+"""Write staredge/data/model_figures.json (params and MACs of every registered model) and
+staredge/data/model_catalog.json (family, paper figures and released weights, in listing order).
 
 ``staredge models`` reads these figures instead of profiling all models on every call
-(seconds idle, a minute on a loaded machine). ``tests/test_model_figures.py`` checks every
-entry against :func:`staredge.profile`, so the file cannot drift from the code: after
-changing a model, run ``.venv/bin/python scripts/model_figures.py``.
+(seconds idle, a minute on a loaded machine) and without importing torch.
+``tests/test_model_figures.py`` checks every entry against :func:`staredge.profile` and
+``tests/test_cli_imports.py`` the catalog against the registry, so neither file can drift
+from the code: after changing or adding a model, run ``.venv/bin/python scripts/model_figures.py``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ def figures() -> dict:
 
 
 def main() -> int:
-    """Profile every model and write the file atomically."""
+    """Profile every model and write both files atomically."""
+    from staredge.commands.models import write_catalog
     from staredge.fileio import atomic_write_text
 
     atomic_write_text(TARGET, json.dumps(figures(), indent=1, sort_keys=True) + "\n")
     print(f"wrote {TARGET.relative_to(ROOT)}")
+    write_catalog()
     return 0
 
 
