@@ -618,6 +618,10 @@ def export(
     }, model=str(getattr(model_or_name, "staredge_name", None) or
                  (model_or_name if isinstance(model_or_name, (str, os.PathLike)) else "this model")))
     check_precision(task, fmts, precision)
+    single = [get_format(f).title for f in fmts if options.get("batch", 1) > 1 and not get_format(f).static_batch]
+    if single:
+        raise ConfigError(f"--batch (batch=) {options['batch']}: {', '.join(single)} image inputs take one image per "
+                          f"call; export {', '.join(single)} without --batch (or with --batch 1)")
     for fmt in fmts:
         get_format(fmt).require_export()
     out = Path(out_dir)

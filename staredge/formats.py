@@ -151,6 +151,9 @@ class FormatSpec:
     extra: str = ""
     dynamic_batch: bool = False
     resizable_batch: bool = False
+    #: An image artifact can be traced with a static batch above 1 (``--batch N``); CoreML's
+    #: image input takes one image per prediction.
+    static_batch: bool = True
     validation_options: tuple[tuple[str, Any], ...] = ()
     tasks: tuple[str, ...] = (IMAGE_CLASSIFICATION,)
     #: What ``--rewrite auto`` applies. Fuse only for every format: pointwise conv → Linear
@@ -417,7 +420,7 @@ FORMATS: dict[str, FormatSpec] = {
             exporter="staredge.exporters.coreml:export_coreml",
             lm_exporter="staredge.exporters.coreml_lm:export_lm_coreml",
             export_requires=(("torch", "torch"), ("coremltools", "coreml")), extra="coreml",
-            runtime="coreml", dynamic_batch=False,
+            runtime="coreml", dynamic_batch=False, static_batch=False,
             tasks=(IMAGE_CLASSIFICATION, TEXT_GENERATION),
             # the numpy MIL executor on every OS: Apple's image inputs take uint8 pixels only,
             # so random validation inputs would be clipped there

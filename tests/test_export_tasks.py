@@ -425,6 +425,9 @@ def test_img_size_and_batch_are_refused_where_they_do_not_apply(tmp_path, capsys
         export("demonet2d", ["onnx"], tmp_path, img_size=64)
     with pytest.raises(ConfigError, match="at least 32"):
         export("starnet_s050", ["onnx"], tmp_path, img_size=16)
+    with pytest.raises(ConfigError, match="CoreML image inputs take one image per call"):
+        export("starnet_s050", ["onnx", "coreml"], tmp_path, batch=2)
+    assert export("starnet_s050", ["coreml"], tmp_path / "one", batch=1, validate=False).artifacts[0].path
     with pytest.raises(SystemExit) as info:
         main(["export", "starnet_s050", "--batch", "0", "--out", str(tmp_path)])
     assert info.value.code == 2 and "--batch" in capsys.readouterr().err
