@@ -16,7 +16,6 @@ process). See staredge/bench/peers.py.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -76,9 +75,9 @@ def main(argv=None) -> int:
     doc["command"] = " ".join(["scripts/bench_lm_peers.py"] + (argv if argv is not None else sys.argv[1:]))
     print(markdown(doc))
     if args.json:
-        from staredge.fileio import atomic_write_text
+        from staredge.fileio import atomic_write_json
 
-        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n", force=True)
+        atomic_write_json(args.json, doc)
     return 0
 
 

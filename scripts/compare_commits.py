@@ -174,9 +174,9 @@ def main() -> int:
         print(f"| {n} | {' | '.join(cells)} | {ratio:.2f}× |")
     print(f"\nload average per round: {loads}")
     if args.json:
-        from staredge.fileio import atomic_write_text
+        from staredge.fileio import atomic_write_json
 
-        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n", force=True)
+        atomic_write_json(args.json, doc)
     return 0
 
 

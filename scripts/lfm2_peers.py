@@ -117,9 +117,9 @@ def main() -> int:
            "command": " ".join(["scripts/lfm2_peers.py"] + sys.argv[1:])}
     print(markdown(doc))
     if args.json:
-        from staredge.fileio import atomic_write_text
+        from staredge.fileio import atomic_write_json
 
-        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n", force=True)
+        atomic_write_json(args.json, doc)
     return 0
 
 

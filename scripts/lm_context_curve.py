@@ -25,7 +25,6 @@ to 4,096).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -169,9 +168,9 @@ def main(argv=None) -> int:
             print(f"| {variant} | {r} | {' | '.join(cells_txt)} | {growth:.2f}× |")
     print(f"load average per round: {doc['load_average_per_round']}")
     if args.json:
-        from staredge.fileio import atomic_write_text
+        from staredge.fileio import atomic_write_json
 
-        atomic_write_text(args.json, json.dumps(doc, indent=1) + "\n", force=True)
+        atomic_write_json(args.json, doc)
     return 0
 
 

@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from staredge.errors import ArtifactExistsError, ConfigError, OutputPathError
 
@@ -53,6 +54,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = True)
 def atomic_write_text(path: str | os.PathLike, text: str, force: bool = True) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_bytes(path, text.encode("utf-8"), force=force)
+
+
+def atomic_write_json(path: str | os.PathLike, doc: Any, force: bool = True) -> Path:
+    """Write ``doc`` as indented JSON (one trailing newline) to ``path`` atomically: the one
+    spelling of the result files benchmarks and scripts write."""
+    import json
+
+    return atomic_write_text(path, json.dumps(doc, indent=1) + "\n", force=force)
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None], force: bool = True,

@@ -381,7 +381,7 @@ def run_cli(args: Any) -> int:
     ``--json``, ``--markdown``, ``--plot``, ``--no-baselines``, ``--backends``)."""
     import sys
 
-    from staredge.fileio import atomic_write_text
+    from staredge.fileio import atomic_write_json, atomic_write_text
 
     models = list(getattr(args, "models", None) or ["star_lm_pydoc"])
     if len(models) != 1:
@@ -401,7 +401,7 @@ def run_cli(args: Any) -> int:
     print(json.dumps(doc, indent=1) if to_stdout else table)
     force = bool(getattr(args, "force", False))
     if getattr(args, "json", None) and not to_stdout:
-        atomic_write_text(Path(args.json), json.dumps(doc, indent=1) + "\n", force=force)
+        atomic_write_json(Path(args.json), doc, force=force)
     if getattr(args, "markdown", None):
         atomic_write_text(Path(args.markdown), table, force=force)
     if getattr(args, "plot", None):

@@ -255,10 +255,10 @@ def write_catalog() -> None:
     """Write the catalog package data from the registry (after adding or changing a model)."""
     from pathlib import Path
 
-    from staredge.fileio import atomic_write_text
+    from staredge.fileio import atomic_write_json
 
     target = Path(__file__).resolve().parents[1] / "data" / CATALOG_FILE
-    atomic_write_text(target, json.dumps(catalog(), indent=1) + "\n", force=True)
+    atomic_write_json(target, catalog())
     print(f"wrote {target}")
 
 
