@@ -200,10 +200,11 @@ def resolve_model(model_or_name: nn.Module | str, checkpoint: str | None = None,
 
 
 def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
-    """``model`` with ``pretrained_cfg.input_size`` set to ``img_size`` × ``img_size`` (None:
-    unchanged). A model built for one size (EfficientFormerV2's attention grids) must be built
+    """``model`` with ``pretrained_cfg.input_size`` set to ``img_size`` × ``img_size`` (a
+    shallow copy: the caller's module is not changed; None: ``model`` itself). A model built for one size (EfficientFormerV2's attention grids) must be built
     for the new one instead (``create(name, img_size=...)``: a :class:`ConfigError` says so);
     a model that takes points, not images, refuses it."""
+    import copy
     import dataclasses
 
     if img_size is None:
@@ -218,8 +219,9 @@ def with_input_size(model: nn.Module, img_size: int | None) -> nn.Module:
     if built is not None and int(built) != int(img_size):
         raise ConfigError(f"{name} was built for {built}x{built} inputs; build it for {img_size} "
                           f"(create('{name}', img_size={img_size})) or pass the registry name with --img-size")
-    model.pretrained_cfg = dataclasses.replace(cfg, input_size=(size[0], int(img_size), int(img_size)))
-    return model
+    sized = copy.copy(model)  # the caller's module keeps its own config (weights are shared, not copied)
+    sized.pretrained_cfg = dataclasses.replace(cfg, input_size=(size[0], int(img_size), int(img_size)))
+    return sized
 
 
 def _architecture_of(path: str, get_entry) -> str:

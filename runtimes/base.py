@@ -292,10 +292,16 @@ class Backend(ABC):
     def fixed_batch(self) -> int:
         """The batch size a static artifact runs: the ``batch`` option it was loaded with, else
         the graph's own static batch (``staredge export --batch N``), else 1."""
+        cached = self.__dict__.get("_fixed_batch")
+        if cached is not None:  # read on every call (check_input): asked of the graph once
+            return cached
         if self.options.get("batch"):
-            return int(self.options["batch"])
-        graph = self.graph_input_shape() if not self.supports_batch else None
-        return int(graph[0]) if graph and isinstance(graph[0], int) and graph[0] > 0 else 1
+            value = int(self.options["batch"])
+        else:
+            graph = self.graph_input_shape() if not self.supports_batch else None
+            value = int(graph[0]) if graph and isinstance(graph[0], int) and graph[0] > 0 else 1
+        self.__dict__["_fixed_batch"] = value
+        return value
 
     @property
     def input_shape(self) -> tuple[int, ...]:

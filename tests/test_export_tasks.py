@@ -412,6 +412,10 @@ def test_img_size_rebuilds_efficientformer_for_the_size(tmp_path):
     built = create("efficientformerv2_s0")
     with pytest.raises(ConfigError, match="built for 224x224"):
         export(built, ["onnx"], tmp_path / "c", img_size=256)
+    mine = create("starnet_s050")  # a module of the caller's: exported at 64, left as it was
+    report = export(mine, ["onnx"], tmp_path / "d", img_size=64, validate=False)
+    assert list(read_metadata(report.artifacts[0].path, "onnx").input_size) == [3, 64, 64]
+    assert tuple(mine.pretrained_cfg.input_size) == (3, 224, 224)
 
 
 def test_img_size_and_batch_are_refused_where_they_do_not_apply(tmp_path, capsys):
